@@ -1,0 +1,77 @@
+"""The Starlette application factory; the lifespan creates and wires every resource."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from gateway import health, metrics
+from gateway.auth import Authenticator
+from gateway.endpoint import WebSocketEndpoint
+from gateway.hub import Hub
+from gateway.settings import Settings
+from gateway.subscriber import Subscriber
+
+
+@dataclass
+class Gateway:
+    """Everything one worker holds; reaches handlers as ``request.state.gateway``."""
+
+    settings: Settings
+    worker_id: str
+    redis: aioredis.Redis
+    hub: Hub
+    subscriber: Subscriber
+    authenticator: Authenticator
+    draining: bool = field(default=False)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; resources are created only when its lifespan starts."""
+    settings = settings or Settings.from_environ()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
+        worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        client = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, client_name=f"gateway:{worker_id}"
+        )
+        hub = Hub()
+        subscriber = Subscriber(
+            settings.redis_url,
+            settings.channel_prefix,
+            worker_id,
+            client,
+            hub.deliver,
+            settings.redis_probe_interval,
+        )
+        gateway = Gateway(settings, worker_id, client, hub, subscriber, Authenticator(settings))
+        subscriber.start()
+        try:
+            yield {"gateway": gateway}
+        finally:
+            gateway.draining = True
+            await subscriber.stop()
+            await client.aclose()
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    routes = [
+        WebSocketRoute("/ws", WebSocketEndpoint()),
+        Route("/healthz", health.liveness),
+        Route("/healthz/redis", health.redis),
+        Route("/healthz/websocket", health.websocket),
+        Route("/metrics", metrics_endpoint),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

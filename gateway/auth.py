@@ -1,0 +1,116 @@
+"""Find the token of a WebSocket handshake and validate it with PyJWT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import jwt
+
+from gateway import close_codes
+from gateway.close_codes import Refusal
+from gateway.keys import is_valid_user_id
+from gateway.settings import Settings
+
+# A JWT this size is already absurd; refusing early bounds the work a hostile client causes.
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: str
+    expires_at: float
+    via_subprotocol: bool
+
+
+class AuthError(Exception):
+    """The handshake carries no usable token; ``refusal`` says how to answer."""
+
+    def __init__(self, refusal: Refusal, detail: str) -> None:
+        super().__init__(detail)
+        self.refusal = refusal
+
+
+@dataclass(frozen=True, slots=True)
+class _Carried:
+    token: str
+    via_subprotocol: bool
+
+
+def extract_token(query_string: bytes, headers: list[tuple[bytes, bytes]]) -> _Carried:
+    """Token from ``Sec-WebSocket-Protocol: bearer, <JWT>``, ``Authorization: Bearer``, or ``?token=``."""
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            parts = [p.strip() for p in value.decode("latin-1").split(",")]
+            if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1]:
+                return _Carried(parts[1], via_subprotocol=True)
+        elif name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return _Carried(credentials.strip(), via_subprotocol=False)
+    if b"token=" in query_string:
+        # max_num_fields bounds the parse of a query string with thousands of fields.
+        try:
+            fields = parse_qsl(query_string.decode("latin-1"), max_num_fields=32)
+        except ValueError:
+            raise AuthError(close_codes.TOKEN_INVALID, "query string too complex") from None
+        for key, field in fields:
+            if key == "token" and field:
+                return _Carried(field, via_subprotocol=False)
+    raise AuthError(close_codes.TOKEN_MISSING, "no token")
+
+
+class Authenticator:
+    """Validates tokens with exactly the configured algorithm; ``none`` can never be configured."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.jwt_secret_key
+        self._algorithms = [settings.jwt_algorithm]
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway
+        required = ["exp", "sub"]
+        if settings.jwt_audience:
+            required.append("aud")
+        if settings.jwt_issuer:
+            required.append("iss")
+        self._options: jwt.types.Options = {"require": required}
+
+    def authenticate(self, query_string: bytes, headers: list[tuple[bytes, bytes]]) -> Identity:
+        carried = extract_token(query_string, headers)
+        return Identity(*self.validate(carried.token), via_subprotocol=carried.via_subprotocol)
+
+    def validate(self, token: str) -> tuple[str, float]:
+        """Return ``(user_id, expires_at)`` of a valid token, or raise AuthError."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise AuthError(close_codes.TOKEN_INVALID, "token too long")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(close_codes.TOKEN_EXPIRED, "token expired") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(close_codes.TOKEN_INVALID, type(exc).__name__) from None
+        sub, exp = claims.get("sub"), claims.get("exp")
+        if not isinstance(sub, str) or not is_valid_user_id(sub):
+            raise AuthError(close_codes.TOKEN_INVALID, "unusable sub claim")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise AuthError(close_codes.TOKEN_INVALID, "unusable exp claim")
+        return sub, float(exp)
+
+
+def issue_token(settings: Settings, user_id: str, ttl: float, now: float) -> str:
+    """A token for development and tests: HS* only, since it needs the shared secret."""
+    claims: dict[str, object] = {"sub": user_id, "exp": int(now + ttl), "iat": int(now)}
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.jwt_secret_key, algorithm=settings.jwt_algorithm)

@@ -1,0 +1,50 @@
+"""python -m gateway: publish a notification, or mint a development token."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from gateway.auth import issue_token
+from gateway.publisher import Publisher
+from gateway.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    publish = commands.add_parser("publish", help="publish JSON to a user (REDIS_URL, REDIS_CHANNEL_PREFIX)")
+    publish.add_argument("user")
+    publish.add_argument("json", help="the payload, sent byte for byte; must be valid JSON")
+    token = commands.add_parser("token", help="print a development token (JWT_SECRET_KEY, JWT_ALGORITHM)")
+    token.add_argument("user")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
+    args = parser.parse_args(argv)
+
+    if args.command == "publish":
+        try:
+            json.loads(args.json)
+        except ValueError:
+            parser.error("JSON: not valid JSON")
+        url = os.environ.get("REDIS_URL", "redis://localhost:6379")
+        publisher = Publisher(url, os.environ.get("REDIS_CHANNEL_PREFIX", "ws"))
+        try:
+            receivers = publisher.publish(args.user, args.json)
+        finally:
+            publisher.close()
+        print(f"delivered to {receivers} gateway worker(s)")
+        return 0
+
+    try:
+        settings = Settings.from_environ()
+    except SettingsError as exc:
+        print(f"invalid setting {exc}", file=sys.stderr)
+        return 2
+    if not settings.jwt_algorithm.startswith("HS"):
+        print("token: only HS* algorithms can be minted here (they need the shared secret)", file=sys.stderr)
+        return 2
+    print(issue_token(settings, args.user, args.ttl, time.time()))
+    return 0

@@ -1,0 +1,123 @@
+"""/ws: the one place that knows the admission order.
+
+origin -> token -> capacity -> subscribe (confirmed by Redis) -> accept -> serve -> undo in reverse.
+Refusals before the upgrade cost no Redis command; the connection joins the hub before it
+subscribes, so nothing published after the subscription is confirmed can miss it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from gateway import close_codes, metrics
+from gateway.auth import AuthError
+from gateway.close_codes import Refusal
+from gateway.connection import Connection
+from gateway.subscriber import SubscriberUnavailable
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("gateway.endpoint")
+
+
+class WebSocketEndpoint:
+    """An ASGI app rather than a Starlette handler, so the hot path uses the raw ``send``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway: Gateway = scope["state"]["gateway"]
+        websocket = WebSocket(scope, receive, send)
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+
+        if not _origin_allowed(headers, gateway.settings.cors_origins):
+            await _deny(websocket, close_codes.ORIGIN_FORBIDDEN, "origin not allowed")
+            return
+        try:
+            identity = gateway.authenticator.authenticate(scope["query_string"], headers)
+        except AuthError as exc:
+            await _deny(websocket, exc.refusal, str(exc))
+            return
+
+        subprotocol = "bearer" if identity.via_subprotocol else None
+        accept_headers = [(b"x-gateway-worker", gateway.worker_id.encode())]
+        if gateway.draining:
+            await _refuse_after_upgrade(websocket, subprotocol, close_codes.DRAINING)
+            return
+        if gateway.hub.connection_count >= gateway.settings.max_connections_per_worker:
+            await _refuse_after_upgrade(websocket, subprotocol, close_codes.OVERLOADED)
+            return
+
+        user_id = identity.user_id
+        connection = Connection(
+            user_id,
+            identity.expires_at,
+            receive,
+            send,
+            gateway.settings.send_queue_size,
+            gateway.settings.idle_timeout,
+            gateway.authenticator,
+        )
+        gateway.hub.add(user_id, connection)
+        try:
+            try:
+                await gateway.subscriber.subscribe(user_id)
+            except SubscriberUnavailable:
+                await _refuse_after_upgrade(websocket, subprotocol, close_codes.REDIS_UNAVAILABLE)
+                return
+            try:
+                await websocket.accept(subprotocol=subprotocol, headers=accept_headers)
+                await _serve(connection)
+            finally:
+                gateway.subscriber.unsubscribe(user_id)
+        finally:
+            gateway.hub.remove(user_id, connection)
+
+
+async def _serve(connection: Connection) -> None:
+    metrics.CONNECTIONS.labels("accepted").inc()
+    metrics.ACTIVE_CONNECTIONS.inc()
+    started = time.monotonic()
+    try:
+        reason = await connection.run()
+    finally:
+        metrics.ACTIVE_CONNECTIONS.dec()
+        metrics.CONNECTIONS.labels("closed").inc()
+        metrics.CONNECTION_DURATION.observe(time.monotonic() - started)
+    if reason is not None:
+        metrics.REJECTIONS.labels(reason.reason).inc()
+
+
+def _origin_allowed(headers: list[tuple[bytes, bytes]], allowed: tuple[str, ...]) -> bool:
+    if not allowed:
+        return True
+    origins = [value.decode("latin-1") for name, value in headers if name == b"origin"]
+    return len(origins) == 1 and origins[0] in allowed
+
+
+async def _deny(websocket: WebSocket, refusal: Refusal, detail: str) -> None:
+    """Refuse before the upgrade with an HTTP status: no socket, no Redis command."""
+    _count_refusal(websocket, refusal, detail)
+    assert refusal.http_status is not None
+    body = f"{refusal.reason}\n"
+    await websocket.send_denial_response(PlainTextResponse(body, status_code=refusal.http_status))
+
+
+async def _refuse_after_upgrade(websocket: WebSocket, subprotocol: str | None, refusal: Refusal) -> None:
+    """Accept and close at once: a browser can read a close code, not a refused handshake."""
+    _count_refusal(websocket, refusal, refusal.meaning)
+    assert refusal.close_code is not None
+    await websocket.accept(subprotocol=subprotocol)
+    await websocket.close(refusal.close_code)
+
+
+def _count_refusal(websocket: WebSocket, refusal: Refusal, detail: str) -> None:
+    metrics.CONNECTIONS.labels("rejected").inc()
+    metrics.REJECTIONS.labels(refusal.reason).inc()
+    client = websocket.client.host if websocket.client else "-"
+    log.info("refused %s: %s (client %s)", refusal.reason, detail, client)

@@ -1,0 +1,48 @@
+"""Liveness, Redis reachability and this worker's WebSocket state. Never exception text."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+_REDIS_PING_TIMEOUT = 1.0
+
+
+async def liveness(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def redis(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    try:
+        await asyncio.wait_for(gateway.redis.ping(), _REDIS_PING_TIMEOUT)
+    except (RedisError, OSError, TimeoutError):
+        return JSONResponse({"redis": "unavailable"}, status_code=503)
+    if not gateway.subscriber.ready:
+        return JSONResponse({"redis": "reconnecting"}, status_code=503)
+    return JSONResponse({"redis": "ok"})
+
+
+async def websocket(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    return JSONResponse(
+        {
+            "worker": gateway.worker_id,
+            "pid": os.getpid(),
+            "connections": gateway.hub.connection_count,
+            "users": gateway.hub.user_count,
+            "subscriptions": gateway.subscriber.user_count,
+            "subscriber_ready": gateway.subscriber.ready,
+            "draining": gateway.draining,
+            # Tasks beyond the fixed few are per-connection: a leak shows here.
+            "tasks": len(asyncio.all_tasks()),
+        }
+    )

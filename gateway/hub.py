@@ -1,0 +1,57 @@
+"""user id -> this worker's connections. Delivery is synchronous and never awaits a socket."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from gateway import metrics
+
+log = logging.getLogger("gateway.hub")
+
+
+class Outbox(Protocol):
+    def push(self, text: str) -> None: ...
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._by_user: dict[str, set[Outbox]] = {}
+        self._connections = 0
+
+    @property
+    def connection_count(self) -> int:
+        return self._connections
+
+    @property
+    def user_count(self) -> int:
+        return len(self._by_user)
+
+    def add(self, user_id: str, outbox: Outbox) -> None:
+        self._by_user.setdefault(user_id, set()).add(outbox)
+        self._connections += 1
+
+    def remove(self, user_id: str, outbox: Outbox) -> None:
+        outboxes = self._by_user[user_id]
+        outboxes.remove(outbox)
+        self._connections -= 1
+        if not outboxes:
+            del self._by_user[user_id]
+
+    def deliver(self, user_id: str, payload: bytes) -> None:
+        """Queue one published payload on every local connection of the user."""
+        metrics.REDIS_MESSAGES.inc()
+        outboxes = self._by_user.get(user_id)
+        if not outboxes:
+            # Published between our last connection leaving and UNSUBSCRIBE taking effect.
+            metrics.MESSAGES_DROPPED.labels("no_connection").inc()
+            return
+        try:
+            # Decoded once for all the user's sockets; a text frame must be valid UTF-8.
+            text = payload.decode()
+        except UnicodeDecodeError:
+            metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(len(outboxes))
+            log.warning("dropped a published payload that is not valid UTF-8")
+            return
+        for outbox in outboxes:
+            outbox.push(text)

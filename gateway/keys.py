@@ -1,0 +1,26 @@
+"""Every Redis channel and key name, shared by the gateway and the publisher."""
+
+from __future__ import annotations
+
+
+def user_channel(prefix: str, user_id: str) -> str:
+    return f"{prefix}:{user_id}"
+
+
+def connections_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:conns:{user_id}"
+
+
+def control_channel(prefix: str, worker_id: str) -> str:
+    # No user can own it: is_valid_user_id refuses ids that start with 'ctl:'.
+    return f"{prefix}:ctl:{worker_id}"
+
+
+def is_valid_user_id(user_id: str) -> bool:
+    """User ids become channel names: keep them printable, bounded and out of our namespace."""
+    return (
+        0 < len(user_id) <= 256
+        and user_id.isprintable()
+        and not user_id.startswith(("conns:", "ctl:"))
+        and not any(c.isspace() for c in user_id)
+    )

@@ -1,0 +1,66 @@
+"""Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
+
+Imports only redis and the key names, so services can depend on it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from gateway.keys import is_valid_user_id, user_channel
+
+
+def encode_payload(payload: Any) -> bytes:
+    """str and bytes go as they are (UTF-8, since clients get text frames); anything else as JSON."""
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, bytes | bytearray | memoryview):
+        data = bytes(payload)
+        data.decode()  # raises UnicodeDecodeError: a text frame must be valid UTF-8
+        return data
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _channel(prefix: str, user_id: str) -> str:
+    if not is_valid_user_id(user_id):
+        raise ValueError("user id: 1 to 256 printable characters, no spaces")
+    return user_channel(prefix, user_id)
+
+
+class Publisher:
+    """Synchronous publisher. ``publish`` returns how many gateway workers received the message."""
+
+    def __init__(
+        self, redis_url: str = "redis://localhost:6379", prefix: str = "ws", client: redis.Redis | None = None
+    ) -> None:
+        self._client = client or redis.Redis.from_url(redis_url)
+        self._prefix = prefix
+
+    def publish(self, user_id: str, payload: Any) -> int:
+        return int(self._client.publish(_channel(self._prefix, user_id), encode_payload(payload)))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncPublisher:
+    """asyncio publisher. ``publish`` returns how many gateway workers received the message."""
+
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379",
+        prefix: str = "ws",
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        self._client = client or aioredis.Redis.from_url(redis_url)
+        self._prefix = prefix
+
+    async def publish(self, user_id: str, payload: Any) -> int:
+        return int(await self._client.publish(_channel(self._prefix, user_id), encode_payload(payload)))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
