@@ -13,7 +13,7 @@ from gateway.keys import is_valid_user_id
 from gateway.settings import Settings
 
 # A JWT this size is already absurd; refusing early bounds the work a hostile client causes.
-MAX_TOKEN_LENGTH = 8192
+MAX_TOKEN_LENGTH = 4096
 
 
 @dataclass(frozen=True, slots=True)

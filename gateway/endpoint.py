@@ -94,10 +94,12 @@ async def _serve(connection: Connection) -> None:
 
 
 def _origin_allowed(headers: list[tuple[bytes, bytes]], allowed: tuple[str, ...]) -> bool:
+    """Exact match against CORS_ORIGINS. No Origin at all passes: browsers always send one, and
+    a non-browser client could forge any value, so refusing it would protect nothing."""
     if not allowed:
         return True
     origins = [value.decode("latin-1") for name, value in headers if name == b"origin"]
-    return len(origins) == 1 and origins[0] in allowed
+    return not origins or (len(origins) == 1 and origins[0] in allowed)
 
 
 async def _deny(websocket: WebSocket, refusal: Refusal, detail: str) -> None:

@@ -26,8 +26,15 @@ def _redact(arg: object) -> object:
     return arg
 
 
-def install() -> None:
-    for name in ("uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access"):
+def install(error_log: logging.Logger) -> None:
+    """Route the gateway's loggers to gunicorn's error log and redact every server log line."""
+    gateway = logging.getLogger("gateway")
+    gateway.handlers = error_log.handlers
+    gateway.setLevel(error_log.level)
+    gateway.propagate = False
+    # websockets' per-socket "connection open" lines: only when debugging.
+    logging.getLogger("gateway.protocol").setLevel(max(error_log.level, logging.WARNING))
+    for name in ("gateway", "uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactQueryStrings) for f in logger.filters):
             logger.addFilter(RedactQueryStrings())

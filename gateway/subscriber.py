@@ -36,6 +36,9 @@ MessageHandler = Callable[[str, bytes], None]
 
 # Redis accepts far more, but a bounded command keeps one resubscribe from stalling the reader.
 _CHANNELS_PER_COMMAND = 1000
+# One socket read can hold thousands of messages, all parsed without awaiting: let the writers
+# drain outboxes between slices so a burst to a healthy client is not mistaken for a slow one.
+_YIELD_EVERY = 32
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 5.0
 
@@ -160,7 +163,7 @@ class Subscriber:
     async def _session(self) -> None:
         conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         self._conn = conn
-        await conn.connect()
+        await conn.connect()  # type: ignore[no-untyped-call]
         # Local truth: every user counted now, whatever redis-py remembers.
         loop = asyncio.get_running_loop()
         users = list(self._refs)
@@ -188,6 +191,7 @@ class Subscriber:
         on_message = self._on_message
         prefix_len = self._prefix_len
         control = self._control
+        dispatched = 0
         while True:
             reply: Any = await conn.read_response(timeout=math.inf)
             kind = reply[0]
@@ -197,6 +201,10 @@ class Subscriber:
                     self._probe_returned.set()
                 else:
                     on_message(channel[prefix_len:].decode(), reply[2])
+                    dispatched += 1
+                    if dispatched == _YIELD_EVERY:
+                        dispatched = 0
+                        await asyncio.sleep(0)
             elif kind == b"subscribe":
                 self._confirm(reply[1])
 

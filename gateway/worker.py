@@ -19,7 +19,7 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
         self.CONFIG_KWARGS = {
             "loop": "uvloop",
             "http": "httptools",
-            "ws": "websockets-sansio",
+            "ws": "gateway.protocol:GatewayWebSocketProtocol",
             "lifespan": "on",
             "ws_max_size": settings.max_inbound_message_size,
             "ws_ping_interval": settings.ping_interval or None,
@@ -29,4 +29,4 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
             "server_header": False,
         }
         super().__init__(*args, **kwargs)
-        logs.install()
+        logs.install(self.log.error_log)

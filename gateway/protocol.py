@@ -1,0 +1,38 @@
+"""uvicorn's sans-I/O WebSocket protocol with two handshake-path fixes.
+
+- A denial response (``send_denial_response``) never marks the handshake complete upstream, so
+  every refusal also logged "ASGI callable returned without completing handshake" at ERROR.
+- A handshake the websockets parser rejects (an oversized request line or header, as a 100 KB
+  token makes) left its 414/431 answer unsent and the socket open until the client gave up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+# websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
+# out of the server log unless asked for.
+_PROTOCOL_LOG = logging.getLogger("gateway.protocol")
+
+
+class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.logger = _PROTOCOL_LOG
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            # The request never parsed, so no ASGI task exists to answer it: send the parser's
+            # answer (414, 431 or nothing) and hang up.
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.transport.close()

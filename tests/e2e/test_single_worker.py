@@ -1,0 +1,84 @@
+"""Delivery through one gunicorn worker: token carriers, byte-for-byte frames, order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.servers import Gateway, RedisServer, make_token
+
+
+async def _open(gateway: Gateway, user: str, carrier: str) -> ClientConnection:
+    token = make_token(user)
+    if carrier == "query":
+        return await connect(f"{gateway.ws_url}?token={token}")
+    if carrier == "subprotocol":
+        return await connect(gateway.ws_url, subprotocols=["bearer", token])  # type: ignore[list-item]
+    return await connect(gateway.ws_url, additional_headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.mark.parametrize("carrier", ["query", "subprotocol", "header"])
+async def test_each_token_carrier_receives_the_payload_byte_for_byte(
+    gateway_one: Gateway, redis_server: RedisServer, user: str, carrier: str
+) -> None:
+    """A frame equals the published payload exactly, whichever way the token came."""
+    payload = json.dumps({"title": "héllo ✓", "n": 1, "nested": {"a": [1, 2.5, None]}}, ensure_ascii=False)
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    async with await _open(gateway_one, user, carrier) as ws:
+        if carrier == "subprotocol":
+            assert ws.subprotocol == "bearer"
+        assert await publisher.publish(f"ws:{user}", payload.encode()) == 1
+        frame = await asyncio.wait_for(ws.recv(), 5)
+        assert isinstance(frame, str)
+        assert frame.encode() == payload.encode()
+    await publisher.aclose()
+
+
+async def test_order_is_preserved_over_a_thousand_messages(
+    gateway_one: Gateway, redis_server: RedisServer, user: str
+) -> None:
+    """Messages published in sequence arrive in that sequence."""
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    async with await _open(gateway_one, user, "query") as ws:
+        async with publisher.pipeline(transaction=False) as pipe:
+            for i in range(1000):
+                pipe.publish(f"ws:{user}", f'{{"seq":{i}}}')
+            await pipe.execute()
+        received = [json.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] for _ in range(1000)]
+    assert received == list(range(1000))
+    await publisher.aclose()
+
+
+async def test_application_ping_is_answered(gateway_one: Gateway, user: str) -> None:
+    """{"type":"ping"} gets {"type":"pong"}."""
+    async with await _open(gateway_one, user, "query") as ws:
+        await ws.send('{"type":"ping"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+
+
+async def test_subscribed_before_the_open_event(
+    gateway_one: Gateway, redis_server: RedisServer, user: str
+) -> None:
+    """A message published the instant the client's open event fires is delivered."""
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    for attempt in range(20):
+        async with await _open(gateway_one, user, "query") as ws:
+            receivers = await publisher.publish(f"ws:{user}", f'{{"attempt":{attempt}}}')
+            assert receivers == 1
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"attempt": attempt}
+    await publisher.aclose()
+
+
+async def test_health_endpoints(gateway_one: Gateway) -> None:
+    """Liveness, Redis and WebSocket state answer as the contract says."""
+    assert gateway_one.get("/healthz")[0] == 200
+    status, body = gateway_one.get("/healthz/redis")
+    assert (status, json.loads(body)) == (200, {"redis": "ok"})
+    status, body = gateway_one.get("/healthz/websocket")
+    state = json.loads(body)
+    assert status == 200
+    assert {"connections", "users", "subscriptions", "worker", "pid", "tasks"} <= state.keys()
