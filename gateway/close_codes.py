@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 
 class Retry(enum.Enum):
-    RECONNECT = "reconnect at once"
+    RECONNECT = "reconnect after a random 0-2 s delay"
     BACKOFF = "reconnect later, with jittered exponential back-off"
     NEW_TOKEN = "reconnect with a new token"
     WAIT_FOR_CLOSE = "do not reconnect until one of the user's connections closes"

@@ -18,6 +18,7 @@ from starlette.types import Receive, Send
 from gateway import close_codes, metrics
 from gateway.auth import Authenticator, AuthError
 from gateway.close_codes import Refusal
+from gateway.protocol import Activity
 
 PONG = '{"type":"pong"}'
 _CLOSE_SEND_TIMEOUT = 1.0
@@ -33,6 +34,7 @@ class Connection:
         queue_size: int,
         idle_timeout: float,
         authenticator: Authenticator,
+        activity: Activity | None = None,
     ) -> None:
         self.user_id = user_id
         self._expires_at = expires_at
@@ -41,6 +43,8 @@ class Connection:
         self._queue_size = queue_size
         self._idle_timeout = idle_timeout
         self._authenticator = authenticator
+        # Stamped by the protocol on every read (pongs too); a private one when served elsewhere.
+        self._activity = activity or Activity(asyncio.get_running_loop().time())
         self._outbox: deque[str] = deque()
         self._wake = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
@@ -87,29 +91,39 @@ class Connection:
         return self.end_reason
 
     async def _read(self) -> bool:
-        """Read client frames until the client leaves (True) or the deadline passes (False)."""
+        """Read client frames until the client leaves (True) or the connection must end (False)."""
         loop = asyncio.get_running_loop()
         receive = self._receive
-        try:
-            async with asyncio.timeout(None) as deadline:
-                self._deadline = deadline
-                while self.end_reason is None:
-                    expiry = loop.time() + (self._expires_at - time.time())
-                    deadline.reschedule(min(loop.time() + self._idle_timeout, expiry))
-                    message = await receive()
-                    if message["type"] == "websocket.disconnect":
-                        return True
-                    text = message.get("text")
-                    if text is not None:
-                        self._on_text(text)
-        except TimeoutError:
-            pass
-        finally:
-            self._deadline = None
-        if self.end_reason is None:
-            expired = time.time() >= self._expires_at
-            self.end_reason = close_codes.SESSION_EXPIRED if expired else close_codes.IDLE_TIMEOUT
-        return False
+        while True:
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    self._deadline = deadline
+                    while self.end_reason is None:
+                        deadline.reschedule(self._next_deadline(loop.time()))
+                        message = await receive()
+                        if message["type"] == "websocket.disconnect":
+                            return True
+                        self._activity.last = loop.time()
+                        text = message.get("text")
+                        if text is not None:
+                            self._on_text(text)
+            except TimeoutError:
+                pass
+            finally:
+                self._deadline = None
+            if self.end_reason is not None:
+                return False
+            if time.time() >= self._expires_at:
+                self.end_reason = close_codes.SESSION_EXPIRED
+                return False
+            if loop.time() - self._activity.last >= self._idle_timeout:
+                self.end_reason = close_codes.IDLE_TIMEOUT
+                return False
+            # Only pongs arrived meanwhile: the client is alive, wait again.
+
+    def _next_deadline(self, now: float) -> float:
+        expiry = now + (self._expires_at - time.time())
+        return min(self._activity.last + self._idle_timeout, expiry)
 
     def _on_text(self, text: str) -> None:
         """Client messages: ``{"type":"ping"}`` and ``{"type":"refresh","token":...}``; others are ignored."""

@@ -19,6 +19,7 @@ from gateway import close_codes, metrics
 from gateway.auth import AuthError
 from gateway.close_codes import Refusal
 from gateway.connection import Connection
+from gateway.protocol import ACTIVITY_EXTENSION
 from gateway.subscriber import SubscriberUnavailable
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class WebSocketEndpoint:
             gateway.settings.send_queue_size,
             gateway.settings.idle_timeout,
             gateway.authenticator,
+            scope["extensions"].get(ACTIVITY_EXTENSION),
         )
         gateway.hub.add(user_id, connection)
         try:

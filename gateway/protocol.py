@@ -1,4 +1,7 @@
-"""uvicorn's sans-I/O WebSocket protocol with two handshake-path fixes.
+"""uvicorn's sans-I/O WebSocket protocol, with client activity exposed and two handshake fixes.
+
+- The idle timeout counts every client frame, pongs included, but pongs never reach the ASGI
+  app: the protocol stamps each read in an ``Activity`` the app finds in the scope extensions.
 
 - A denial response (``send_denial_response``) never marks the handshake complete upstream, so
   every refusal also logged "ASGI callable returned without completing handshake" at ERROR.
@@ -18,10 +21,29 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 _PROTOCOL_LOG = logging.getLogger("gateway.protocol")
 
 
+ACTIVITY_EXTENSION = "gateway.activity"
+
+
+class Activity:
+    """The event-loop time of the last bytes read from the client."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+
+
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn.logger = _PROTOCOL_LOG
+        self.activity = Activity(self.loop.time())
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if self.handshake_initiated and hasattr(self, "scope"):
+            extensions: dict[str, Any] = self.scope["extensions"]
+            extensions[ACTIVITY_EXTENSION] = self.activity
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -29,6 +51,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = True
 
     def data_received(self, data: bytes) -> None:
+        self.activity.last = self.loop.time()
         super().data_received(data)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             # The request never parsed, so no ASGI task exists to answer it: send the parser's

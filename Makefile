@@ -1,0 +1,27 @@
+# make run: the gateway on :8080 with 2 workers and a private Redis. make test: lint and the suite.
+.PHONY: run test lint install clean
+
+STAMP := .venv/.installed-test
+
+$(STAMP): pyproject.toml scripts/bootstrap
+	scripts/bootstrap test
+	touch $@
+
+install: $(STAMP)
+
+run:
+	scripts/bootstrap
+	scripts/run-dev
+
+lint: $(STAMP)
+	.venv/bin/ruff check gateway tests gunicorn.conf.py
+	.venv/bin/ruff format --check gateway tests gunicorn.conf.py
+	.venv/bin/mypy gateway
+
+test: $(STAMP)
+	scripts/ensure-redis-server
+	$(MAKE) lint
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
