@@ -239,8 +239,14 @@ class Subscriber:
                 await self._write(commands)
 
     async def _write(self, commands: list[tuple[Any, ...]]) -> None:
-        assert self._conn is not None
+        if self._conn is None:
+            raise ConnectionError("pub/sub connection closed")
         await self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # redis-py can swallow a cancel that lands during a write (seen with redis 8.1):
+            # honour it here, or the task outlives its session.
+            raise asyncio.CancelledError
 
     async def _probe(self) -> None:
         """Publish to our control channel; if it does not come back in time the connection is deaf."""

@@ -1,0 +1,35 @@
+"""gunicorn -c gunicorn.conf.py refuses a bad environment with one line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import ROOT, SECRET
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"WEBSOCKET_PORT": "eighty"}, "WEBSOCKET_PORT"),
+        ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
+        ({"JWT_SECRET_KEY": ""}, "JWT_SECRET_KEY"),
+    ],
+)
+def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], variable: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env={**os.environ, "JWT_SECRET_KEY": SECRET, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"gateway: invalid setting {variable}:")

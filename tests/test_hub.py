@@ -1,0 +1,45 @@
+"""The hub hands each payload to every local connection of its user, synchronously."""
+
+from __future__ import annotations
+
+from gateway.hub import Hub
+
+
+class RecordingOutbox:
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def push(self, text: str) -> None:
+        self.frames.append(text)
+
+
+def test_delivery_reaches_every_connection_of_the_user_and_no_one_else() -> None:
+    hub = Hub()
+    alice_1, alice_2, bob = RecordingOutbox(), RecordingOutbox(), RecordingOutbox()
+    hub.add("alice", alice_1)
+    hub.add("alice", alice_2)
+    hub.add("bob", bob)
+    hub.deliver("alice", '{"n":"é"}'.encode())
+    assert alice_1.frames == alice_2.frames == ['{"n":"é"}']
+    assert bob.frames == []
+    assert (hub.connection_count, hub.user_count) == (3, 2)
+
+
+def test_removing_the_last_connection_forgets_the_user() -> None:
+    hub = Hub()
+    outbox = RecordingOutbox()
+    hub.add("alice", outbox)
+    hub.remove("alice", outbox)
+    hub.deliver("alice", b"late")
+    assert outbox.frames == []
+    assert (hub.connection_count, hub.user_count) == (0, 0)
+
+
+def test_a_payload_that_is_not_utf8_is_dropped_not_sent() -> None:
+    """A text frame must be valid UTF-8: the payload is dropped and the next one still goes."""
+    hub = Hub()
+    outbox = RecordingOutbox()
+    hub.add("alice", outbox)
+    hub.deliver("alice", b"\xff\xfe")
+    hub.deliver("alice", b"ok")
+    assert outbox.frames == ["ok"]

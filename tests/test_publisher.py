@@ -1,0 +1,101 @@
+"""The publisher library and the CLI, against a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jwt
+import pytest
+import redis
+
+from gateway.publisher import AsyncPublisher, Publisher, encode_payload
+from tests.servers import ROOT, SECRET, RedisServer
+
+
+def test_payload_encoding() -> None:
+    """str and bytes go as they are; other values as compact JSON; bytes must be UTF-8."""
+    assert encode_payload("héllo") == "héllo".encode()
+    assert encode_payload(b'{"a":1}') == b'{"a":1}'
+    assert encode_payload({"a": [1, "é"]}) == '{"a":[1,"é"]}'.encode()
+    with pytest.raises(UnicodeDecodeError):
+        encode_payload(b"\xff")
+
+
+def _listen(server: RedisServer, channel: str) -> redis.client.PubSub:
+    pubsub = server.client().pubsub()
+    pubsub.subscribe(channel)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    return pubsub
+
+
+def test_sync_publisher_publishes_to_the_user_channel(redis_server: RedisServer, user: str) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = Publisher(redis_server.url)
+    assert publisher.publish(user, {"hello": "world"}) == 1
+    assert pubsub.get_message(timeout=5)["data"] == b'{"hello":"world"}'  # type: ignore[index]
+    publisher.close()
+    pubsub.close()
+
+
+async def test_async_publisher_honours_the_prefix(redis_server: RedisServer, user: str) -> None:
+    pubsub = _listen(redis_server, f"notify:{user}")
+    publisher = AsyncPublisher(redis_server.url, prefix="notify")
+    assert await publisher.publish(user, "plain text") == 1
+    assert pubsub.get_message(timeout=5)["data"] == b"plain text"  # type: ignore[index]
+    await publisher.aclose()
+    pubsub.close()
+
+
+def test_publisher_refuses_an_unusable_user_id(redis_server: RedisServer) -> None:
+    publisher = Publisher(redis_server.url)
+    with pytest.raises(ValueError):
+        publisher.publish("two words", "x")
+    publisher.close()
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_cli_publish_sends_the_json_byte_for_byte(redis_server: RedisServer, user: str) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    result = _cli("publish", user, '{"a": 1}', REDIS_URL=redis_server.url)
+    assert result.returncode == 0, result.stderr
+    assert "delivered to 1" in result.stdout
+    assert pubsub.get_message(timeout=5)["data"] == b'{"a": 1}'  # type: ignore[index]
+    assert _cli("publish", user, "{not json", REDIS_URL=redis_server.url).returncode != 0
+    pubsub.close()
+
+
+def test_cli_token_mints_a_token_the_gateway_accepts(user: str) -> None:
+    result = _cli("token", user, "--ttl", "60", JWT_SECRET_KEY=SECRET)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == user
+    assert 0 < claims["exp"] - claims["iat"] <= 60
+
+
+def test_cli_token_without_a_secret_says_so() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "token", "x"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "invalid setting JWT_SECRET_KEY: required (an HS* secret, or a PEM public key for RS*/ES*)"
+    ]
