@@ -1,9 +1,12 @@
 """gunicorn -c gunicorn.conf.py: the gateway's process model. Every setting comes from the environment."""
 
+import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import uuid
 
 from gateway.settings import Settings, SettingsError
 
@@ -13,6 +16,8 @@ except SettingsError as exc:
     sys.stderr.write(f"gateway: invalid setting {exc}\n")
     raise SystemExit(2) from None
 
+# Names this master's workers in Redis, so child_exit can find a dead worker's leases.
+os.environ["GATEWAY_INSTANCE_ID"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 # Set before anything imports prometheus_client: it picks its multiprocess storage at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
 
@@ -44,6 +49,24 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A worker is gone, however it died: drop its live gauges and release its leases at once."""
+    import redis
     from prometheus_client import multiprocess
 
+    from gateway import keys
+    from gateway.limiter import release_worker
+
     multiprocess.mark_process_dead(worker.pid)
+    worker_id = keys.worker_id(os.environ["GATEWAY_INSTANCE_ID"], worker.pid)
+    try:
+        with redis.Redis.from_url(_settings.redis_url, socket_timeout=2, socket_connect_timeout=2) as client:
+            released = release_worker(client, _settings.channel_prefix, worker_id)
+    except (redis.RedisError, OSError) as exc:
+        logging.getLogger("gunicorn.error").warning(
+            "could not release the leases of worker %s (%s); they lapse on their own",
+            worker.pid,
+            type(exc).__name__,
+        )
+        return
+    if released:
+        logging.getLogger("gunicorn.error").info("released %d leases of worker %s", released, worker.pid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from gateway import health, metrics
+from gateway import health, keys, metrics
 from gateway.auth import Authenticator
 from gateway.endpoint import WebSocketEndpoint
 from gateway.hub import Hub
+from gateway.limiter import Limiter
 from gateway.settings import Settings
 from gateway.subscriber import Subscriber
 
@@ -31,6 +33,7 @@ class Gateway:
     redis: aioredis.Redis
     hub: Hub
     subscriber: Subscriber
+    limiter: Limiter
     authenticator: Authenticator
     draining: bool = field(default=False)
 
@@ -41,7 +44,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
-        worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Under gunicorn the master sets the instance id, so it can name a dead worker's leases.
+        instance = os.environ.get("GATEWAY_INSTANCE_ID") or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        worker_id = keys.worker_id(instance, os.getpid())
         client = aioredis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=2, socket_timeout=5, client_name=f"gateway:{worker_id}"
         )
@@ -54,12 +59,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             hub.deliver,
             settings.redis_probe_interval,
         )
-        gateway = Gateway(settings, worker_id, client, hub, subscriber, Authenticator(settings))
+        limiter = Limiter(
+            client, settings.channel_prefix, worker_id, settings.max_connections_per_user, settings.lease_ttl
+        )
+        gateway = Gateway(settings, worker_id, client, hub, subscriber, limiter, Authenticator(settings))
         subscriber.start()
+        limiter.start()
         try:
             yield {"gateway": gateway}
         finally:
             gateway.draining = True
+            await limiter.stop()
             await subscriber.stop()
             await client.aclose()
 

@@ -1,12 +1,14 @@
 """/ws: the one place that knows the admission order.
 
-origin -> token -> capacity -> subscribe (confirmed by Redis) -> accept -> serve -> undo in reverse.
+origin -> token -> capacity -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo
+in reverse.
 Refusals before the upgrade cost no Redis command; the connection joins the hub before it
 subscribes, so nothing published after the subscription is confirmed can miss it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ from gateway import close_codes, metrics
 from gateway.auth import AuthError
 from gateway.close_codes import Refusal
 from gateway.connection import Connection
+from gateway.limiter import LimiterUnavailable
 from gateway.protocol import ACTIVITY_EXTENSION
 from gateway.subscriber import SubscriberUnavailable
 
@@ -65,20 +68,31 @@ class WebSocketEndpoint:
             gateway.authenticator,
             scope["extensions"].get(ACTIVITY_EXTENSION),
         )
-        gateway.hub.add(user_id, connection)
-        try:
+        async with contextlib.AsyncExitStack() as undo:
+            try:
+                lease = await gateway.limiter.acquire(
+                    user_id,
+                    lambda: connection.end(close_codes.USER_LIMIT),
+                    fail_open=gateway.settings.limit_fail_open,
+                )
+            except LimiterUnavailable:
+                await _refuse_after_upgrade(websocket, subprotocol, close_codes.REDIS_UNAVAILABLE)
+                return
+            if lease is None:
+                await _refuse_after_upgrade(websocket, subprotocol, close_codes.USER_LIMIT)
+                return
+            undo.push_async_callback(gateway.limiter.release, lease)
+            # In the hub before subscribing: a message that follows the confirmation finds it.
+            gateway.hub.add(user_id, connection)
+            undo.callback(gateway.hub.remove, user_id, connection)
             try:
                 await gateway.subscriber.subscribe(user_id)
             except SubscriberUnavailable:
                 await _refuse_after_upgrade(websocket, subprotocol, close_codes.REDIS_UNAVAILABLE)
                 return
-            try:
-                await websocket.accept(subprotocol=subprotocol, headers=accept_headers)
-                await _serve(connection)
-            finally:
-                gateway.subscriber.unsubscribe(user_id)
-        finally:
-            gateway.hub.remove(user_id, connection)
+            undo.callback(gateway.subscriber.unsubscribe, user_id)
+            await websocket.accept(subprotocol=subprotocol, headers=accept_headers)
+            await _serve(connection)
 
 
 async def _serve(connection: Connection) -> None:

@@ -40,6 +40,7 @@ async def websocket(request: Request) -> Response:
             "connections": gateway.hub.connection_count,
             "users": gateway.hub.user_count,
             "subscriptions": gateway.subscriber.user_count,
+            "leases": len(gateway.limiter.leases),
             "subscriber_ready": gateway.subscriber.ready,
             "draining": gateway.draining,
             # Tasks beyond the fixed few are per-connection: a leak shows here.

@@ -11,8 +11,18 @@ def connections_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:conns:{user_id}"
 
 
+def worker_leases_key(prefix: str, worker_id: str) -> str:
+    """The set of "connection-id user" a worker holds, so its master can release them."""
+    return f"{prefix}:worker:{worker_id}"
+
+
+def worker_id(instance_id: str, pid: int) -> str:
+    """A worker's id: its gunicorn instance (host and start) and its pid, known to the master too."""
+    return f"{instance_id}-{pid}"
+
+
 def control_channel(prefix: str, worker_id: str) -> str:
-    # No user can own it: is_valid_user_id refuses ids that start with 'ctl:'.
+    # No user can own it: is_valid_user_id refuses ids in the gateway's own namespaces.
     return f"{prefix}:ctl:{worker_id}"
 
 
@@ -21,6 +31,6 @@ def is_valid_user_id(user_id: str) -> bool:
     return (
         0 < len(user_id) <= 256
         and user_id.isprintable()
-        and not user_id.startswith(("conns:", "ctl:"))
+        and not user_id.startswith(("conns:", "ctl:", "worker:"))
         and not any(c.isspace() for c in user_id)
     )

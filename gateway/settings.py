@@ -45,6 +45,8 @@ class Settings:
     max_connections_per_worker: int = 10_000
     drain_window: float = 10.0
     redis_probe_interval: float = 5.0
+    lease_ttl: float = 30.0
+    limit_fail_open: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +88,8 @@ class Settings:
             ),
             drain_window=_number(env, "WEBSOCKET_DRAIN_WINDOW", 10.0, float, 0.0, 3600.0),
             redis_probe_interval=_number(env, "REDIS_PROBE_INTERVAL", 5.0, float, 0.1, 300.0),
+            lease_ttl=_number(env, "WEBSOCKET_LEASE_TTL", 30.0, float, 1.0, 3600.0),
+            limit_fail_open=_flag(env, "WEBSOCKET_LIMIT_FAIL_OPEN", False),
         )
 
 

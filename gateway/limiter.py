@@ -1,0 +1,156 @@
+"""The cluster-wide per-user connection limit: leases in the Redis hash ``{prefix}:conns:{user}``.
+
+Each connection holds a lease (a field whose value is its deadline on the Redis clock). A worker
+renews all its leases in one pipelined round trip per beat, so a killed worker's or host's places
+come back once its leases lapse; gunicorn's master also releases a dead worker's leases at once,
+from the set ``{prefix}:worker:{worker id}`` the worker keeps (see ``release_worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway import keys
+
+log = logging.getLogger("gateway.limiter")
+
+# One renew script call covers this many connections; a beat pipelines as many calls as needed.
+_RENEW_CHUNK = 500
+
+
+class LimiterUnavailable(Exception):
+    """Redis did not answer the admission check."""
+
+
+@dataclass(eq=False, slots=True)
+class Lease:
+    user_id: str
+    connection_id: str
+    on_lost: Callable[[], None]
+
+    @property
+    def member(self) -> str:
+        return f"{self.connection_id} {self.user_id}"
+
+
+def _script(name: str) -> str:
+    return resources.files("gateway").joinpath("lua", name).read_text()
+
+
+class Limiter:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, worker_id: str, limit: int, lease_ttl: float
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._worker_key = keys.worker_leases_key(prefix, worker_id)
+        self._worker_id = worker_id
+        self._limit = limit
+        self._lease_ms = int(lease_ttl * 1000)
+        self._beat = lease_ttl / 3
+        self._ids = itertools.count(1)
+        self._acquire = client.register_script(_script("acquire.lua"))
+        self._renew = client.register_script(_script("renew.lua"))
+        self._release = client.register_script(_script("release.lua"))
+        self.leases: dict[str, Lease] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def acquire(
+        self, user_id: str, on_lost: Callable[[], None], *, fail_open: bool = False
+    ) -> Lease | None:
+        """Take a place for a new connection; None when the user is at the limit.
+
+        Redis out of reach raises LimiterUnavailable, or with ``fail_open`` admits the connection
+        without a lease: the next beat takes one, or ends the connection if the user is over.
+        """
+        lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost)
+        conns_key = keys.connections_key(self._prefix, user_id)
+        try:
+            taken, _ = await self._acquire(
+                keys=[conns_key, self._worker_key],
+                args=["", lease.connection_id, user_id, self._limit, self._lease_ms],
+            )
+        except (RedisError, OSError) as exc:
+            if not fail_open:
+                raise LimiterUnavailable(type(exc).__name__) from exc
+            taken = 1
+        if not taken:
+            return None
+        self.leases[lease.connection_id] = lease
+        return lease
+
+    async def release(self, lease: Lease) -> None:
+        """Give the place back; if Redis is out of reach the lease lapses on its own."""
+        if self.leases.pop(lease.connection_id, None) is None:
+            return
+        conns_key = keys.connections_key(self._prefix, lease.user_id)
+        try:
+            await self._release(keys=[conns_key, self._worker_key], args=[lease.connection_id, lease.user_id])
+        except (RedisError, OSError) as exc:
+            log.warning("lease release failed (%s); it lapses on its own", type(exc).__name__)
+
+    async def renew(self) -> None:
+        """Extend every lease in one round trip; end the connections whose place was lost."""
+        leases = list(self.leases.values())
+        if not leases:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for i in range(0, len(leases), _RENEW_CHUNK):
+                chunk = leases[i : i + _RENEW_CHUNK]
+                await self._renew(
+                    keys=[
+                        self._worker_key,
+                        *(keys.connections_key(self._prefix, lease.user_id) for lease in chunk),
+                    ],
+                    args=["", self._limit, self._lease_ms, *(lease.member for lease in chunk)],
+                    client=pipe,
+                )
+            results: list[Any] = await pipe.execute()
+        for lost_ids in results:
+            for raw in lost_ids:
+                lost = self.leases.pop(raw.decode() if isinstance(raw, bytes) else str(raw), None)
+                if lost is not None:
+                    log.warning("a lease lapsed and the user is at the limit: closing that connection")
+                    lost.on_lost()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self._beat)
+            try:
+                await self.renew()
+            except (RedisError, OSError) as exc:
+                log.warning("lease renewal failed (%s); retrying next beat", type(exc).__name__)
+
+
+def release_worker(client: redis.Redis, prefix: str, worker_id: str) -> int:
+    """Release every lease a dead worker held; gunicorn's master calls it in ``child_exit``."""
+    worker_key = keys.worker_leases_key(prefix, worker_id)
+    members: set[bytes] = client.smembers(worker_key)  # type: ignore[assignment]
+    with client.pipeline(transaction=False) as pipe:
+        for member in members:
+            connection_id, _, user_id = member.decode().partition(" ")
+            pipe.hdel(keys.connections_key(prefix, user_id), connection_id)
+        pipe.delete(worker_key)
+        pipe.execute()
+    return len(members)

@@ -1,0 +1,40 @@
+-- Take one place in a user's connection limit, or refuse.
+-- KEYS[1]  {prefix}:conns:{user}   hash: connection id -> lease deadline (ms, Redis clock)
+-- KEYS[2]  {prefix}:worker:{id}    set of "connection-id user" this worker holds
+-- ARGV[1]  now in ms, or "" for the Redis server's clock (tests pass a value to jump time)
+-- ARGV[2]  connection id
+-- ARGV[3]  user id
+-- ARGV[4]  limit
+-- ARGV[5]  lease time in ms
+-- Returns {1, live} when the place is taken, {0, live} when the user is at the limit.
+-- Never shorten a TTL: a host configured with a longer lease must not lose its fields.
+local function keep_for(key, ms)
+  if redis.call('PTTL', key) < ms then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local lease = tonumber(ARGV[5])
+local live = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] ~= ARGV[2] then
+    if tonumber(fields[i + 1]) <= now then
+      redis.call('HDEL', KEYS[1], fields[i])
+    else
+      live = live + 1
+    end
+  end
+end
+if live >= tonumber(ARGV[4]) then
+  return {0, live}
+end
+redis.call('HSET', KEYS[1], ARGV[2], now + lease)
+keep_for(KEYS[1], lease)
+redis.call('SADD', KEYS[2], ARGV[2] .. ' ' .. ARGV[3])
+keep_for(KEYS[2], lease)
+return {1, live + 1}
