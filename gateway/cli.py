@@ -1,4 +1,4 @@
-"""python -m gateway: publish a notification, or mint a development token."""
+"""python -m gateway: publish a notification, list a user's connections, or mint a development token."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import os
 import sys
 import time
 
+import redis
+
+from gateway import keys
 from gateway.auth import issue_token
 from gateway.publisher import Publisher
 from gateway.settings import Settings, SettingsError
@@ -19,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     publish = commands.add_parser("publish", help="publish JSON to a user (REDIS_URL, REDIS_CHANNEL_PREFIX)")
     publish.add_argument("user")
     publish.add_argument("json", help="the payload, sent byte for byte; must be valid JSON")
+    connections = commands.add_parser("connections", help="list a user's live connections cluster-wide")
+    connections.add_argument("user")
     token = commands.add_parser("token", help="print a development token (JWT_SECRET_KEY, JWT_ALGORITHM)")
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
@@ -38,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"delivered to {receivers} gateway worker(s)")
         return 0
 
+    if args.command == "connections":
+        return _print_connections(args.user)
+
     try:
         settings = Settings.from_environ()
     except SettingsError as exc:
@@ -47,4 +55,20 @@ def main(argv: list[str] | None = None) -> int:
         print("token: only HS* algorithms can be minted here (they need the shared secret)", file=sys.stderr)
         return 2
     print(issue_token(settings, args.user, args.ttl, time.time()))
+    return 0
+
+
+def _print_connections(user_id: str) -> int:
+    """One line per lease: connection id (worker and sequence) and the seconds it has left."""
+    url = os.environ.get("REDIS_URL", "redis://localhost:6379")
+    key = keys.connections_key(os.environ.get("REDIS_CHANNEL_PREFIX", "ws"), user_id)
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        seconds, micros = client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        leases: dict[bytes, bytes] = client.hgetall(key)
+    live = sorted((conn.decode(), int(deadline) - now_ms) for conn, deadline in leases.items())
+    live = [(conn, left) for conn, left in live if left > 0]
+    for conn, left in live:
+        print(f"{conn}\tlease {left / 1000:.1f}s")
+    print(f"{len(live)} live connection(s) for {user_id}")
     return 0

@@ -44,7 +44,8 @@ class Lease:
         return f"{self.connection_id} {self.user_id}"
 
 
-def _script(name: str) -> str:
+def load_script(name: str) -> str:
+    """The text of one of the lease scripts in gateway/lua."""
     return resources.files("gateway").joinpath("lua", name).read_text()
 
 
@@ -60,9 +61,9 @@ class Limiter:
         self._lease_ms = int(lease_ttl * 1000)
         self._beat = lease_ttl / 3
         self._ids = itertools.count(1)
-        self._acquire = client.register_script(_script("acquire.lua"))
-        self._renew = client.register_script(_script("renew.lua"))
-        self._release = client.register_script(_script("release.lua"))
+        self._acquire = client.register_script(load_script("acquire.lua"))
+        self._renew = client.register_script(load_script("renew.lua"))
+        self._release = client.register_script(load_script("release.lua"))
         self.leases: dict[str, Lease] = {}
         self._task: asyncio.Task[None] | None = None
 

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 import redis.asyncio as aioredis
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from gateway.limiter import Limiter, LimiterUnavailable, _script, release_worker
+from gateway.limiter import Limiter, LimiterUnavailable, load_script, release_worker
 from tests.servers import RedisServer
 
 LIMIT = 3
@@ -34,7 +35,9 @@ def _never_lost() -> None:
     raise AssertionError("no lease should be lost here")
 
 
-async def test_places_up_to_the_limit_then_refusal_and_release_frees_one(client: aioredis.Redis, user: str) -> None:
+async def test_places_up_to_the_limit_then_refusal_and_release_frees_one(
+    client: aioredis.Redis, user: str
+) -> None:
     limiter = _limiter(client, f"w-{user}")
     leases = [await limiter.acquire(user, _never_lost) for _ in range(LIMIT)]
     assert all(leases)
@@ -86,7 +89,9 @@ async def test_renew_keeps_places_past_the_lease_time(client: aioredis.Redis, us
     assert await other.acquire(user, _never_lost) is None
 
 
-async def test_a_lapsed_lease_is_taken_again_or_its_connection_ended(client: aioredis.Redis, user: str) -> None:
+async def test_a_lapsed_lease_is_taken_again_or_its_connection_ended(
+    client: aioredis.Redis, user: str
+) -> None:
     """After an outage longer than the lease, renew re-takes the place if free, else ends the socket."""
     ended: list[str] = []
     slow = _limiter(client, f"slow-{user}", lease_ttl=1.0)
@@ -138,9 +143,9 @@ class LeaseScripts(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.client = redis.Redis(port=self.server.port)
-        self.acquire_script = self.client.register_script(_script("acquire.lua"))
-        self.renew_script = self.client.register_script(_script("renew.lua"))
-        self.release_script = self.client.register_script(_script("release.lua"))
+        self.acquire_script = self.client.register_script(load_script("acquire.lua"))
+        self.renew_script = self.client.register_script(load_script("renew.lua"))
+        self.release_script = self.client.register_script(load_script("release.lua"))
         self.user = uuid.uuid4().hex
         self.key = f"ws:conns:{self.user}"
         self.worker_key = f"ws:worker:{self.user}"

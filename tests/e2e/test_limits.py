@@ -1,0 +1,190 @@
+"""The per-user limit across two gunicorn "hosts" sharing one Redis, under races and crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+
+LIMIT = 5
+
+
+async def attempt(gateway: Gateway, user: str) -> ClientConnection | int:
+    """Open a connection: the open socket when admitted, else the close code it got."""
+    ws = await connect(f"{gateway.ws_url}?token={make_token(user)}")
+    try:
+        await ws.send('{"type":"ping"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None
+        return exc.rcvd.code
+    return ws
+
+
+def worker_pid(ws: ClientConnection) -> int:
+    return int(ws.response.headers["x-gateway-worker"].rsplit("-", 1)[1])
+
+
+def live_places(client: redis.Redis, user: str) -> int:
+    return int(client.hlen(f"ws:conns:{user}"))
+
+
+@pytest.fixture(scope="module")
+def hosts(redis_server: RedisServer) -> Iterator[tuple[Gateway, Gateway]]:
+    with (
+        running_gateway(redis_server.url, workers=3) as a,
+        running_gateway(redis_server.url, workers=3) as b,
+    ):
+        yield a, b
+
+
+async def test_limit_holds_across_two_hosts_and_a_close_frees_one_place(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    """Alternating hosts: exactly the limit is admitted, the next is refused on either host."""
+    a, b = hosts
+    admitted = []
+    for i in range(LIMIT):
+        result = await attempt((a, b)[i % 2], user)
+        assert isinstance(result, ClientConnection), f"connection {i} refused with {result}"
+        admitted.append(result)
+    assert await attempt(a, user) == 4029
+    assert await attempt(b, user) == 4029
+    listed = subprocess.run(
+        [sys.executable, "-m", "gateway", "connections", user],
+        env={**os.environ, "REDIS_URL": redis_server.url},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert listed.splitlines()[-1] == f"{LIMIT} live connection(s) for {user}"
+    holders = {ws.response.headers["x-gateway-worker"] for ws in admitted}
+    assert {line.split(":")[0] for line in listed.splitlines()[:-1]} == holders
+    await admitted.pop().close()
+    replacement = await attempt(a, user)
+    assert isinstance(replacement, ClientConnection)
+    assert await attempt(b, user) == 4029
+    await asyncio.gather(*(ws.close() for ws in [*admitted, replacement]))
+
+
+async def test_a_hundred_simultaneous_attempts_admit_exactly_the_limit(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    """100 concurrent attempts over six workers on two hosts, 20 times: never more than the limit."""
+    client = redis_server.client()
+    for round_ in range(20):
+        results = await asyncio.gather(*(attempt(hosts[i % 2], user) for i in range(100)))
+        admitted = [r for r in results if isinstance(r, ClientConnection)]
+        refused = [r for r in results if not isinstance(r, ClientConnection)]
+        assert len(admitted) == LIMIT, f"round {round_}"
+        assert set(refused) == {4029}
+        await asyncio.gather(*(ws.close() for ws in admitted))
+        wait_for(lambda: live_places(client, user) == 0, timeout=5, what="places to be released")
+    client.close()
+
+
+async def test_a_killed_workers_places_come_back_at_once(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    """kill -9 of a worker: the master releases its leases, long before they would lapse."""
+    a, _ = hosts
+    client = redis_server.client()
+    sockets = [await attempt(a, user) for _ in range(LIMIT)]
+    assert all(isinstance(ws, ClientConnection) for ws in sockets)
+    open_sockets = [ws for ws in sockets if isinstance(ws, ClientConnection)]
+    victim = worker_pid(open_sockets[0])
+    on_victim = [ws for ws in open_sockets if worker_pid(ws) == victim]
+    started = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: live_places(client, user) == LIMIT - len(on_victim), timeout=3, what="leases released")
+    assert time.monotonic() - started < 3  # the lease time here is 30 s
+    for _ in on_victim:
+        again = await attempt(a, user)
+        assert isinstance(again, ClientConnection)
+        open_sockets.append(again)
+    assert await attempt(a, user) == 4029
+    a.wait_all_workers_ready()
+    assert victim not in a.worker_pids()
+    await asyncio.gather(*(ws.close() for ws in open_sockets))
+    client.close()
+
+
+async def test_a_killed_hosts_places_come_back_within_the_lease_time(
+    redis_server: RedisServer, user: str
+) -> None:
+    """kill -9 of a whole gunicorn: its places count until their leases lapse, then free up."""
+    lease = 3.0
+    with (
+        running_gateway(redis_server.url, workers=2, WEBSOCKET_LEASE_TTL=str(lease)) as doomed,
+        running_gateway(redis_server.url, workers=2, WEBSOCKET_LEASE_TTL=str(lease)) as survivor,
+    ):
+        on_doomed = [await attempt(doomed, user) for _ in range(3)]
+        on_survivor = [await attempt(survivor, user) for _ in range(2)]
+        assert all(isinstance(ws, ClientConnection) for ws in on_doomed + on_survivor)
+        assert doomed.process is not None
+        pids = [doomed.process.pid, *doomed.worker_pids()]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert await attempt(survivor, user) == 4029
+        assert time.monotonic() - killed_at < lease
+
+        async def admitted_again() -> ClientConnection:
+            while True:
+                result = await attempt(survivor, user)
+                if isinstance(result, ClientConnection):
+                    return result
+
+        # Each dead lease lapses at its own deadline, at most one lease time after the kill.
+        back = [await asyncio.wait_for(admitted_again(), lease * 3) for _ in on_doomed]
+        assert time.monotonic() - killed_at <= lease + 0.5
+        assert await attempt(survivor, user) == 4029
+        for ws in [*on_survivor, *back]:
+            assert isinstance(ws, ClientConnection)
+            await ws.close()
+
+
+async def test_redis_down_refuses_new_connections_and_keeps_open_ones(user: str) -> None:
+    """Redis stopped: new connections get 1013, open ones stay; Redis back: admission resumes."""
+    server = RedisServer()
+    server.start()
+    try:
+        with running_gateway(server.url, workers=2) as gateway:
+            open_sockets = [await attempt(gateway, user) for _ in range(3)]
+            assert all(isinstance(ws, ClientConnection) for ws in open_sockets)
+            server.stop()
+            assert await attempt(gateway, user) == 1013
+            for ws in open_sockets:
+                assert isinstance(ws, ClientConnection)
+                await ws.send('{"type":"ping"}')
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+            server.start()
+
+            async def admitted() -> ClientConnection:
+                while True:
+                    result = await attempt(gateway, user)
+                    if isinstance(result, ClientConnection):
+                        return result
+
+            fresh = await asyncio.wait_for(admitted(), 20)
+            client = server.client()
+            assert client.publish(f"ws:{user}", b'{"back":true}') >= 1
+            assert json.loads(await asyncio.wait_for(fresh.recv(), 10)) == {"back": True}
+            client.close()
+            for ws in [*open_sockets, fresh]:
+                assert isinstance(ws, ClientConnection)
+                await ws.close()
+    finally:
+        server.close()
