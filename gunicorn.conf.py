@@ -55,8 +55,10 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
     from gateway import keys
     from gateway.limiter import release_worker
+    from gateway.metrics_archive import archive_dead_worker
 
     multiprocess.mark_process_dead(worker.pid)
+    archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
     worker_id = keys.worker_id(os.environ["GATEWAY_INSTANCE_ID"], worker.pid)
     try:
         with redis.Redis.from_url(_settings.redis_url, socket_timeout=2, socket_connect_timeout=2) as client:

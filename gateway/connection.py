@@ -47,10 +47,12 @@ class Connection:
         self._activity = activity or Activity(asyncio.get_running_loop().time())
         self._outbox: deque[str] = deque()
         self._wake = asyncio.Event()
+        # When the oldest frame now queued was read off Redis: one latency sample per burst.
+        self._oldest_at = 0.0
         self._deadline: asyncio.Timeout | None = None
         self.end_reason: Refusal | None = None
 
-    def push(self, text: str) -> None:
+    def push(self, text: str, received_at: float) -> None:
         """Queue a frame without waiting; a client that lets its outbox fill is ended (4008)."""
         if self.end_reason is not None:
             metrics.MESSAGES_DROPPED.labels("closing").inc()
@@ -58,12 +60,14 @@ class Connection:
         outbox = self._outbox
         if len(outbox) >= self._queue_size:
             metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(len(outbox) + 1)
+            metrics.SEND_QUEUE_OVERFLOWS.inc()
             outbox.clear()
             self.end(close_codes.SLOW_CONSUMER)
             return
-        outbox.append(text)
-        if len(outbox) == 1:
+        if not outbox:
+            self._oldest_at = received_at
             self._wake.set()
+        outbox.append(text)
 
     def end(self, reason: Refusal) -> None:
         """Ask the connection to close with ``reason``'s code; safe to call from anywhere."""
@@ -137,7 +141,7 @@ class Connection:
             return
         kind = message.get("type")
         if kind == "ping":
-            self.push(PONG)
+            self.push(PONG, time.monotonic())
         elif kind == "refresh":
             self._refresh(message.get("token"))
 
@@ -164,8 +168,10 @@ class Connection:
                 wake.clear()
                 await wake.wait()
                 continue
+            oldest_at = self._oldest_at
             sent = 0
             while outbox:
                 await send({"type": "websocket.send", "text": outbox.popleft()})
                 sent += 1
             metrics.MESSAGES_SENT.inc(sent)
+            metrics.DELIVERY_LATENCY.observe(time.monotonic() - oldest_at)

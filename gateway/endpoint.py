@@ -98,11 +98,13 @@ class WebSocketEndpoint:
 async def _serve(connection: Connection) -> None:
     metrics.CONNECTIONS.labels("accepted").inc()
     metrics.ACTIVE_CONNECTIONS.inc()
+    metrics.WORKER_CONNECTIONS.inc()
     started = time.monotonic()
     try:
         reason = await connection.run()
     finally:
         metrics.ACTIVE_CONNECTIONS.dec()
+        metrics.WORKER_CONNECTIONS.dec()
         metrics.CONNECTIONS.labels("closed").inc()
         metrics.CONNECTION_DURATION.observe(time.monotonic() - started)
     if reason is not None:

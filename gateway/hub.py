@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from gateway import metrics
@@ -11,7 +12,7 @@ log = logging.getLogger("gateway.hub")
 
 
 class Outbox(Protocol):
-    def push(self, text: str) -> None: ...
+    def push(self, text: str, received_at: float) -> None: ...
 
 
 class Hub:
@@ -53,5 +54,6 @@ class Hub:
             metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(len(outboxes))
             log.warning("dropped a published payload that is not valid UTF-8")
             return
+        received_at = time.monotonic()
         for outbox in outboxes:
-            outbox.push(text)
+            outbox.push(text, received_at)

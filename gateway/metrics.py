@@ -15,6 +15,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.metrics_archive import scrape_lock
+
 CONNECTIONS = Counter(
     "websocket_connections", "WebSocket connections by outcome: accepted, rejected, closed.", ["status"]
 )
@@ -35,7 +37,26 @@ REDIS_SUBSCRIPTIONS = Gauge(
     "User channels this host's workers subscribe.",
     multiprocess_mode="livesum",
 )
-REDIS_RECONNECTS = Counter("websocket_redis_reconnects", "Times a worker re-opened its pub/sub connection.")
+REDIS_RECONNECTS = Counter(
+    "websocket_redis_reconnects", "Times a worker lost its pub/sub connection and reconnected."
+)
+REDIS_DISCONNECTED = Counter(
+    "websocket_redis_disconnected_seconds", "Time workers spent without a pub/sub connection (messages lost)."
+)
+DELIVERY_LATENCY = Histogram(
+    "websocket_delivery_latency_seconds",
+    "From reading a message off Redis to writing it to the socket; observed once per write burst, "
+    "for its oldest frame.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SEND_QUEUE_OVERFLOWS = Counter(
+    "websocket_send_queue_overflows", "Connections closed because their queue overflowed."
+)
+WORKER_CONNECTIONS = Gauge(
+    "websocket_worker_connections",
+    "Open WebSockets per live worker (label pid).",
+    multiprocess_mode="liveall",
+)
 
 
 def render() -> tuple[bytes, str]:
@@ -44,5 +65,6 @@ def render() -> tuple[bytes, str]:
     if directory:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        with scrape_lock(directory):
+            return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -80,6 +80,7 @@ class Subscriber:
         self._conn: AbstractConnection | None = None
         self._ready = False
         self._probe_returned = asyncio.Event()
+        self._lost_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -147,15 +148,17 @@ class Subscriber:
     async def _run(self) -> None:
         delay = _BACKOFF_FIRST
         while True:
-            started = time.monotonic()
             try:
                 await self._session()
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("redis pub/sub connection lost: %s", type(exc).__name__)
             finally:
+                was_ready = self._ready
                 await self._teardown()
-            metrics.REDIS_RECONNECTS.inc()
-            if time.monotonic() - started > _BACKOFF_CAP * 2:
+            if was_ready:
+                # A working connection dropped: count it and retry at once, backing off after.
+                metrics.REDIS_RECONNECTS.inc()
+                self._lost_at = time.monotonic()
                 delay = _BACKOFF_FIRST
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
@@ -211,6 +214,7 @@ class Subscriber:
     def _confirm(self, channel: bytes) -> None:
         if channel == self._control:
             self._ready = True
+            metrics.REDIS_DISCONNECTED.inc(time.monotonic() - self._lost_at)
             log.info("redis pub/sub ready with %d user channels", len(self._refs))
             return
         waiting = self._inflight.get(channel)

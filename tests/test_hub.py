@@ -9,7 +9,7 @@ class RecordingOutbox:
     def __init__(self) -> None:
         self.frames: list[str] = []
 
-    def push(self, text: str) -> None:
+    def push(self, text: str, received_at: float) -> None:
         self.frames.append(text)
 
 
