@@ -1,0 +1,182 @@
+"""/metrics in multiprocess mode on a real gunicorn with 3 workers: aggregates, totals, hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway import close_codes
+from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+
+WORKERS = 3
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def scrape(gateway: Gateway) -> dict[Sample, float]:
+    status, body = gateway.get("/metrics")
+    assert status == 200
+    samples: dict[Sample, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def open_for(gateway: Gateway, user: str) -> ClientConnection:
+    return await connect(f"{gateway.ws_url}?token={make_token(user)}")
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_server: RedisServer) -> Iterator[Gateway]:
+    with running_gateway(redis_server.url, workers=WORKERS) as gw:
+        yield gw
+
+
+def wait_for_active(gateway: Gateway, expected: int) -> None:
+    wait_for(
+        lambda: value(scrape(gateway), "websocket_active_connections") == expected,
+        timeout=10,
+        what=f"websocket_active_connections == {expected}",
+    )
+
+
+async def test_every_worker_serves_the_same_aggregate(gateway: Gateway) -> None:
+    """N connections spread over workers: any worker's /metrics reports N active connections."""
+    sockets = [await open_for(gateway, f"agg-{uuid.uuid4().hex[:8]}") for _ in range(30)]
+    assert len({ws.response.headers["x-gateway-worker"] for ws in sockets}) > 1
+    answered_by = set()
+    for _ in range(30):
+        samples = scrape(gateway)
+        assert value(samples, "websocket_active_connections") == 30
+        answered_by |= {
+            dict(labels)["pid"] for name, labels in samples if name == "websocket_worker_connections"
+        }
+    assert len(answered_by) == WORKERS
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    wait_for_active(gateway, 0)
+
+
+async def test_counters_equal_what_happened(gateway: Gateway, redis_server: RedisServer, user: str) -> None:
+    """Accepted, rejected by reason, closed, messages received and sent: exact deltas."""
+    before = scrape(gateway)
+    sockets = [await open_for(gateway, user) for _ in range(5)]
+    workers_of_user = {ws.response.headers["x-gateway-worker"] for ws in sockets}
+    refused = await open_for(gateway, user)  # the sixth: over the limit of 5
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(refused.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4029
+    for token in ("bad", "worse", "still.bad"):
+        with pytest.raises(InvalidStatus):
+            await connect(f"{gateway.ws_url}?token={token}")
+    with pytest.raises(InvalidStatus):
+        await connect(gateway.ws_url)
+    publisher = redis_server.client()
+    for i in range(10):
+        publisher.publish(f"ws:{user}", f'{{"i":{i}}}')
+    for ws in sockets:
+        for _ in range(10):
+            await asyncio.wait_for(ws.recv(), 5)
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    publisher.close()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(scrape(gateway), name, **labels) - value(before, name, **labels)
+
+    wait_for(lambda: delta("websocket_connections_total", status="closed") == 5, what="5 closes counted")
+    wait_for(lambda: delta("websocket_messages_sent_total") == 50, what="50 frames counted")
+    assert delta("websocket_connections_total", status="accepted") == 5
+    assert delta("websocket_connections_total", status="rejected") == 5
+    assert delta("websocket_rejections_total", reason="token_invalid") == 3
+    assert delta("websocket_rejections_total", reason="token_missing") == 1
+    assert delta("websocket_rejections_total", reason="user_limit") == 1
+    assert delta("websocket_redis_messages_received_total") == 10 * len(workers_of_user)
+    assert delta("websocket_connection_duration_seconds_count") == 5
+    assert delta("websocket_delivery_latency_seconds_count") >= 1
+
+
+async def test_a_killed_workers_gauges_leave_and_its_counters_stay(gateway: Gateway) -> None:
+    """kill -9 of a worker: its connections leave the live gauge; the totals do not go back."""
+    sockets = [await open_for(gateway, f"kill-{uuid.uuid4().hex[:8]}") for _ in range(24)]
+    wait_for_active(gateway, 24)
+    accepted = value(scrape(gateway), "websocket_connections_total", status="accepted")
+    victim_id = sockets[0].response.headers["x-gateway-worker"]
+    on_victim = sum(ws.response.headers["x-gateway-worker"] == victim_id for ws in sockets)
+    os.kill(int(victim_id.rsplit("-", 1)[1]), signal.SIGKILL)
+    wait_for_active(gateway, 24 - on_victim)
+    assert value(scrape(gateway), "websocket_connections_total", status="accepted") == accepted
+    gateway.wait_all_workers_ready()
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    wait_for_active(gateway, 0)
+
+
+def test_labels_never_grow_with_users_or_connections(gateway: Gateway) -> None:
+    """Every label is from a small fixed set: no user id, connection id or token can appear."""
+    reasons = {r.reason for r in close_codes.ALL} | {
+        "slow_consumer",
+        "closing",
+        "no_connection",
+        "invalid_utf8",
+    }
+    allowed = {
+        "status": {"accepted", "rejected", "closed"},
+        "reason": reasons,
+        "pid": {str(pid) for pid in gateway.worker_pids()},
+    }
+    for (name, labels), _ in scrape(gateway).items():
+        for label, label_value in labels:
+            if label == "le":
+                continue
+            assert label in allowed, f"{name} has an unexpected label {label}"
+            assert label_value in allowed[label], f"{name}{{{label}={label_value!r}}}"
+
+
+def test_the_metrics_directory_is_emptied_at_master_start(redis_server: RedisServer) -> None:
+    """A stale file from an earlier run does not count."""
+    directory = tempfile.mkdtemp(prefix="gateway-stale-metrics-")
+    stale = MmapedDict(os.path.join(directory, "counter_999999.db"))
+    key = mmap_key("websocket_connections", "websocket_connections_total", ["status"], ["accepted"], "stale")
+    stale.write_value(key, 12345.0, 0.0)
+    stale.close()
+    try:
+        with running_gateway(redis_server.url, workers=1, PROMETHEUS_MULTIPROC_DIR=directory) as gw:
+            assert not os.path.exists(os.path.join(directory, "counter_999999.db"))
+            assert value(scrape(gw), "websocket_connections_total", status="accepted") < 12345
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_fifty_worker_replacements_keep_totals_and_bound_the_files(redis_server: RedisServer) -> None:
+    """Each replaced worker's counters fold into an archive: totals kept, files bounded."""
+    rng = random.Random(5)
+    with running_gateway(redis_server.url, workers=2) as gw:
+        for i in range(50):
+            ws = await open_for(gw, f"replace-{i}")
+            await ws.close()
+            wait_for(
+                lambda: value(scrape(gw), "websocket_connections_total", status="closed") == i + 1,
+                what="the close to be counted",
+            )
+            os.kill(rng.choice(gw.worker_pids()), signal.SIGKILL)
+            gw.wait_all_workers_ready()
+        samples = scrape(gw)
+        assert value(samples, "websocket_connections_total", status="accepted") == 50
+        assert value(samples, "websocket_connections_total", status="closed") == 50
+        files = [f for f in os.listdir(gw.metrics_dir) if f.endswith(".db")]
+        # Per live worker: counters, histograms and two live gauges; plus the two archives.
+        assert len(files) <= 2 * 4 + 2, sorted(files)
