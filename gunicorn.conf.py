@@ -34,6 +34,9 @@ timeout = 30
 keepalive = 5
 # Each WebSocket holds a file descriptor; the default backlog is too small for reconnect storms.
 backlog = 4096
+# Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
+# (comma separated); uvicorn takes the client address from it.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]

@@ -169,7 +169,9 @@ async def test_fifty_worker_replacements_keep_totals_and_bound_the_files(redis_s
             ws = await open_for(gw, f"replace-{i}")
             await ws.close()
             wait_for(
-                lambda: value(scrape(gw), "websocket_connections_total", status="closed") == i + 1,
+                lambda closes=i + 1: (
+                    value(scrape(gw), "websocket_connections_total", status="closed") == closes
+                ),
                 what="the close to be counted",
             )
             os.kill(rng.choice(gw.worker_pids()), signal.SIGKILL)
