@@ -20,6 +20,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-redis-server
+	scripts/ensure-nginx
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
 

@@ -28,8 +28,9 @@ worker_class = "gateway.worker.GatewayWorker"
 wsgi_app = "gateway.app:create_app()"
 # Recycling a worker drops every socket it holds.
 max_requests = 0
-# Workers close their sockets with 1012 within the drain window; leave room to release leases.
-graceful_timeout = int(_settings.drain_window) + 5
+# Workers close their sockets with 1012 within the drain window, then need a few seconds for the
+# last close frames and lease releases (gateway/drain.py and gateway/worker.py).
+graceful_timeout = int(_settings.drain_window) + 10
 timeout = 30
 keepalive = 5
 # Each WebSocket holds a file descriptor; the default backlog is too small for reconnect storms.

@@ -36,6 +36,7 @@ class Gateway:
     limiter: Limiter
     authenticator: Authenticator
     draining: bool = field(default=False)
+    pending_handshakes: int = field(default=0)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             client, settings.channel_prefix, worker_id, settings.max_connections_per_user, settings.lease_ttl
         )
         gateway = Gateway(settings, worker_id, client, hub, subscriber, limiter, Authenticator(settings))
+        app.state.gateway = gateway  # for the worker's drain on shutdown
         subscriber.start()
         limiter.start()
         try:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Send
 
@@ -34,6 +35,7 @@ class Connection:
         queue_size: int,
         idle_timeout: float,
         authenticator: Authenticator,
+        messages_per_second: float,
         activity: Activity | None = None,
     ) -> None:
         self.user_id = user_id
@@ -45,6 +47,11 @@ class Connection:
         self._authenticator = authenticator
         # Stamped by the protocol on every read (pongs too); a private one when served elsewhere.
         self._activity = activity or Activity(asyncio.get_running_loop().time())
+        # Token bucket for client messages: a burst of twice the rate, then the rate.
+        self._rate = messages_per_second
+        self._burst = max(2 * messages_per_second, 1.0)
+        self._tokens = self._burst
+        self._refilled_at = 0.0
         self._outbox: deque[str] = deque()
         self._wake = asyncio.Event()
         # When the oldest frame now queued was read off Redis: one latency sample per burst.
@@ -76,8 +83,12 @@ class Connection:
             if self._deadline is not None:
                 self._deadline.reschedule(asyncio.get_running_loop().time())
 
-    async def run(self) -> Refusal | None:
-        """Serve until the client leaves or the connection must end; return the reason it ended."""
+    async def run(self, release: Callable[[], Awaitable[None]]) -> Refusal | None:
+        """Serve until the client leaves or the connection must end; return the reason it ended.
+
+        ``release`` gives back the lease and subscription; it runs before the close frame goes
+        out, so a client that reconnects on 1012 or 4008 finds its place already free.
+        """
         writer = asyncio.create_task(self._write())
         client_left = False
         try:
@@ -86,6 +97,7 @@ class Connection:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await writer
+            await release()
         if not client_left and self.end_reason is not None:
             # A client that stopped reading can block this send forever: bound it, then the
             # transport is closed when the ASGI task returns.
@@ -107,7 +119,14 @@ class Connection:
                         message = await receive()
                         if message["type"] == "websocket.disconnect":
                             return True
-                        self._activity.last = loop.time()
+                        now = loop.time()
+                        self._activity.last = now
+                        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+                        self._refilled_at = now
+                        if self._tokens < 1:
+                            self.end(close_codes.POLICY_VIOLATION)
+                            break
+                        self._tokens -= 1
                         text = message.get("text")
                         if text is not None:
                             self._on_text(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.responses import PlainTextResponse
@@ -53,7 +54,11 @@ class WebSocketEndpoint:
         if gateway.draining:
             await _refuse_after_upgrade(websocket, subprotocol, close_codes.DRAINING)
             return
-        if gateway.hub.connection_count >= gateway.settings.max_connections_per_worker:
+        settings = gateway.settings
+        if (
+            gateway.hub.connection_count >= settings.max_connections_per_worker
+            or gateway.pending_handshakes >= settings.max_pending_handshakes
+        ):
             await _refuse_after_upgrade(websocket, subprotocol, close_codes.OVERLOADED)
             return
 
@@ -63,45 +68,57 @@ class WebSocketEndpoint:
             identity.expires_at,
             receive,
             send,
-            gateway.settings.send_queue_size,
-            gateway.settings.idle_timeout,
+            settings.send_queue_size,
+            settings.idle_timeout,
             gateway.authenticator,
+            settings.client_messages_per_second,
             scope["extensions"].get(ACTIVITY_EXTENSION),
         )
         async with contextlib.AsyncExitStack() as undo:
+            gateway.pending_handshakes += 1
             try:
-                lease = await gateway.limiter.acquire(
-                    user_id,
-                    lambda: connection.end(close_codes.USER_LIMIT),
-                    fail_open=gateway.settings.limit_fail_open,
-                )
-            except LimiterUnavailable:
-                await _refuse_after_upgrade(websocket, subprotocol, close_codes.REDIS_UNAVAILABLE)
+                refusal = await _admit(gateway, connection, undo)
+            finally:
+                gateway.pending_handshakes -= 1
+            if refusal is not None:
+                await _refuse_after_upgrade(websocket, subprotocol, refusal)
                 return
-            if lease is None:
-                await _refuse_after_upgrade(websocket, subprotocol, close_codes.USER_LIMIT)
-                return
-            undo.push_async_callback(gateway.limiter.release, lease)
-            # In the hub before subscribing: a message that follows the confirmation finds it.
-            gateway.hub.add(user_id, connection)
-            undo.callback(gateway.hub.remove, user_id, connection)
-            try:
-                await gateway.subscriber.subscribe(user_id)
-            except SubscriberUnavailable:
-                await _refuse_after_upgrade(websocket, subprotocol, close_codes.REDIS_UNAVAILABLE)
-                return
-            undo.callback(gateway.subscriber.unsubscribe, user_id)
             await websocket.accept(subprotocol=subprotocol, headers=accept_headers)
-            await _serve(connection)
+            await _serve(connection, undo.aclose)
 
 
-async def _serve(connection: Connection) -> None:
+async def _admit(gateway: Gateway, connection: Connection, undo: contextlib.AsyncExitStack) -> Refusal | None:
+    """Take a lease, then a subscription Redis has confirmed; register how to undo each."""
+    user_id = connection.user_id
+    try:
+        lease = await gateway.limiter.acquire(
+            user_id,
+            lambda: connection.end(close_codes.USER_LIMIT),
+            fail_open=gateway.settings.limit_fail_open,
+        )
+    except LimiterUnavailable:
+        return close_codes.REDIS_UNAVAILABLE
+    if lease is None:
+        return close_codes.USER_LIMIT
+    undo.push_async_callback(gateway.limiter.release, lease)
+    # In the hub before subscribing: a message that follows the confirmation finds it.
+    gateway.hub.add(user_id, connection)
+    undo.callback(gateway.hub.remove, user_id, connection)
+    try:
+        await gateway.subscriber.subscribe(user_id)
+    except SubscriberUnavailable:
+        return close_codes.REDIS_UNAVAILABLE
+    undo.callback(gateway.subscriber.unsubscribe, user_id)
+    return None
+
+
+async def _serve(connection: Connection, release: Callable[[], Awaitable[None]]) -> None:
     metrics.CONNECTIONS.labels("accepted").inc()
     metrics.ACTIVE_CONNECTIONS.inc()
     metrics.WORKER_CONNECTIONS.inc()
     started = time.monotonic()
     try:
-        reason = await connection.run()
+        reason = await connection.run(release)
     finally:
         metrics.ACTIVE_CONNECTIONS.dec()
         metrics.WORKER_CONNECTIONS.dec()

@@ -17,6 +17,10 @@ _REDIS_PING_TIMEOUT = 1.0
 
 
 async def liveness(request: Request) -> Response:
+    """200 while serving; 503 once draining, so a load balancer stops sending new clients."""
+    gateway: Gateway = request.state.gateway
+    if gateway.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

@@ -7,12 +7,15 @@ import time
 from typing import Protocol
 
 from gateway import metrics
+from gateway.close_codes import Refusal
 
 log = logging.getLogger("gateway.hub")
 
 
 class Outbox(Protocol):
     def push(self, text: str, received_at: float) -> None: ...
+
+    def end(self, reason: Refusal) -> None: ...
 
 
 class Hub:
@@ -27,6 +30,9 @@ class Hub:
     @property
     def user_count(self) -> int:
         return len(self._by_user)
+
+    def connections(self) -> list[Outbox]:
+        return [outbox for outboxes in self._by_user.values() for outbox in outboxes]
 
     def add(self, user_id: str, outbox: Outbox) -> None:
         self._by_user.setdefault(user_id, set()).add(outbox)

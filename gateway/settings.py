@@ -46,6 +46,9 @@ class Settings:
     drain_window: float = 10.0
     redis_probe_interval: float = 5.0
     lease_ttl: float = 30.0
+    handshake_timeout: float = 10.0
+    max_pending_handshakes: int = 1000
+    client_messages_per_second: float = 10.0
     limit_fail_open: bool = False
 
     @classmethod
@@ -90,6 +93,11 @@ class Settings:
             redis_probe_interval=_number(env, "REDIS_PROBE_INTERVAL", 5.0, float, 0.1, 300.0),
             lease_ttl=_number(env, "WEBSOCKET_LEASE_TTL", 30.0, float, 1.0, 3600.0),
             limit_fail_open=_flag(env, "WEBSOCKET_LIMIT_FAIL_OPEN", False),
+            handshake_timeout=_number(env, "WEBSOCKET_HANDSHAKE_TIMEOUT", 10.0, float, 0.5, 300.0),
+            max_pending_handshakes=_number(env, "WEBSOCKET_MAX_PENDING_HANDSHAKES", 1000, int, 1, 100_000),
+            client_messages_per_second=_number(
+                env, "WEBSOCKET_CLIENT_MESSAGES_PER_SECOND", 10.0, float, 0.1, 10_000.0
+            ),
         )
 
 

@@ -1,32 +1,69 @@
-"""The gunicorn worker: uvicorn-worker's worker with the settings gunicorn does not pass through."""
+"""The gunicorn worker: uvicorn-worker's worker with the settings gunicorn does not pass through,
+and a graceful drain before uvicorn's own shutdown."""
 
 from __future__ import annotations
 
+import socket
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
+from uvicorn.config import Config
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from gateway import logs
+from gateway.drain import drain
+from gateway.protocol import GatewayHttpProtocol
 from gateway.settings import Settings
 
-# Close frames to the whole worker must not wait on clients that stopped reading.
+# uvicorn's own shutdown after the drain: close frames to clients that stopped reading.
 _SHUTDOWN_MARGIN = 2.0
+
+
+class _DrainingServer(Server):
+    """uvicorn's Server, draining WebSockets before it closes what is left with 1012 at once."""
+
+    def __init__(self, config: Config, before_shutdown: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting while the drain runs
+        await self._before_shutdown()
+        await super().shutdown(sockets)
 
 
 class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        settings = Settings.from_environ()
+        self.settings = Settings.from_environ()
         self.CONFIG_KWARGS = {
             "loop": "uvloop",
-            "http": "httptools",
+            "http": GatewayHttpProtocol.with_timeout(self.settings.handshake_timeout),
             "ws": "gateway.protocol:GatewayWebSocketProtocol",
             "lifespan": "on",
-            "ws_max_size": settings.max_inbound_message_size,
-            "ws_ping_interval": settings.ping_interval or None,
-            "ws_ping_timeout": settings.ping_timeout,
-            "ws_per_message_deflate": settings.per_message_deflate,
-            "timeout_graceful_shutdown": int(settings.drain_window + _SHUTDOWN_MARGIN),
+            "ws_max_size": self.settings.max_inbound_message_size,
+            "ws_ping_interval": self.settings.ping_interval or None,
+            "ws_ping_timeout": self.settings.ping_timeout,
+            "ws_per_message_deflate": self.settings.per_message_deflate,
+            "timeout_graceful_shutdown": int(_SHUTDOWN_MARGIN + 1),
             "server_header": False,
         }
         super().__init__(*args, **kwargs)
         logs.install(self.log.error_log)
+
+    async def _drain(self) -> None:
+        gateway = getattr(self.wsgi.state, "gateway", None)
+        if gateway is not None:
+            await drain(gateway, self.settings.drain_window)
+
+    async def _serve(self) -> None:
+        # As uvicorn-worker's _serve (0.4), with a Server that drains first.
+        self.config.app = self.wsgi
+        server = _DrainingServer(self.config, self._drain)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)

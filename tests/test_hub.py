@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.close_codes import Refusal
 from gateway.hub import Hub
 
 
@@ -11,6 +12,9 @@ class RecordingOutbox:
 
     def push(self, text: str, received_at: float) -> None:
         self.frames.append(text)
+
+    def end(self, reason: Refusal) -> None:
+        self.frames.append(f"end {reason.close_code}")
 
 
 def test_delivery_reaches_every_connection_of_the_user_and_no_one_else() -> None:
