@@ -87,6 +87,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions[ACTIVITY_EXTENSION] = self.activity
 
     async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close":
+            # Flow control would hold the close frame behind a client that stopped reading
+            # (the 4008 case); queue it anyway, after what is already buffered.
+            self.writable.set()
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True

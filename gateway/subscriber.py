@@ -60,7 +60,12 @@ class Subscriber:
         # RESP2: messages arrive as plain arrays; under RESP3 redis-py routes each one through
         # its push-notification handlers, which format a debug string per message.
         self._pool: ConnectionPool = ConnectionPool.from_url(
-            redis_url, protocol=2, socket_connect_timeout=5, client_name=f"gateway-sub:{worker_id}"
+            redis_url,
+            protocol=2,
+            socket_connect_timeout=5,
+            # Bounds the connection handshake; message reads pass their own (infinite) timeout.
+            socket_timeout=5,
+            client_name=f"gateway-sub:{worker_id}",
         )
         self._prefix = prefix
         self._prefix_len = len(prefix) + 1

@@ -1,0 +1,215 @@
+"""Faults: Redis dropped, paused and restarted; slow and vanished clients; expiry; drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.test_metrics import scrape, value
+from tests.servers import ROOT, Gateway, RedisServer, make_token, running_gateway, wait_for
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+async def open_for(gateway: Gateway, user: str, **kwargs: object) -> ClientConnection:
+    return await connect(f"{gateway.ws_url}?token={make_token(user)}", **kwargs)  # type: ignore[arg-type]
+
+
+def all_workers_redis_ready(gateway: Gateway) -> bool:
+    return all(state["subscriber_ready"] for state in gateway.worker_states().values())
+
+
+async def assert_delivery(client: redis.Redis, pairs: list[tuple[str, ClientConnection]], tag: str) -> None:
+    """Publish one message per user; every listed socket receives exactly its own."""
+    for user in {user for user, _ in pairs}:
+        client.publish(f"ws:{user}", json.dumps({"to": user, "tag": tag}))
+    for user, ws in pairs:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"to": user, "tag": tag}
+
+
+async def test_a_killed_pubsub_connection_is_replaced_without_clients_noticing(
+    own_redis: RedisServer, user: str
+) -> None:
+    """CLIENT KILL of every worker's pub/sub connection: reconnect counted, delivery resumes."""
+    with running_gateway(own_redis.url, workers=2, REDIS_PROBE_INTERVAL="0.5") as gateway:
+        sockets = [await open_for(gateway, user) for _ in range(4)]
+        client = own_redis.client()
+        await assert_delivery(client, [(user, ws) for ws in sockets], "before")
+        assert client.client_kill_filter(_type="pubsub") == 2
+        wait_for(lambda: value(scrape(gateway), "websocket_redis_reconnects_total") == 2, what="2 reconnects")
+        wait_for(lambda: all_workers_redis_ready(gateway), what="pub/sub back on every worker")
+        await assert_delivery(client, [(user, ws) for ws in sockets], "after")
+        assert all(ws.close_code is None for ws in sockets)
+        client.close()
+
+
+async def test_a_paused_redis_is_detected_by_the_probe(own_redis: RedisServer, user: str) -> None:
+    """Redis SIGSTOPped past the probe deadline, then resumed: the deaf connection is replaced."""
+    with running_gateway(own_redis.url, workers=1, REDIS_PROBE_INTERVAL="0.5") as gateway:
+        ws = await open_for(gateway, user)
+        assert own_redis.process is not None
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: gateway.get("/healthz/redis")[0] == 503, timeout=5, what="/healthz/redis to fail"
+            )
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        wait_for(
+            lambda: gateway.get("/healthz/redis")[0] == 200, timeout=15, what="/healthz/redis to recover"
+        )
+        assert value(scrape(gateway), "websocket_redis_reconnects_total") >= 1
+        client = own_redis.client()
+        await assert_delivery(client, [(user, ws)], "resumed")
+        assert ws.close_code is None
+        client.close()
+
+
+async def test_redis_restart_under_300_clients_loses_no_connection(own_redis: RedisServer) -> None:
+    """Redis killed and restarted on its port: every socket stays, every later message arrives."""
+    with running_gateway(own_redis.url, workers=3, REDIS_PROBE_INTERVAL="1") as gateway:
+        users = [f"restart-{i}" for i in range(100)]
+        limit = asyncio.Semaphore(50)
+
+        async def open_one(user: str) -> tuple[str, ClientConnection]:
+            async with limit:
+                return user, await open_for(gateway, user)
+
+        pairs = await asyncio.gather(*(open_one(u) for u in users for _ in range(3)))
+        assert own_redis.process is not None
+        own_redis.process.kill()
+        own_redis.process.wait()
+        wait_for(lambda: gateway.get("/healthz/redis")[0] == 503, timeout=10, what="/healthz/redis to fail")
+        restarted_at = time.monotonic()
+        own_redis.start()
+        wait_for(lambda: all_workers_redis_ready(gateway), timeout=20, what="every worker to re-subscribe")
+        # Back-off is capped at 5 s; with jitter and a probe round, recovery stays well under 10 s.
+        assert time.monotonic() - restarted_at < 10
+        client = own_redis.client()
+        await assert_delivery(client, list(pairs), "after-restart")
+        assert all(ws.close_code is None for _, ws in pairs)
+        client.close()
+        await asyncio.gather(*(ws.close() for _, ws in pairs))
+
+
+async def test_expiry_closes_with_4001_unless_refreshed(gateway_one: Gateway, user: str) -> None:
+    """A token expiring in 2 s ends the session with 4001; a refresh at 1 s keeps it open."""
+    expiring = await connect(f"{gateway_one.ws_url}?token={make_token(user, ttl=2)}")
+    refreshed = await connect(f"{gateway_one.ws_url}?token={make_token(user, ttl=2)}")
+    await asyncio.sleep(1)  # the refresh must come after a second: that is the behaviour under test
+    await refreshed.send(json.dumps({"type": "refresh", "token": make_token(user, ttl=60)}))
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(expiring.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    await refreshed.send('{"type":"ping"}')
+    assert json.loads(await asyncio.wait_for(refreshed.recv(), 5)) == {"type": "pong"}
+    assert refreshed.close_code is None
+    await refreshed.close()
+
+
+async def test_a_refresh_for_another_user_closes_the_connection(gateway_one: Gateway, user: str) -> None:
+    ws = await open_for(gateway_one, user)
+    await ws.send(json.dumps({"type": "refresh", "token": make_token("someone-else")}))
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+_SLEEPING_CLIENT = """
+import asyncio, sys
+from websockets.asyncio.client import connect
+async def main():
+    async with connect(sys.argv[1], ping_interval=None) as ws:
+        print("open", flush=True)
+        await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+async def test_a_vanished_peer_is_closed_and_releases_its_place(redis_server: RedisServer, user: str) -> None:
+    """A client process frozen with SIGSTOP stops answering pings: closed, lease and channel freed."""
+    with running_gateway(
+        redis_server.url, workers=1, WEBSOCKET_PING_INTERVAL="0.5", WEBSOCKET_PING_TIMEOUT="1"
+    ) as gateway:
+        peer = subprocess.Popen(
+            [sys.executable, "-c", _SLEEPING_CLIENT, f"{gateway.ws_url}?token={make_token(user)}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert peer.stdout is not None and peer.stdout.readline().strip() == "open"
+            client = redis_server.client()
+            assert client.hlen(f"ws:conns:{user}") == 1
+            os.kill(peer.pid, signal.SIGSTOP)
+
+            def released() -> bool:
+                subscribers = dict(client.pubsub_numsub(f"ws:{user}"))[f"ws:{user}".encode()]
+                return client.hlen(f"ws:conns:{user}") == 0 and subscribers == 0
+
+            wait_for(released, timeout=10, what="the frozen peer's lease and subscription to go")
+            client.close()
+        finally:
+            peer.kill()
+            peer.wait()
+            if peer.stdout is not None:
+                peer.stdout.close()
+
+
+async def test_drain_closes_every_socket_with_1012_spread_over_the_window(
+    redis_server: RedisServer,
+) -> None:
+    """SIGTERM with 500 connections: all see 1012, spread over the window; nothing left in Redis."""
+    window = 3.0
+    with running_gateway(redis_server.url, workers=2, WEBSOCKET_DRAIN_WINDOW=str(window)) as gateway:
+        users = [f"drain-{i}" for i in range(250)]
+        limit = asyncio.Semaphore(50)
+
+        async def open_one(user: str) -> ClientConnection:
+            async with limit:
+                return await open_for(gateway, user, ping_interval=None)
+
+        sockets = await asyncio.gather(*(open_one(u) for u in users for _ in range(2)))
+        closes: list[tuple[float, int | None]] = []
+
+        async def wait_close(ws: ClientConnection) -> None:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            closes.append((time.monotonic(), closed.value.rcvd.code if closed.value.rcvd else None))
+
+        waiters = [asyncio.create_task(wait_close(ws)) for ws in sockets]
+        assert gateway.process is not None
+        stopped_at = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*waiters), window + 10)
+        exit_code = await asyncio.to_thread(gateway.process.wait, 30)
+        exited_in = time.monotonic() - stopped_at
+
+        assert {code for _, code in closes} == {1012}
+        times = sorted(t - stopped_at for t, _ in closes)
+        assert times[-1] - times[0] >= window / 2, "closes were not spread over the window"
+        assert times[-1] <= window + 3
+        assert exit_code == 0
+        graceful_timeout = int(window) + 10
+        assert exited_in < graceful_timeout
+        client = redis_server.client()
+        assert client.keys("ws:conns:drain-*") == []
+        assert client.pubsub_channels("ws:drain-*") == []
+        client.close()
