@@ -7,6 +7,7 @@ exposed to the app, and two handshake fixes.
 - The idle timeout counts every client frame, pongs included, but pongs never reach the ASGI
   app: the protocol stamps each read in an ``Activity`` the app finds in the scope extensions.
 
+- Invalid UTF-8 in a client's text frame closes it with 1007 and one log line, not a traceback.
 - A denial response (``send_denial_response``) never marks the handshake complete upstream, so
   every refusal also logged "ASGI callable returned without completing handshake" at ERROR.
 - A handshake the websockets parser rejects (an oversized request line or header, as a 100 KB
@@ -25,6 +26,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.
 _PROTOCOL_LOG = logging.getLogger("gateway.protocol")
+_INBOUND_LOG = logging.getLogger("gateway.inbound")
 
 
 ACTIVITY_EXTENSION = "gateway.activity"
@@ -94,6 +96,20 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                # Upstream logs a traceback at ERROR for this client mistake; one line will do.
+                self.frames = []
+                _INBOUND_LOG.info("closed a connection that sent invalid UTF-8 (1007)")
+                self.conn.send_close(1007, "invalid UTF-8")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
 
     def data_received(self, data: bytes) -> None:
         self.activity.last = self.loop.time()

@@ -1,0 +1,221 @@
+"""Hostile input: each abuse gets its documented answer, and a bystander keeps receiving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+
+HANDSHAKE_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_server: RedisServer) -> Iterator[Gateway]:
+    # Thousands of sockets on both ends: raise the soft descriptor limit the workers inherit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
+    with running_gateway(
+        redis_server.url,
+        workers=1,
+        WEBSOCKET_HANDSHAKE_TIMEOUT=str(HANDSHAKE_TIMEOUT),
+        WEBSOCKET_CLIENT_MESSAGES_PER_SECOND="10",
+    ) as gw:
+        yield gw
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture(scope="module")
+def first_worker(gateway: Gateway) -> list[int]:
+    return gateway.worker_pids()
+
+
+@pytest.fixture
+async def bystander(
+    gateway: Gateway, redis_server: RedisServer
+) -> AsyncIterator[tuple[ClientConnection, str]]:
+    user = "bystander"
+    async with connect(f"{gateway.ws_url}?token={make_token(user)}") as ws:
+        yield ws, user
+
+
+async def assert_bystander_served(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    """The worker is healthy and another user's delivery is intact."""
+    ws, user = bystander
+    assert gateway.get("/healthz")[0] == 200
+    client = redis_server.client()
+    assert client.publish(f"ws:{user}", b'{"still":"here"}') == 1
+    client.close()
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"still": "here"}
+
+
+async def close_code_after(gateway: Gateway, *frames: str | bytes, text: bool | None = None) -> int | None:
+    ws = await connect(f"{gateway.ws_url}?token={make_token('abuser')}", max_size=None)
+    with pytest.raises(ConnectionClosed) as closed:
+        for frame in frames:
+            await ws.send(frame, text=text)
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+async def test_an_oversized_frame_gets_1009(
+    first_worker: list[int],
+    gateway: Gateway,
+    redis_server: RedisServer,
+    bystander: tuple[ClientConnection, str],
+) -> None:
+    assert await close_code_after(gateway, "x" * 10_000) == 1009
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+async def test_a_flood_gets_1008(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    assert await close_code_after(gateway, *(['{"type":"ping"}'] * 100)) == 1008
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+async def test_invalid_utf8_gets_1007(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    assert await close_code_after(gateway, b"\xff\xfe", text=True) == 1007
+    await assert_bystander_served(gateway, redis_server, bystander)
+    assert "Traceback" not in gateway.log()
+    assert "sent invalid UTF-8 (1007)" in gateway.log()
+
+
+async def test_binary_and_unknown_frames_are_ignored(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    """Binary frames, non-JSON text and unknown types are ignored; the connection stays usable."""
+    async with connect(f"{gateway.ws_url}?token={make_token('odd-client')}") as ws:
+        for frame in (b"\x00\x01binary", "not json", '{"type":"dance"}', "[1,2]"):
+            await ws.send(frame)
+        await ws.send('{"type":"ping"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+def _raw_response(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+VERSION = b"Sec-WebSocket-Version: 13\r\n"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        UPGRADE + VERSION,
+        UPGRADE + b"Sec-WebSocket-Key: short\r\n" + VERSION,
+        UPGRADE + KEY + b"Sec-WebSocket-Version: 8\r\n",
+    ],
+    ids=["no key", "short key", "old version"],
+)
+async def test_malformed_upgrade_headers_get_an_http_error(
+    gateway: Gateway,
+    redis_server: RedisServer,
+    bystander: tuple[ClientConnection, str],
+    headers: bytes,
+) -> None:
+    token = make_token("malformed").encode()
+    request = b"GET /ws?token=" + token + b" HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n"
+    response = await asyncio.to_thread(_raw_response, gateway.port, request)
+    assert response.split(b" ", 2)[1] == b"400", response[:200]
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+async def test_tens_of_thousands_of_query_parameters_get_414(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    query = "&".join(f"p{i}=1" for i in range(20_000)) + "&token=" + make_token("many-params")
+    request = f"GET /ws?{query} HTTP/1.1\r\nHost: localhost\r\n".encode() + UPGRADE + KEY + VERSION + b"\r\n"
+    response = await asyncio.to_thread(_raw_response, gateway.port, request)
+    assert response.split(b" ", 2)[1] == b"414"
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+async def test_two_thousand_half_open_handshakes(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    """Half-sent requests cost their sockets only until the header deadline; others are served."""
+    half_open = []
+    for _ in range(2000):
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websock")
+        half_open.append(sock)
+    try:
+        await assert_bystander_served(gateway, redis_server, bystander)
+        async with connect(f"{gateway.ws_url}?token={make_token('newcomer')}") as ws:
+            await ws.send('{"type":"ping"}')
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+
+        def all_hung_up() -> bool:
+            return all(sock.recv(1) == b"" for sock in half_open)
+
+        wait_for(
+            all_hung_up, timeout=HANDSHAKE_TIMEOUT + 10, what="the server to hang up every half-open socket"
+        )
+    finally:
+        for sock in half_open:
+            sock.close()
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=3000))
+def test_fuzzed_tokens_are_refused_cleanly(gateway: Gateway, token: str) -> None:
+    """Any printable token: 401 (or 431 past the header limit), never a server error."""
+    head = f"GET /ws HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n".encode()
+    request = head + UPGRADE + KEY + VERSION + b"\r\n"
+    response = _raw_response(gateway.port, request)
+    assert response.split(b" ", 2)[1] in {b"401", b"431"}, response[:200]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(st.one_of(st.text(max_size=6000), st.binary(max_size=6000)), min_size=1, max_size=8))
+def test_fuzzed_frames_end_with_a_documented_code_or_not_at_all(
+    gateway: Gateway, frames: list[str | bytes]
+) -> None:
+    """Any sequence of client frames leaves the connection open or closes it with 1007/1008/1009."""
+
+    async def run() -> int | None:
+        async with connect(f"{gateway.ws_url}?token={make_token('fuzzer')}", max_size=None) as ws:
+            try:
+                for frame in frames:
+                    await ws.send(frame)
+                await ws.send('{"type":"ping"}')
+                while json.loads(await asyncio.wait_for(ws.recv(), 5)) != {"type": "pong"}:
+                    pass
+            except ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+        return None
+
+    assert asyncio.run(run()) in {None, 1007, 1008, 1009}
+    assert gateway.get("/healthz")[0] == 200
+
+
+def test_the_worker_survived_everything(gateway: Gateway, first_worker: list[int]) -> None:
+    """After all the abuse (this module runs it first), the first worker is still the one serving."""
+    assert gateway.worker_pids() == first_worker
+    assert set(gateway.worker_states()) == set(first_worker)
