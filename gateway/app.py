@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -39,6 +40,12 @@ class Gateway:
     pending_handshakes: int = field(default=0)
 
 
+async def _flush_tally_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        metrics.flush_tally()
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; resources are created only when its lifespan starts."""
     settings = settings or Settings.from_environ()
@@ -67,10 +74,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.gateway = gateway  # for the worker's drain on shutdown
         subscriber.start()
         limiter.start()
+        tally = asyncio.create_task(_flush_tally_every(0.5), name="gateway-metrics-tally")
         try:
             yield {"gateway": gateway}
         finally:
             gateway.draining = True
+            tally.cancel()
+            metrics.flush_tally()
             await limiter.stop()
             await subscriber.stop()
             await client.aclose()

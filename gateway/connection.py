@@ -1,8 +1,13 @@
-"""One accepted socket: a bounded outbox drained by a writer task, and a reader.
+"""One accepted socket: a bounded outbox flushed straight into the transport, and a reader.
+
+Delivery appends to the outbox and schedules one flush per event-loop tick, which writes every
+queued frame in a single ``transport.write``; while the transport is paused (the client reads
+slowly) frames wait in the outbox, and a full outbox ends the connection (4008). No task per
+connection writes, and nothing on this path awaits.
 
 The reader runs in the ASGI task itself under one deadline that is the earlier of the idle
 timeout and the token's expiry; anything that must end the connection (a full outbox, a bad
-refresh) pulls that deadline to now, so no extra task or timer is needed per connection.
+refresh, a drain) pulls that deadline to now.
 """
 
 from __future__ import annotations
@@ -11,18 +16,28 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.types import Receive, Send
 
 from gateway import close_codes, metrics
 from gateway.auth import Authenticator, AuthError
 from gateway.close_codes import Refusal
-from gateway.protocol import Activity
 
-PONG = '{"type":"pong"}'
+PONG = b'{"type":"pong"}'
 _CLOSE_SEND_TIMEOUT = 1.0
+
+
+class Link(Protocol):
+    """The socket's transport, as the WebSocket protocol exposes it (gateway.protocol)."""
+
+    last_activity: float
+    on_writable: Callable[[], None] | None
+
+    def can_write(self) -> bool: ...
+
+    def write_frames(self, payloads: list[bytes]) -> None: ...
 
 
 class Connection:
@@ -30,36 +45,36 @@ class Connection:
         self,
         user_id: str,
         expires_at: float,
+        link: Link,
         receive: Receive,
         send: Send,
         queue_size: int,
         idle_timeout: float,
         authenticator: Authenticator,
         messages_per_second: float,
-        activity: Activity | None = None,
     ) -> None:
         self.user_id = user_id
         self._expires_at = expires_at
+        self._link = link
         self._receive = receive
         self._send = send
         self._queue_size = queue_size
         self._idle_timeout = idle_timeout
         self._authenticator = authenticator
-        # Stamped by the protocol on every read (pongs too); a private one when served elsewhere.
-        self._activity = activity or Activity(asyncio.get_running_loop().time())
         # Token bucket for client messages: a burst of twice the rate, then the rate.
         self._rate = messages_per_second
         self._burst = max(2 * messages_per_second, 1.0)
         self._tokens = self._burst
         self._refilled_at = 0.0
-        self._outbox: deque[str] = deque()
-        self._wake = asyncio.Event()
-        # When the oldest frame now queued was read off Redis: one latency sample per burst.
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        # When the oldest frame now queued was read off Redis: one latency sample per flush.
         self._oldest_at = 0.0
+        self._open = False
         self._deadline: asyncio.Timeout | None = None
         self.end_reason: Refusal | None = None
 
-    def push(self, text: str, received_at: float) -> None:
+    def push(self, payload: bytes, received_at: float) -> None:
         """Queue a frame without waiting; a client that lets its outbox fill is ended (4008)."""
         if self.end_reason is not None:
             metrics.MESSAGES_DROPPED.labels("closing").inc()
@@ -73,8 +88,19 @@ class Connection:
             return
         if not outbox:
             self._oldest_at = received_at
-            self._wake.set()
-        outbox.append(text)
+        outbox.append(payload)
+        if not self._flush_scheduled and self._open:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox = self._outbox
+        if not outbox or self.end_reason is not None or not self._link.can_write():
+            return  # a paused transport calls back through on_writable
+        self._outbox = []
+        self._link.write_frames(outbox)
+        metrics.count_sent(len(outbox), time.monotonic() - self._oldest_at)
 
     def end(self, reason: Refusal) -> None:
         """Ask the connection to close with ``reason``'s code; safe to call from anywhere."""
@@ -89,14 +115,15 @@ class Connection:
         ``release`` gives back the lease and subscription; it runs before the close frame goes
         out, so a client that reconnects on 1012 or 4008 finds its place already free.
         """
-        writer = asyncio.create_task(self._write())
+        self._open = True
+        self._link.on_writable = self._flush
+        self._flush()  # what arrived between subscribing and accepting
         client_left = False
         try:
             client_left = await self._read()
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await writer
+            self._open = False
+            self._link.on_writable = None
             await release()
         if not client_left and self.end_reason is not None:
             # A client that stopped reading can block this send forever: bound it, then the
@@ -110,6 +137,7 @@ class Connection:
         """Read client frames until the client leaves (True) or the connection must end (False)."""
         loop = asyncio.get_running_loop()
         receive = self._receive
+        link = self._link
         while True:
             try:
                 async with asyncio.timeout(None) as deadline:
@@ -120,7 +148,6 @@ class Connection:
                         if message["type"] == "websocket.disconnect":
                             return True
                         now = loop.time()
-                        self._activity.last = now
                         self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
                         self._refilled_at = now
                         if self._tokens < 1:
@@ -139,14 +166,14 @@ class Connection:
             if time.time() >= self._expires_at:
                 self.end_reason = close_codes.SESSION_EXPIRED
                 return False
-            if loop.time() - self._activity.last >= self._idle_timeout:
+            if loop.time() - link.last_activity >= self._idle_timeout:
                 self.end_reason = close_codes.IDLE_TIMEOUT
                 return False
             # Only pongs arrived meanwhile: the client is alive, wait again.
 
     def _next_deadline(self, now: float) -> float:
         expiry = now + (self._expires_at - time.time())
-        return min(self._activity.last + self._idle_timeout, expiry)
+        return min(self._link.last_activity + self._idle_timeout, expiry)
 
     def _on_text(self, text: str) -> None:
         """Client messages: ``{"type":"ping"}`` and ``{"type":"refresh","token":...}``; others are ignored."""
@@ -177,20 +204,3 @@ class Connection:
             self.end(close_codes.POLICY_VIOLATION)
             return
         self._expires_at = max(self._expires_at, expires_at)
-
-    async def _write(self) -> None:
-        send = self._send
-        outbox = self._outbox
-        wake = self._wake
-        while True:
-            if not outbox:
-                wake.clear()
-                await wake.wait()
-                continue
-            oldest_at = self._oldest_at
-            sent = 0
-            while outbox:
-                await send({"type": "websocket.send", "text": outbox.popleft()})
-                sent += 1
-            metrics.MESSAGES_SENT.inc(sent)
-            metrics.DELIVERY_LATENCY.observe(time.monotonic() - oldest_at)

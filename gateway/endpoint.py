@@ -23,7 +23,7 @@ from gateway.auth import AuthError
 from gateway.close_codes import Refusal
 from gateway.connection import Connection
 from gateway.limiter import LimiterUnavailable
-from gateway.protocol import ACTIVITY_EXTENSION
+from gateway.protocol import LINK_EXTENSION
 from gateway.subscriber import SubscriberUnavailable
 
 if TYPE_CHECKING:
@@ -62,17 +62,23 @@ class WebSocketEndpoint:
             await _refuse_after_upgrade(websocket, subprotocol, close_codes.OVERLOADED)
             return
 
-        user_id = identity.user_id
+        link = scope["extensions"].get(LINK_EXTENSION)
+        if link is None:
+            log.error(
+                "no %s: run under gateway.worker.GatewayWorker (gunicorn -c gunicorn.conf.py)", LINK_EXTENSION
+            )
+            await _refuse_after_upgrade(websocket, subprotocol, close_codes.INTERNAL_ERROR)
+            return
         connection = Connection(
-            user_id,
+            identity.user_id,
             identity.expires_at,
+            link,
             receive,
             send,
             settings.send_queue_size,
             settings.idle_timeout,
             gateway.authenticator,
             settings.client_messages_per_second,
-            scope["extensions"].get(ACTIVITY_EXTENSION),
         )
         async with contextlib.AsyncExitStack() as undo:
             gateway.pending_handshakes += 1

@@ -13,7 +13,7 @@ log = logging.getLogger("gateway.hub")
 
 
 class Outbox(Protocol):
-    def push(self, text: str, received_at: float) -> None: ...
+    def push(self, payload: bytes, received_at: float) -> None: ...
 
     def end(self, reason: Refusal) -> None: ...
 
@@ -47,19 +47,20 @@ class Hub:
 
     def deliver(self, user_id: str, payload: bytes) -> None:
         """Queue one published payload on every local connection of the user."""
-        metrics.REDIS_MESSAGES.inc()
+        metrics.count_received()
         outboxes = self._by_user.get(user_id)
         if not outboxes:
             # Published between our last connection leaving and UNSUBSCRIBE taking effect.
             metrics.MESSAGES_DROPPED.labels("no_connection").inc()
             return
         try:
-            # Decoded once for all the user's sockets; a text frame must be valid UTF-8.
-            text = payload.decode()
+            # A text frame must be valid UTF-8; checked once for all the user's sockets, which
+            # then send the published bytes as they are.
+            payload.decode()
         except UnicodeDecodeError:
             metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(len(outboxes))
             log.warning("dropped a published payload that is not valid UTF-8")
             return
         received_at = time.monotonic()
         for outbox in outboxes:
-            outbox.push(text, received_at)
+            outbox.push(payload, received_at)

@@ -4,8 +4,10 @@ exposed to the app, and two handshake fixes.
 - uvicorn waits for a request's headers for ever: a client that opens a socket and sends half a
   request holds it (slowloris). ``GatewayHttpProtocol`` closes it after ``handshake_timeout``.
 
-- The idle timeout counts every client frame, pongs included, but pongs never reach the ASGI
-  app: the protocol stamps each read in an ``Activity`` the app finds in the scope extensions.
+- The gateway's hot path bypasses ASGI ``send``: the protocol is handed to the app as a ``Link``
+  (scope extension ``gateway.link``) that writes every queued frame in one ``transport.write``,
+  says when the transport can take more and calls back when it can again. It also stamps each
+  read, since the idle timeout counts pongs and pongs never reach the app.
 
 - Invalid UTF-8 in a client's text frame closes it with 1007 and one log line, not a traceback.
 - A denial response (``send_denial_response``) never marks the handshake complete upstream, so
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -29,7 +32,7 @@ _PROTOCOL_LOG = logging.getLogger("gateway.protocol")
 _INBOUND_LOG = logging.getLogger("gateway.inbound")
 
 
-ACTIVITY_EXTENSION = "gateway.activity"
+LINK_EXTENSION = "gateway.link"
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -67,26 +70,35 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-class Activity:
-    """The event-loop time of the last bytes read from the client."""
-
-    __slots__ = ("last",)
-
-    def __init__(self, now: float) -> None:
-        self.last = now
-
-
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn.logger = _PROTOCOL_LOG
-        self.activity = Activity(self.loop.time())
+        self.last_activity = self.loop.time()
+        self.on_writable: Callable[[], None] | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         if self.handshake_initiated and hasattr(self, "scope"):
             extensions: dict[str, Any] = self.scope["extensions"]
-            extensions[ACTIVITY_EXTENSION] = self.activity
+            extensions[LINK_EXTENSION] = self
+
+    # The Link the app writes through (gateway.connection.Link).
+
+    def can_write(self) -> bool:
+        return self.writable.is_set() and self.handshake_complete and not self.close_sent
+
+    def write_frames(self, payloads: list[bytes]) -> None:
+        """Text frames of UTF-8 ``payloads``, in one write. Call only when ``can_write()``."""
+        conn = self.conn
+        for payload in payloads:
+            conn.send_text(payload)
+        self.transport.write(b"".join(conn.data_to_send()))
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_writable is not None:
+            self.on_writable()
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close":
@@ -112,7 +124,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().send_receive_event_to_app()
 
     def data_received(self, data: bytes) -> None:
-        self.activity.last = self.loop.time()
+        self.last_activity = self.loop.time()
         super().data_received(data)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             # The request never parsed, so no ASGI task exists to answer it: send the parser's

@@ -8,13 +8,13 @@ from gateway.hub import Hub
 
 class RecordingOutbox:
     def __init__(self) -> None:
-        self.frames: list[str] = []
+        self.frames: list[bytes] = []
 
-    def push(self, text: str, received_at: float) -> None:
-        self.frames.append(text)
+    def push(self, payload: bytes, received_at: float) -> None:
+        self.frames.append(payload)
 
     def end(self, reason: Refusal) -> None:
-        self.frames.append(f"end {reason.close_code}")
+        self.frames.append(f"end {reason.close_code}".encode())
 
 
 def test_delivery_reaches_every_connection_of_the_user_and_no_one_else() -> None:
@@ -24,7 +24,7 @@ def test_delivery_reaches_every_connection_of_the_user_and_no_one_else() -> None
     hub.add("alice", alice_2)
     hub.add("bob", bob)
     hub.deliver("alice", '{"n":"é"}'.encode())
-    assert alice_1.frames == alice_2.frames == ['{"n":"é"}']
+    assert alice_1.frames == alice_2.frames == ['{"n":"é"}'.encode()]
     assert bob.frames == []
     assert (hub.connection_count, hub.user_count) == (3, 2)
 
@@ -46,4 +46,4 @@ def test_a_payload_that_is_not_utf8_is_dropped_not_sent() -> None:
     hub.add("alice", outbox)
     hub.deliver("alice", b"\xff\xfe")
     hub.deliver("alice", b"ok")
-    assert outbox.frames == ["ok"]
+    assert outbox.frames == [b"ok"]
