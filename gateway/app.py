@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import health, keys, metrics
 from gateway.auth import Authenticator
@@ -40,13 +41,35 @@ class Gateway:
     pending_handshakes: int = field(default=0)
 
 
+_COMMAND_CONNECTIONS = 16
+
+
 async def _flush_tally_every(seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
         metrics.flush_tally()
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+class GatewayApp:
+    """The ASGI app: sockets on /ws go straight to their endpoint, the rest through Starlette.
+
+    Every open socket holds its ASGI call stack for its whole life; skipping Starlette's
+    middleware and router for sockets keeps those frames out of the per-connection cost.
+    """
+
+    def __init__(self, starlette: Starlette) -> None:
+        self.starlette = starlette
+        self.state = starlette.state
+        self._websocket = WebSocketEndpoint()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> GatewayApp:
     """Build the app; resources are created only when its lifespan starts."""
     settings = settings or Settings.from_environ()
 
@@ -55,9 +78,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Under gunicorn the master sets the instance id, so it can name a dead worker's leases.
         instance = os.environ.get("GATEWAY_INSTANCE_ID") or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         worker_id = keys.worker_id(instance, os.getpid())
-        client = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, client_name=f"gateway:{worker_id}"
+        # Bounded: an admission storm queues for a connection instead of opening hundreds.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=_COMMAND_CONNECTIONS,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            client_name=f"gateway:{worker_id}",
         )
+        client = aioredis.Redis.from_pool(pool)
         hub = Hub()
         subscriber = Subscriber(
             settings.redis_url,
@@ -90,10 +120,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return Response(body, media_type=content_type)
 
     routes = [
-        WebSocketRoute("/ws", WebSocketEndpoint()),
         Route("/healthz", health.liveness),
         Route("/healthz/redis", health.redis),
         Route("/healthz/websocket", health.websocket),
         Route("/metrics", metrics_endpoint),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return GatewayApp(Starlette(routes=routes, lifespan=lifespan))

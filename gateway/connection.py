@@ -41,6 +41,27 @@ class Link(Protocol):
 
 
 class Connection:
+    __slots__ = (
+        "_authenticator",
+        "_burst",
+        "_deadline",
+        "_expires_at",
+        "_flush_scheduled",
+        "_idle_timeout",
+        "_link",
+        "_oldest_at",
+        "_open",
+        "_outbox",
+        "_queue_size",
+        "_rate",
+        "_receive",
+        "_refilled_at",
+        "_send",
+        "_tokens",
+        "end_reason",
+        "user_id",
+    )
+
     def __init__(
         self,
         user_id: str,

@@ -106,7 +106,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             # (the 4008 case); queue it anyway, after what is already buffered.
             self.writable.set()
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+        if message["type"] == "websocket.accept":
+            # The handshake's request and response are not needed past this point; websockets'
+            # parser keeps the request alive for the connection's life, so empty its headers.
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
+        elif message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
 
     def send_receive_event_to_app(self) -> None:
