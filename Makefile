@@ -1,5 +1,5 @@
 # make run: the gateway on :8080 with 2 workers and a private Redis. make test: lint and the suite.
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean bench loadtest
 
 STAMP := .venv/.installed-test
 
@@ -23,6 +23,18 @@ test: $(STAMP)
 	scripts/ensure-nginx
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+# Every scenario against the gateway and the Python alternatives; writes loadtest/results/.
+bench:
+	scripts/bootstrap test,bench
+	scripts/ensure-redis-server
+	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
+
+# Locust, headless and bounded in time, against a gateway it starts (or TARGET_URL).
+loadtest:
+	scripts/bootstrap test,bench
+	scripts/ensure-redis-server
+	.venv/bin/python -m loadtest.run $(LOADTEST_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

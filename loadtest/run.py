@@ -1,0 +1,60 @@
+"""python -m loadtest.run: locust headless against a private gateway (or TARGET_URL), bounded in time.
+
+Without ``TARGET_URL`` it starts its own redis-server and gateway (2 workers) on free loopback
+ports and stops them afterwards. With ``TARGET_URL`` it needs ``REDIS_URL`` and ``JWT_SECRET_KEY``
+of that gateway. Writes locust's CSV files and HTML report to --out (default loadtest/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.servers import ROOT, SECRET, RedisServer, running_gateway
+
+
+@contextlib.contextmanager
+def _target(workers: int) -> Iterator[dict[str, str]]:
+    if os.environ.get("TARGET_URL"):
+        missing = [name for name in ("REDIS_URL", "JWT_SECRET_KEY") if not os.environ.get(name)]
+        if missing:
+            raise SystemExit(f"TARGET_URL is set: {' and '.join(missing)} must be set too")
+        yield {"TARGET_URL": os.environ["TARGET_URL"]}
+        return
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        with running_gateway(redis_server.url, workers) as gateway:
+            yield {"TARGET_URL": gateway.ws_url, "REDIS_URL": redis_server.url, "JWT_SECRET_KEY": SECRET}
+    finally:
+        redis_server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__)
+    parser.add_argument("--users", type=int, default=500, help="locust users (20 WebSocket : 1 publisher)")
+    parser.add_argument("--spawn-rate", type=float, default=100.0)
+    parser.add_argument("--run-time", default="60s")
+    parser.add_argument("--workers", type=int, default=2, help="gateway workers when starting one")
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with _target(args.workers) as env:
+        command = [
+            sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
+            "--headless", "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
+            "--run-time", args.run_time, "--stop-timeout", "10", "--host", env["TARGET_URL"],
+            "--csv", str(args.out / "locust"), "--html", str(args.out / "locust.html"), "--only-summary",
+        ]  # fmt: skip
+        completed = subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, check=False, timeout=3600)
+    print(f"locust report: {args.out / 'locust.html'}, CSV: {args.out}/locust_*.csv")
+    return completed.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

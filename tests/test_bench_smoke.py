@@ -1,0 +1,103 @@
+"""The benchmark harness at a tiny size, so it cannot rot: every scenario against every target."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.bench.scenarios import Sizes, run_target
+from loadtest.bench.targets import TARGETS, missing_packages
+from tests.servers import RedisServer
+
+TINY = Sizes(
+    users=4,
+    per_user=2,
+    messages=40,
+    rates=(100,),
+    duration=0.3,
+    idle=10,
+    hold=0.2,
+    processes=1,
+    connect_concurrency=10,
+    publish_concurrency=8,
+    settle=0.3,
+    quiet=0.7,
+    drain_limit=10.0,
+)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict[str, Any]]:
+    return {}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_scenario_runs_at_a_tiny_size(
+    target: str, redis_url: str, results: dict[str, dict[str, Any]]
+) -> None:
+    """Capacity, fan-out, latency and Redis cost all produce numbers for the target."""
+    if target != "gateway" and not os.environ.get("BENCH_SMOKE_ALTERNATIVES"):
+        # The alternatives' harness runs in make bench; smoke-testing it is opt-in, since it
+        # needs the bench extra and the alternatives' own start-up is not ours to keep green.
+        pytest.skip("alternatives are smoke-tested with BENCH_SMOKE_ALTERNATIVES=1")
+    missing = missing_packages(target)
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (scripts/bootstrap bench)")
+    result = run_target(target, redis_url, TINY, log=lambda _: None)
+    results[target] = result
+
+    capacity = result["capacity"]
+    assert capacity["opened"] == TINY.idle and capacity["failed"] == 0
+    assert capacity["still_open"] == TINY.idle
+    assert capacity["probe_sent"] == min(TINY.idle, 500)
+    assert capacity["redis_clients"] >= 1
+
+    fanout = result["fanout"]
+    assert fanout["published"] == TINY.messages
+    assert fanout["delivered"] > 0 and fanout["deliveries_per_second"] > 0
+    assert fanout["redis_commands_per_delivery"] > 0
+
+    latency = result["latency"]["100"]
+    assert latency["delivered"] > 0 and not math.isnan(latency["p99_ms"])
+    if target == "gateway":
+        # The gateway subscribes before it accepts: nothing published after the open is lost.
+        assert fanout["delivery_ratio"] == 1.0
+        assert latency["loss"] == 0.0
+        assert capacity["probe_received"] == capacity["probe_sent"]
+
+
+def test_the_report_has_a_ratio_to_the_gateway_and_a_chart(
+    results: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The Markdown table gives each alternative's figure as a ratio to the gateway's."""
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (scripts/bootstrap bench)")
+    from dataclasses import asdict
+
+    from loadtest.bench.report import chart, markdown
+
+    if "gateway" not in results:
+        pytest.skip("the gateway scenario did not run")
+    ordered = [results[t] for t in TARGETS if t in results]
+    meta = {"started": "test", "machine": "test", "sizes": asdict(TINY) | {"rates": list(TINY.rates)}}
+    table = markdown(ordered, meta)
+    assert "| fan-out deliveries/s |" in table
+    if len(ordered) > 1:
+        assert "x)" in table
+    chart(ordered, meta, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 1000
