@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.test_metrics import scrape, value
+from tests.e2e.test_slow_consumer import StalledClient
 from tests.servers import ROOT, Gateway, RedisServer, make_token, running_gateway, wait_for
 
 
@@ -213,3 +214,26 @@ async def test_drain_closes_every_socket_with_1012_spread_over_the_window(
         assert client.keys("ws:conns:drain-*") == []
         assert client.pubsub_channels("ws:drain-*") == []
         client.close()
+
+
+async def test_idle_timeout_closes_silent_clients_and_pongs_count(
+    redis_server: RedisServer, user: str
+) -> None:
+    """No client frame for WEBSOCKET_IDLE_TIMEOUT: 1001. A client that only answers pings stays."""
+    with running_gateway(
+        redis_server.url,
+        workers=1,
+        WEBSOCKET_IDLE_TIMEOUT="1.5",
+        WEBSOCKET_PING_INTERVAL="0.3",
+        WEBSOCKET_PING_TIMEOUT="10",
+    ) as gateway:
+        answering = await open_for(gateway, user)  # the websockets client answers every ping
+        silent = StalledClient(f"{gateway.ws_url}?token={make_token(user)}")
+        started = time.monotonic()
+        assert await asyncio.to_thread(silent.close_code) == 1001
+        silent.close()
+        assert time.monotonic() - started >= 1.5
+        assert answering.close_code is None
+        await answering.send('{"type":"ping"}')
+        assert json.loads(await asyncio.wait_for(answering.recv(), 5)) == {"type": "pong"}
+        await answering.close()
