@@ -24,6 +24,7 @@ from gateway.hub import Hub
 from gateway.limiter import Limiter
 from gateway.settings import Settings
 from gateway.subscriber import Subscriber
+from gateway.tasks import cancel_and_wait
 
 
 @dataclass
@@ -109,7 +110,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             yield {"gateway": gateway}
         finally:
             gateway.draining = True
-            tally.cancel()
+            await cancel_and_wait(tally)
             metrics.flush_tally()
             await limiter.stop()
             await subscriber.stop()

@@ -9,7 +9,6 @@ from the set ``{prefix}:worker:{worker id}`` the worker keeps (see ``release_wor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway import keys
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.limiter")
 
@@ -45,8 +45,9 @@ class Lease:
 
 
 def load_script(name: str) -> str:
-    """The text of one of the lease scripts in gateway/lua."""
-    return resources.files("gateway").joinpath("lua", name).read_text()
+    """One of the lease scripts in gateway/lua, after the helpers they share."""
+    lua = resources.files("gateway").joinpath("lua")
+    return lua.joinpath("_prelude.lua").read_text() + lua.joinpath(name).read_text()
 
 
 class Limiter:
@@ -71,11 +72,8 @@ class Limiter:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def acquire(
         self, user_id: str, on_lost: Callable[[], None], *, fail_open: bool = False

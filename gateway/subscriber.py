@@ -29,6 +29,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.subscriber")
 
@@ -101,11 +102,8 @@ class Subscriber:
         self._task = asyncio.create_task(self._run(), name="gateway-subscriber")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._pool.disconnect()
 
     async def subscribe(self, user_id: str) -> None:

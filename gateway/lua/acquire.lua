@@ -7,17 +7,7 @@
 -- ARGV[4]  limit
 -- ARGV[5]  lease time in ms
 -- Returns {1, live} when the place is taken, {0, live} when the user is at the limit.
--- Never shorten a TTL: a host configured with a longer lease must not lose its fields.
-local function keep_for(key, ms)
-  if redis.call('PTTL', key) < ms then
-    redis.call('PEXPIRE', key, ms)
-  end
-end
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = now_ms()
 local lease = tonumber(ARGV[5])
 local live = 0
 local fields = redis.call('HGETALL', KEYS[1])

@@ -8,17 +8,7 @@
 -- ARGV[3]      lease time in ms
 -- ARGV[4..n]   "connection-id user", one per connection
 -- Returns the connection ids whose lease lapsed and could not be taken again.
--- Never shorten a TTL: a host configured with a longer lease must not lose its fields.
-local function keep_for(key, ms)
-  if redis.call('PTTL', key) < ms then
-    redis.call('PEXPIRE', key, ms)
-  end
-end
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = now_ms()
 local limit = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
 local lost = {}
