@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.subscriber import Subscriber, SubscriberUnavailable
-from tests.servers import RedisServer
+from tests.servers import RedisServer, eventually
 
 
 class Inbox:
@@ -46,15 +46,25 @@ async def subscriber(
 ) -> AsyncIterator[Subscriber]:
     sub = Subscriber(redis_server.url, "ws", f"test-{user}", commands, inbox, probe_interval=1.0)
     sub.start()
-    async with asyncio.timeout(5):
-        while not sub.ready:
-            await asyncio.sleep(0.01)
+    await eventually(_async(lambda: sub.ready), what="the subscriber to be ready")
     yield sub
     await sub.stop()
 
 
 async def _subscribers(commands: aioredis.Redis, channel: str) -> int:
     return int(dict(await commands.pubsub_numsub(channel))[channel.encode()])
+
+
+async def _unsubscribed(commands: aioredis.Redis, *users: str) -> bool:
+    counts = dict(await commands.pubsub_numsub(*(f"ws:{u}" for u in users)))
+    return not any(counts.values())
+
+
+def _async(condition: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    async def check() -> object:
+        return condition()
+
+    return check
 
 
 async def _calls(commands: aioredis.Redis, command: str) -> int:
@@ -74,9 +84,7 @@ async def test_first_connection_subscribes_and_last_unsubscribes(
     await inbox.wait_for(1)
     assert inbox.messages == [(user, b"still here")]
     subscriber.unsubscribe(user)
-    async with asyncio.timeout(2):
-        while await _subscribers(commands, f"ws:{user}"):
-            await asyncio.sleep(0.01)
+    await eventually(lambda: _unsubscribed(commands, user), timeout=2, what="the channel to be dropped")
     assert subscriber.user_count == 0
 
 
@@ -93,9 +101,7 @@ async def test_subscribes_issued_in_one_tick_go_out_as_one_command(
     before = await _calls(commands, "unsubscribe")
     for u in users:
         subscriber.unsubscribe(u)
-    async with asyncio.timeout(2):
-        while any(dict(await commands.pubsub_numsub(*(f"ws:{u}" for u in users))).values()):
-            await asyncio.sleep(0.01)
+    await eventually(lambda: _unsubscribed(commands, *users), timeout=2, what="100 channels to be dropped")
     assert await _calls(commands, "unsubscribe") - before == 1
 
 
@@ -123,16 +129,20 @@ async def test_a_cancelled_subscribe_rolls_back_its_reference(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert subscriber.user_count == 0
-    async with asyncio.timeout(2):
-        while await _subscribers(commands, f"ws:{user}"):
-            await asyncio.sleep(0.01)
+    await eventually(lambda: _unsubscribed(commands, user), timeout=2, what="the channel to be dropped")
 
 
 async def test_reader_lives_with_zero_users_and_delivers_after(
     subscriber: Subscriber, commands: aioredis.Redis, inbox: Inbox, user: str
 ) -> None:
     """With nothing subscribed the reader still runs (control channel); a later user gets messages."""
-    await asyncio.sleep(1.5)  # longer than the probe interval: a probe round trip happened
+    probes = await _calls(commands, "publish")
+
+    async def probed_twice() -> bool:
+        return await _calls(commands, "publish") >= probes + 2
+
+    # A second probe goes out only after the first came back through the reader.
+    await eventually(probed_twice, what="two probe round trips")
     assert subscriber.ready
     await subscriber.subscribe(user)
     await commands.publish(f"ws:{user}", b"x")
@@ -159,9 +169,11 @@ async def test_a_killed_pubsub_connection_is_replaced_and_resubscribed(
     await subscriber.subscribe(user)
     killed = await commands.client_kill_filter(_type="pubsub", skipme=True)
     assert killed >= 1
-    async with asyncio.timeout(5):
-        while not (subscriber.ready and await _subscribers(commands, f"ws:{user}") == 1):
-            await asyncio.sleep(0.02)
+
+    async def resubscribed() -> bool:
+        return subscriber.ready and await _subscribers(commands, f"ws:{user}") == 1
+
+    await eventually(resubscribed, what="the user's channel to be subscribed again")
     await commands.publish(f"ws:{user}", b"after")
     await inbox.wait_for(1)
     assert inbox.messages[-1] == (user, b"after")
