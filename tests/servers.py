@@ -21,6 +21,8 @@ from typing import Any
 
 import jwt
 import redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -61,6 +63,22 @@ async def eventually(condition: Callable[[], Awaitable[Any]], timeout: float = 5
 def make_token(user_id: str, ttl: float = 3600, secret: str = SECRET, **claims: Any) -> str:
     payload: dict[str, Any] = {"sub": user_id, "exp": int(time.time() + ttl), **claims}
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+async def admit(url: str, user: str) -> ClientConnection | int:
+    """Open a connection for ``user``: the open socket when admitted, else the close code it got.
+
+    Admission is read from the first frame: a pong for an admitted socket, or the close frame
+    a refused one gets right after the upgrade.
+    """
+    ws = await connect(f"{url}?token={make_token(user)}", open_timeout=10)
+    try:
+        await ws.send('{"type":"ping"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None
+        return exc.rcvd.code
+    return ws
 
 
 class RedisServer:

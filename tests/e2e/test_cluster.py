@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from tests.nginx import Nginx, running_nginx
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from tests.servers import Gateway, RedisServer, admit, running_gateway, wait_for
 
 LIMIT = 5
 # A small drain window, so a stopping host is done within the test's patience; nginx is on 127.0.0.1.
@@ -59,24 +59,12 @@ def fresh_user() -> str:
     return f"user-{uuid.uuid4().hex[:12]}"
 
 
-async def attempt(url: str, user: str) -> ClientConnection | int:
-    """Open a connection: the open socket when admitted, else the close code it got."""
-    ws = await connect(f"{url}?token={make_token(user)}", open_timeout=10)
-    try:
-        await ws.send('{"type":"ping"}')
-        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
-    except ConnectionClosed as exc:
-        assert exc.rcvd is not None
-        return exc.rcvd.code
-    return ws
-
-
 async def reconnect(url: str, user: str, attempts: int = 10) -> ClientConnection:
     """A client following the 1012 rule: retry after a short random delay, a bounded number of times."""
     outcomes: list[object] = []
     for _ in range(attempts):
         try:
-            result = await attempt(url, user)
+            result = await admit(url, user)
         except (OSError, InvalidStatus, TimeoutError) as exc:
             result = exc
         if isinstance(result, ClientConnection):
@@ -97,7 +85,7 @@ async def receive(ws: ClientConnection) -> str:
 async def test_clients_through_nginx_land_on_both_hosts_and_get_their_messages(cluster: Cluster) -> None:
     """Round robin spreads connections over both hosts; each client gets exactly its own messages."""
     users = [fresh_user() for _ in range(6)]
-    sockets = [await attempt(cluster.nginx.ws_url, user) for user in users]
+    sockets = [await admit(cluster.nginx.ws_url, user) for user in users]
     admitted = [ws for ws in sockets if isinstance(ws, ClientConnection)]
     assert len(admitted) == len(users), f"refused: {sockets}"
     assert {cluster.host_of(ws).port for ws in admitted} == {host.port for host in cluster.hosts}
@@ -116,19 +104,19 @@ async def test_the_per_user_limit_holds_across_hosts_behind_nginx(cluster: Clust
     user = fresh_user()
     admitted: list[ClientConnection] = []
     for i in range(LIMIT):
-        result = await attempt(cluster.nginx.ws_url, user)
+        result = await admit(cluster.nginx.ws_url, user)
         assert isinstance(result, ClientConnection), f"connection {i} refused with {result}"
         admitted.append(result)
     assert {cluster.host_of(ws).port for ws in admitted} == {host.port for host in cluster.hosts}
     # Round robin: four attempts reach each host at least once.
-    assert [await attempt(cluster.nginx.ws_url, user) for _ in range(4)] == [4029] * 4
+    assert [await admit(cluster.nginx.ws_url, user) for _ in range(4)] == [4029] * 4
     client = cluster.redis.client()
     assert client.hlen(f"ws:conns:{user}") == LIMIT
     client.publish(f"ws:{user}", "to all five")
     assert [await receive(ws) for ws in admitted] == ["to all five"] * LIMIT
     await admitted.pop().close()
     replacement = await reconnect(cluster.nginx.ws_url, user, attempts=1)
-    assert await attempt(cluster.nginx.ws_url, user) == 4029
+    assert await admit(cluster.nginx.ws_url, user) == 4029
     client.close()
     await asyncio.gather(*(ws.close() for ws in [*admitted, replacement]))
 
@@ -172,7 +160,7 @@ async def test_a_host_stopped_with_sigterm_drains_and_its_clients_reconnect_to_t
         users = [fresh_user() for _ in range(4)]
         held: dict[str, list[ClientConnection]] = {user: [] for user in users}
         for user in [*users, *users]:
-            ws = await attempt(cluster.nginx.ws_url, user)
+            ws = await admit(cluster.nginx.ws_url, user)
             assert isinstance(ws, ClientConnection), f"refused with {ws}"
             held[user].append(ws)
         on_a = [(user, ws) for user in users for ws in held[user] if cluster.host_of(ws) is a]

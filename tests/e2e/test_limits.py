@@ -13,24 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from tests.servers import Gateway, RedisServer, admit, running_gateway, wait_for
 
 LIMIT = 5
 
 
 async def attempt(gateway: Gateway, user: str) -> ClientConnection | int:
-    """Open a connection: the open socket when admitted, else the close code it got."""
-    ws = await connect(f"{gateway.ws_url}?token={make_token(user)}")
-    try:
-        await ws.send('{"type":"ping"}')
-        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
-    except ConnectionClosed as exc:
-        assert exc.rcvd is not None
-        return exc.rcvd.code
-    return ws
+    return await admit(gateway.ws_url, user)
 
 
 def worker_pid(ws: ClientConnection) -> int:
