@@ -92,8 +92,7 @@ class WebSocketEndpoint:
             if refusal is not None:
                 await _refuse_after_upgrade(websocket, subprotocol, refusal)
                 return
-            await websocket.accept(subprotocol=subprotocol, headers=accept_headers)
-            await _serve(connection, admission.release)
+            await _serve(websocket, subprotocol, accept_headers, connection, admission.release)
         finally:
             await admission.release()
 
@@ -146,12 +145,20 @@ class _Admission:
             await gateway.limiter.release(lease)
 
 
-async def _serve(connection: Connection, release: Callable[[], Awaitable[None]]) -> None:
+async def _serve(
+    websocket: WebSocket,
+    subprotocol: str | None,
+    accept_headers: list[tuple[bytes, bytes]],
+    connection: Connection,
+    release: Callable[[], Awaitable[None]],
+) -> None:
+    # Counted before the accept goes out: a client that sees its socket open finds it counted.
     metrics.CONNECTIONS.labels("accepted").inc()
     metrics.ACTIVE_CONNECTIONS.inc()
     metrics.WORKER_CONNECTIONS.inc()
     started = time.monotonic()
     try:
+        await websocket.accept(subprotocol=subprotocol, headers=accept_headers)
         reason = await connection.run(release)
     finally:
         metrics.ACTIVE_CONNECTIONS.dec()

@@ -59,16 +59,18 @@ def wait_for_active(gateway: Gateway, expected: int) -> None:
 async def test_every_worker_serves_the_same_aggregate(gateway: Gateway) -> None:
     """N connections spread over workers: any worker's /metrics reports N active connections."""
     sockets = [await open_for(gateway, f"agg-{uuid.uuid4().hex[:8]}") for _ in range(30)]
-    assert len({ws.response.headers["x-gateway-worker"] for ws in sockets}) > 1
-    answered_by = set()
-    for _ in range(30):
-        samples = scrape(gateway)
-        assert value(samples, "websocket_active_connections") == 30
-        answered_by |= {
-            dict(labels)["pid"] for name, labels in samples if name == "websocket_worker_connections"
-        }
-    assert len(answered_by) == WORKERS
-    await asyncio.gather(*(ws.close() for ws in sockets))
+    try:
+        assert len({ws.response.headers["x-gateway-worker"] for ws in sockets}) > 1
+        answered_by = set()
+        for _ in range(30):
+            samples = scrape(gateway)
+            assert value(samples, "websocket_active_connections") == 30
+            answered_by |= {
+                dict(labels)["pid"] for name, labels in samples if name == "websocket_worker_connections"
+            }
+        assert len(answered_by) == WORKERS
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets))
     wait_for_active(gateway, 0)
 
 
@@ -117,15 +119,17 @@ async def test_counters_equal_what_happened(gateway: Gateway, redis_server: Redi
 async def test_a_killed_workers_gauges_leave_and_its_counters_stay(gateway: Gateway) -> None:
     """kill -9 of a worker: its connections leave the live gauge; the totals do not go back."""
     sockets = [await open_for(gateway, f"kill-{uuid.uuid4().hex[:8]}") for _ in range(24)]
-    wait_for_active(gateway, 24)
-    accepted = value(scrape(gateway), "websocket_connections_total", status="accepted")
-    victim_id = sockets[0].response.headers["x-gateway-worker"]
-    on_victim = sum(ws.response.headers["x-gateway-worker"] == victim_id for ws in sockets)
-    os.kill(int(victim_id.rsplit("-", 1)[1]), signal.SIGKILL)
-    wait_for_active(gateway, 24 - on_victim)
-    assert value(scrape(gateway), "websocket_connections_total", status="accepted") == accepted
-    gateway.wait_all_workers_ready()
-    await asyncio.gather(*(ws.close() for ws in sockets))
+    try:
+        wait_for_active(gateway, 24)
+        accepted = value(scrape(gateway), "websocket_connections_total", status="accepted")
+        victim_id = sockets[0].response.headers["x-gateway-worker"]
+        on_victim = sum(ws.response.headers["x-gateway-worker"] == victim_id for ws in sockets)
+        os.kill(int(victim_id.rsplit("-", 1)[1]), signal.SIGKILL)
+        wait_for_active(gateway, 24 - on_victim)
+        assert value(scrape(gateway), "websocket_connections_total", status="accepted") == accepted
+        gateway.wait_all_workers_ready()
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets))
     wait_for_active(gateway, 0)
 
 
