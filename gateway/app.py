@@ -40,6 +40,11 @@ class Gateway:
     authenticator: Authenticator
     draining: bool = field(default=False)
     pending_handshakes: int = field(default=0)
+    # Sent with every accept: which worker holds the socket (also its pub/sub client's name).
+    accept_headers: list[tuple[bytes, bytes]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accept_headers = [(b"x-gateway-worker", self.worker_id.encode())]
 
 
 _COMMAND_CONNECTIONS = 16

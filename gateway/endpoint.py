@@ -13,9 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from starlette.responses import PlainTextResponse
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import close_codes, metrics
 from gateway.auth import AuthError
@@ -30,38 +28,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.endpoint")
 
+_TEXT_PLAIN = [(b"content-type", b"text/plain; charset=utf-8")]
+
 
 class WebSocketEndpoint:
-    """An ASGI app rather than a Starlette handler, so the hot path uses the raw ``send``."""
+    """A plain ASGI app speaking the WebSocket messages itself: no per-socket Starlette objects."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway: Gateway = scope["state"]["gateway"]
-        websocket = WebSocket(scope, receive, send)
+        # The server opens with websocket.connect; the accept or a refusal answers it.
+        if (await receive())["type"] != "websocket.connect":
+            return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
 
         if not _origin_allowed(headers, gateway.settings.cors_origins):
-            await _deny(websocket, close_codes.ORIGIN_FORBIDDEN, "origin not allowed")
+            await _deny(scope, send, close_codes.ORIGIN_FORBIDDEN, "origin not allowed")
             return
         try:
             identity = gateway.authenticator.authenticate(scope["query_string"], headers)
         except AuthError as exc:
-            await _deny(websocket, exc.refusal, str(exc))
+            await _deny(scope, send, exc.refusal, str(exc))
             return
         # Every open socket keeps its scope for life: the request headers are not needed past
         # this point, and dropping them saves about a kilobyte per connection.
         del headers[:]
 
         subprotocol = "bearer" if identity.via_subprotocol else None
-        accept_headers = [(b"x-gateway-worker", gateway.worker_id.encode())]
         if gateway.draining:
-            await _refuse_after_upgrade(websocket, subprotocol, close_codes.DRAINING)
+            await _refuse_after_upgrade(scope, send, subprotocol, close_codes.DRAINING)
             return
         settings = gateway.settings
         if (
             gateway.hub.connection_count >= settings.max_connections_per_worker
             or gateway.pending_handshakes >= settings.max_pending_handshakes
         ):
-            await _refuse_after_upgrade(websocket, subprotocol, close_codes.OVERLOADED)
+            await _refuse_after_upgrade(scope, send, subprotocol, close_codes.OVERLOADED)
             return
 
         link = scope["extensions"].get(LINK_EXTENSION)
@@ -69,7 +70,7 @@ class WebSocketEndpoint:
             log.error(
                 "no %s: run under gateway.worker.GatewayWorker (gunicorn -c gunicorn.conf.py)", LINK_EXTENSION
             )
-            await _refuse_after_upgrade(websocket, subprotocol, close_codes.INTERNAL_ERROR)
+            await _refuse_after_upgrade(scope, send, subprotocol, close_codes.INTERNAL_ERROR)
             return
         connection = Connection(
             identity.user_id,
@@ -90,9 +91,14 @@ class WebSocketEndpoint:
             finally:
                 gateway.pending_handshakes -= 1
             if refusal is not None:
-                await _refuse_after_upgrade(websocket, subprotocol, refusal)
+                await _refuse_after_upgrade(scope, send, subprotocol, refusal)
                 return
-            await _serve(websocket, subprotocol, accept_headers, connection, admission.release)
+            accept = {
+                "type": "websocket.accept",
+                "subprotocol": subprotocol,
+                "headers": gateway.accept_headers,
+            }
+            await _serve(send, accept, connection, admission.release)
         finally:
             await admission.release()
 
@@ -146,11 +152,7 @@ class _Admission:
 
 
 async def _serve(
-    websocket: WebSocket,
-    subprotocol: str | None,
-    accept_headers: list[tuple[bytes, bytes]],
-    connection: Connection,
-    release: Callable[[], Awaitable[None]],
+    send: Send, accept: Message, connection: Connection, release: Callable[[], Awaitable[None]]
 ) -> None:
     # Counted before the accept goes out: a client that sees its socket open finds it counted.
     metrics.CONNECTIONS.labels("accepted").inc()
@@ -158,7 +160,7 @@ async def _serve(
     metrics.WORKER_CONNECTIONS.inc()
     started = time.monotonic()
     try:
-        await websocket.accept(subprotocol=subprotocol, headers=accept_headers)
+        await send(accept)
         reason = await connection.run(release)
     finally:
         metrics.ACTIVE_CONNECTIONS.dec()
@@ -178,24 +180,25 @@ def _origin_allowed(headers: list[tuple[bytes, bytes]], allowed: tuple[str, ...]
     return not origins or (len(origins) == 1 and origins[0] in allowed)
 
 
-async def _deny(websocket: WebSocket, refusal: Refusal, detail: str) -> None:
+async def _deny(scope: Scope, send: Send, refusal: Refusal, detail: str) -> None:
     """Refuse before the upgrade with an HTTP status: no socket, no Redis command."""
-    _count_refusal(websocket, refusal, detail)
+    _count_refusal(scope, refusal, detail)
     assert refusal.http_status is not None
-    body = f"{refusal.reason}\n"
-    await websocket.send_denial_response(PlainTextResponse(body, status_code=refusal.http_status))
+    start = {"type": "websocket.http.response.start", "status": refusal.http_status, "headers": _TEXT_PLAIN}
+    await send(start)
+    await send({"type": "websocket.http.response.body", "body": f"{refusal.reason}\n".encode()})
 
 
-async def _refuse_after_upgrade(websocket: WebSocket, subprotocol: str | None, refusal: Refusal) -> None:
+async def _refuse_after_upgrade(scope: Scope, send: Send, subprotocol: str | None, refusal: Refusal) -> None:
     """Accept and close at once: a browser can read a close code, not a refused handshake."""
-    _count_refusal(websocket, refusal, refusal.meaning)
+    _count_refusal(scope, refusal, refusal.meaning)
     assert refusal.close_code is not None
-    await websocket.accept(subprotocol=subprotocol)
-    await websocket.close(refusal.close_code)
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    await send({"type": "websocket.close", "code": refusal.close_code})
 
 
-def _count_refusal(websocket: WebSocket, refusal: Refusal, detail: str) -> None:
+def _count_refusal(scope: Scope, refusal: Refusal, detail: str) -> None:
     metrics.CONNECTIONS.labels("rejected").inc()
     metrics.REJECTIONS.labels(refusal.reason).inc()
-    client = websocket.client.host if websocket.client else "-"
+    client = scope["client"][0] if scope.get("client") else "-"
     log.info("refused %s: %s (client %s)", refusal.reason, detail, client)
