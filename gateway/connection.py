@@ -123,6 +123,10 @@ class Connection:
         self._link.write_frames(outbox)
         metrics.count_sent(len(outbox), time.monotonic() - self._oldest_at)
 
+    def over_limit(self) -> None:
+        """The connection's lease lapsed and the user is at the limit (4029)."""
+        self.end(close_codes.USER_LIMIT)
+
     def end(self, reason: Refusal) -> None:
         """Ask the connection to close with ``reason``'s code; safe to call from anywhere."""
         if self.end_reason is None:

@@ -121,7 +121,7 @@ class _Admission:
         try:
             self.lease = await gateway.limiter.acquire(
                 connection.user_id,
-                lambda: connection.end(close_codes.USER_LIMIT),
+                connection.over_limit,
                 fail_open=gateway.settings.limit_fail_open,
             )
         except LimiterUnavailable:

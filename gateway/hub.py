@@ -20,7 +20,9 @@ class Outbox(Protocol):
 
 class Hub:
     def __init__(self) -> None:
-        self._by_user: dict[str, set[Outbox]] = {}
+        # Lists, not sets: a user holds a handful of sockets at most, and an empty set alone
+        # costs more than a short list.
+        self._by_user: dict[str, list[Outbox]] = {}
         self._connections = 0
 
     @property
@@ -35,7 +37,7 @@ class Hub:
         return [outbox for outboxes in self._by_user.values() for outbox in outboxes]
 
     def add(self, user_id: str, outbox: Outbox) -> None:
-        self._by_user.setdefault(user_id, set()).add(outbox)
+        self._by_user.setdefault(user_id, []).append(outbox)
         self._connections += 1
 
     def remove(self, user_id: str, outbox: Outbox) -> None:

@@ -80,6 +80,8 @@ class Subscriber:
         self._confirmed: dict[str, asyncio.Future[bool]] = {}
         self._to_subscribe: dict[str, None] = {}
         self._to_unsubscribe: dict[str, asyncio.Future[bool]] = {}
+        # A done future shared by every confirmed user (made in the loop, at the first session).
+        self._settled: asyncio.Future[bool] | None = None
         # Futures of SUBSCRIBEs written, by channel, in the order Redis will confirm them.
         self._inflight: dict[bytes, deque[asyncio.Future[bool]]] = {}
         self._dirty = asyncio.Event()
@@ -172,6 +174,9 @@ class Subscriber:
         await conn.connect()  # type: ignore[no-untyped-call]
         # Local truth: every user counted now, whatever redis-py remembers.
         loop = asyncio.get_running_loop()
+        if self._settled is None:
+            self._settled = loop.create_future()
+            self._settled.set_result(True)
         users = list(self._refs)
         for user_id in users:
             future: asyncio.Future[bool] = loop.create_future()
@@ -228,6 +233,10 @@ class Subscriber:
             del self._inflight[channel]
         if not future.done():
             future.set_result(True)
+        user_id = channel[self._prefix_len :].decode()
+        if self._settled is not None and self._confirmed.get(user_id) is future:
+            # Confirmed users share one settled future instead of each keeping theirs for life.
+            self._confirmed[user_id] = self._settled
 
     async def _write_changes(self) -> None:
         while True:
