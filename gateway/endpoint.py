@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway import close_codes, metrics
 from gateway.auth import AuthError
@@ -49,9 +49,11 @@ class WebSocketEndpoint:
         except AuthError as exc:
             await _deny(scope, send, exc.refusal, str(exc))
             return
-        # Every open socket keeps its scope for life: the request headers are not needed past
-        # this point, and dropping them saves about a kilobyte per connection.
+        # Every open socket keeps its scope for life: the request headers and the query string
+        # (with its token) are not needed past this point; dropping them saves about a kilobyte
+        # per connection and keeps no token in memory.
         del headers[:]
+        scope["query_string"] = b""
 
         subprotocol = "bearer" if identity.via_subprotocol else None
         if gateway.draining:
@@ -93,12 +95,7 @@ class WebSocketEndpoint:
             if refusal is not None:
                 await _refuse_after_upgrade(scope, send, subprotocol, refusal)
                 return
-            accept = {
-                "type": "websocket.accept",
-                "subprotocol": subprotocol,
-                "headers": gateway.accept_headers,
-            }
-            await _serve(send, accept, connection, admission.release)
+            await _serve(send, subprotocol, gateway.accept_headers, connection, admission.release)
         finally:
             await admission.release()
 
@@ -152,7 +149,11 @@ class _Admission:
 
 
 async def _serve(
-    send: Send, accept: Message, connection: Connection, release: Callable[[], Awaitable[None]]
+    send: Send,
+    subprotocol: str | None,
+    accept_headers: list[tuple[bytes, bytes]],
+    connection: Connection,
+    release: Callable[[], Awaitable[None]],
 ) -> None:
     # Counted before the accept goes out: a client that sees its socket open finds it counted.
     metrics.CONNECTIONS.labels("accepted").inc()
@@ -160,7 +161,7 @@ async def _serve(
     metrics.WORKER_CONNECTIONS.inc()
     started = time.monotonic()
     try:
-        await send(accept)
+        await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": accept_headers})
         reason = await connection.run(release)
     finally:
         metrics.ACTIVE_CONNECTIONS.dec()
