@@ -121,7 +121,7 @@ class Connection:
             return  # a paused transport calls back through on_writable
         self._outbox = []
         self._link.write_frames(outbox)
-        metrics.count_sent(len(outbox), time.monotonic() - self._oldest_at)
+        metrics.count_sent(len(outbox), self._oldest_at)
 
     def over_limit(self) -> None:
         """The connection's lease lapsed and the user is at the limit (4029)."""

@@ -128,7 +128,7 @@ class Limiter:
             results: list[Any] = await pipe.execute()
         for lost_ids in results:
             for raw in lost_ids:
-                lost = self.leases.pop(raw.decode() if isinstance(raw, bytes) else str(raw), None)
+                lost = self.leases.pop(raw.decode(), None)
                 if lost is not None:
                     log.warning("a lease lapsed and the user is at the limit: closing that connection")
                     lost.on_lost()

@@ -79,12 +79,13 @@ def count_received() -> None:
     _tally.received += 1
 
 
-def count_sent(frames: int, oldest_latency: float) -> None:
+def count_sent(frames: int, oldest_received_at: float) -> None:
+    """``frames`` written now, the oldest of them read off Redis at ``oldest_received_at``."""
     _tally.sent += frames
     now = time.monotonic()
     if now - _tally.sampled_at >= _LATENCY_SAMPLE_INTERVAL:
         _tally.sampled_at = now
-        DELIVERY_LATENCY.observe(oldest_latency)
+        DELIVERY_LATENCY.observe(now - oldest_received_at)
 
 
 def flush_tally() -> None:
