@@ -101,6 +101,10 @@ class Connection:
             metrics.MESSAGES_DROPPED.labels("closing").inc()
             return
         outbox = self._outbox
+        if len(outbox) >= self._queue_size and self._open and self._link.can_write():
+            # A burst to a client that keeps up: write now rather than wait for the tick.
+            self._flush()
+            outbox = self._outbox
         if len(outbox) >= self._queue_size:
             metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(len(outbox) + 1)
             metrics.SEND_QUEUE_OVERFLOWS.inc()

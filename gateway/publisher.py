@@ -6,6 +6,7 @@ Imports only redis and the key names, so services can depend on it cheaply.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -31,6 +32,11 @@ def _channel(prefix: str, user_id: str) -> str:
     return user_channel(prefix, user_id)
 
 
+def _encoded(prefix: str, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    # Every message is checked before any is sent, so a bad one leaves the batch unsent.
+    return [(_channel(prefix, user_id), encode_payload(payload)) for user_id, payload in messages]
+
+
 class Publisher:
     """Synchronous publisher. ``publish`` returns how many gateway workers received the message."""
 
@@ -42,6 +48,13 @@ class Publisher:
 
     def publish(self, user_id: str, payload: Any) -> int:
         return int(self._client.publish(_channel(self._prefix, user_id), encode_payload(payload)))
+
+    def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[int]:
+        """Publish (user_id, payload) pairs in one round trip; in order, one count per message."""
+        pipeline = self._client.pipeline(transaction=False)
+        for channel, data in _encoded(self._prefix, messages):
+            pipeline.publish(channel, data)
+        return [int(n) for n in pipeline.execute()]
 
     def close(self) -> None:
         self._client.close()
@@ -61,6 +74,13 @@ class AsyncPublisher:
 
     async def publish(self, user_id: str, payload: Any) -> int:
         return int(await self._client.publish(_channel(self._prefix, user_id), encode_payload(payload)))
+
+    async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[int]:
+        """Publish (user_id, payload) pairs in one round trip; in order, one count per message."""
+        pipeline = self._client.pipeline(transaction=False)
+        for channel, data in _encoded(self._prefix, messages):
+            pipeline.publish(channel, data)
+        return [int(n) for n in await pipeline.execute()]
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -37,9 +37,10 @@ MessageHandler = Callable[[str, bytes], None]
 
 # Redis accepts far more, but a bounded command keeps one resubscribe from stalling the reader.
 _CHANNELS_PER_COMMAND = 1000
-# One socket read can hold thousands of messages, all parsed without awaiting: let the writers
-# drain outboxes between slices so a burst to a healthy client is not mistaken for a slow one.
-_YIELD_EVERY = 32
+# One socket read can hold thousands of messages, all parsed without awaiting. Outboxes are
+# flushed when the reader yields, so a larger slice puts more of a user's frames in one write;
+# this one bounds how long other sockets wait (a few milliseconds).
+_YIELD_EVERY = 256
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 5.0
 

@@ -48,6 +48,30 @@ async def test_async_publisher_honours_the_prefix(redis_server: RedisServer, use
     pubsub.close()
 
 
+def test_publish_many_sends_in_order_and_counts_each(redis_server: RedisServer, user: str) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = Publisher(redis_server.url)
+    counts = publisher.publish_many([(user, "one"), ("nobody-listens", "lost"), (user, {"n": 2})])
+    assert counts == [1, 0, 1]
+    received = [pubsub.get_message(timeout=5)["data"] for _ in range(2)]  # type: ignore[index]
+    assert received == [b"one", b'{"n":2}']
+    publisher.close()
+    pubsub.close()
+
+
+async def test_async_publish_many_sends_nothing_when_one_message_is_bad(
+    redis_server: RedisServer, user: str
+) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = AsyncPublisher(redis_server.url)
+    with pytest.raises(UnicodeDecodeError):
+        await publisher.publish_many([(user, "fine"), (user, b"\xff")])
+    assert await publisher.publish_many([(user, "after")]) == [1]
+    assert pubsub.get_message(timeout=5)["data"] == b"after"  # type: ignore[index]
+    await publisher.aclose()
+    pubsub.close()
+
+
 def test_publisher_refuses_an_unusable_user_id(redis_server: RedisServer) -> None:
     publisher = Publisher(redis_server.url)
     with pytest.raises(ValueError):

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1)
                 pool.broadcast("reset", False)
                 job = {"target": args.target, "redis_url": redis_server.url, "users": users}
-                sent = run_publisher(job | {"count": args.messages, "concurrency": 64})
+                sent = run_publisher(job | {"count": args.messages, "batch": 100, "concurrency": 4})
                 stats = pool.wait_quiet(sent["sent"] * args.per_user, idle=3.0, limit=60.0)
                 print(f"delivered {stats['received']} of {sent['sent'] * args.per_user}", flush=True)
                 for recorder in recorders:

@@ -30,6 +30,8 @@ class Sizes:
     processes: int = 2
     connect_concurrency: int = 200
     publish_concurrency: int = 64
+    publish_batch: int = 100
+    publish_pipelines: int = 4
     settle: float = 1.0
     quiet: float = 3.0
     drain_limit: float = 60.0
@@ -149,7 +151,8 @@ def _fanout(
             "redis_url": redis_url,
             "users": users,
             "count": sizes.messages,
-            "concurrency": sizes.publish_concurrency,
+            "batch": sizes.publish_batch,
+            "concurrency": sizes.publish_pipelines,
         }
     )
     expected = sent["sent"] * sizes.per_user

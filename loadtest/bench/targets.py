@@ -199,7 +199,32 @@ async def _probe(server: Server, token: str) -> None:
 class Publisher(Protocol):
     async def publish(self, user_id: str, payload: str) -> None: ...
 
+    async def encode(self, user_id: str, payload: str) -> tuple[str, bytes]:
+        """The (channel, message) this target's own publish call would send to Redis."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+class _Recorder:
+    """Takes the place of a library's Redis client to keep what its publish call would send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, channel: str | bytes, message: str | bytes) -> int:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        self.sent.append((name, message.encode() if isinstance(message, str) else message))
+        return 0
+
+    def pop(self) -> tuple[str, bytes]:
+        assert len(self.sent) == 1, f"expected one publish, got {len(self.sent)}"
+        return self.sent.pop()
+
+    async def aclose(self, **_: Any) -> None:
+        """Libraries close their client on the way out; there is nothing to close."""
+
+    close = aclose
 
 
 class _GatewayPublisher:
@@ -210,6 +235,12 @@ class _GatewayPublisher:
 
     async def publish(self, user_id: str, payload: str) -> None:
         await self._publisher.publish(user_id, payload)
+
+    async def encode(self, user_id: str, payload: str) -> tuple[str, bytes]:
+        from gateway.keys import user_channel
+        from gateway.publisher import encode_payload
+
+        return user_channel("ws", user_id), encode_payload(payload)
 
     async def aclose(self) -> None:
         await self._publisher.aclose()
@@ -222,9 +253,17 @@ class _SocketIOPublisher:
         import socketio
 
         self._manager = socketio.AsyncRedisManager(redis_url, write_only=True)
+        self._encoder = socketio.AsyncRedisManager(redis_url, write_only=True)
+        self._recorder = _Recorder()
+        self._encoder.redis = self._recorder
+        self._encoder.connected = True
 
     async def publish(self, user_id: str, payload: str) -> None:
         await self._manager.emit("notification", payload, room=user_id)
+
+    async def encode(self, user_id: str, payload: str) -> tuple[str, bytes]:
+        await self._encoder.emit("notification", payload, room=user_id)
+        return self._recorder.pop()
 
     async def aclose(self) -> None:
         redis = getattr(self._manager, "redis", None)
@@ -239,9 +278,20 @@ class _ChannelsPublisher:
         from channels_redis.pubsub import RedisPubSubChannelLayer
 
         self._layer = RedisPubSubChannelLayer(hosts=[redis_url])
+        self._encoder = RedisPubSubChannelLayer(hosts=[redis_url])
+        self._recorder = _Recorder()
+        self._recording = False
 
     async def publish(self, user_id: str, payload: str) -> None:
         await self._layer.group_send(f"user_{user_id}", {"type": "notify", "text": payload})
+
+    async def encode(self, user_id: str, payload: str) -> tuple[str, bytes]:
+        if not self._recording:
+            for shard in self._encoder._get_layer()._shards:
+                shard._redis = self._recorder
+            self._recording = True
+        await self._encoder.group_send(f"user_{user_id}", {"type": "notify", "text": payload})
+        return self._recorder.pop()
 
     async def aclose(self) -> None:
         await self._layer.flush()
@@ -253,12 +303,19 @@ class _BroadcasterPublisher:
 
         self._broadcast = Broadcast(redis_url)
         self._connected = False
+        self._encoder = Broadcast(redis_url)
+        self._recorder = _Recorder()
+        self._encoder._backend._conn = self._recorder  # type: ignore[attr-defined]
 
     async def publish(self, user_id: str, payload: str) -> None:
         if not self._connected:
             await self._broadcast.connect()
             self._connected = True
         await self._broadcast.publish(channel=f"user:{user_id}", message=payload)
+
+    async def encode(self, user_id: str, payload: str) -> tuple[str, bytes]:
+        await self._encoder.publish(channel=f"user:{user_id}", message=payload)
+        return self._recorder.pop()
 
     async def aclose(self) -> None:
         if self._connected:

@@ -53,6 +53,27 @@ async def test_order_is_preserved_over_a_thousand_messages(
     await publisher.aclose()
 
 
+async def test_every_frame_length_encoding_arrives_intact(
+    gateway_one: Gateway, redis_server: RedisServer, user: str
+) -> None:
+    """Payloads on both sides of the 7-bit, 16-bit and 64-bit length encodings, one per write and
+    several in one write, are read back whole by a conforming client."""
+    lengths = [0, 1, 125, 126, 127, 65535, 65536, 300_000]
+    payloads = ["é" * (n // 2) + "x" * (n % 2) for n in lengths]
+    assert [len(p.encode()) for p in payloads] == lengths
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    async with connect(f"{gateway_one.ws_url}?token={make_token(user)}", max_size=None) as ws:
+        for payload in payloads:
+            await publisher.publish(f"ws:{user}", payload.encode())
+            assert await asyncio.wait_for(ws.recv(), 5) == payload
+        async with publisher.pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                pipe.publish(f"ws:{user}", payload.encode())
+            await pipe.execute()
+        assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
+    await publisher.aclose()
+
+
 async def test_application_ping_is_answered(gateway_one: Gateway, user: str) -> None:
     """{"type":"ping"} gets {"type":"pong"}."""
     async with await _open(gateway_one, user, "query") as ws:
