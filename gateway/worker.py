@@ -3,6 +3,7 @@ and a graceful drain before uvicorn's own shutdown."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from gateway.settings import Settings
 
 # uvicorn's own shutdown after the drain: close frames to clients that stopped reading.
 _SHUTDOWN_MARGIN = 2.0
+_GC_FIRST_GENERATION = 10_000
 
 
 class _DrainingServer(Server):
@@ -34,6 +36,16 @@ class _DrainingServer(Server):
             server.close()  # stop accepting while the drain runs
         await self._before_shutdown()
         await super().shutdown(sockets)
+
+
+def _tune_gc() -> None:
+    """Every open socket is a few dozen long-lived objects, and CPython's cyclic collector walks
+    all of them on each full collection: with tens of thousands of sockets that walk dominated
+    the cost of accepting one. What exists at start-up is frozen out of the collector, and the
+    first generation is collected less often (the gateway makes few reference cycles)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_FIRST_GENERATION, *gc.get_threshold()[1:])
 
 
 class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
@@ -61,6 +73,7 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
 
     async def _serve(self) -> None:
         # As uvicorn-worker's _serve (0.4), with a Server that drains first.
+        _tune_gc()
         self.config.app = self.wsgi
         server = _DrainingServer(self.config, self._drain)
         self._install_sigquit_handler()

@@ -72,6 +72,10 @@ def test_every_scenario_runs_at_a_tiny_size(
     assert fanout["published"] == TINY.messages
     assert fanout["delivered"] > 0 and fanout["deliveries_per_second"] > 0
     assert fanout["redis_commands_per_delivery"] > 0
+    assert len(fanout["rounds"]) == TINY.fanout_rounds
+    # CPU time comes in clock ticks, so a tiny run may read zero; it must still be a number.
+    assert fanout["server_cpu_us_per_delivery"] >= 0
+    assert capacity["connect_cpu_us_per_connection"] >= 0
 
     latency = result["latency"]["100"]
     assert latency["delivered"] > 0 and not math.isnan(latency["p99_ms"])

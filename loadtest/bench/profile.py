@@ -1,8 +1,9 @@
-"""python -m loadtest.bench.profile: py-spy on every gateway worker during the fan-out scenario.
+"""python -m loadtest.bench.profile: py-spy on every gateway worker during the fan-out scenario,
+or with ``--scenario connect`` while the connections open.
 
-Starts a private Redis and gateway, opens the fan-out connections, records each worker with
-``py-spy record --format raw`` (collapsed stacks) while the messages are published, then prints
-the hottest functions by own time and by inclusive time, summed over the workers.
+Starts a private Redis and gateway, records each worker with ``py-spy record --format raw``
+(collapsed stacks) while the connections open or the messages are published, then prints the
+hottest functions by own time and by inclusive time, summed over the workers.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="py-spy recording time")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--target", default="gateway")
+    parser.add_argument("--scenario", choices=("fanout", "connect"), default="fanout")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(__import__("sys").executable).parent / "py-spy")
     out = Path(tempfile.mkdtemp(prefix="bench-profile-"))
@@ -69,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             pool = ClientPool(args.target, server.port, 2)
             try:
                 users = [f"u{i}" for i in range(args.users)]
-                opened = pool.connect([(u, make_token(u)) for u in users for _ in range(args.per_user)], 200)
-                print(f"{opened['opened']} connections open", flush=True)
-                time.sleep(1)
+                pairs = [(u, make_token(u)) for u in users for _ in range(args.per_user)]
+                if args.scenario == "fanout":
+                    opened = pool.connect(pairs, 200)
+                    print(f"{opened['opened']} connections open", flush=True)
+                    time.sleep(1)
                 paths = [out / f"worker-{pid}.txt" for pid in server.worker_pids()]
                 recorders = [
                     subprocess.Popen(
@@ -96,11 +100,15 @@ def main(argv: list[str] | None = None) -> int:
                     for pid, path in zip(server.worker_pids(), paths, strict=True)
                 ]
                 time.sleep(1)
-                pool.broadcast("reset", False)
-                job = {"target": args.target, "redis_url": redis_server.url, "users": users}
-                sent = run_publisher(job | {"count": args.messages, "batch": 100, "concurrency": 4})
-                stats = pool.wait_quiet(sent["sent"] * args.per_user, idle=3.0, limit=60.0)
-                print(f"delivered {stats['received']} of {sent['sent'] * args.per_user}", flush=True)
+                if args.scenario == "connect":
+                    opened = pool.connect(pairs, 200)
+                    print(f"{opened['opened']} connections opened in {opened['seconds']:.1f}s", flush=True)
+                else:
+                    pool.broadcast("reset", False)
+                    job = {"target": args.target, "redis_url": redis_server.url, "users": users}
+                    sent = run_publisher(job | {"count": args.messages, "batch": 100, "concurrency": 4})
+                    stats = pool.wait_quiet(sent["sent"] * args.per_user, idle=3.0, limit=60.0)
+                    print(f"delivered {stats['received']} of {sent['sent'] * args.per_user}", flush=True)
                 for recorder in recorders:
                     recorder.wait(args.seconds + 30)
             finally:

@@ -26,6 +26,12 @@ def _rows(rates: list[str]) -> list[tuple[str, Callable[[Result], float], str, b
     rows: list[tuple[str, Callable[[Result], float], str, bool]] = [
         ("fan-out deliveries/s", lambda r: _get(r, "fanout", "deliveries_per_second"), "{:,.0f}", True),
         ("fan-out delivery ratio", lambda r: _get(r, "fanout", "delivery_ratio"), "{:.4f}", True),
+        (
+            "fan-out server CPU per delivery (µs)",
+            lambda r: _get(r, "fanout", "server_cpu_us_per_delivery"),
+            "{:.1f}",
+            False,
+        ),
     ]
     for rate in rates:
         for key, name in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("max_ms", "max")):
@@ -40,6 +46,12 @@ def _rows(rates: list[str]) -> list[tuple[str, Callable[[Result], float], str, b
         rows.append((f"loss @{rate}/s", lambda r, q=rate: _get(r, "latency", q, "loss"), "{:.4f}", False))
     rows += [
         ("connect rate (conn/s)", lambda r: _get(r, "capacity", "connect_rate"), "{:,.0f}", True),
+        (
+            "connect server CPU per connection (µs)",
+            lambda r: _get(r, "capacity", "connect_cpu_us_per_connection"),
+            "{:.0f}",
+            False,
+        ),
         ("connect failures", lambda r: _get(r, "capacity", "failed"), "{:.0f}", False),
         ("idle connections still open", lambda r: _get(r, "capacity", "still_open"), "{:.0f}", True),
         (

@@ -85,6 +85,16 @@ class Server:
                         total += int(line.split()[1]) * 1024
         return total
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the master and all its live descendants."""
+        ticks = 0
+        for pid in [self.master_pid, *_descendants(self.master_pid)]:
+            with contextlib.suppress(OSError):
+                # Fields 14 and 15 (utime, stime) follow the parenthesised command name.
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
 
 def _children(pid: int) -> list[int]:
     try:
