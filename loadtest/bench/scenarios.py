@@ -150,28 +150,25 @@ def _fanout(
     """``fanout_rounds`` rounds of the same burst; the figures are the median round's, and the
     Redis cost is over every round."""
     calls_before = _command_calls(monitor)
-    before = _redis_stats(monitor)
     rounds = [
-        _fanout_round(target, server, pool, redis_url, users, sizes, seed)
+        _fanout_round(target, server, pool, monitor, redis_url, users, sizes, seed)
         for seed in range(sizes.fanout_rounds)
     ]
-    after = _redis_stats(monitor)
     calls_after = _command_calls(monitor)
+    # Every command over the rounds by name, our INFO calls included: what else the target sent.
     calls = {k: v - calls_before.get(k, 0) for k, v in calls_after.items() if v != calls_before.get(k, 0)}
-    # The INFO calls in between are ours, not the target's.
-    commands = after["commands"] - before["commands"] - 2
     delivered = sum(r["delivered"] for r in rounds)
+    commands = sum(r["redis_commands"] for r in rounds)
+    out = sum(r["redis_out_bytes"] for r in rounds)
     median = sorted(rounds, key=lambda r: r["deliveries_per_second"])[len(rounds) // 2]
     result = median | {
         "rounds": rounds,
         "delivery_ratio": min(r["delivery_ratio"] for r in rounds),
         "redis_commands": commands,
-        "redis_out_bytes": after["out"] - before["out"],
+        "redis_out_bytes": out,
         "redis_calls_by_command": calls,
         "redis_commands_per_delivery": commands / delivered if delivered else float("nan"),
-        "redis_out_bytes_per_delivery": (after["out"] - before["out"]) / delivered
-        if delivered
-        else float("nan"),
+        "redis_out_bytes_per_delivery": out / delivered if delivered else float("nan"),
     }
     each = ", ".join(f"{r['deliveries_per_second']:.0f}" for r in rounds)
     log(
@@ -183,8 +180,16 @@ def _fanout(
 
 
 def _fanout_round(
-    target: str, server: Server, pool: ClientPool, redis_url: str, users: list[str], sizes: Sizes, seed: int
+    target: str,
+    server: Server,
+    pool: ClientPool,
+    monitor: redis.Redis,
+    redis_url: str,
+    users: list[str],
+    sizes: Sizes,
+    seed: int,
 ) -> dict[str, Any]:
+    """One burst. Its Redis cost runs from the publisher's first PUBLISH to the last delivery."""
     pool.broadcast("reset", False)
     cpu_before = server.cpu_seconds()
     sent = run_publisher(
@@ -200,8 +205,13 @@ def _fanout_round(
     )
     expected = sent["sent"] * sizes.per_user
     stats = pool.wait_quiet(expected, idle=sizes.quiet, limit=sizes.drain_limit)
+    after = _redis_stats(monitor)
     # Read while the quiet wait's tail adds next to nothing: the server is idle by then.
     cpu = server.cpu_seconds() - cpu_before
+    before = sent["redis_before"]
+    # The publisher's INFO counts once it has run; this one only after it has answered.
+    commands = after["commands"] - before["total_commands_processed"] - 1
+    out = after["out"] - before["total_net_output_bytes"]
     delivered = stats["received"]
     seconds = max(1e-9, (stats["last_ns"] - sent["started_ns"]) / 1e9) if delivered else float("nan")
     return {
@@ -214,6 +224,8 @@ def _fanout_round(
         "open_after": stats["open"],
         "seconds": seconds,
         "deliveries_per_second": delivered / seconds if delivered else 0.0,
+        "redis_commands": commands,
+        "redis_out_bytes": out,
         "server_cpu_seconds": cpu,
         "server_cpu_us_per_delivery": cpu / delivered * 1e6 if delivered else float("nan"),
     }
