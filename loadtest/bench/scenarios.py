@@ -23,7 +23,7 @@ class Sizes:
     users: int = 1000
     per_user: int = 2
     messages: int = 20000
-    rates: tuple[int, ...] = (500, 2000)
+    rates: tuple[int, ...] = (500, 2000, 8000)
     duration: float = 10.0
     idle: int = 5000
     hold: float = 5.0
