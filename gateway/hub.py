@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Protocol
 
-from gateway import metrics
+from gateway import close_codes, metrics
 from gateway.close_codes import Refusal
 
 log = logging.getLogger("gateway.hub")
@@ -65,4 +65,11 @@ class Hub:
             return
         received_at = time.monotonic()
         for outbox in outboxes:
-            outbox.push(payload, received_at)
+            try:
+                outbox.push(payload, received_at)
+            except Exception:
+                # This runs inside the worker's only pub/sub reader: one broken socket must not
+                # stop it, nor cost the user's other sockets this message.
+                metrics.MESSAGES_DROPPED.labels("send_failed").inc()
+                log.exception("a connection failed to take a message; it is ended")
+                outbox.end(close_codes.INTERNAL_ERROR)

@@ -159,13 +159,22 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     # The Link the app writes through (gateway.connection.Link).
 
     def can_write(self) -> bool:
-        return self.writable.is_set() and self.handshake_complete and not self.close_sent
+        # uvicorn sets writable and handshake_complete when the connection is lost, and leaves
+        # close_sent unset when the client closed first: the transport says what is left.
+        return (
+            self.writable.is_set()
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.transport.is_closing()
+        )
 
     def write_frames(self, payloads: list[bytes]) -> None:
         """Text frames of UTF-8 ``payloads``, in one write. Call only when ``can_write()``."""
         conn = self.conn
-        if conn.extensions or conn.state is not State.OPEN:
-            # Compression (opt-in) or a closing handshake: websockets frames them.
+        if conn.state is not State.OPEN:
+            return  # the closing handshake has begun: no data frame may follow
+        if conn.extensions:
+            # Compression, when enabled: websockets frames and compresses.
             for payload in payloads:
                 conn.send_text(payload)
             self.transport.write(b"".join(conn.data_to_send()))

@@ -47,3 +47,21 @@ def test_a_payload_that_is_not_utf8_is_dropped_not_sent() -> None:
     hub.deliver("alice", b"\xff\xfe")
     hub.deliver("alice", b"ok")
     assert outbox.frames == [b"ok"]
+
+
+class BrokenOutbox(RecordingOutbox):
+    def push(self, payload: bytes, received_at: float) -> None:
+        raise RuntimeError("unable to perform operation on a closed transport")
+
+
+def test_a_connection_that_fails_to_take_a_message_costs_no_one_else_theirs() -> None:
+    """Delivery runs in the worker's pub/sub reader: a failing socket is ended (1011) and the
+    user's other sockets still get the message, and the next one."""
+    hub = Hub()
+    broken, healthy = BrokenOutbox(), RecordingOutbox()
+    hub.add("alice", broken)
+    hub.add("alice", healthy)
+    hub.deliver("alice", b"one")
+    hub.deliver("alice", b"two")
+    assert healthy.frames == [b"one", b"two"]
+    assert broken.frames == [b"end 1011", b"end 1011"]

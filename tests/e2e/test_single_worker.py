@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.servers import Gateway, RedisServer, make_token
+from tests.servers import Gateway, RedisServer, make_token, running_gateway
 
 
 async def _open(gateway: Gateway, user: str, carrier: str) -> ClientConnection:
@@ -71,6 +71,23 @@ async def test_every_frame_length_encoding_arrives_intact(
                 pipe.publish(f"ws:{user}", payload.encode())
             await pipe.execute()
         assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
+    await publisher.aclose()
+
+
+async def test_compressed_frames_when_deflate_is_enabled(redis_server: RedisServer, user: str) -> None:
+    """With WEBSOCKET_PER_MESSAGE_DEFLATE on, permessage-deflate is negotiated and every payload
+    arrives intact."""
+    payloads = ["x" * 10_000, "short", "é" * 70_000]
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    with running_gateway(redis_server.url, workers=1, WEBSOCKET_PER_MESSAGE_DEFLATE="true") as gateway:
+        async with connect(f"{gateway.ws_url}?token={make_token(user)}", max_size=None) as ws:
+            extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            assert "permessage-deflate" in extensions
+            async with publisher.pipeline(transaction=False) as pipe:
+                for payload in payloads:
+                    pipe.publish(f"ws:{user}", payload.encode())
+                await pipe.execute()
+            assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
     await publisher.aclose()
 
 
