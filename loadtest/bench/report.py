@@ -123,40 +123,68 @@ def chart(results: list[Result], meta: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rates = [str(rate) for rate in meta["sizes"]["rates"]]
-    top = rates[-1] if rates else ""
-    panels: list[tuple[str, Callable[[Result], float]]] = [
-        ("fan-out deliveries/s (higher is better)", lambda r: _get(r, "fanout", "deliveries_per_second")),
-        (f"p99 latency @{top}/s, ms (lower is better)", lambda r: _get(r, "latency", top, "p99_ms")),
-        ("connect rate, conn/s (higher is better)", lambda r: _get(r, "capacity", "connect_rate")),
+    # (title, getter, log scale): latency spans milliseconds to seconds across the targets.
+    panels: list[tuple[str, Callable[[Result], float], bool]] = [
+        (
+            "fan-out deliveries/s (higher is better)",
+            lambda r: _get(r, "fanout", "deliveries_per_second"),
+            False,
+        ),
+        (
+            "fan-out server CPU per delivery, µs (lower is better)",
+            lambda r: _get(r, "fanout", "server_cpu_us_per_delivery"),
+            False,
+        ),
+    ]
+    panels += [
+        (
+            f"p99 latency @{rate}/s, ms, log scale (lower is better)",
+            lambda r, q=rate: _get(r, "latency", q, "p99_ms"),
+            True,
+        )
+        for rate in rates[-2:]
+    ]
+    panels += [
+        ("connect rate, conn/s (higher is better)", lambda r: _get(r, "capacity", "connect_rate"), False),
         (
             "RSS per idle connection, KiB (lower is better)",
             lambda r: _get(r, "capacity", "rss_kib_per_connection"),
+            False,
         ),
         (
             "Redis commands per delivery (lower is better)",
             lambda r: _get(r, "fanout", "redis_commands_per_delivery"),
+            False,
         ),
         (
             "Redis output bytes per delivery (lower is better)",
             lambda r: _get(r, "fanout", "redis_out_bytes_per_delivery"),
+            False,
         ),
     ]
     names = [r["target"] for r in results]
     base = next((r for r in results if r["target"] == "gateway"), None)
-    figure, axes = plt.subplots(2, 3, figsize=(15, 8))
-    for axis, (title, getter) in zip(axes.flat, panels, strict=True):
+    columns = (len(panels) + 1) // 2
+    figure, axes = plt.subplots(2, columns, figsize=(5 * columns, 8))
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    for axis, (title, getter, log_scale) in zip(axes.flat, panels, strict=False):
         values = [getter(r) for r in results]
         shown = [0.0 if math.isnan(v) else v for v in values]
         bars = axis.bar(names, shown, color=["#2b7bba" if n == "gateway" else "#999999" for n in names])
         for bar, value in zip(bars, values, strict=True):
-            text = "n/a" if math.isnan(value) else f"{value:,.3g}"
+            text = "n/a" if math.isnan(value) else f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
             if base is not None and not math.isnan(value):
                 text += f"\n{_ratio(value, getter(base))}"
             axis.annotate(
                 text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom"
             )
         axis.set_title(title, fontsize=10)
-        axis.margins(y=0.25)
+        if log_scale and all(v > 0 for v in shown):
+            axis.set_yscale("log")
+            axis.margins(y=0.5)
+        else:
+            axis.margins(y=0.25)
     figure.suptitle(f"WebSocket gateway vs Python alternatives, 2 workers each ({meta['started']})")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
