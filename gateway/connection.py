@@ -37,6 +37,8 @@ class Link(Protocol):
 
     def can_write(self) -> bool: ...
 
+    def is_closing(self) -> bool: ...
+
     def write_frames(self, payloads: list[bytes]) -> None: ...
 
 
@@ -101,16 +103,22 @@ class Connection:
             metrics.MESSAGES_DROPPED.labels("closing").inc()
             return
         outbox = self._outbox
-        if len(outbox) >= self._queue_size and self._open and self._link.can_write():
-            # A burst to a client that keeps up: write now rather than wait for the tick.
-            self._flush()
-            outbox = self._outbox
         if len(outbox) >= self._queue_size:
-            metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(len(outbox) + 1)
-            metrics.SEND_QUEUE_OVERFLOWS.inc()
-            outbox.clear()
-            self.end(close_codes.SLOW_CONSUMER)
-            return
+            if self._open and self._link.can_write():
+                # A burst to a client that keeps up: write now rather than wait for the tick.
+                self._flush()
+                outbox = self._outbox
+            elif self._link.is_closing():
+                # The client left (or the close began) and the reader has not seen it yet.
+                metrics.MESSAGES_DROPPED.labels("closing").inc(len(outbox) + 1)
+                outbox.clear()
+                return
+            else:
+                metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(len(outbox) + 1)
+                metrics.SEND_QUEUE_OVERFLOWS.inc()
+                outbox.clear()
+                self.end(close_codes.SLOW_CONSUMER)
+                return
         if not outbox:
             self._oldest_at = received_at
         outbox.append(payload)
@@ -135,8 +143,10 @@ class Connection:
         """Ask the connection to close with ``reason``'s code; safe to call from anywhere."""
         if self.end_reason is None:
             self.end_reason = reason
-            if self._deadline is not None:
-                self._deadline.reschedule(asyncio.get_running_loop().time())
+            deadline = self._deadline
+            # An expired deadline refuses a new time; the reader wakes and sees end_reason anyway.
+            if deadline is not None and not deadline.expired():
+                deadline.reschedule(asyncio.get_running_loop().time())
 
     async def run(self, release: Callable[[], Awaitable[None]]) -> Refusal | None:
         """Serve until the client leaves or the connection must end; return the reason it ended.

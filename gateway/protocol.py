@@ -159,14 +159,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     # The Link the app writes through (gateway.connection.Link).
 
     def can_write(self) -> bool:
-        # uvicorn sets writable and handshake_complete when the connection is lost, and leaves
-        # close_sent unset when the client closed first: the transport says what is left.
-        return (
-            self.writable.is_set()
-            and self.handshake_complete
-            and not self.close_sent
-            and not self.transport.is_closing()
-        )
+        return self.writable.is_set() and self.handshake_complete and not self.is_closing()
+
+    def is_closing(self) -> bool:
+        """No data frame may go out any more. uvicorn sets writable and handshake_complete when
+        the connection is lost, and leaves close_sent unset when the client closed first."""
+        return self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN
 
     def write_frames(self, payloads: list[bytes]) -> None:
         """Text frames of UTF-8 ``payloads``, in one write. Call only when ``can_write()``."""

@@ -158,6 +158,9 @@ class Subscriber:
                 await self._session()
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("redis pub/sub connection lost: %s", type(exc).__name__)
+            except Exception:
+                # A bug, not Redis: the worker must not stay deaf for the rest of its life.
+                log.exception("redis pub/sub session failed; reconnecting")
             finally:
                 was_ready = self._ready
                 await self._teardown()

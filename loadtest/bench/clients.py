@@ -15,6 +15,7 @@ import re
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -178,20 +179,30 @@ class ClientPool:
             values.extend(array("q", blob))
         return values
 
-    def wait_quiet(self, expected: int, idle: float, limit: float) -> dict[str, int]:
-        """Poll until ``expected`` messages arrived, or none arrived for ``idle`` s, or ``limit`` s passed."""
+    def wait_quiet(
+        self, expected: int, idle: float, limit: float, probe: Callable[[], float] | None = None
+    ) -> dict[str, Any]:
+        """Poll until ``expected`` messages arrived, or none arrived for ``idle`` s, or ``limit`` s passed.
+
+        ``probe``, when given, is read at each poll that saw new messages; its last reading is
+        returned as ``probe``, so a quiet tail after lost messages is not in it.
+        """
         deadline = time.monotonic() + limit
-        stats = self.stats()
+        stats: dict[str, Any] = dict(self.stats())
         last_change = time.monotonic()
+        reading = probe() if probe is not None else None
         while stats["received"] < expected and time.monotonic() < deadline:
             time.sleep(0.1)
             now = self.stats()
             if now["received"] != stats["received"]:
                 last_change = time.monotonic()
+                reading = probe() if probe is not None else None
             elif time.monotonic() - last_change > idle:
-                return now
-            stats = now
-        return stats
+                return now | {"probe": reading}
+            stats = dict(now)
+        if probe is not None and stats["received"] >= expected:
+            reading = probe()
+        return stats | {"probe": reading}
 
     def close(self) -> None:
         for pipe in self._pipes:

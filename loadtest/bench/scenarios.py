@@ -204,10 +204,10 @@ def _fanout_round(
         }
     )
     expected = sent["sent"] * sizes.per_user
-    stats = pool.wait_quiet(expected, idle=sizes.quiet, limit=sizes.drain_limit)
+    stats = pool.wait_quiet(expected, idle=sizes.quiet, limit=sizes.drain_limit, probe=server.cpu_seconds)
     after = _redis_stats(monitor)
-    # Read while the quiet wait's tail adds next to nothing: the server is idle by then.
-    cpu = server.cpu_seconds() - cpu_before
+    # Up to the poll that saw the last delivery: a quiet tail after lost messages is idle time.
+    cpu = stats["probe"] - cpu_before
     before = sent["redis_before"]
     # The publisher's INFO counts once it has run; this one only after it has answered.
     commands = after["commands"] - before["total_commands_processed"] - 1

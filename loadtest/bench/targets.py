@@ -86,13 +86,14 @@ class Server:
         return total
 
     def cpu_seconds(self) -> float:
-        """User and system CPU time of the master and all its live descendants."""
+        """CPU time of the master and all its descendants, including reaped ones (a worker that
+        exits mid-run moves its time to its parent's children fields, so none is lost)."""
         ticks = 0
         for pid in [self.master_pid, *_descendants(self.master_pid)]:
             with contextlib.suppress(OSError):
-                # Fields 14 and 15 (utime, stime) follow the parenthesised command name.
+                # Fields 14 to 17 (utime, stime, cutime, cstime) follow the command name.
                 fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-                ticks += int(fields[11]) + int(fields[12])
+                ticks += sum(int(field) for field in fields[11:15])
         return ticks / os.sysconf("SC_CLK_TCK")
 
 
