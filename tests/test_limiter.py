@@ -87,6 +87,30 @@ async def test_renew_keeps_places_past_the_lease_time(client: aioredis.Redis, us
     assert await other.acquire(user, _never_lost) is None
 
 
+async def test_renew_extends_each_users_key_once(
+    redis_server: RedisServer, client: aioredis.Redis, user: str
+) -> None:
+    """A beat costs one HSET per lease but one PEXPIRE per user key, not per lease."""
+    limiter = _limiter(client, f"w-{user}")
+    for owner in (user, user, user, f"{user}-b"):
+        assert await limiter.acquire(owner, _never_lost)
+    monitor = redis_server.client()
+    before = _calls(monitor)
+    await limiter.renew()
+    after = _calls(monitor)
+    assert after.get("hset", 0) - before.get("hset", 0) == 4
+    # One per user key, and one for the worker's own set.
+    assert after.get("pexpire", 0) - before.get("pexpire", 0) == 2 + 1
+    assert await client.pttl(f"ws:conns:{user}") > 25_000
+    assert await client.pttl(f"ws:conns:{user}-b") > 25_000
+    monitor.close()
+
+
+def _calls(monitor: redis.Redis) -> dict[str, int]:
+    stats: dict[str, dict[str, int]] = monitor.info("commandstats")  # type: ignore[assignment]
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
 async def test_a_lapsed_lease_is_taken_again_or_its_connection_ended(
     client: aioredis.Redis, user: str
 ) -> None:
