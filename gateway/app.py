@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
@@ -56,6 +58,17 @@ async def _flush_tally_every(seconds: float) -> None:
         metrics.flush_tally()
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _mark_coroutine_function(function: _F) -> _F:
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    if mark is not None:
+        return cast(_F, mark(function))
+    function._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+    return function
+
+
 class GatewayApp:
     """The ASGI app: sockets on /ws go straight to their endpoint, the rest through Starlette.
 
@@ -68,11 +81,14 @@ class GatewayApp:
         self.state = starlette.state
         self._websocket = WebSocketEndpoint()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine: the server awaits the endpoint's own, so no frame of ours is kept.
         if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.starlette(scope, receive, send)
+            return self._websocket(scope, receive, send)
+        return self.starlette(scope, receive, send)
+
+    # Servers tell an ASGI 3 app by a coroutine function; this one returns the awaitable.
+    __call__ = _mark_coroutine_function(__call__)
 
 
 def create_app(settings: Settings | None = None) -> GatewayApp:

@@ -56,6 +56,7 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
             "http": GatewayHttpProtocol.with_timeout(self.settings.handshake_timeout),
             "ws": "gateway.protocol:GatewayWebSocketProtocol",
             "lifespan": "on",
+            "interface": "asgi3",
             "ws_max_size": self.settings.max_inbound_message_size,
             "ws_ping_interval": self.settings.ping_interval or None,
             "ws_ping_timeout": self.settings.ping_timeout,
