@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from gateway.publisher import AsyncPublisher
 from tests.servers import Gateway, RedisServer, make_token, running_gateway
 
 
@@ -44,10 +45,7 @@ async def test_order_is_preserved_over_a_thousand_messages(
     """Messages published in sequence arrive in that sequence."""
     publisher = aioredis.Redis.from_url(redis_server.url)
     async with await _open(gateway_one, user, "query") as ws:
-        async with publisher.pipeline(transaction=False) as pipe:
-            for i in range(1000):
-                pipe.publish(f"ws:{user}", f'{{"seq":{i}}}')
-            await pipe.execute()
+        await AsyncPublisher(client=publisher).publish_many((user, f'{{"seq":{i}}}') for i in range(1000))
         received = [json.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] for _ in range(1000)]
     assert received == list(range(1000))
     await publisher.aclose()
@@ -66,10 +64,7 @@ async def test_every_frame_length_encoding_arrives_intact(
         for payload in payloads:
             await publisher.publish(f"ws:{user}", payload.encode())
             assert await asyncio.wait_for(ws.recv(), 5) == payload
-        async with publisher.pipeline(transaction=False) as pipe:
-            for payload in payloads:
-                pipe.publish(f"ws:{user}", payload.encode())
-            await pipe.execute()
+        await AsyncPublisher(client=publisher).publish_many((user, payload) for payload in payloads)
         assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
     await publisher.aclose()
 
@@ -83,10 +78,7 @@ async def test_compressed_frames_when_deflate_is_enabled(redis_server: RedisServ
         async with connect(f"{gateway.ws_url}?token={make_token(user)}", max_size=None) as ws:
             extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
             assert "permessage-deflate" in extensions
-            async with publisher.pipeline(transaction=False) as pipe:
-                for payload in payloads:
-                    pipe.publish(f"ws:{user}", payload.encode())
-                await pipe.execute()
+            await AsyncPublisher(client=publisher).publish_many((user, payload) for payload in payloads)
             assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
     await publisher.aclose()
 
