@@ -169,8 +169,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def write_frames(self, payloads: list[bytes]) -> None:
         """Text frames of UTF-8 ``payloads``, in one write. Call only when ``can_write()``."""
         conn = self.conn
-        if conn.state is not State.OPEN:
-            return  # the closing handshake has begun: no data frame may follow
         if conn.extensions:
             # Compression, when enabled: websockets frames and compresses.
             for payload in payloads:
