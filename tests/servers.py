@@ -125,6 +125,16 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls per command since Redis started (INFO commandstats), INFO itself left out."""
+    stats: dict[str, dict[str, int]] = client.info("commandstats")  # type: ignore[assignment]
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if name != "cmdstat_info"
+    }
+
+
 class Gateway:
     """``gunicorn -c gunicorn.conf.py`` from the repository root, as operators run it."""
 

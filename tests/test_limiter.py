@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from gateway.limiter import Limiter, LimiterUnavailable, load_script, release_worker
-from tests.servers import RedisServer, eventually
+from tests.servers import RedisServer, command_calls, eventually
 
 LIMIT = 3
 LEASE_MS = 1000
@@ -95,20 +95,15 @@ async def test_renew_extends_each_users_key_once(
     for owner in (user, user, user, f"{user}-b"):
         assert await limiter.acquire(owner, _never_lost)
     monitor = redis_server.client()
-    before = _calls(monitor)
+    before = command_calls(monitor)
     await limiter.renew()
-    after = _calls(monitor)
+    after = command_calls(monitor)
     assert after.get("hset", 0) - before.get("hset", 0) == 4
     # One per user key, and one for the worker's own set.
     assert after.get("pexpire", 0) - before.get("pexpire", 0) == 2 + 1
     assert await client.pttl(f"ws:conns:{user}") > 25_000
     assert await client.pttl(f"ws:conns:{user}-b") > 25_000
     monitor.close()
-
-
-def _calls(monitor: redis.Redis) -> dict[str, int]:
-    stats: dict[str, dict[str, int]] = monitor.info("commandstats")  # type: ignore[assignment]
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
 async def test_a_lapsed_lease_is_taken_again_or_its_connection_ended(

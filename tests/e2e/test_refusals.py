@@ -7,13 +7,12 @@ from collections.abc import Iterator
 
 import jwt
 import pytest
-import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.servers import SECRET, Gateway, RedisServer, make_token, running_gateway
+from tests.servers import SECRET, Gateway, RedisServer, command_calls, make_token, running_gateway
 
 ALLOWED_ORIGIN = "https://app.example"
 
@@ -61,11 +60,6 @@ def _bad_tokens() -> dict[str, str]:
     }
 
 
-def _command_counts(client: redis.Redis) -> dict[str, int]:
-    stats = client.info("commandstats")
-    return {name: int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info"}
-
-
 async def _status_of(url: str, **kwargs: object) -> int:
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url, **kwargs):  # type: ignore[arg-type]
@@ -78,13 +72,13 @@ async def test_bad_tokens_get_401_and_cost_no_redis_command(
 ) -> None:
     """Every bad, missing or expired token is refused with 401 before any Redis work."""
     client = quiet_redis.client()
-    before = _command_counts(client)
+    before = command_calls(client)
     assert await _status_of(gateway.ws_url) == 401
     for name, token in _bad_tokens().items():
         assert await _status_of(f"{gateway.ws_url}?token={token}") == 401, name
         headers = {"Authorization": f"Bearer {token}"}
         assert await _status_of(gateway.ws_url, additional_headers=headers) == 401, name
-    assert _command_counts(client) == before
+    assert command_calls(client) == before
     client.close()
 
 
@@ -93,12 +87,12 @@ async def test_a_100_kb_token_is_refused_by_the_http_parser(
 ) -> None:
     """An oversized request line gets 414 and an oversized header 431, at once, with no Redis work."""
     client = quiet_redis.client()
-    before = _command_counts(client)
+    before = command_calls(client)
     token = "a" * 100_000
     assert await _status_of(f"{gateway.ws_url}?token={token}", open_timeout=5) == 414
     headers = {"Authorization": f"Bearer {token}"}
     assert await _status_of(gateway.ws_url, additional_headers=headers, open_timeout=5) == 431
-    assert _command_counts(client) == before
+    assert command_calls(client) == before
     assert gateway.get("/healthz")[0] == 200
     client.close()
 
@@ -108,10 +102,10 @@ async def test_origin_not_allowed_gets_403_and_costs_no_redis_command(
 ) -> None:
     """An Origin outside CORS_ORIGINS is refused with 403; the listed one is accepted."""
     client = quiet_redis.client()
-    before = _command_counts(client)
+    before = command_calls(client)
     url = f"{gateway.ws_url}?token={make_token('u')}"
     assert await _status_of(url, origin="https://evil.example") == 403
-    assert _command_counts(client) == before
+    assert command_calls(client) == before
     async with connect(url, origin=ALLOWED_ORIGIN) as ws:  # type: ignore[arg-type]
         assert ws.response.status_code == 101
     client.close()
