@@ -77,7 +77,7 @@ def run_target(target: str, redis_url: str, sizes: Sizes, log: Any = print) -> d
                     f"{opened['open_after_settle']} still open"
                 )
                 results["connections"] = opened
-                results["fanout"] = _fanout(target, server, pool, monitor, redis_url, users, sizes, log)
+                results["fanout"] = fanout(target, server, pool, monitor, redis_url, users, sizes, log)
                 results["latency"] = {
                     str(rate): _latency(target, pool, redis_url, users, rate, sizes, log)
                     for rate in sizes.rates
@@ -137,7 +137,7 @@ def _capacity(
     }
 
 
-def _fanout(
+def fanout(
     target: str,
     server: Server,
     pool: ClientPool,

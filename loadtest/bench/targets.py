@@ -101,8 +101,18 @@ def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
-        return []
+        return _children_by_scan(pid)
     return [int(p) for p in text.split()]
+
+
+def _children_by_scan(pid: int) -> list[int]:
+    """For kernels without /proc/PID/task/PID/children (gVisor): every process's parent."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def _descendants(pid: int) -> list[int]:
