@@ -83,3 +83,12 @@ def test_a_public_key_cannot_be_an_hmac_secret() -> None:
         Settings.from_environ({"JWT_SECRET_KEY": pem, "JWT_ALGORITHM": "HS256"})
     with pytest.raises(SettingsError, match=r"^JWT_SECRET_KEY:"):
         Settings.from_environ({"JWT_SECRET_KEY": "plain", "JWT_ALGORITHM": "RS256"})
+
+
+def test_the_payload_limit_has_a_documented_default_and_bounds() -> None:
+    """64 KiB unless set; a limit outside 64 bytes to 16 MiB names its variable."""
+    assert Settings.from_environ(BASE).max_payload_size == 65536
+    assert Settings.from_environ({**BASE, "WEBSOCKET_MAX_PAYLOAD_SIZE": "1024"}).max_payload_size == 1024
+    for value in ("0", "huge", str(16 * 1024 * 1024 + 1)):
+        with pytest.raises(SettingsError, match=r"^WEBSOCKET_MAX_PAYLOAD_SIZE: an integer from 64 to"):
+            Settings.from_environ({**BASE, "WEBSOCKET_MAX_PAYLOAD_SIZE": value})
