@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway import jwt_keys
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, max_payload_size_from_environ
 
 _T = TypeVar("_T", int, float)
@@ -145,14 +146,19 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 def _check_algorithm(algorithm: str, secret: str) -> None:
+    """The key must be usable for the algorithm (parsed now), or every client would get 401."""
     is_pem = secret.lstrip().startswith("-----BEGIN")
     if algorithm in HMAC_ALGORITHMS:
         # A public key used as an HMAC secret is the classic algorithm-confusion attack.
         if is_pem:
             raise SettingsError(f"JWT_SECRET_KEY: {algorithm} needs a shared secret, not a PEM key")
+        problem = jwt_keys.hmac_problem(algorithm, secret)
     elif algorithm in ASYMMETRIC_ALGORITHMS:
         if not is_pem:
             raise SettingsError(f"JWT_SECRET_KEY: {algorithm} needs a PEM public key")
+        problem = jwt_keys.public_key_problem(algorithm, secret)
     else:
         accepted = ", ".join(sorted(HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS))
         raise SettingsError(f"JWT_ALGORITHM: one of {accepted}, got {algorithm!r}")
+    if problem is not None:
+        raise SettingsError(f"JWT_SECRET_KEY: {problem}")

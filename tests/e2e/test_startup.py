@@ -10,6 +10,15 @@ import pytest
 
 from tests.servers import ROOT, SECRET
 
+GARBAGE_PEM = "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
+# A P-256 public key: a valid key, of the wrong kind for RS256.
+EC_PUBLIC_PEM = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2eIRKVZ0qFd0kLXAktQF/5KWHNQ+\n"
+    "UVhilqmjLX0YfO3ix2XCD64Tp5eiw0epDWsFgd1MnfnvezoR9S9ik8OBCA==\n"
+    "-----END PUBLIC KEY-----\n"
+)
+
 
 @pytest.mark.parametrize(
     ("env", "variable"),
@@ -17,6 +26,9 @@ from tests.servers import ROOT, SECRET
         ({"WEBSOCKET_PORT": "eighty"}, "WEBSOCKET_PORT"),
         ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
         ({"JWT_SECRET_KEY": ""}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": "x"}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": GARBAGE_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": EC_PUBLIC_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
     ],
 )
 def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], variable: str) -> None:
