@@ -5,13 +5,16 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: a virtualenv with the project and its pinned dependencies (pyproject.toml) ---
+# --- build: a virtualenv with the locked dependencies (hashes checked) and the project ---
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
+COPY requirements-runtime.lock /src/
+RUN /opt/venv/bin/pip install --require-hashes -r /src/requirements-runtime.lock
 COPY pyproject.toml README.md /src/
 COPY gateway /src/gateway
-RUN /opt/venv/bin/pip install /src
+# Its dependencies are all in the lock; the build uses the locked setuptools.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src
 
 # --- runtime: the virtualenv, gunicorn.conf.py and nothing else, as a non-root user ---
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,9 +1,9 @@
 # make run: the gateway on :8080 with 2 workers and a private Redis. make test: lint and the suite.
-.PHONY: run test lint install clean bench loadtest
+.PHONY: run test lint install clean bench loadtest lock upgrade-check
 
 STAMP := .venv/.installed-test
 
-$(STAMP): pyproject.toml scripts/bootstrap
+$(STAMP): pyproject.toml requirements.lock scripts/bootstrap
 	scripts/bootstrap test
 	touch $@
 
@@ -23,6 +23,17 @@ test: $(STAMP)
 	scripts/ensure-nginx
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+# Rewrite requirements.lock and requirements-runtime.lock from pyproject.toml (needs PyPI).
+lock: $(STAMP)
+	.venv/bin/python scripts/lock
+
+# The suite against the newest releases inside pyproject.toml's ranges, in a throwaway venv,
+# without the lock: run it before widening a range or re-locking. PYTEST_ARGS narrows it.
+upgrade-check:
+	scripts/ensure-redis-server
+	scripts/ensure-nginx
+	scripts/upgrade-check $(PYTEST_ARGS)
 
 # Every scenario against the gateway and the Python alternatives; writes loadtest/results/.
 bench:

@@ -9,6 +9,7 @@ import tempfile
 import uuid
 
 from gateway.settings import Settings, SettingsError
+from gateway.upstream import exit_unless_compatible
 
 try:
     _settings = Settings.from_environ()
@@ -20,6 +21,8 @@ except SettingsError as exc:
 os.environ["GATEWAY_INSTANCE_ID"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 # Set before anything imports prometheus_client: it picks its multiprocess storage at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
+# Every upstream internal the gateway relies on is there, or one line and exit 2 (gateway/upstream.py).
+exit_unless_compatible()
 
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = [f"{_host}:{_settings.port}"]

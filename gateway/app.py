@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             client_name=f"gateway:{worker_id}",
         )
         client = aioredis.Redis.from_pool(pool)
-        hub = Hub()
+        hub = Hub(settings.max_payload_size)
         subscriber = Subscriber(
             settings.redis_url,
             settings.channel_prefix,

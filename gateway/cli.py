@@ -12,7 +12,8 @@ import redis
 
 from gateway import keys
 from gateway.auth import issue_token
-from gateway.publisher import Publisher
+from gateway.payload_limit import max_payload_size_from_environ
+from gateway.publisher import PayloadTooLarge, Publisher
 from gateway.settings import Settings, SettingsError
 
 
@@ -35,9 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             parser.error("JSON: not valid JSON")
         url = os.environ.get("REDIS_URL", "redis://localhost:6379")
-        publisher = Publisher(url, os.environ.get("REDIS_CHANNEL_PREFIX", "ws"))
+        try:
+            limit = max_payload_size_from_environ()
+        except ValueError as exc:
+            print(f"invalid setting {exc}", file=sys.stderr)
+            return 2
+        publisher = Publisher(url, os.environ.get("REDIS_CHANNEL_PREFIX", "ws"), max_payload_size=limit)
         try:
             receivers = publisher.publish(args.user, args.json)
+        except PayloadTooLarge as exc:
+            print(f"not published: {exc}", file=sys.stderr)
+            return 2
         finally:
             publisher.close()
         print(f"delivered to {receivers} gateway worker(s)")

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gateway import close_codes, metrics
 from gateway.close_codes import Refusal
+from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
 
 log = logging.getLogger("gateway.hub")
 
@@ -19,7 +20,8 @@ class Outbox(Protocol):
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE) -> None:
+        self._max_payload_size = max_payload_size
         # Lists, not sets: a user holds a handful of sockets at most, and an empty set alone
         # costs more than a short list.
         self._by_user: dict[str, list[Outbox]] = {}
@@ -54,6 +56,15 @@ class Hub:
         if not outboxes:
             # Published between our last connection leaving and UNSUBSCRIBE taking effect.
             metrics.MESSAGES_DROPPED.labels("no_connection").inc()
+            return
+        if len(payload) > self._max_payload_size:
+            # Bounds each connection's queued memory; checked before the UTF-8 scan it would cost.
+            metrics.MESSAGES_DROPPED.labels("too_large").inc(len(outboxes))
+            log.warning(
+                "dropped a published payload of %d bytes: over WEBSOCKET_MAX_PAYLOAD_SIZE (%d)",
+                len(payload),
+                self._max_payload_size,
+            )
             return
         try:
             # A text frame must be valid UTF-8; checked once for all the user's sockets, which

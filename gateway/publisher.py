@@ -1,6 +1,8 @@
 """Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
 
-Imports only redis and the key names, so services can depend on it cheaply.
+Imports only redis, the key names and the payload limit, so services can depend on it cheaply.
+A payload over the limit (``max_payload_size``, else ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else 64 KiB)
+raises ``PayloadTooLarge`` before anything is sent: the gateway would drop it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.keys import is_valid_user_id, user_channel
+from gateway.payload_limit import PayloadTooLarge, max_payload_size_from_environ
+
+__all__ = ["AsyncPublisher", "PayloadTooLarge", "Publisher", "encode_payload"]
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -32,27 +37,44 @@ def _channel(prefix: str, user_id: str) -> str:
     return user_channel(prefix, user_id)
 
 
-def _encoded(prefix: str, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+def _checked(payload: Any, limit: int) -> bytes:
+    data = encode_payload(payload)
+    if len(data) > limit:
+        raise PayloadTooLarge(len(data), limit)
+    return data
+
+
+def _limit(max_payload_size: int | None) -> int:
+    return max_payload_size_from_environ() if max_payload_size is None else max_payload_size
+
+
+def _encoded(prefix: str, limit: int, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
     # Every message is checked before any is sent, so a bad one leaves the batch unsent.
-    return [(_channel(prefix, user_id), encode_payload(payload)) for user_id, payload in messages]
+    return [(_channel(prefix, user_id), _checked(payload, limit)) for user_id, payload in messages]
 
 
 class Publisher:
     """Synchronous publisher. ``publish`` returns how many gateway workers received the message."""
 
     def __init__(
-        self, redis_url: str = "redis://localhost:6379", prefix: str = "ws", client: redis.Redis | None = None
+        self,
+        redis_url: str = "redis://localhost:6379",
+        prefix: str = "ws",
+        client: redis.Redis | None = None,
+        max_payload_size: int | None = None,
     ) -> None:
+        self._limit = _limit(max_payload_size)
         self._client = client or redis.Redis.from_url(redis_url)
         self._prefix = prefix
 
     def publish(self, user_id: str, payload: Any) -> int:
-        return int(self._client.publish(_channel(self._prefix, user_id), encode_payload(payload)))
+        channel = _channel(self._prefix, user_id)
+        return int(self._client.publish(channel, _checked(payload, self._limit)))
 
     def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[int]:
         """Publish (user_id, payload) pairs in one round trip; in order, one count per message."""
         pipeline = self._client.pipeline(transaction=False)
-        for channel, data in _encoded(self._prefix, messages):
+        for channel, data in _encoded(self._prefix, self._limit, messages):
             pipeline.publish(channel, data)
         return [int(n) for n in pipeline.execute()]
 
@@ -68,17 +90,20 @@ class AsyncPublisher:
         redis_url: str = "redis://localhost:6379",
         prefix: str = "ws",
         client: aioredis.Redis | None = None,
+        max_payload_size: int | None = None,
     ) -> None:
+        self._limit = _limit(max_payload_size)
         self._client = client or aioredis.Redis.from_url(redis_url)
         self._prefix = prefix
 
     async def publish(self, user_id: str, payload: Any) -> int:
-        return int(await self._client.publish(_channel(self._prefix, user_id), encode_payload(payload)))
+        channel = _channel(self._prefix, user_id)
+        return int(await self._client.publish(channel, _checked(payload, self._limit)))
 
     async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[int]:
         """Publish (user_id, payload) pairs in one round trip; in order, one count per message."""
         pipeline = self._client.pipeline(transaction=False)
-        for channel, data in _encoded(self._prefix, messages):
+        for channel, data in _encoded(self._prefix, self._limit, messages):
             pipeline.publish(channel, data)
         return [int(n) for n in await pipeline.execute()]
 

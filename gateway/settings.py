@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway import jwt_keys
+from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, max_payload_size_from_environ
+
 _T = TypeVar("_T", int, float)
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -39,6 +42,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     send_queue_size: int = 256
     max_inbound_message_size: int = 4096
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     per_message_deflate: bool = False
@@ -62,6 +66,10 @@ class Settings:
         prefix = env.get("REDIS_CHANNEL_PREFIX", "ws")
         if not prefix or ":" in prefix or any(c.isspace() for c in prefix):
             raise SettingsError("REDIS_CHANNEL_PREFIX: a non-empty name without ':' or spaces")
+        try:
+            max_payload_size = max_payload_size_from_environ(env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         redis_url = env.get("REDIS_URL", "redis://localhost:6379")
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL: a redis://, rediss:// or unix:// URL")
@@ -83,6 +91,7 @@ class Settings:
             max_inbound_message_size=_number(
                 env, "WEBSOCKET_MAX_MESSAGE_SIZE", 4096, int, 128, 16 * 1024 * 1024
             ),
+            max_payload_size=max_payload_size,
             ping_interval=_number(env, "WEBSOCKET_PING_INTERVAL", 20.0, float, 0.0, 3600.0),
             ping_timeout=_number(env, "WEBSOCKET_PING_TIMEOUT", 20.0, float, 0.1, 3600.0),
             per_message_deflate=_flag(env, "WEBSOCKET_PER_MESSAGE_DEFLATE", False),
@@ -137,14 +146,19 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 def _check_algorithm(algorithm: str, secret: str) -> None:
+    """The key must be usable for the algorithm (parsed now), or every client would get 401."""
     is_pem = secret.lstrip().startswith("-----BEGIN")
     if algorithm in HMAC_ALGORITHMS:
         # A public key used as an HMAC secret is the classic algorithm-confusion attack.
         if is_pem:
             raise SettingsError(f"JWT_SECRET_KEY: {algorithm} needs a shared secret, not a PEM key")
+        problem = jwt_keys.hmac_problem(algorithm, secret)
     elif algorithm in ASYMMETRIC_ALGORITHMS:
         if not is_pem:
             raise SettingsError(f"JWT_SECRET_KEY: {algorithm} needs a PEM public key")
+        problem = jwt_keys.public_key_problem(algorithm, secret)
     else:
         accepted = ", ".join(sorted(HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS))
         raise SettingsError(f"JWT_ALGORITHM: one of {accepted}, got {algorithm!r}")
+    if problem is not None:
+        raise SettingsError(f"JWT_SECRET_KEY: {problem}")

@@ -25,7 +25,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "test-secret-that-is-long-enough-for-hs256"
+# 64 bytes: long enough for HS512 too (RFC 7518 3.2), which some tests sign with.
+SECRET = "test-secret-that-is-long-enough-for-every-hs-algorithm-0123456789"
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from gateway import close_codes
 from gateway.auth import Authenticator, AuthError, extract_token
 from gateway.settings import Settings
 
-SECRET = "a-test-secret-long-enough-for-hs256-use"
+SECRET = "a-test-secret-long-enough-for-hs256-use-and-for-hs512-as-well!!!"
 
 
 def _auth(**env: str) -> Authenticator:
@@ -123,7 +123,8 @@ def test_rs256_with_public_key_and_no_algorithm_confusion() -> None:
     private, public = _rsa_keys()
     auth = _auth(JWT_SECRET_KEY=public, JWT_ALGORITHM="RS256")
     assert auth.validate(_token(_valid_claims(), key=private, algorithm="RS256"))[0] == "alice"
-    forged = jwt.api_jws.PyJWS().encode(b'{"sub":"mallory","exp":9999999999}', key=b"x", algorithm="HS256")
+    claims = b'{"sub":"mallory","exp":9999999999}'
+    forged = jwt.api_jws.PyJWS().encode(claims, key=b"x" * 32, algorithm="HS256")
     with pytest.raises(AuthError):
         auth.validate(forged)
     header, payload, _ = forged.split(".")

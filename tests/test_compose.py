@@ -248,8 +248,12 @@ def test_the_dockerfile_builds_a_non_root_image_that_drains_on_sigterm() -> None
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", runtime, re.M)
     assert re.search(r"^STOPSIGNAL SIGTERM$", runtime, re.M)
     assert re.search(r'^CMD \["gunicorn", "-c", "gunicorn.conf.py"\]$', runtime, re.M)
-    # Dependencies come from pyproject.toml's pins, through the project itself.
-    assert "COPY pyproject.toml" in dockerfile and "pip install /src" in dockerfile
+    # Dependencies come from the hashed runtime lock, then the project without resolving again.
+    assert "pip install --require-hashes -r /src/requirements-runtime.lock" in dockerfile
+    assert (
+        "COPY pyproject.toml" in dockerfile
+        and "pip install --no-deps --no-build-isolation /src" in dockerfile
+    )
 
 
 def test_nginx_accepts_the_load_balancer_configuration() -> None:

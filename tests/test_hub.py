@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from gateway.close_codes import Refusal
 from gateway.hub import Hub
 
@@ -65,3 +67,24 @@ def test_a_connection_that_fails_to_take_a_message_costs_no_one_else_theirs() ->
     hub.deliver("alice", b"two")
     assert healthy.frames == [b"one", b"two"]
     assert broken.frames == [b"end 1011", b"end 1011"]
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("websocket_messages_dropped_total", {"reason": reason}) or 0.0
+
+
+def test_a_payload_over_the_limit_is_dropped_and_counted() -> None:
+    """Memory per connection stays bounded by queue length x limit: a larger payload is dropped,
+    counted once per connection it would have reached, and the next one still goes."""
+    hub = Hub(max_payload_size=8)
+    alice_1, alice_2, bob = RecordingOutbox(), RecordingOutbox(), RecordingOutbox()
+    hub.add("alice", alice_1)
+    hub.add("alice", alice_2)
+    hub.add("bob", bob)
+    before = _dropped("too_large")
+    hub.deliver("alice", b"123456789")
+    hub.deliver("alice", b"12345678")
+    hub.deliver("bob", b"ok")
+    assert alice_1.frames == alice_2.frames == [b"12345678"]
+    assert bob.frames == [b"ok"]
+    assert _dropped("too_large") == before + 2

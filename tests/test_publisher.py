@@ -10,6 +10,7 @@ import jwt
 import pytest
 import redis
 
+from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, PayloadTooLarge
 from gateway.publisher import AsyncPublisher, Publisher, encode_payload
 from tests.servers import ROOT, SECRET, RedisServer
 
@@ -123,3 +124,66 @@ def test_cli_token_without_a_secret_says_so() -> None:
     assert result.stderr.strip().splitlines() == [
         "invalid setting JWT_SECRET_KEY: required (an HS* secret, or a PEM public key for RS*/ES*)"
     ]
+
+
+def test_publisher_refuses_a_payload_over_the_limit_and_sends_nothing(
+    redis_server: RedisServer, user: str
+) -> None:
+    """A payload over the limit raises before anything reaches Redis; one at the limit goes."""
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = Publisher(redis_server.url, max_payload_size=1024)
+    with pytest.raises(PayloadTooLarge, match=r"1025 bytes.*WEBSOCKET_MAX_PAYLOAD_SIZE \(1024 bytes\)"):
+        publisher.publish(user, "x" * 1025)
+    with pytest.raises(PayloadTooLarge):
+        publisher.publish_many([(user, "fine"), (user, "y" * 1025)])
+    assert publisher.publish(user, "z" * 1024) == 1
+    assert pubsub.get_message(timeout=5)["data"] == b"z" * 1024  # type: ignore[index]
+    publisher.close()
+    pubsub.close()
+
+
+async def test_async_publisher_refuses_a_payload_over_the_limit(redis_server: RedisServer, user: str) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = AsyncPublisher(redis_server.url, max_payload_size=100)
+    with pytest.raises(PayloadTooLarge):
+        await publisher.publish(user, {"text": "x" * 100})
+    with pytest.raises(PayloadTooLarge):
+        await publisher.publish_many([(user, "fine"), (user, "y" * 101)])
+    assert await publisher.publish_many([(user, "after")]) == [1]
+    assert pubsub.get_message(timeout=5)["data"] == b"after"  # type: ignore[index]
+    await publisher.aclose()
+    pubsub.close()
+
+
+def test_publisher_takes_its_limit_from_the_environment(
+    redis_server: RedisServer, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WEBSOCKET_MAX_PAYLOAD_SIZE, the gateway's own setting, else the documented default."""
+    monkeypatch.delenv("WEBSOCKET_MAX_PAYLOAD_SIZE", raising=False)
+    publisher = Publisher(redis_server.url)
+    with pytest.raises(PayloadTooLarge):
+        publisher.publish(user, "x" * (DEFAULT_MAX_PAYLOAD_SIZE + 1))
+    assert publisher.publish(user, "x" * DEFAULT_MAX_PAYLOAD_SIZE) == 0
+    publisher.close()
+    monkeypatch.setenv("WEBSOCKET_MAX_PAYLOAD_SIZE", "200")
+    publisher = Publisher(redis_server.url)
+    with pytest.raises(PayloadTooLarge):
+        publisher.publish(user, "x" * 201)
+    publisher.close()
+    monkeypatch.setenv("WEBSOCKET_MAX_PAYLOAD_SIZE", "lots")
+    with pytest.raises(ValueError, match=r"^WEBSOCKET_MAX_PAYLOAD_SIZE: an integer"):
+        Publisher(redis_server.url)
+
+
+def test_cli_publish_refuses_a_payload_over_the_limit_with_one_line(
+    redis_server: RedisServer, user: str
+) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    payload = '{"text": "' + "x" * 300 + '"}'
+    result = _cli("publish", user, payload, REDIS_URL=redis_server.url, WEBSOCKET_MAX_PAYLOAD_SIZE="256")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "WEBSOCKET_MAX_PAYLOAD_SIZE (256 bytes)" in lines[0]
+    assert pubsub.get_message(timeout=0.5) is None
+    pubsub.close()

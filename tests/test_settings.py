@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from gateway.settings import Settings, SettingsError
 
-BASE = {"JWT_SECRET_KEY": "secret"}
+# 64 bytes: long enough for every HS* algorithm.
+BASE = {"JWT_SECRET_KEY": "s" * 64}
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -83,3 +86,99 @@ def test_a_public_key_cannot_be_an_hmac_secret() -> None:
         Settings.from_environ({"JWT_SECRET_KEY": pem, "JWT_ALGORITHM": "HS256"})
     with pytest.raises(SettingsError, match=r"^JWT_SECRET_KEY:"):
         Settings.from_environ({"JWT_SECRET_KEY": "plain", "JWT_ALGORITHM": "RS256"})
+
+
+def test_the_payload_limit_has_a_documented_default_and_bounds() -> None:
+    """64 KiB unless set; a limit outside 64 bytes to 16 MiB names its variable."""
+    assert Settings.from_environ(BASE).max_payload_size == 65536
+    assert Settings.from_environ({**BASE, "WEBSOCKET_MAX_PAYLOAD_SIZE": "1024"}).max_payload_size == 1024
+    for value in ("0", "huge", str(16 * 1024 * 1024 + 1)):
+        with pytest.raises(SettingsError, match=r"^WEBSOCKET_MAX_PAYLOAD_SIZE: an integer from 64 to"):
+            Settings.from_environ({**BASE, "WEBSOCKET_MAX_PAYLOAD_SIZE": value})
+
+
+def _public_pem(private: object) -> str:
+    public = private.public_key()  # type: ignore[attr-defined]
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return str(pem.decode())
+
+
+def _private_pem(private: object) -> str:
+    return str(
+        private.private_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+    )
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, str]:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "rsa": _public_pem(rsa_key),
+        "rsa private": _private_pem(rsa_key),
+        "rsa 1024": _public_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+        "p256": _public_pem(ec.generate_private_key(ec.SECP256R1())),
+        "p384": _public_pem(ec.generate_private_key(ec.SECP384R1())),
+        "p521": _public_pem(ec.generate_private_key(ec.SECP521R1())),
+        "ed25519": _public_pem(ed25519.Ed25519PrivateKey.generate()),
+        "ed448": _public_pem(ed448.Ed448PrivateKey.generate()),
+        "garbage": "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
+    }
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "key"),
+    [
+        ("RS256", "rsa"),
+        ("RS512", "rsa"),
+        ("PS384", "rsa"),
+        ("ES256", "p256"),
+        ("ES384", "p384"),
+        ("ES512", "p521"),
+        ("EdDSA", "ed25519"),
+        ("EdDSA", "ed448"),
+    ],
+)
+def test_a_public_key_of_the_right_kind_is_accepted(keys: dict[str, str], algorithm: str, key: str) -> None:
+    settings = Settings.from_environ({"JWT_SECRET_KEY": keys[key], "JWT_ALGORITHM": algorithm})
+    assert settings.jwt_algorithm == algorithm
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "key", "complaint"),
+    [
+        ("RS256", "garbage", "RS256 needs an RSA public key in PEM, and this is not a key it can read"),
+        ("RS256", "p256", "RS256 needs an RSA public key in PEM, not an EC key"),
+        ("PS256", "ed25519", "PS256 needs an RSA public key in PEM, not an Ed25519 key"),
+        ("ES256", "rsa", "ES256 needs an EC public key on curve P-256 in PEM, not an RSA key"),
+        ("ES256", "p384", "ES256 needs an EC public key on curve P-256 in PEM, not one on secp384r1"),
+        ("ES512", "p256", "ES512 needs an EC public key on curve P-521 in PEM, not one on secp256r1"),
+        ("EdDSA", "p256", "EdDSA needs an Ed25519 or Ed448 public key in PEM, not an EC key"),
+        ("RS256", "rsa private", "RS256 needs the public key, not the private key"),
+        ("RS256", "rsa 1024", "RS256 needs an RSA key of at least 2048 bits, got 1024"),
+    ],
+)
+def test_a_key_that_cannot_verify_the_algorithm_stops_start_up(
+    keys: dict[str, str], algorithm: str, key: str, complaint: str
+) -> None:
+    """Otherwise the gateway starts and answers every client 401, "do not reconnect"."""
+    with pytest.raises(SettingsError) as error:
+        Settings.from_environ({"JWT_SECRET_KEY": keys[key], "JWT_ALGORITHM": algorithm})
+    message = str(error.value)
+    assert message.startswith("JWT_SECRET_KEY: ")
+    assert complaint in message
+    assert "\n" not in message and "MII" not in message  # one line, and no key material
+
+
+@pytest.mark.parametrize(("algorithm", "shortest"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+def test_an_hmac_secret_shorter_than_its_hash_stops_start_up(algorithm: str, shortest: int) -> None:
+    """RFC 7518 3.2: an HS* secret has at least as many bytes as the hash's output."""
+    for secret in ("Q", "é" * ((shortest - 1) // 2), "Q" * (shortest - 1)):
+        with pytest.raises(SettingsError) as error:
+            Settings.from_environ({"JWT_SECRET_KEY": secret, "JWT_ALGORITHM": algorithm})
+        message = str(error.value)
+        assert message.startswith(f"JWT_SECRET_KEY: {algorithm} needs a secret of at least {shortest} bytes")
+        assert secret not in message
+    settings = Settings.from_environ({"JWT_SECRET_KEY": "x" * shortest, "JWT_ALGORITHM": algorithm})
+    assert settings.jwt_algorithm == algorithm

@@ -140,6 +140,7 @@ def test_labels_never_grow_with_users_or_connections(gateway: Gateway) -> None:
         "closing",
         "no_connection",
         "invalid_utf8",
+        "too_large",
         "send_failed",
     }
     allowed = {

@@ -5,10 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, SECRET
+from tests.servers import ROOT, SECRET, free_port
+
+GARBAGE_PEM = "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
+# A P-256 public key: a valid key, of the wrong kind for RS256.
+EC_PUBLIC_PEM = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2eIRKVZ0qFd0kLXAktQF/5KWHNQ+\n"
+    "UVhilqmjLX0YfO3ix2XCD64Tp5eiw0epDWsFgd1MnfnvezoR9S9ik8OBCA==\n"
+    "-----END PUBLIC KEY-----\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -17,6 +27,9 @@ from tests.servers import ROOT, SECRET
         ({"WEBSOCKET_PORT": "eighty"}, "WEBSOCKET_PORT"),
         ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
         ({"JWT_SECRET_KEY": ""}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": "x"}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": GARBAGE_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": EC_PUBLIC_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
     ],
 )
 def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], variable: str) -> None:
@@ -33,3 +46,31 @@ def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], varia
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"gateway: invalid setting {variable}:")
+
+
+def test_a_missing_upstream_internal_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    """uvicorn 0.50 to 0.52 had no pause_writing of their own, and slow-consumer protection then
+    silently did nothing: gunicorn refuses to start on such a release instead."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol\n"
+        "del WebSocketsSansIOProtocol.pause_writing\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "JWT_SECRET_KEY": SECRET,
+            "WEBSOCKET_PORT": str(free_port()),
+            "PYTHONPATH": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gateway: incompatible dependency: uvicorn ")
+    assert "lacks WebSocketsSansIOProtocol.pause_writing" in lines[0]
