@@ -92,7 +92,11 @@ class WebSocketEndpoint:
                 refusal = await admission.take()
             finally:
                 gateway.pending_handshakes -= 1
+            if refusal is None and gateway.draining:
+                # Admission waited on Redis while the drain began: this worker takes no one new.
+                refusal = close_codes.DRAINING
             if refusal is not None:
+                await admission.release()  # before the close: a client that retries finds its place
                 await _refuse_after_upgrade(scope, send, subprotocol, refusal)
                 return
             await _serve(send, subprotocol, gateway.accept_headers, connection, admission.release)
