@@ -16,7 +16,8 @@ except SettingsError as exc:
     sys.stderr.write(f"gateway: invalid setting {exc}\n")
     raise SystemExit(2) from None
 
-# Names this master's workers in Redis, so child_exit can find a dead worker's leases.
+# Names this master's workers in Redis, so child_exit can find a dead worker's leases. Each worker
+# keeps the value it was forked with (pre_fork), though a reload sets a new one here.
 os.environ["GATEWAY_INSTANCE_ID"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 # Set before anything imports prometheus_client: it picks its multiprocess storage at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
@@ -52,6 +53,12 @@ def on_starting(server):  # type: ignore[no-untyped-def]
             os.unlink(path)
 
 
+def pre_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Remember the instance id this worker is born with: a reload (HUP) runs this file again and
+    names a new instance, but a worker keeps its id for life and child_exit must find its leases."""
+    worker.gateway_instance_id = os.environ["GATEWAY_INSTANCE_ID"]
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     """A worker is gone, however it died: drop its live gauges and release its leases at once."""
     import redis
@@ -63,7 +70,7 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
     multiprocess.mark_process_dead(worker.pid)
     archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
-    worker_id = keys.worker_id(os.environ["GATEWAY_INSTANCE_ID"], worker.pid)
+    worker_id = keys.worker_id(worker.gateway_instance_id, worker.pid)
     try:
         with redis.Redis.from_url(_settings.redis_url, socket_timeout=2, socket_connect_timeout=2) as client:
             released = release_worker(client, _settings.channel_prefix, worker_id)
