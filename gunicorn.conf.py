@@ -8,6 +8,7 @@ import sys
 import tempfile
 import uuid
 
+from gateway.listeners import port_in_use
 from gateway.settings import Settings, SettingsError
 
 try:
@@ -36,13 +37,23 @@ timeout = 30
 keepalive = 5
 # Each WebSocket holds a file descriptor; the default backlog is too small for reconnect storms.
 backlog = 4096
+# Every worker binds its own listening socket after the fork, and the kernel spreads new
+# connections over them (gateway/listeners.py says why and what it changes).
+reuse_port = True
 # Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
 # (comma separated); uvicorn takes the client address from it.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    """Empty the metrics directory: files of a previous run must not count."""
+    """Refuse a port another process listens on; empty the metrics directory: files of a previous
+    run must not count."""
+    problem = port_in_use(_settings.host, _settings.port)
+    if problem is not None:
+        sys.stderr.write(
+            f"gateway: WEBSOCKET_PORT {_settings.port} on {_settings.host} is not free: {problem}\n"
+        )
+        raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
@@ -51,6 +62,10 @@ def on_starting(server):  # type: ignore[no-untyped-def]
             shutil.rmtree(path)
         else:
             os.unlink(path)
+
+
+def when_ready(server):  # type: ignore[no-untyped-def]
+    server.log.info("Each worker listens on %s with SO_REUSEPORT", bind[0])
 
 
 def pre_fork(server, worker):  # type: ignore[no-untyped-def]

@@ -1,14 +1,19 @@
-"""gunicorn -c gunicorn.conf.py refuses a bad environment with one line naming the variable."""
+"""gunicorn -c gunicorn.conf.py refuses a bad environment, or a taken port, with one line naming the
+variable."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import uuid
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
-from tests.servers import ROOT, SECRET
+from tests.servers import ROOT, SECRET, RedisServer, admit, running_gateway
 
 
 @pytest.mark.parametrize(
@@ -33,3 +38,33 @@ def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], varia
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"gateway: invalid setting {variable}:")
+
+
+async def test_a_second_gateway_on_a_taken_port_stops_instead_of_sharing_it(
+    redis_server: RedisServer,
+) -> None:
+    """Workers bind with SO_REUSEPORT, which any process of the same user may join: a second
+    gateway on the same port must stop with one line, not silently take a share of the clients."""
+    with running_gateway(redis_server.url, workers=1) as first, tempfile.TemporaryDirectory() as metrics:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**first.env, "PROMETHEUS_MULTIPROC_DIR": metrics},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: a second gateway that runs is stopped whole
+        )
+        try:
+            _, stderr = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.communicate()
+            raise AssertionError("a second gateway started on a port the first one listens on") from None
+        assert second.returncode == 2, stderr
+        lines = [line for line in stderr.splitlines() if line.startswith("gateway:")]
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith(f"gateway: WEBSOCKET_PORT {first.port} ")
+        ws = await admit(first.ws_url, f"user-{uuid.uuid4().hex[:12]}")
+        assert isinstance(ws, ClientConnection), ws
+        await ws.close()
