@@ -68,3 +68,16 @@ async def test_a_second_gateway_on_a_taken_port_stops_instead_of_sharing_it(
         ws = await admit(first.ws_url, f"user-{uuid.uuid4().hex[:12]}")
         assert isinstance(ws, ClientConnection), ws
         await ws.close()
+
+
+def test_two_gateways_of_one_user_do_not_share_a_control_socket(redis_server: RedisServer) -> None:
+    """gunicorn's control socket sits at one path per user: each master would replace the one
+    before it and delete it on stop. The gateway turns it off."""
+    with tempfile.TemporaryDirectory() as runtime:
+        env = {"XDG_RUNTIME_DIR": runtime}
+        with (
+            running_gateway(redis_server.url, workers=1, **env) as first,
+            running_gateway(redis_server.url, workers=1, **env) as second,
+        ):
+            assert os.listdir(runtime) == []
+            assert "Control socket" not in first.log() + second.log()

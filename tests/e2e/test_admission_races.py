@@ -1,5 +1,5 @@
-"""Drain against handshakes still in admission: a worker told to stop while handshakes wait on Redis
-closes every one of them with 1012 after the upgrade; none is served, none gets HTTP 500."""
+"""Handshakes still in admission (waiting on a paused Redis) when something else happens: the worker
+is told to stop, or the client leaves. Each ends with a clear answer and is counted once, right."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.servers import Gateway, RedisServer, eventually, make_token, running_gateway
+from tests.servers import Gateway, RedisServer, eventually, make_token, running_gateway, wait_for
 
 HANDSHAKES = 6
 
@@ -108,3 +108,48 @@ async def test_handshakes_waiting_on_redis_when_sigterm_arrives_are_closed_with_
         assert [client.hlen(f"ws:conns:{user}") for user in users] == [0] * HANDSHAKES
         assert not list(client.scan_iter("ws:worker:*"))
         client.close()
+
+
+async def test_a_client_that_leaves_while_admission_waits_is_never_counted_accepted(
+    private_redis: RedisServer,
+) -> None:
+    """Raw clients send the upgrade and hang up while their admission waits on Redis: when Redis
+    answers, no accept goes out to them, none is counted accepted or closed, no lease stays."""
+    with running_gateway(private_redis.url, workers=1) as gateway:
+        accepted = counter(gateway, "websocket_connections_total", status="accepted")
+        closed = counter(gateway, "websocket_connections_total", status="closed")
+        users = [f"gone-{uuid.uuid4().hex[:10]}" for _ in range(HANDSHAKES)]
+        with paused(private_redis):
+            writers = []
+            for user in users:
+                _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+                writer.write(
+                    f"GET /ws?token={make_token(user)} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+                writers.append(writer)
+
+            async def all_waiting() -> bool:
+                return await handshakes_in_admission(gateway) == HANDSHAKES
+
+            await eventually(all_waiting, timeout=10, what="every handshake to wait in admission")
+            for writer in writers:
+                writer.close()
+            await asyncio.gather(*(writer.wait_closed() for writer in writers))
+
+        async def all_done() -> bool:
+            return await handshakes_in_admission(gateway) == 0
+
+        await eventually(all_done, timeout=15, what="every admission to finish")
+        client = private_redis.client()
+        wait_for(
+            lambda: sum(int(client.hlen(f"ws:conns:{user}")) for user in users) == 0,
+            timeout=10,
+            what="every lease to be released",
+        )
+        client.close()
+        # The counters reach /metrics at once (no batching for connection outcomes).
+        assert counter(gateway, "websocket_connections_total", status="accepted") == accepted
+        assert counter(gateway, "websocket_connections_total", status="closed") == closed
+        assert "Exception in ASGI application" not in gateway.log()
