@@ -8,6 +8,7 @@ import sys
 import tempfile
 import uuid
 
+from gateway.listeners import port_in_use
 from gateway.settings import Settings, SettingsError
 from gateway.upstream import exit_unless_compatible
 
@@ -17,7 +18,8 @@ except SettingsError as exc:
     sys.stderr.write(f"gateway: invalid setting {exc}\n")
     raise SystemExit(2) from None
 
-# Names this master's workers in Redis, so child_exit can find a dead worker's leases.
+# Names this master's workers in Redis, so child_exit can find a dead worker's leases. Each worker
+# keeps the value it was forked with (pre_fork), though a reload sets a new one here.
 os.environ["GATEWAY_INSTANCE_ID"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 # Set before anything imports prometheus_client: it picks its multiprocess storage at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
@@ -38,13 +40,26 @@ timeout = 30
 keepalive = 5
 # Each WebSocket holds a file descriptor; the default backlog is too small for reconnect storms.
 backlog = 4096
+# Every worker binds its own listening socket after the fork, and the kernel spreads new
+# connections over them (gateway/listeners.py says why and what it changes).
+reuse_port = True
+# gunicorn's control socket (25.1+) defaults to one path per user: every master on the host would
+# replace the one before it and delete it on stop, and its thread lives in the master that forks.
+control_socket_disable = True
 # Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
 # (comma separated); uvicorn takes the client address from it.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    """Empty the metrics directory: files of a previous run must not count."""
+    """Refuse a port another process listens on; empty the metrics directory: files of a previous
+    run must not count."""
+    problem = port_in_use(_settings.host, _settings.port)
+    if problem is not None:
+        sys.stderr.write(
+            f"gateway: WEBSOCKET_PORT {_settings.port} on {_settings.host} is not free: {problem}\n"
+        )
+        raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
@@ -53,6 +68,16 @@ def on_starting(server):  # type: ignore[no-untyped-def]
             shutil.rmtree(path)
         else:
             os.unlink(path)
+
+
+def when_ready(server):  # type: ignore[no-untyped-def]
+    server.log.info("Each worker listens on %s with SO_REUSEPORT", bind[0])
+
+
+def pre_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Remember the instance id this worker is born with: a reload (HUP) runs this file again and
+    names a new instance, but a worker keeps its id for life and child_exit must find its leases."""
+    worker.gateway_instance_id = os.environ["GATEWAY_INSTANCE_ID"]
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
@@ -66,7 +91,7 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
     multiprocess.mark_process_dead(worker.pid)
     archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
-    worker_id = keys.worker_id(os.environ["GATEWAY_INSTANCE_ID"], worker.pid)
+    worker_id = keys.worker_id(worker.gateway_instance_id, worker.pid)
     try:
         with redis.Redis.from_url(_settings.redis_url, socket_timeout=2, socket_connect_timeout=2) as client:
             released = release_worker(client, _settings.channel_prefix, worker_id)

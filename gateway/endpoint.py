@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import close_codes, metrics
 from gateway.auth import AuthError
 from gateway.close_codes import Refusal
-from gateway.connection import Connection
+from gateway.connection import Connection, Link
 from gateway.limiter import Lease, LimiterUnavailable
 from gateway.protocol import LINK_EXTENSION
 from gateway.subscriber import SubscriberUnavailable
@@ -92,10 +92,14 @@ class WebSocketEndpoint:
                 refusal = await admission.take()
             finally:
                 gateway.pending_handshakes -= 1
+            if refusal is None and gateway.draining:
+                # Admission waited on Redis while the drain began: this worker takes no one new.
+                refusal = close_codes.DRAINING
             if refusal is not None:
+                await admission.release()  # before the close: a client that retries finds its place
                 await _refuse_after_upgrade(scope, send, subprotocol, refusal)
                 return
-            await _serve(send, subprotocol, gateway.accept_headers, connection, admission.release)
+            await _serve(send, subprotocol, gateway.accept_headers, connection, link, admission.release)
         finally:
             await admission.release()
 
@@ -153,21 +157,30 @@ async def _serve(
     subprotocol: str | None,
     accept_headers: list[tuple[bytes, bytes]],
     connection: Connection,
+    link: Link,
     release: Callable[[], Awaitable[None]],
 ) -> None:
-    # Counted before the accept goes out: a client that sees its socket open finds it counted.
-    metrics.CONNECTIONS.labels("accepted").inc()
+    # Live before the accept goes out: a client that sees its socket open finds it counted.
     metrics.ACTIVE_CONNECTIONS.inc()
     metrics.WORKER_CONNECTIONS.inc()
-    started = time.monotonic()
     try:
-        await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": accept_headers})
-        reason = await connection.run(release)
+        try:
+            await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": accept_headers})
+        except OSError:
+            return  # the client left while its admission waited: it was never accepted
+        if link.is_closing():
+            return  # the transport was closing: uvicorn wrote no accept
+        # Counted only once the accept went out, in the same tick that wrote it.
+        metrics.CONNECTIONS.labels("accepted").inc()
+        started = time.monotonic()
+        try:
+            reason = await connection.run(release)
+        finally:
+            metrics.CONNECTIONS.labels("closed").inc()
+            metrics.CONNECTION_DURATION.observe(time.monotonic() - started)
     finally:
         metrics.ACTIVE_CONNECTIONS.dec()
         metrics.WORKER_CONNECTIONS.dec()
-        metrics.CONNECTIONS.labels("closed").inc()
-        metrics.CONNECTION_DURATION.observe(time.monotonic() - started)
     if reason is not None:
         metrics.REJECTIONS.labels(reason.reason).inc()
 

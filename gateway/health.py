@@ -45,6 +45,7 @@ async def websocket(request: Request) -> Response:
             "users": gateway.hub.user_count,
             "subscriptions": gateway.subscriber.user_count,
             "leases": len(gateway.limiter.leases),
+            "handshakes": gateway.pending_handshakes,
             "subscriber_ready": gateway.subscriber.ready,
             "draining": gateway.draining,
             # Tasks beyond the fixed few are per-connection: a leak shows here.

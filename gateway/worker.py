@@ -32,8 +32,10 @@ class _DrainingServer(Server):
         self._before_shutdown = before_shutdown
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop accepting while the drain runs. This closes the worker's own SO_REUSEPORT socket
+        # (gateway/listeners.py), so the kernel sends new connections to the other workers.
         for server in self.servers:
-            server.close()  # stop accepting while the drain runs
+            server.close()
         await self._before_shutdown()
         await super().shutdown(sockets)
 

@@ -1,15 +1,20 @@
-"""gunicorn -c gunicorn.conf.py refuses a bad environment with one line naming the variable."""
+"""gunicorn -c gunicorn.conf.py refuses a bad environment, or a taken port, with one line naming the
+variable."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
-from tests.servers import ROOT, SECRET, free_port
+from tests.servers import ROOT, SECRET, RedisServer, admit, free_port, running_gateway
 
 GARBAGE_PEM = "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
 # A P-256 public key: a valid key, of the wrong kind for RS256.
@@ -74,3 +79,46 @@ def test_a_missing_upstream_internal_stops_start_up_with_one_line(tmp_path: Path
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("gateway: incompatible dependency: uvicorn ")
     assert "lacks WebSocketsSansIOProtocol.pause_writing" in lines[0]
+
+
+async def test_a_second_gateway_on_a_taken_port_stops_instead_of_sharing_it(
+    redis_server: RedisServer,
+) -> None:
+    """Workers bind with SO_REUSEPORT, which any process of the same user may join: a second
+    gateway on the same port must stop with one line, not silently take a share of the clients."""
+    with running_gateway(redis_server.url, workers=1) as first, tempfile.TemporaryDirectory() as metrics:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**first.env, "PROMETHEUS_MULTIPROC_DIR": metrics},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: a second gateway that runs is stopped whole
+        )
+        try:
+            _, stderr = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.communicate()
+            raise AssertionError("a second gateway started on a port the first one listens on") from None
+        assert second.returncode == 2, stderr
+        lines = [line for line in stderr.splitlines() if line.startswith("gateway:")]
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith(f"gateway: WEBSOCKET_PORT {first.port} ")
+        ws = await admit(first.ws_url, f"user-{uuid.uuid4().hex[:12]}")
+        assert isinstance(ws, ClientConnection), ws
+        await ws.close()
+
+
+def test_two_gateways_of_one_user_do_not_share_a_control_socket(redis_server: RedisServer) -> None:
+    """gunicorn's control socket sits at one path per user: each master would replace the one
+    before it and delete it on stop. The gateway turns it off."""
+    with tempfile.TemporaryDirectory() as runtime:
+        env = {"XDG_RUNTIME_DIR": runtime}
+        with (
+            running_gateway(redis_server.url, workers=1, **env) as first,
+            running_gateway(redis_server.url, workers=1, **env) as second,
+        ):
+            assert os.listdir(runtime) == []
+            assert "Control socket" not in first.log() + second.log()

@@ -1,0 +1,87 @@
+"""Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads a burst of connects
+over the workers instead of letting the quickest one take most of a shared accept queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.servers import Gateway, RedisServer, admit, make_token, running_gateway, wait_for
+
+WORKERS = 3
+
+
+@pytest.fixture(scope="module")
+def gateway_three(redis_server: RedisServer) -> Iterator[Gateway]:
+    with running_gateway(redis_server.url, workers=WORKERS, WEBSOCKET_DRAIN_WINDOW="30") as gateway:
+        yield gateway
+
+
+def worker_pid(ws: ClientConnection) -> int:
+    return int(ws.response.headers["x-gateway-worker"].rsplit("-", 1)[1])
+
+
+async def burst(gateway: Gateway, size: int) -> Counter[int]:
+    """``size`` clients connect at once; how many landed on each worker, by pid."""
+    run = uuid.uuid4().hex[:8]
+    sockets = await asyncio.gather(
+        *(
+            connect(f"{gateway.ws_url}?token={make_token(f'spread-{run}-{i}')}", open_timeout=30)
+            for i in range(size)
+        )
+    )
+    try:
+        return Counter(worker_pid(ws) for ws in sockets)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+async def test_a_burst_of_300_lands_within_30_percent_of_the_fair_share(gateway_three: Gateway) -> None:
+    """300 connects at once over 3 workers: each worker takes 70 to 130."""
+    pids = set(gateway_three.worker_pids())
+    shares = await burst(gateway_three, 300)
+    assert set(shares) <= pids
+    fair = 300 / WORKERS
+    assert all(0.7 * fair <= shares[pid] <= 1.3 * fair for pid in pids), shares
+
+
+async def test_a_burst_of_60_reaches_every_worker(gateway_three: Gateway) -> None:
+    """60 connects at once: every worker takes a share, none more than about half.
+
+    The kernel picks a listener by a hash of each connection's addresses and ports, so a worker's
+    share is binomial (20 +- 3.7 here): bounds of 5 and 32 fail about once in a thousand runs.
+    """
+    pids = set(gateway_three.worker_pids())
+    shares = await burst(gateway_three, 60)
+    assert all(5 <= shares[pid] <= 32 for pid in pids), shares
+
+
+async def test_a_draining_worker_takes_no_new_connection(gateway_three: Gateway) -> None:
+    """SIGTERM to one worker holding a socket: while it drains, every new connect lands elsewhere."""
+    held: list[ClientConnection] = []
+    draining: int | None = None
+    for _ in range(30):
+        ws = await admit(gateway_three.ws_url, f"held-{uuid.uuid4().hex[:10]}")
+        assert isinstance(ws, ClientConnection), ws
+        held.append(ws)
+        # Two sockets on one worker: the drain closes the second only after half its 30 s window.
+        if Counter(worker_pid(w) for w in held)[worker_pid(ws)] == 2:
+            draining = worker_pid(ws)
+            break
+    assert draining is not None
+    os.kill(draining, signal.SIGTERM)
+    wait_for(lambda: "drain began" in gateway_three.log(), timeout=10, what="the drain to begin")
+
+    shares = await burst(gateway_three, 60)
+    assert draining not in shares, shares
+    assert sum(shares.values()) == 60
+    assert any(ws.close_code is None for ws in held if worker_pid(ws) == draining)
+    await asyncio.gather(*(ws.close() for ws in held))
+    gateway_three.wait_all_workers_ready()
