@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_slow_consumer import StalledClient
-from tests.servers import ROOT, Gateway, RedisServer, make_token, running_gateway, wait_for
+from tests.servers import ROOT, Gateway, RedisServer, admit, make_token, running_gateway, wait_for
 
 
 @pytest.fixture
@@ -108,6 +108,44 @@ async def test_redis_restart_under_300_clients_loses_no_connection(own_redis: Re
         assert all(ws.close_code is None for _, ws in pairs)
         client.close()
         await asyncio.gather(*(ws.close() for _, ws in pairs))
+
+
+async def delivered_again(client: redis.Redis, user: str, ws: ClientConnection) -> None:
+    """Publish until the socket receives one: the pub/sub path works end to end again."""
+    deadline = time.monotonic() + 20
+    while True:
+        client.publish(f"ws:{user}", b'"probe"')
+        try:
+            assert await asyncio.wait_for(ws.recv(), 0.5) == '"probe"'
+            return
+        except TimeoutError:
+            assert time.monotonic() < deadline, "no delivery after the restart"
+
+
+async def test_after_a_redis_restart_no_admission_fails_on_a_stale_pooled_connection(
+    own_redis: RedisServer, user: str
+) -> None:
+    """Redis restarted under a full command pool: once delivery is back, every admission succeeds."""
+    with running_gateway(own_redis.url, workers=1, REDIS_PROBE_INTERVAL="0.5") as gateway:
+        # A burst of concurrent handshakes opens every pooled command connection.
+        users = [f"{user}-{i}" for i in range(48)]
+        first = await asyncio.gather(*(admit(gateway.ws_url, u) for u in users))
+        assert all(isinstance(ws, ClientConnection) for ws in first)
+        witness = first[0]
+        assert isinstance(witness, ClientConnection)
+        assert own_redis.process is not None
+        own_redis.process.kill()
+        own_redis.process.wait()
+        own_redis.start()
+        client = own_redis.client()
+        await delivered_again(client, users[0], witness)
+        burst = await asyncio.gather(*(admit(gateway.ws_url, f"{u}-again") for u in users))
+        refused = [code for code in burst if not isinstance(code, ClientConnection)]
+        assert refused == []
+        client.close()
+        for ws in [*first, *burst]:
+            if isinstance(ws, ClientConnection):
+                await ws.close()
 
 
 async def test_expiry_closes_with_4001_unless_refreshed(gateway_one: Gateway, user: str) -> None:
