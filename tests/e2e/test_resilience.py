@@ -18,7 +18,16 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_slow_consumer import StalledClient
-from tests.servers import ROOT, Gateway, RedisServer, admit, make_token, running_gateway, wait_for
+from tests.servers import (
+    ROOT,
+    Gateway,
+    RedisServer,
+    admit,
+    live_leases,
+    make_token,
+    running_gateway,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -201,7 +210,7 @@ async def test_a_vanished_peer_is_closed_and_releases_its_place(redis_server: Re
 
             def released() -> bool:
                 subscribers = dict(client.pubsub_numsub(f"ws:{user}"))[f"ws:{user}".encode()]
-                return client.hlen(f"ws:conns:{user}") == 0 and subscribers == 0
+                return live_leases(client, user) == 0 and subscribers == 0
 
             wait_for(released, timeout=10, what="the frozen peer's lease and subscription to go")
             client.close()
@@ -249,7 +258,8 @@ async def test_drain_closes_every_socket_with_1012_spread_over_the_window(
         graceful_timeout = int(window) + 10
         assert exited_in < graceful_timeout
         client = redis_server.client()
-        assert client.keys("ws:conns:drain-*") == []
+        # No lease left: at most the tombstone of a close that raced a renewal (gone in a lease time).
+        assert [v for key in client.keys("ws:conns:drain-*") for v in client.hvals(key) if int(v) >= 0] == []
         assert client.pubsub_channels("ws:drain-*") == []
         client.close()
 
