@@ -79,13 +79,10 @@ class Limiter:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def acquire(
-        self, user_id: str, on_lost: Callable[[], None], *, fail_open: bool = False
-    ) -> Lease | None:
+    async def acquire(self, user_id: str, on_lost: Callable[[], None]) -> Lease | None:
         """Take a place for a new connection; None when the user is at the limit.
 
-        Redis out of reach raises LimiterUnavailable, or with ``fail_open`` admits the connection
-        without a lease: the next beat takes one, or ends the connection if the user is over.
+        Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost)
         conns_key = keys.connections_key(self._prefix, user_id)
@@ -95,9 +92,7 @@ class Limiter:
                 args=["", lease.connection_id, user_id, self._limit, self._lease_ms],
             )
         except (RedisError, OSError) as exc:
-            if not fail_open:
-                raise LimiterUnavailable(type(exc).__name__) from exc
-            taken, now = 1, -self._lease_ms  # no deadline known: the next beat counts the user
+            raise LimiterUnavailable(type(exc).__name__) from exc
         if not taken:
             return None
         lease.until = now + self._lease_ms

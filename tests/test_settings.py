@@ -83,3 +83,11 @@ def test_a_public_key_cannot_be_an_hmac_secret() -> None:
         Settings.from_environ({"JWT_SECRET_KEY": pem, "JWT_ALGORITHM": "HS256"})
     with pytest.raises(SettingsError, match=r"^JWT_SECRET_KEY:"):
         Settings.from_environ({"JWT_SECRET_KEY": "plain", "JWT_ALGORITHM": "RS256"})
+
+
+def test_the_removed_fail_open_setting_stops_start_up() -> None:
+    """WEBSOCKET_LIMIT_FAIL_OPEN=true promised admission while Redis is down, which the gateway
+    cannot give (no subscription, no limit): an operator relying on it learns at start-up."""
+    with pytest.raises(SettingsError, match=r"^WEBSOCKET_LIMIT_FAIL_OPEN: "):
+        Settings.from_environ({**BASE, "WEBSOCKET_LIMIT_FAIL_OPEN": "true"})
+    assert Settings.from_environ({**BASE, "WEBSOCKET_LIMIT_FAIL_OPEN": "false"})
