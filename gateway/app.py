@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -50,6 +53,14 @@ class Gateway:
 
 
 _COMMAND_CONNECTIONS = 16
+
+
+def _retry_once_on_a_fresh_connection() -> Retry:
+    """After a Redis restart every idle pooled connection is stale, and without this each one
+    would fail one command (a refused admission) before being replaced. Every command the
+    gateway sends is safe to repeat: the lease scripts are idempotent per connection id, and a
+    repeated probe is harmless. Timeouts are not repeated: Redis is slow, not gone."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 async def _flush_tally_every(seconds: float) -> None:
@@ -108,14 +119,25 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             socket_connect_timeout=2,
             socket_timeout=5,
             client_name=f"gateway:{worker_id}",
+            retry=_retry_once_on_a_fresh_connection(),
         )
         client = aioredis.Redis.from_pool(pool)
+        # The probe has a connection of its own: queued behind an admission storm for a pooled
+        # one, it would come back late and tear down a healthy pub/sub connection.
+        probe_client = aioredis.Redis.from_url(
+            settings.redis_url,
+            single_connection_client=True,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            client_name=f"gateway-probe:{worker_id}",
+            retry=_retry_once_on_a_fresh_connection(),
+        )
         hub = Hub(settings.max_payload_size)
         subscriber = Subscriber(
             settings.redis_url,
             settings.channel_prefix,
             worker_id,
-            client,
+            probe_client,
             hub.deliver,
             settings.redis_probe_interval,
         )
@@ -135,6 +157,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             metrics.flush_tally()
             await limiter.stop()
             await subscriber.stop()
+            await probe_client.aclose()
             await client.aclose()
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -120,11 +120,7 @@ class _Admission:
         """A lease, then a subscription Redis has confirmed; None when both are held."""
         gateway, connection = self.gateway, self.connection
         try:
-            self.lease = await gateway.limiter.acquire(
-                connection.user_id,
-                connection.over_limit,
-                fail_open=gateway.settings.limit_fail_open,
-            )
+            self.lease = await gateway.limiter.acquire(connection.user_id, connection.over_limit)
         except LimiterUnavailable:
             return close_codes.REDIS_UNAVAILABLE
         if self.lease is None:

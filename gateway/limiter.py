@@ -38,6 +38,8 @@ class Lease:
     user_id: str
     connection_id: str
     on_lost: Callable[[], None]
+    # The deadline (ms, Redis clock) Redis last confirmed: until then the place cannot lapse.
+    until: int = 0
 
     @property
     def member(self) -> str:
@@ -66,6 +68,8 @@ class Limiter:
         self._renew = client.register_script(load_script("renew.lua"))
         self._release = client.register_script(load_script("release.lua"))
         self.leases: dict[str, Lease] = {}
+        # A renewal was sent and has not come back: Redis may still run it after a release.
+        self._renewal_unsettled = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -75,37 +79,41 @@ class Limiter:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def acquire(
-        self, user_id: str, on_lost: Callable[[], None], *, fail_open: bool = False
-    ) -> Lease | None:
+    async def acquire(self, user_id: str, on_lost: Callable[[], None]) -> Lease | None:
         """Take a place for a new connection; None when the user is at the limit.
 
-        Redis out of reach raises LimiterUnavailable, or with ``fail_open`` admits the connection
-        without a lease: the next beat takes one, or ends the connection if the user is over.
+        Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost)
         conns_key = keys.connections_key(self._prefix, user_id)
         try:
-            taken, _ = await self._acquire(
+            taken, _, now = await self._acquire(
                 keys=[conns_key, self._worker_key],
                 args=["", lease.connection_id, user_id, self._limit, self._lease_ms],
             )
         except (RedisError, OSError) as exc:
-            if not fail_open:
-                raise LimiterUnavailable(type(exc).__name__) from exc
-            taken = 1
+            raise LimiterUnavailable(type(exc).__name__) from exc
         if not taken:
             return None
+        lease.until = now + self._lease_ms
         self.leases[lease.connection_id] = lease
         return lease
 
     async def release(self, lease: Lease) -> None:
-        """Give the place back; if Redis is out of reach the lease lapses on its own."""
+        """Give the place back; if Redis is out of reach the lease lapses on its own.
+
+        While a renewal is unsettled the place is left as a tombstone for one lease time, so
+        that renewal cannot take it again when Redis runs it after this release.
+        """
         if self.leases.pop(lease.connection_id, None) is None:
             return
         conns_key = keys.connections_key(self._prefix, lease.user_id)
+        tombstone_ms = self._lease_ms if self._renewal_unsettled else 0
         try:
-            await self._release(keys=[conns_key, self._worker_key], args=[lease.connection_id, lease.user_id])
+            await self._release(
+                keys=[conns_key, self._worker_key],
+                args=["", lease.connection_id, lease.user_id, tombstone_ms],
+            )
         except (RedisError, OSError) as exc:
             log.warning("lease release failed (%s); it lapses on its own", type(exc).__name__)
 
@@ -114,19 +122,30 @@ class Limiter:
         leases = list(self.leases.values())
         if not leases:
             return
+        chunks = [leases[i : i + _RENEW_CHUNK] for i in range(0, len(leases), _RENEW_CHUNK)]
+        self._renewal_unsettled = True
         async with self._client.pipeline(transaction=False) as pipe:
-            for i in range(0, len(leases), _RENEW_CHUNK):
-                chunk = leases[i : i + _RENEW_CHUNK]
+            for chunk in chunks:
                 await self._renew(
                     keys=[
                         self._worker_key,
                         *(keys.connections_key(self._prefix, lease.user_id) for lease in chunk),
                     ],
-                    args=["", self._limit, self._lease_ms, *(lease.member for lease in chunk)],
+                    args=[
+                        "",
+                        self._limit,
+                        self._lease_ms,
+                        min(lease.until for lease in chunk),
+                        *(lease.member for lease in chunk),
+                    ],
                     client=pipe,
                 )
             results: list[Any] = await pipe.execute()
-        for lost_ids in results:
+        self._renewal_unsettled = False
+        for chunk, (now, lost_ids) in zip(chunks, results, strict=True):
+            until = now + self._lease_ms
+            for lease in chunk:
+                lease.until = until
             for raw in lost_ids:
                 lost = self.leases.pop(raw.decode(), None)
                 if lost is not None:

@@ -53,7 +53,6 @@ class Settings:
     handshake_timeout: float = 10.0
     max_pending_handshakes: int = 1000
     client_messages_per_second: float = 10.0
-    limit_fail_open: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +69,10 @@ class Settings:
             max_payload_size = max_payload_size_from_environ(env)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        if _flag(env, "WEBSOCKET_LIMIT_FAIL_OPEN", False):
+            raise SettingsError(
+                "WEBSOCKET_LIMIT_FAIL_OPEN: removed; admission needs Redis and fails closed (1013)"
+            )
         redis_url = env.get("REDIS_URL", "redis://localhost:6379")
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL: a redis://, rediss:// or unix:// URL")
@@ -101,7 +104,6 @@ class Settings:
             drain_window=_number(env, "WEBSOCKET_DRAIN_WINDOW", 10.0, float, 0.0, 3600.0),
             redis_probe_interval=_number(env, "REDIS_PROBE_INTERVAL", 5.0, float, 0.1, 300.0),
             lease_ttl=_number(env, "WEBSOCKET_LEASE_TTL", 30.0, float, 1.0, 3600.0),
-            limit_fail_open=_flag(env, "WEBSOCKET_LIMIT_FAIL_OPEN", False),
             handshake_timeout=_number(env, "WEBSOCKET_HANDSHAKE_TIMEOUT", 10.0, float, 0.5, 300.0),
             max_pending_handshakes=_number(env, "WEBSOCKET_MAX_PENDING_HANDSHAKES", 1000, int, 1, 100_000),
             client_messages_per_second=_number(

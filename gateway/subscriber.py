@@ -7,7 +7,7 @@ the subscription, so a connection accepted after it misses nothing published lat
 
 The reader hands every payload to ``on_message`` synchronously and never awaits a client. A
 worker-private control channel is always subscribed: it carries a periodic probe published
-through the command client, so a connection that is open but deaf is noticed and replaced. On
+through a client of its own, so a connection that is open but deaf is noticed and replaced. On
 any loss the subscriber reconnects with jittered back-off and re-subscribes every user it
 counts, from its own reference counts rather than redis-py's memory.
 """
@@ -55,7 +55,7 @@ class Subscriber:
         redis_url: str,
         prefix: str,
         worker_id: str,
-        commands: aioredis.Redis,
+        probe_client: aioredis.Redis,
         on_message: MessageHandler,
         probe_interval: float,
     ) -> None:
@@ -72,7 +72,7 @@ class Subscriber:
         self._prefix = prefix
         self._prefix_len = len(prefix) + 1
         self._control = keys.control_channel(prefix, worker_id).encode()
-        self._commands = commands
+        self._probe_client = probe_client
         self._on_message = on_message
         self._probe_interval = probe_interval
 
@@ -275,7 +275,7 @@ class Subscriber:
             self._probe_returned.clear()
             try:
                 async with asyncio.timeout(self._probe_interval):
-                    await self._commands.publish(self._control, b"probe")
+                    await self._probe_client.publish(self._control, b"probe")
                     await self._probe_returned.wait()
             except TimeoutError:
                 raise TimeoutError("control channel probe did not come back") from None

@@ -136,6 +136,15 @@ def command_calls(client: redis.Redis) -> dict[str, int]:
     }
 
 
+def live_leases(client: redis.Redis, user: str) -> int:
+    """The user's places in the limit: leases whose deadline is ahead of the Redis clock (not a
+    lapsed lease, nor the tombstone of a close that raced a renewal)."""
+    seconds, micros = client.time()  # type: ignore[misc]
+    now = seconds * 1000 + micros // 1000
+    deadlines: list[bytes] = client.hvals(f"ws:conns:{user}")  # type: ignore[assignment]
+    return sum(1 for deadline in deadlines if int(deadline) > now)
+
+
 class Gateway:
     """``gunicorn -c gunicorn.conf.py`` from the repository root, as operators run it."""
 

@@ -182,3 +182,11 @@ def test_an_hmac_secret_shorter_than_its_hash_stops_start_up(algorithm: str, sho
         assert secret not in message
     settings = Settings.from_environ({"JWT_SECRET_KEY": "x" * shortest, "JWT_ALGORITHM": algorithm})
     assert settings.jwt_algorithm == algorithm
+
+
+def test_the_removed_fail_open_setting_stops_start_up() -> None:
+    """WEBSOCKET_LIMIT_FAIL_OPEN=true promised admission while Redis is down, which the gateway
+    cannot give (no subscription, no limit): an operator relying on it learns at start-up."""
+    with pytest.raises(SettingsError, match=r"^WEBSOCKET_LIMIT_FAIL_OPEN: "):
+        Settings.from_environ({**BASE, "WEBSOCKET_LIMIT_FAIL_OPEN": "true"})
+    assert Settings.from_environ({**BASE, "WEBSOCKET_LIMIT_FAIL_OPEN": "false"})

@@ -6,25 +6,15 @@
 -- ARGV[3]  user id
 -- ARGV[4]  limit
 -- ARGV[5]  lease time in ms
--- Returns {1, live} when the place is taken, {0, live} when the user is at the limit.
+-- Returns {1, live, now} when the place is taken, {0, live, now} when the user is at the limit.
 local now = now_ms()
 local lease = tonumber(ARGV[5])
-local live = 0
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if fields[i] ~= ARGV[2] then
-    if tonumber(fields[i + 1]) <= now then
-      redis.call('HDEL', KEYS[1], fields[i])
-    else
-      live = live + 1
-    end
-  end
-end
+local live = live_leases(KEYS[1], ARGV[2], now)
 if live >= tonumber(ARGV[4]) then
-  return {0, live}
+  return {0, live, now}
 end
 redis.call('HSET', KEYS[1], ARGV[2], now + lease)
 keep_for(KEYS[1], lease)
 redis.call('SADD', KEYS[2], ARGV[2] .. ' ' .. ARGV[3])
 keep_for(KEYS[2], lease)
-return {1, live + 1}
+return {1, live + 1, now}

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.nginx import Nginx, running_nginx
-from tests.servers import Gateway, RedisServer, admit, running_gateway, wait_for
+from tests.servers import Gateway, RedisServer, admit, live_leases, running_gateway, wait_for
 
 LIMIT = 5
 # A small drain window, so a stopping host is done within the test's patience; nginx is on 127.0.0.1.
@@ -111,7 +111,7 @@ async def test_the_per_user_limit_holds_across_hosts_behind_nginx(cluster: Clust
     # Round robin: four attempts reach each host at least once.
     assert [await admit(cluster.nginx.ws_url, user) for _ in range(4)] == [4029] * 4
     client = cluster.redis.client()
-    assert client.hlen(f"ws:conns:{user}") == LIMIT
+    assert live_leases(client, user) == LIMIT
     client.publish(f"ws:{user}", "to all five")
     assert [await receive(ws) for ws in admitted] == ["to all five"] * LIMIT
     await admitted.pop().close()
@@ -184,7 +184,7 @@ async def test_a_host_stopped_with_sigterm_drains_and_its_clients_reconnect_to_t
         assert all(ws.close_code is None for _, ws in on_b)
         client = redis_server.client()
         for user in users:
-            assert client.hlen(f"ws:conns:{user}") == 2
+            assert live_leases(client, user) == 2
             client.publish(f"ws:{user}", f"after the drain, {user}")
         for user in users:
             assert [await receive(ws) for ws in held[user]] == [f"after the drain, {user}"] * 2

@@ -15,7 +15,7 @@ import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
 
-from tests.servers import Gateway, RedisServer, admit, running_gateway, wait_for
+from tests.servers import Gateway, RedisServer, admit, live_leases, running_gateway, wait_for
 
 LIMIT = 5
 
@@ -29,7 +29,7 @@ def worker_pid(ws: ClientConnection) -> int:
 
 
 def live_places(client: redis.Redis, user: str) -> int:
-    return int(client.hlen(f"ws:conns:{user}"))
+    return live_leases(client, user)
 
 
 @pytest.fixture(scope="module")
@@ -177,5 +177,34 @@ async def test_redis_down_refuses_new_connections_and_keeps_open_ones(user: str)
             for ws in [*open_sockets, fresh]:
                 assert isinstance(ws, ClientConnection)
                 await ws.close()
+    finally:
+        server.close()
+
+
+async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
+    """FLUSHALL (Redis restarted without persistence) under limit 1: a newcomer gets in, the
+    established connection is not closed at its next renewal, and further newcomers are refused."""
+    server = RedisServer()
+    server.start()
+    try:
+        with running_gateway(
+            server.url, workers=1, WEBSOCKET_MAX_CONNECTIONS_PER_USER="1", WEBSOCKET_LEASE_TTL="1.5"
+        ) as gateway:
+            established = await attempt(gateway, user)
+            assert isinstance(established, ClientConnection)
+            client = server.client()
+            client.flushall()
+            newcomer = await attempt(gateway, user)
+            assert isinstance(newcomer, ClientConnection), "Redis forgot the place: the newcomer fits"
+            # The next beat (every 0.5 s here) takes the established place back.
+            wait_for(lambda: live_places(client, user) == 2, timeout=10, what="the established place back")
+            assert await attempt(gateway, user) == 4029
+            for ws in (established, newcomer):
+                await ws.send('{"type":"ping"}')
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+            await established.close()
+            assert await attempt(gateway, user) == 4029  # still at the limit with the newcomer
+            await newcomer.close()
+            client.close()
     finally:
         server.close()
