@@ -41,6 +41,10 @@ backlog = 4096
 # Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
 # (comma separated); uvicorn takes the client address from it.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No gunicornc control socket (gunicorn >= 25.1): nothing uses it, it could change the worker
+# count behind the gateway's back, and its default path ($HOME/.gunicorn) is read-only or absent
+# in the image (an ERROR at every start) and shared by every gunicorn of a user elsewhere.
+control_socket_disable = True
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, SECRET, free_port
+from tests.servers import ROOT, SECRET, RedisServer, free_port, running_gateway
 
 GARBAGE_PEM = "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
 # A P-256 public key: a valid key, of the wrong kind for RS256.
@@ -74,3 +74,20 @@ def test_a_missing_upstream_internal_stops_start_up_with_one_line(tmp_path: Path
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("gateway: incompatible dependency: uvicorn ")
     assert "lacks WebSocketsSansIOProtocol.pause_writing" in lines[0]
+
+
+def test_start_up_writes_nothing_in_home_and_logs_no_control_socket_error(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """gunicorn >= 25.1 opens a control socket in $XDG_RUNTIME_DIR or $HOME/.gunicorn. The image
+    runs with a read-only root and no home, where that logged an ERROR at every start; on a shared
+    machine every gunicorn took over the one ~/.gunicorn/gunicorn.ctl. Nothing uses it: it is off."""
+    home = tmp_path / "home"
+    with running_gateway(
+        redis_server.url, workers=1, HOME=str(home), XDG_RUNTIME_DIR=str(tmp_path / "no-runtime-dir")
+    ) as gateway:
+        gateway.stop()  # waits for the control server to have started or failed
+        log = gateway.log()
+    assert "Listening at:" in log
+    assert not home.exists()
+    assert "[ERROR]" not in log, log
