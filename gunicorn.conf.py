@@ -43,12 +43,14 @@ backlog = 4096
 # Every worker binds its own listening socket after the fork, and the kernel spreads new
 # connections over them (gateway/listeners.py says why and what it changes).
 reuse_port = True
-# gunicorn's control socket (25.1+) defaults to one path per user: every master on the host would
-# replace the one before it and delete it on stop, and its thread lives in the master that forks.
-control_socket_disable = True
 # Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
 # (comma separated); uvicorn takes the client address from it.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No gunicornc control socket (gunicorn >= 25.1): nothing uses it, it could change the worker
+# count behind the gateway's back, and its default path ($HOME/.gunicorn) is read-only or absent
+# in the image (an ERROR at every start) and shared by every gunicorn of a user elsewhere: each
+# master would replace the one before it and delete it on stop.
+control_socket_disable = True
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
