@@ -35,6 +35,10 @@ _INBOUND_LOG = logging.getLogger("gateway.inbound")
 
 LINK_EXTENSION = "gateway.link"
 
+# How long a closing socket may take to finish (the peer echoing a close frame, or reading what
+# is still buffered for it) before it is reset: a peer that does not read would hold it for good.
+CLOSE_TIMEOUT = 3.0
+
 
 def _text_header(length: int) -> bytes:
     """A final, unmasked text frame's header (RFC 6455 5.2): what websockets would write, built
@@ -191,6 +195,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close":
+            if self.close_sent:
+                return  # uvicorn closed it first (a ping timeout, a protocol error)
             # Flow control would hold the close frame behind a client that stopped reading
             # (the 4008 case); queue it anyway, after what is already buffered.
             self.writable.set()
@@ -202,6 +208,34 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.request = self.response = None  # type: ignore[assignment]
         elif message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
+        elif message["type"] == "websocket.close" and self.close_timer is not None:
+            # uvicorn's timer closes the transport gracefully, which never completes while the
+            # peer does not read: reset it instead.
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        self._abort_later()
+
+    def keepalive_timeout(self) -> None:
+        giving_up = not (self.close_sent or self.transport.is_closing())
+        super().keepalive_timeout()
+        if giving_up:
+            # uvicorn closes the transport and tells the app nothing: the user's place would be
+            # held until the idle timeout, and for good while the transport cannot flush.
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})
+            self._abort_later()
+
+    def _abort_later(self) -> None:
+        """A closing transport flushes its buffer first, which a peer that does not read never
+        lets it do: reset it if it is still there after ``CLOSE_TIMEOUT``."""
+        if self.close_timer is None and not self.disconnected and self.transport.is_closing():
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        self.close_timer = None
+        self.transport.abort()
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type == "text" and not self.close_sent:
