@@ -34,6 +34,8 @@ class Link(Protocol):
 
     last_activity: float
     on_writable: Callable[[], None] | None
+    # Called with the number of pings and pongs in each read; False: stop reading, it is over.
+    on_control: Callable[[int], bool] | None
 
     def can_write(self) -> bool: ...
 
@@ -156,6 +158,7 @@ class Connection:
         """
         self._open = True
         self._link.on_writable = self._flush
+        self._link.on_control = self._on_control
         self._flush()  # what arrived between subscribing and accepting
         client_left = False
         try:
@@ -163,6 +166,7 @@ class Connection:
         finally:
             self._open = False
             self._link.on_writable = None
+            self._link.on_control = None
             await release()
         if not client_left and self.end_reason is not None:
             # A client that stopped reading can block this send forever: bound it, then the
@@ -186,13 +190,9 @@ class Connection:
                         message = await receive()
                         if message["type"] == "websocket.disconnect":
                             return True
-                        now = loop.time()
-                        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
-                        self._refilled_at = now
-                        if self._tokens < 1:
+                        if not self._spend(1):
                             self.end(close_codes.POLICY_VIOLATION)
                             break
-                        self._tokens -= 1
                         text = message.get("text")
                         if text is not None:
                             self._on_text(text)
@@ -209,6 +209,23 @@ class Connection:
                 self.end_reason = close_codes.IDLE_TIMEOUT
                 return False
             # Only pongs arrived meanwhile: the client is alive, wait again.
+
+    def _spend(self, messages: int) -> bool:
+        """Take ``messages`` from the client's budget: a burst of twice its rate, then its rate."""
+        now = asyncio.get_running_loop().time()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+        if self._tokens < messages:
+            return False
+        self._tokens -= messages
+        return True
+
+    def _on_control(self, frames: int) -> bool:
+        """Pings and pongs spend the same budget as messages: a ping flood is ended with 1008."""
+        if self._spend(frames):
+            return True
+        self.end(close_codes.POLICY_VIOLATION)
+        return False
 
     def _next_deadline(self, now: float) -> float:
         expiry = now + (self._expires_at - time.time())

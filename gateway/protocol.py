@@ -1,8 +1,5 @@
-"""uvicorn's protocols, adapted: a deadline on reading a request's headers, client activity
-exposed to the app, and two handshake fixes.
-
-- uvicorn waits for a request's headers for ever: a client that opens a socket and sends half a
-  request holds it (slowloris). ``GatewayHttpProtocol`` closes it after ``handshake_timeout``.
+"""uvicorn's WebSocket protocol, adapted: client activity exposed to the app, bounded control
+frames and closes, and two handshake fixes (the HTTP side is in ``gateway.http_protocol``).
 
 - The gateway's hot path bypasses ASGI ``send``: the protocol is handed to the app as a ``Link``
   (scope extension ``gateway.link``) that writes every queued frame in one ``transport.write``,
@@ -23,7 +20,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
@@ -48,41 +44,6 @@ def _text_header(length: int) -> bytes:
     if length < 1 << 16:
         return b"\x81\x7e" + length.to_bytes(2, "big")
     return b"\x81\x7f" + length.to_bytes(8, "big")
-
-
-class GatewayHttpProtocol(HttpToolsProtocol):
-    """httptools' HTTP protocol with a deadline on each request's headers."""
-
-    handshake_timeout = 10.0
-
-    @classmethod
-    def with_timeout(cls, seconds: float) -> type[GatewayHttpProtocol]:
-        return type("GatewayHttpProtocol", (cls,), {"handshake_timeout": seconds})
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._headers_deadline: asyncio.TimerHandle | None = self.loop.call_later(
-            self.handshake_timeout, self._headers_too_slow
-        )
-
-    def on_headers_complete(self) -> None:
-        self._cancel_deadline()
-        super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
-        super().connection_lost(exc)
-
-    def _cancel_deadline(self) -> None:
-        deadline = getattr(self, "_headers_deadline", None)
-        if deadline is not None:
-            deadline.cancel()
-            self._headers_deadline = None
-
-    def _headers_too_slow(self) -> None:
-        self._headers_deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
 
 
 class _Inbox:
@@ -153,6 +114,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.logger = _PROTOCOL_LOG
         self.last_activity = self.loop.time()
         self.on_writable: Callable[[], None] | None = None
+        self.on_control: Callable[[int], bool] | None = None
+        self._control_frames = 0
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -190,8 +153,45 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        held = self._held_pong
+        if held:
+            self._held_pong = b""
+            if not self.close_sent:
+                self.transport.write(held)
         if self.on_writable is not None:
             self.on_writable()
+
+    # Pings and pongs: websockets queues a pong for every ping as it parses them, and uvicorn
+    # wrote them all out at once, into a transport that buffers without limit. A client that
+    # pings and never reads grew its worker by tens of MiB a second.
+
+    _held_pong = b""  # the answer to the latest ping while the client does not read
+
+    def handle_ping(self) -> None:
+        self._control_frames += 1  # answered, or not, once the whole read is parsed
+
+    def handle_pong(self, event: Any) -> None:
+        self._control_frames += 1
+        super().handle_pong(event)
+
+    def _answer_pings(self) -> None:
+        """Charge a read's pings and pongs to the client's message budget, then send the pongs:
+        all of them while the client reads, else only the latest, once it does (RFC 6455 5.5.3)."""
+        count, self._control_frames = self._control_frames, 0
+        pongs = self.conn.data_to_send()
+        on_control = self.on_control
+        if on_control is not None and not on_control(count):
+            # Over budget: the connection is ending with 1008. Read none of the flood meanwhile
+            # (nor let a receive resume reading); the close's deadline resets the socket.
+            self.read_paused = False
+            self.transport.pause_reading()
+            return
+        if not pongs or not self.handshake_complete or self.close_sent:
+            return  # no frame may precede the handshake's response or follow a close
+        if self.writable.is_set():
+            self.transport.write(b"".join(pongs))
+        else:
+            self._held_pong = pongs[-1]
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close":
@@ -254,6 +254,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
         super().data_received(data)
+        if self._control_frames:
+            self._answer_pings()
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             # The request never parsed, so no ASGI task exists to answer it: send the parser's
             # answer (414, 431 or nothing) and hang up.

@@ -52,6 +52,19 @@ class StalledClient:
             if self.protocol.state.name == "CLOSED":
                 return None
 
+    def frames_until(self, opcode: Opcode, data: bytes) -> list[Frame]:
+        """Read frames (as a client that starts reading again) up to one with ``opcode`` and
+        ``data``; every frame read, that one included."""
+        frames: list[Frame] = []
+        while True:
+            for event in self._read_some():
+                if isinstance(event, Frame):
+                    frames.append(event)
+                    if event.opcode is opcode and event.data == data:
+                        return frames
+            if self.protocol.state.name == "CLOSED":
+                raise AssertionError("the server closed the connection")
+
     def close_code(self) -> int | None:
         close = self.close_frame()
         return close.code if close is not None else None
@@ -90,9 +103,9 @@ def worker_rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def server_holds_socket(server_port: int, client_port: int) -> bool:
-    """Whether a process still holds the server's end of the TCP connection to ``client_port``
-    (a socket closed or aborted is either gone from /proc/net/tcp or an orphan with inode 0)."""
+def _server_socket(server_port: int, client_port: int) -> list[str] | None:
+    """The /proc/net/tcp row of the server's end of the connection to ``client_port``, while a
+    process holds it (a socket closed or aborted is gone, or an orphan with inode 0)."""
     with open("/proc/net/tcp") as table:
         next(table)
         for line in table:
@@ -100,5 +113,15 @@ def server_holds_socket(server_port: int, client_port: int) -> bool:
             local, remote, inode = fields[1], fields[2], fields[9]
             if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
                 if inode != "0":
-                    return True
-    return False
+                    return fields
+    return None
+
+
+def server_holds_socket(server_port: int, client_port: int) -> bool:
+    return _server_socket(server_port, client_port) is not None
+
+
+def server_read_everything(server_port: int, client_port: int) -> bool:
+    """Whether the server has read all the client sent (its socket's receive queue is empty)."""
+    fields = _server_socket(server_port, client_port)
+    return fields is not None and int(fields[4].split(":")[1], 16) == 0

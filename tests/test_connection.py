@@ -24,6 +24,7 @@ class ScriptedLink:
     def __init__(self) -> None:
         self.last_activity = time.monotonic()
         self.on_writable: Callable[[], None] | None = None
+        self.on_control: Callable[[int], bool] | None = None
         self.writes: list[list[bytes]] = []
         self.paused = False
         self.closing = False
@@ -123,3 +124,14 @@ async def test_ending_after_the_deadline_fired_but_before_the_reader_woke(
     connection._deadline = expired  # the reader's deadline, as it is in that window
     connection.end(close_codes.SLOW_CONSUMER)
     assert connection.end_reason is close_codes.SLOW_CONSUMER
+
+
+async def test_pings_and_pongs_spend_the_message_budget(served: tuple[Connection, ScriptedLink]) -> None:
+    """The protocol reports each read's control frames: within the burst (twice the rate of 10)
+    they pass; beyond it the connection ends with 1008 and the protocol is told to stop reading."""
+    connection, link = served
+    assert link.on_control is not None
+    assert link.on_control(15)
+    assert connection.end_reason is None
+    assert not link.on_control(10)
+    assert connection.end_reason is close_codes.POLICY_VIOLATION

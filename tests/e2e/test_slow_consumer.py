@@ -13,10 +13,17 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
 
 from gateway import keys
 from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
-from tests.stalled_client import StalledClient, server_holds_socket, worker_rss_kib
+from tests.stalled_client import (
+    StalledClient,
+    masked_frame,
+    server_holds_socket,
+    server_read_everything,
+    worker_rss_kib,
+)
 
 READERS = 50
 MESSAGES = 10_000
@@ -199,3 +206,41 @@ async def test_a_ping_timeout_frees_the_place_at_once(redis_server: RedisServer)
             )
         finally:
             client.close()
+
+
+async def test_a_client_that_does_not_read_gets_only_its_latest_pong(redis_server: RedisServer) -> None:
+    """Pings from a client whose transport is backed up do not pile pongs up in memory: once it
+    reads again it gets one pong, for its latest ping (RFC 6455 5.5.3), before what was queued."""
+    user, sentinel_user = "pinging-stalled", "sentinel"
+    with running_gateway(
+        redis_server.url,
+        workers=1,
+        WEBSOCKET_SEND_QUEUE_SIZE="100000",
+        WEBSOCKET_CLIENT_MESSAGES_PER_SECOND="1000",
+    ) as gateway:
+        sentinel = await connect(f"{gateway.ws_url}?token={make_token(sentinel_user)}")
+        client = await asyncio.to_thread(StalledClient, f"{gateway.ws_url}?token={make_token(user)}")
+        try:
+            # 8 MiB, more than the socket buffers hold (4 MiB), then a message to another user of
+            # the worker: once that arrives, the stalled transport is full and paused.
+            publisher = aioredis.Redis.from_url(redis_server.url)
+            async with publisher.pipeline(transaction=False) as pipe:
+                for _ in range(2000):
+                    pipe.publish(keys.user_channel("ws", user), json.dumps({"pad": "x" * 4096}))
+                pipe.publish(keys.user_channel("ws", sentinel_user), b"{}")
+                await pipe.execute()
+            await publisher.aclose()
+            assert await asyncio.wait_for(sentinel.recv(), 10) == "{}"
+
+            pings = [str(i).encode() for i in range(50)]
+            client.sock.sendall(b"".join(masked_frame(Opcode.PING, ping) for ping in pings))
+            wait_for(
+                lambda: server_read_everything(gateway.port, client.port), what="the server to read the pings"
+            )
+            client.sock.sendall(masked_frame(Opcode.TEXT, b'{"type":"ping"}'))
+
+            frames = await asyncio.to_thread(client.frames_until, Opcode.TEXT, b'{"type":"pong"}')
+            assert [f.data for f in frames if f.opcode is Opcode.PONG] == [pings[-1]]
+        finally:
+            client.close()
+            await sentinel.close()
