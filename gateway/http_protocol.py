@@ -1,7 +1,9 @@
 """uvicorn's HTTP protocol with a deadline on each request's headers.
 
 uvicorn waits for a request's headers for ever: a client that opens a socket and sends half a
-request holds it (slowloris). ``GatewayHttpProtocol`` closes it after ``handshake_timeout``.
+request holds it (slowloris). ``GatewayHttpProtocol`` closes it after ``handshake_timeout``, for
+every request of a keep-alive connection: uvicorn's keep-alive timer stops at the next request's
+first byte, so a second request dribbled after a first one would otherwise hold the socket.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._headers_deadline: asyncio.TimerHandle | None = self.loop.call_later(
             self.handshake_timeout, self._headers_too_slow
         )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._headers_deadline is None:  # a later request: the first is timed from the connect
+            self._headers_deadline = self.loop.call_later(self.handshake_timeout, self._headers_too_slow)
 
     def on_headers_complete(self) -> None:
         self._cancel_deadline()

@@ -246,6 +246,44 @@ async def test_two_thousand_half_open_handshakes(
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
+def _dribble_after_a_request(port: int, seconds: float) -> float | None:
+    """GET /healthz on a keep-alive connection, then a second request a byte at a time: how long
+    after its first byte the server hung up, or None if it had not after ``seconds``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        response = b""
+        while b'{"status":"ok"}' not in response:
+            chunk = sock.recv(4096)
+            assert chunk, response
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response
+        dribble = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 1000
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        for byte in dribble:
+            if time.monotonic() - started > seconds:
+                return None
+            try:
+                sock.sendall(bytes((byte,)))
+                if sock.recv(1) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                continue  # no answer yet, and none expected: keep dribbling
+            except OSError:
+                return time.monotonic() - started
+    raise AssertionError("ran out of bytes to dribble")
+
+
+async def test_a_dribbled_second_request_on_a_keep_alive_connection_is_cut_off(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    """Every request of a connection gets the header deadline, not only the first."""
+    hung_up_after = await asyncio.to_thread(_dribble_after_a_request, gateway.port, HANDSHAKE_TIMEOUT + 8)
+    assert hung_up_after is not None, "the dribbled request held its socket"
+    assert hung_up_after < HANDSHAKE_TIMEOUT + 5
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(token=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=3000))
 def test_fuzzed_tokens_are_refused_cleanly(gateway: Gateway, token: str) -> None:
