@@ -167,11 +167,17 @@ class Connection:
             self._open = False
             self._link.on_writable = None
             self._link.on_control = None
+            if self._outbox:
+                # Never to be written. Nothing is pushed once release() has taken the connection
+                # out of the hub, which it does before it first awaits.
+                metrics.MESSAGES_DROPPED.labels("closing").inc(len(self._outbox))
+                self._outbox = []
             await release()
         if not client_left and self.end_reason is not None:
             # A client that stopped reading can block this send forever: bound it, then the
             # transport is closed when the ASGI task returns.
-            message = {"type": "websocket.close", "code": self.end_reason.close_code}
+            reason = self.end_reason
+            message = {"type": "websocket.close", "code": reason.close_code, "reason": reason.reason}
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(self._send(message), _CLOSE_SEND_TIMEOUT)
         return self.end_reason

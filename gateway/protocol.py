@@ -21,7 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
+
+from gateway import close_codes, metrics
 
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.
@@ -30,6 +33,9 @@ _INBOUND_LOG = logging.getLogger("gateway.inbound")
 
 
 LINK_EXTENSION = "gateway.link"
+
+# Closes websockets (or this module) decides on a client frame, with their table entry.
+_PROTOCOL_CLOSES = {r.close_code: r for r in (close_codes.MESSAGE_TOO_BIG, close_codes.INVALID_UTF8)}
 
 # How long a closing socket may take to finish (the peer echoing a close frame, or reading what
 # is still buffered for it) before it is reset: a peer that does not read would hold it for good.
@@ -246,10 +252,23 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 # Upstream logs a traceback at ERROR for this client mistake; one line will do.
                 self.frames = []
                 _INBOUND_LOG.info("closed a connection that sent invalid UTF-8 (1007)")
-                self.conn.send_close(1007, "invalid UTF-8")
+                self.conn.send_close(1007, close_codes.INVALID_UTF8.reason)
                 self.handle_parser_exception()
                 return
         super().send_receive_event_to_app()
+
+    def handle_parser_exception(self) -> None:
+        """A client frame broke a rule: websockets closed with its own wording ("frame with N
+        bytes exceeds limit..."); the close carries the table's reason label instead."""
+        sent = self.conn.close_sent
+        refusal = _PROTOCOL_CLOSES.get(sent.code) if sent is not None else None
+        if refusal is not None and sent is not None and not self.close_sent:
+            metrics.REJECTIONS.labels(refusal.reason).inc()
+            if sent.reason != refusal.reason:
+                self.conn.data_to_send()  # websockets' close frame (and pongs before it): replaced
+                close = Close(sent.code, refusal.reason).serialize()
+                self.transport.write(Frame(Opcode.CLOSE, close).serialize(mask=False))
+        super().handle_parser_exception()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway import close_codes
 from gateway.auth import Authenticator
 from gateway.connection import Connection
 from gateway.settings import Settings
-from tests.servers import SECRET
+from tests.servers import SECRET, eventually
 
 QUEUE_SIZE = 8
 
@@ -135,3 +136,28 @@ async def test_pings_and_pongs_spend_the_message_budget(served: tuple[Connection
     assert connection.end_reason is None
     assert not link.on_control(10)
     assert connection.end_reason is close_codes.POLICY_VIOLATION
+
+
+def dropped_as_closing() -> float:
+    return REGISTRY.get_sample_value("websocket_messages_dropped_total", {"reason": "closing"}) or 0.0
+
+
+async def test_frames_still_queued_when_the_connection_ends_are_counted(
+    served: tuple[Connection, ScriptedLink],
+) -> None:
+    """Frames waiting for a paused transport when the connection ends, and frames pushed after,
+    never reach the client: each is counted as dropped ('closing')."""
+    connection, link = served
+    link.paused = True
+    before = dropped_as_closing()
+    for i in range(3):
+        connection.push(str(i).encode(), time.monotonic())
+    connection.end(close_codes.DRAINING)
+
+    async def run_returned() -> bool:
+        return link.on_writable is None
+
+    await eventually(run_returned, what="run() to return")
+    connection.push(b"late", time.monotonic())
+    assert dropped_as_closing() - before == 4
+    assert link.frames == []

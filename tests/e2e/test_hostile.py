@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
@@ -66,7 +67,8 @@ async def assert_bystander_served(
     assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"still": "here"}
 
 
-async def close_code_after(gateway: Gateway, *frames: str | bytes, text: bool | None = None) -> int | None:
+async def close_after(gateway: Gateway, *frames: str | bytes, text: bool | None = None) -> tuple[int, str]:
+    """Send ``frames``, read until the server closes; its close code and reason."""
     ws = await connect(f"{gateway.ws_url}?token={make_token('abuser')}", max_size=None)
     with pytest.raises(ConnectionClosed) as closed:
         for frame in frames:
@@ -74,7 +76,16 @@ async def close_code_after(gateway: Gateway, *frames: str | bytes, text: bool | 
         async with asyncio.timeout(5):
             while True:
                 await ws.recv()
-    return closed.value.rcvd.code if closed.value.rcvd else None
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def rejections(gateway: Gateway, reason: str) -> float:
+    for family in text_string_to_metric_families(gateway.get("/metrics")[1].decode()):
+        for sample in family.samples:
+            if sample.name == "websocket_rejections_total" and sample.labels == {"reason": reason}:
+                return sample.value
+    return 0.0
 
 
 async def test_an_oversized_frame_gets_1009(
@@ -83,21 +94,25 @@ async def test_an_oversized_frame_gets_1009(
     redis_server: RedisServer,
     bystander: tuple[ClientConnection, str],
 ) -> None:
-    assert await close_code_after(gateway, "x" * 10_000) == 1009
+    counted = rejections(gateway, "message_too_big")
+    assert await close_after(gateway, "x" * 10_000) == (1009, "message_too_big")
+    wait_for(lambda: rejections(gateway, "message_too_big") == counted + 1, what="the 1009 to be counted")
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
 async def test_a_flood_gets_1008(
     gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
 ) -> None:
-    assert await close_code_after(gateway, *(['{"type":"ping"}'] * 100)) == 1008
+    assert await close_after(gateway, *(['{"type":"ping"}'] * 100)) == (1008, "policy_violation")
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
 async def test_invalid_utf8_gets_1007(
     gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
 ) -> None:
-    assert await close_code_after(gateway, b"\xff\xfe", text=True) == 1007
+    counted = rejections(gateway, "invalid_utf8")
+    assert await close_after(gateway, b"\xff\xfe", text=True) == (1007, "invalid_utf8")
+    wait_for(lambda: rejections(gateway, "invalid_utf8") == counted + 1, what="the 1007 to be counted")
     await assert_bystander_served(gateway, redis_server, bystander)
     assert "Traceback" not in gateway.log()
     assert "sent invalid UTF-8 (1007)" in gateway.log()
