@@ -121,7 +121,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.last_activity = self.loop.time()
         self.on_writable: Callable[[], None] | None = None
         self.on_control: Callable[[int], bool] | None = None
-        self._control_frames = 0
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -171,6 +170,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     # wrote them all out at once, into a transport that buffers without limit. A client that
     # pings and never reads grew its worker by tens of MiB a second.
 
+    # Class defaults, so that a socket that never pings carries neither.
+    _control_frames = 0  # pings and pongs in the read being handled
     _held_pong = b""  # the answer to the latest ping while the client does not read
 
     def handle_ping(self) -> None:
