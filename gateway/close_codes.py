@@ -3,7 +3,8 @@
 Authentication and Origin failures are refused before the upgrade with an HTTP status (they
 cost no socket). Everything a browser script must be able to read is a close code after the
 upgrade, because a browser sees only 1006 for a refused handshake. The README's table is
-generated from the same facts; ``reason`` is also the metric label.
+generated from the same facts; ``reason`` is also the metric label and, after the upgrade, the close
+frame's reason, so that closes with the same code (1013) can be told apart.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ORIGIN_FORBIDDEN = _http("origin_forbidden", 403, Retry.GIVE_UP, "Origin not in 
 # After the upgrade: a close frame the client can read.
 GOING_AWAY = _close("going_away", 1001, Retry.RECONNECT, "the server is stopping at once")
 IDLE_TIMEOUT = _close("idle_timeout", 1001, Retry.RECONNECT, "no client frame for WEBSOCKET_IDLE_TIMEOUT")
+INVALID_UTF8 = _close("invalid_utf8", 1007, Retry.GIVE_UP, "a client text frame that is not valid UTF-8")
 POLICY_VIOLATION = _close(
     "policy_violation", 1008, Retry.BACKOFF, "too many client frames, or a refresh for another user"
 )
@@ -67,6 +69,7 @@ ALL: tuple[Refusal, ...] = (
     ORIGIN_FORBIDDEN,
     GOING_AWAY,
     IDLE_TIMEOUT,
+    INVALID_UTF8,
     POLICY_VIOLATION,
     MESSAGE_TOO_BIG,
     INTERNAL_ERROR,

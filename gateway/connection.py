@@ -34,6 +34,8 @@ class Link(Protocol):
 
     last_activity: float
     on_writable: Callable[[], None] | None
+    # Called with the number of pings and pongs in each read; False: stop reading, it is over.
+    on_control: Callable[[int], bool] | None
 
     def can_write(self) -> bool: ...
 
@@ -156,6 +158,7 @@ class Connection:
         """
         self._open = True
         self._link.on_writable = self._flush
+        self._link.on_control = self._on_control
         self._flush()  # what arrived between subscribing and accepting
         client_left = False
         try:
@@ -163,11 +166,18 @@ class Connection:
         finally:
             self._open = False
             self._link.on_writable = None
+            self._link.on_control = None
+            if self._outbox:
+                # Never to be written. Nothing is pushed once release() has taken the connection
+                # out of the hub, which it does before it first awaits.
+                metrics.MESSAGES_DROPPED.labels("closing").inc(len(self._outbox))
+                self._outbox = []
             await release()
         if not client_left and self.end_reason is not None:
             # A client that stopped reading can block this send forever: bound it, then the
             # transport is closed when the ASGI task returns.
-            message = {"type": "websocket.close", "code": self.end_reason.close_code}
+            reason = self.end_reason
+            message = {"type": "websocket.close", "code": reason.close_code, "reason": reason.reason}
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(self._send(message), _CLOSE_SEND_TIMEOUT)
         return self.end_reason
@@ -186,13 +196,9 @@ class Connection:
                         message = await receive()
                         if message["type"] == "websocket.disconnect":
                             return True
-                        now = loop.time()
-                        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
-                        self._refilled_at = now
-                        if self._tokens < 1:
+                        if not self._spend(1):
                             self.end(close_codes.POLICY_VIOLATION)
                             break
-                        self._tokens -= 1
                         text = message.get("text")
                         if text is not None:
                             self._on_text(text)
@@ -209,6 +215,23 @@ class Connection:
                 self.end_reason = close_codes.IDLE_TIMEOUT
                 return False
             # Only pongs arrived meanwhile: the client is alive, wait again.
+
+    def _spend(self, messages: int) -> bool:
+        """Take ``messages`` from the client's budget: a burst of twice its rate, then its rate."""
+        now = asyncio.get_running_loop().time()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+        if self._tokens < messages:
+            return False
+        self._tokens -= messages
+        return True
+
+    def _on_control(self, frames: int) -> bool:
+        """Pings and pongs spend the same budget as messages: a ping flood is ended with 1008."""
+        if self._spend(frames):
+            return True
+        self.end(close_codes.POLICY_VIOLATION)
+        return False
 
     def _next_deadline(self, now: float) -> float:
         expiry = now + (self._expires_at - time.time())

@@ -204,7 +204,7 @@ async def _refuse_after_upgrade(scope: Scope, send: Send, subprotocol: str | Non
     _count_refusal(scope, refusal, refusal.meaning)
     assert refusal.close_code is not None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
-    await send({"type": "websocket.close", "code": refusal.close_code})
+    await send({"type": "websocket.close", "code": refusal.close_code, "reason": refusal.reason})
 
 
 def _count_refusal(scope: Scope, refusal: Refusal, detail: str) -> None:

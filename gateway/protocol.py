@@ -1,8 +1,5 @@
-"""uvicorn's protocols, adapted: a deadline on reading a request's headers, client activity
-exposed to the app, and two handshake fixes.
-
-- uvicorn waits for a request's headers for ever: a client that opens a socket and sends half a
-  request holds it (slowloris). ``GatewayHttpProtocol`` closes it after ``handshake_timeout``.
+"""uvicorn's WebSocket protocol, adapted: client activity exposed to the app, bounded control
+frames and closes, and two handshake fixes (the HTTP side is in ``gateway.http_protocol``).
 
 - The gateway's hot path bypasses ASGI ``send``: the protocol is handed to the app as a ``Link``
   (scope extension ``gateway.link``) that writes every queued frame in one ``transport.write``,
@@ -23,9 +20,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
+
+from gateway import close_codes, metrics
 
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.
@@ -34,6 +33,13 @@ _INBOUND_LOG = logging.getLogger("gateway.inbound")
 
 
 LINK_EXTENSION = "gateway.link"
+
+# Closes websockets (or this module) decides on a client frame, with their table entry.
+_PROTOCOL_CLOSES = {r.close_code: r for r in (close_codes.MESSAGE_TOO_BIG, close_codes.INVALID_UTF8)}
+
+# How long a closing socket may take to finish (the peer echoing a close frame, or reading what
+# is still buffered for it) before it is reset: a peer that does not read would hold it for good.
+CLOSE_TIMEOUT = 3.0
 
 
 def _text_header(length: int) -> bytes:
@@ -44,41 +50,6 @@ def _text_header(length: int) -> bytes:
     if length < 1 << 16:
         return b"\x81\x7e" + length.to_bytes(2, "big")
     return b"\x81\x7f" + length.to_bytes(8, "big")
-
-
-class GatewayHttpProtocol(HttpToolsProtocol):
-    """httptools' HTTP protocol with a deadline on each request's headers."""
-
-    handshake_timeout = 10.0
-
-    @classmethod
-    def with_timeout(cls, seconds: float) -> type[GatewayHttpProtocol]:
-        return type("GatewayHttpProtocol", (cls,), {"handshake_timeout": seconds})
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._headers_deadline: asyncio.TimerHandle | None = self.loop.call_later(
-            self.handshake_timeout, self._headers_too_slow
-        )
-
-    def on_headers_complete(self) -> None:
-        self._cancel_deadline()
-        super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
-        super().connection_lost(exc)
-
-    def _cancel_deadline(self) -> None:
-        deadline = getattr(self, "_headers_deadline", None)
-        if deadline is not None:
-            deadline.cancel()
-            self._headers_deadline = None
-
-    def _headers_too_slow(self) -> None:
-        self._headers_deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
 
 
 class _Inbox:
@@ -149,6 +120,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.logger = _PROTOCOL_LOG
         self.last_activity = self.loop.time()
         self.on_writable: Callable[[], None] | None = None
+        self.on_control: Callable[[int], bool] | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -186,11 +158,52 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        held = self._held_pong
+        if held:
+            self._held_pong = b""
+            if not self.close_sent:
+                self.transport.write(held)
         if self.on_writable is not None:
             self.on_writable()
 
+    # Pings and pongs: websockets queues a pong for every ping as it parses them, and uvicorn
+    # wrote them all out at once, into a transport that buffers without limit. A client that
+    # pings and never reads grew its worker by tens of MiB a second.
+
+    # Class defaults, so that a socket that never pings carries neither.
+    _control_frames = 0  # pings and pongs in the read being handled
+    _held_pong = b""  # the answer to the latest ping while the client does not read
+
+    def handle_ping(self) -> None:
+        self._control_frames += 1  # answered, or not, once the whole read is parsed
+
+    def handle_pong(self, event: Any) -> None:
+        self._control_frames += 1
+        super().handle_pong(event)
+
+    def _answer_pings(self) -> None:
+        """Charge a read's pings and pongs to the client's message budget, then send the pongs:
+        all of them while the client reads, else only the latest, once it does (RFC 6455 5.5.3)."""
+        count, self._control_frames = self._control_frames, 0
+        pongs = self.conn.data_to_send()
+        on_control = self.on_control
+        if on_control is not None and not on_control(count):
+            # Over budget: the connection is ending with 1008. Read none of the flood meanwhile
+            # (nor let a receive resume reading); the close's deadline resets the socket.
+            self.read_paused = False
+            self.transport.pause_reading()
+            return
+        if not pongs or not self.handshake_complete or self.close_sent:
+            return  # no frame may precede the handshake's response or follow a close
+        if self.writable.is_set():
+            self.transport.write(b"".join(pongs))
+        else:
+            self._held_pong = pongs[-1]
+
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close":
+            if self.close_sent:
+                return  # uvicorn closed it first (a ping timeout, a protocol error)
             # Flow control would hold the close frame behind a client that stopped reading
             # (the 4008 case); queue it anyway, after what is already buffered.
             self.writable.set()
@@ -202,6 +215,34 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.request = self.response = None  # type: ignore[assignment]
         elif message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
+        elif message["type"] == "websocket.close" and self.close_timer is not None:
+            # uvicorn's timer closes the transport gracefully, which never completes while the
+            # peer does not read: reset it instead.
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        self._abort_later()
+
+    def keepalive_timeout(self) -> None:
+        giving_up = not (self.close_sent or self.transport.is_closing())
+        super().keepalive_timeout()
+        if giving_up:
+            # uvicorn closes the transport and tells the app nothing: the user's place would be
+            # held until the idle timeout, and for good while the transport cannot flush.
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})
+            self._abort_later()
+
+    def _abort_later(self) -> None:
+        """A closing transport flushes its buffer first, which a peer that does not read never
+        lets it do: reset it if it is still there after ``CLOSE_TIMEOUT``."""
+        if self.close_timer is None and not self.disconnected and self.transport.is_closing():
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        self.close_timer = None
+        self.transport.abort()
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type == "text" and not self.close_sent:
@@ -212,14 +253,29 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 # Upstream logs a traceback at ERROR for this client mistake; one line will do.
                 self.frames = []
                 _INBOUND_LOG.info("closed a connection that sent invalid UTF-8 (1007)")
-                self.conn.send_close(1007, "invalid UTF-8")
+                self.conn.send_close(1007, close_codes.INVALID_UTF8.reason)
                 self.handle_parser_exception()
                 return
         super().send_receive_event_to_app()
 
+    def handle_parser_exception(self) -> None:
+        """A client frame broke a rule: websockets closed with its own wording ("frame with N
+        bytes exceeds limit..."); the close carries the table's reason label instead."""
+        sent = self.conn.close_sent
+        refusal = _PROTOCOL_CLOSES.get(sent.code) if sent is not None else None
+        if refusal is not None and sent is not None and not self.close_sent:
+            metrics.REJECTIONS.labels(refusal.reason).inc()
+            if sent.reason != refusal.reason:
+                self.conn.data_to_send()  # websockets' close frame (and pongs before it): replaced
+                close = Close(sent.code, refusal.reason).serialize()
+                self.transport.write(Frame(Opcode.CLOSE, close).serialize(mask=False))
+        super().handle_parser_exception()
+
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
         super().data_received(data)
+        if self._control_frames:
+            self._answer_pings()
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             # The request never parsed, so no ASGI task exists to answer it: send the parser's
             # answer (414, 431 or nothing) and hang up.

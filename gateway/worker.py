@@ -16,7 +16,7 @@ from uvicorn_worker import UvicornWorker
 
 from gateway import logs
 from gateway.drain import drain
-from gateway.protocol import GatewayHttpProtocol
+from gateway.http_protocol import GatewayHttpProtocol
 from gateway.settings import Settings
 
 # uvicorn's own shutdown after the drain: close frames to clients that stopped reading.

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway import close_codes
 from gateway.auth import Authenticator
 from gateway.connection import Connection
 from gateway.settings import Settings
-from tests.servers import SECRET
+from tests.servers import SECRET, eventually
 
 QUEUE_SIZE = 8
 
@@ -24,6 +25,7 @@ class ScriptedLink:
     def __init__(self) -> None:
         self.last_activity = time.monotonic()
         self.on_writable: Callable[[], None] | None = None
+        self.on_control: Callable[[int], bool] | None = None
         self.writes: list[list[bytes]] = []
         self.paused = False
         self.closing = False
@@ -123,3 +125,39 @@ async def test_ending_after_the_deadline_fired_but_before_the_reader_woke(
     connection._deadline = expired  # the reader's deadline, as it is in that window
     connection.end(close_codes.SLOW_CONSUMER)
     assert connection.end_reason is close_codes.SLOW_CONSUMER
+
+
+async def test_pings_and_pongs_spend_the_message_budget(served: tuple[Connection, ScriptedLink]) -> None:
+    """The protocol reports each read's control frames: within the burst (twice the rate of 10)
+    they pass; beyond it the connection ends with 1008 and the protocol is told to stop reading."""
+    connection, link = served
+    assert link.on_control is not None
+    assert link.on_control(15)
+    assert connection.end_reason is None
+    assert not link.on_control(10)
+    assert connection.end_reason is close_codes.POLICY_VIOLATION
+
+
+def dropped_as_closing() -> float:
+    return REGISTRY.get_sample_value("websocket_messages_dropped_total", {"reason": "closing"}) or 0.0
+
+
+async def test_frames_still_queued_when_the_connection_ends_are_counted(
+    served: tuple[Connection, ScriptedLink],
+) -> None:
+    """Frames waiting for a paused transport when the connection ends, and frames pushed after,
+    never reach the client: each is counted as dropped ('closing')."""
+    connection, link = served
+    link.paused = True
+    before = dropped_as_closing()
+    for i in range(3):
+        connection.push(str(i).encode(), time.monotonic())
+    connection.end(close_codes.DRAINING)
+
+    async def run_returned() -> bool:
+        return link.on_writable is None
+
+    await eventually(run_returned, what="run() to return")
+    connection.push(b"late", time.monotonic())
+    assert dropped_as_closing() - before == 4
+    assert link.frames == []

@@ -6,17 +6,24 @@ import asyncio
 import json
 import resource
 import socket
+import statistics
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
 
 from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from tests.stalled_client import StalledClient, masked_frame, worker_rss_kib
 
 HANDSHAKE_TIMEOUT = 2.0
+FLOOD_SECONDS = 6.0
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +67,8 @@ async def assert_bystander_served(
     assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"still": "here"}
 
 
-async def close_code_after(gateway: Gateway, *frames: str | bytes, text: bool | None = None) -> int | None:
+async def close_after(gateway: Gateway, *frames: str | bytes, text: bool | None = None) -> tuple[int, str]:
+    """Send ``frames``, read until the server closes; its close code and reason."""
     ws = await connect(f"{gateway.ws_url}?token={make_token('abuser')}", max_size=None)
     with pytest.raises(ConnectionClosed) as closed:
         for frame in frames:
@@ -68,7 +76,16 @@ async def close_code_after(gateway: Gateway, *frames: str | bytes, text: bool | 
         async with asyncio.timeout(5):
             while True:
                 await ws.recv()
-    return closed.value.rcvd.code if closed.value.rcvd else None
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def rejections(gateway: Gateway, reason: str) -> float:
+    for family in text_string_to_metric_families(gateway.get("/metrics")[1].decode()):
+        for sample in family.samples:
+            if sample.name == "websocket_rejections_total" and sample.labels == {"reason": reason}:
+                return sample.value
+    return 0.0
 
 
 async def test_an_oversized_frame_gets_1009(
@@ -77,21 +94,25 @@ async def test_an_oversized_frame_gets_1009(
     redis_server: RedisServer,
     bystander: tuple[ClientConnection, str],
 ) -> None:
-    assert await close_code_after(gateway, "x" * 10_000) == 1009
+    counted = rejections(gateway, "message_too_big")
+    assert await close_after(gateway, "x" * 10_000) == (1009, "message_too_big")
+    wait_for(lambda: rejections(gateway, "message_too_big") == counted + 1, what="the 1009 to be counted")
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
 async def test_a_flood_gets_1008(
     gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
 ) -> None:
-    assert await close_code_after(gateway, *(['{"type":"ping"}'] * 100)) == 1008
+    assert await close_after(gateway, *(['{"type":"ping"}'] * 100)) == (1008, "policy_violation")
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
 async def test_invalid_utf8_gets_1007(
     gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
 ) -> None:
-    assert await close_code_after(gateway, b"\xff\xfe", text=True) == 1007
+    counted = rejections(gateway, "invalid_utf8")
+    assert await close_after(gateway, b"\xff\xfe", text=True) == (1007, "invalid_utf8")
+    wait_for(lambda: rejections(gateway, "invalid_utf8") == counted + 1, what="the 1007 to be counted")
     await assert_bystander_served(gateway, redis_server, bystander)
     assert "Traceback" not in gateway.log()
     assert "sent invalid UTF-8 (1007)" in gateway.log()
@@ -106,6 +127,64 @@ async def test_binary_and_unknown_frames_are_ignored(
             await ws.send(frame)
         await ws.send('{"type":"ping"}')
         assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+async def round_trips(
+    publisher: aioredis.Redis, bystander: tuple[ClientConnection, str], seconds: float
+) -> list[float]:
+    """Publish-to-receive times of the bystander's messages, one after another for ``seconds``."""
+    ws, user = bystander
+    times = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sent = time.monotonic()
+        assert await publisher.publish(f"ws:{user}", b'{"probe":1}') == 1
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"probe": 1}
+        times.append(time.monotonic() - sent)
+        await asyncio.sleep(0.005)
+    return times
+
+
+@pytest.mark.parametrize("payload", [b"", b"x" * 125], ids=["empty", "125 bytes"])
+async def test_a_ping_flood_is_cut_off_and_costs_nobody_else(
+    first_worker: list[int],
+    gateway: Gateway,
+    redis_server: RedisServer,
+    bystander: tuple[ClientConnection, str],
+    payload: bytes,
+) -> None:
+    """Pings as fast as a client can send them, never reading: pings spend the client's message
+    budget, their pongs do not pile up, the flooder is cut off within seconds, and the worker's
+    memory and another user's latency stay where they were."""
+    (worker,) = first_worker
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    try:
+        before = await round_trips(publisher, bystander, 1.0)
+        rss_before = worker_rss_kib(worker)
+        url = f"{gateway.ws_url}?token={make_token('ping-flooder')}"
+        flooder = await asyncio.to_thread(StalledClient, url)
+        try:
+            flood = asyncio.create_task(
+                asyncio.to_thread(flooder.flood, masked_frame(Opcode.PING, payload), FLOOD_SECONDS)
+            )
+            during: list[float] = []
+            rss_peak = rss_before
+            while not flood.done():
+                during += await round_trips(publisher, bystander, 0.2)
+                rss_peak = max(rss_peak, worker_rss_kib(worker))
+            cut_off_after = await flood
+        finally:
+            flooder.close()
+    finally:
+        await publisher.aclose()
+    assert cut_off_after is not None, f"still flooding after {FLOOD_SECONDS} s"
+    assert rss_peak - rss_before < 32 * 1024, (rss_before, rss_peak)
+    # The median round trip at most doubles (plus 5 ms of noise on a shared 2-core machine).
+    assert statistics.median(during) <= 2 * statistics.median(before) + 0.005, (
+        statistics.median(before),
+        statistics.median(during),
+    )
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
@@ -179,6 +258,44 @@ async def test_two_thousand_half_open_handshakes(
     finally:
         for sock in half_open:
             sock.close()
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
+def _dribble_after_a_request(port: int, seconds: float) -> float | None:
+    """GET /healthz on a keep-alive connection, then a second request a byte at a time: how long
+    after its first byte the server hung up, or None if it had not after ``seconds``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        response = b""
+        while b'{"status":"ok"}' not in response:
+            chunk = sock.recv(4096)
+            assert chunk, response
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response
+        dribble = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 1000
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        for byte in dribble:
+            if time.monotonic() - started > seconds:
+                return None
+            try:
+                sock.sendall(bytes((byte,)))
+                if sock.recv(1) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                continue  # no answer yet, and none expected: keep dribbling
+            except OSError:
+                return time.monotonic() - started
+    raise AssertionError("ran out of bytes to dribble")
+
+
+async def test_a_dribbled_second_request_on_a_keep_alive_connection_is_cut_off(
+    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
+) -> None:
+    """Every request of a connection gets the header deadline, not only the first."""
+    hung_up_after = await asyncio.to_thread(_dribble_after_a_request, gateway.port, HANDSHAKE_TIMEOUT + 8)
+    assert hung_up_after is not None, "the dribbled request held its socket"
+    assert hung_up_after < HANDSHAKE_TIMEOUT + 5
     await assert_bystander_served(gateway, redis_server, bystander)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -13,61 +12,21 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Close, Frame, Opcode
-from websockets.http11 import Response
-from websockets.uri import parse_uri
+from websockets.frames import Opcode
 
-from tests.servers import Gateway, RedisServer, make_token, running_gateway
+from gateway import keys
+from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from tests.stalled_client import (
+    StalledClient,
+    masked_frame,
+    server_holds_socket,
+    server_read_everything,
+    worker_rss_kib,
+)
 
 READERS = 50
 MESSAGES = 10_000
-
-
-class StalledClient:
-    """A real WebSocket client that completes the handshake, then never reads again."""
-
-    def __init__(self, url: str) -> None:
-        self.protocol = ClientProtocol(parse_uri(url))
-        self.sock = socket.socket()
-        # A tiny receive window, so the server's buffers fill quickly.
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        uri = parse_uri(url)
-        self.sock.connect((uri.host, uri.port))
-        self.protocol.send_request(self.protocol.connect())
-        self.sock.sendall(b"".join(self.protocol.data_to_send()))
-        self.sock.settimeout(10)
-        while not any(isinstance(e, Response) for e in self._read_some()):
-            pass
-
-    def _read_some(self) -> list[object]:
-        data = self.sock.recv(65536)
-        if data:
-            self.protocol.receive_data(data)
-        else:
-            self.protocol.receive_eof()
-        return list(self.protocol.events_received())
-
-    def close_code(self) -> int | None:
-        """Read everything the server sent; the code of its close frame, if one came."""
-        while True:
-            for event in self._read_some():
-                if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
-                    return Close.parse(event.data).code
-            if self.protocol.state.name == "CLOSED":
-                return None
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def worker_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture
@@ -148,9 +107,140 @@ async def test_a_stalled_client_is_closed_with_4008_and_others_keep_their_latenc
     # Every reader got every message; the stalled client cost them at most a doubling of p99
     # (plus 5 ms of scheduling noise on a shared 2-core machine).
     assert p99(with_stalled) <= 2 * p99(baseline) + 5, (p99(baseline), p99(with_stalled))
-    assert await asyncio.to_thread(stalled.close_code) == 4008
+    # It was ended as a slow consumer; it read nothing for longer than the close timeout after,
+    # so the server reset its socket rather than wait for it to read its close frame.
+    assert 'websocket_rejections_total{reason="slow_consumer"} 1.0' in gateway.get("/metrics")[1].decode()
+    wait_for(lambda: not server_holds_socket(gateway.port, stalled.port), what="the stalled socket to go")
     stalled.close()
     # The stalled socket's backlog is bounded by its queue (256 frames): no growth with the traffic.
     assert rss_after - rss_before < 32 * 1024, (rss_before, rss_after)
     assert all(ws.close_code is None for _, ws in readers)
     await asyncio.gather(*(ws.close() for _, ws in readers))
+
+
+def _user_gone(gateway: Gateway, redis_server: RedisServer, user: str) -> bool:
+    """No hub entry, lease or subscription is left for ``user`` (the only user on the worker)."""
+    (state,) = gateway.worker_states().values()
+    client = redis_server.client()
+    try:
+        leases = client.hlen(keys.connections_key("ws", user))
+        channel = keys.user_channel("ws", user)
+        subscribers = dict(client.pubsub_numsub(channel))[channel.encode()]
+    finally:
+        client.close()
+    return state["connections"] == state["users"] == state["subscriptions"] == leases == subscribers == 0
+
+
+async def _publish_until_ended(gateway: Gateway, redis_url: str, user: str, frames: int = 200) -> None:
+    """4 KiB frames to ``user`` in batches of ``frames`` until the worker holds no connection."""
+    publisher = aioredis.Redis.from_url(redis_url)
+    payload = json.dumps({"pad": "x" * 4096})
+    try:
+        for _ in range(100):
+            async with publisher.pipeline(transaction=False) as pipe:
+                for _ in range(frames):
+                    pipe.publish(keys.user_channel("ws", user), payload)
+                await pipe.execute()
+            (state,) = (await asyncio.to_thread(gateway.worker_states)).values()
+            if state["connections"] == 0:
+                return
+        raise AssertionError("the stalled clients were never ended")
+    finally:
+        await publisher.aclose()
+
+
+async def test_slow_consumers_that_never_read_again_lose_their_sockets_and_places(
+    gateway: Gateway, redis_server: RedisServer
+) -> None:
+    """After 4008, a client that reads gets its close frame and reason; the server's sockets of
+    clients that never read again are gone within seconds, and so are the user's lease and
+    subscription (five such cycles held five descriptors for good)."""
+    user = "stalled-thrice"
+    url = f"{gateway.ws_url}?token={make_token(user)}"
+    clients = [await asyncio.to_thread(StalledClient, url) for _ in range(3)]
+    try:
+        await _publish_until_ended(gateway, redis_server.url, user)
+        assert _user_gone(gateway, redis_server, user)
+        # One client reads at once: the close frame, queued behind what it had not read, reaches it.
+        close = await asyncio.to_thread(clients[0].close_frame)
+        assert close is not None
+        assert (close.code, close.reason) == (4008, "slow_consumer")
+        # The others never read again: the server hangs up on them anyway.
+        wait_for(
+            lambda: not any(server_holds_socket(gateway.port, c.port) for c in clients[1:]),
+            timeout=15,
+            what="the server to release the sockets of clients that do not read",
+        )
+    finally:
+        for client in clients:
+            client.close()
+
+
+async def test_a_ping_timeout_frees_the_place_at_once(redis_server: RedisServer) -> None:
+    """A peer that reads nothing (so never answers a ping) with frames backed up in its transport:
+    the ping timeout ends the connection, its hub entry, lease and subscription go at once (not at
+    the idle timeout), and its socket is gone within seconds."""
+    user = "deaf-and-dumb"
+    with running_gateway(
+        redis_server.url,
+        workers=1,
+        WEBSOCKET_PING_INTERVAL="1",
+        WEBSOCKET_PING_TIMEOUT="1",
+        WEBSOCKET_IDLE_TIMEOUT="300",
+        WEBSOCKET_SEND_QUEUE_SIZE="100000",
+    ) as gateway:
+        client = await asyncio.to_thread(StalledClient, f"{gateway.ws_url}?token={make_token(user)}")
+        try:
+            publisher = aioredis.Redis.from_url(redis_server.url)
+            async with publisher.pipeline(transaction=False) as pipe:
+                # 8 MiB: more than the socket buffers (4 MiB), so the transport holds some.
+                for _ in range(2000):
+                    pipe.publish(keys.user_channel("ws", user), json.dumps({"pad": "x" * 4096}))
+                await pipe.execute()
+            await publisher.aclose()
+            wait_for(lambda: _user_gone(gateway, redis_server, user), timeout=10, what="the place to go")
+            wait_for(
+                lambda: not server_holds_socket(gateway.port, client.port),
+                timeout=10,
+                what="the server to release the socket",
+            )
+        finally:
+            client.close()
+
+
+async def test_a_client_that_does_not_read_gets_only_its_latest_pong(redis_server: RedisServer) -> None:
+    """Pings from a client whose transport is backed up do not pile pongs up in memory: once it
+    reads again it gets one pong, for its latest ping (RFC 6455 5.5.3), before what was queued."""
+    user, sentinel_user = "pinging-stalled", "sentinel"
+    with running_gateway(
+        redis_server.url,
+        workers=1,
+        WEBSOCKET_SEND_QUEUE_SIZE="100000",
+        WEBSOCKET_CLIENT_MESSAGES_PER_SECOND="1000",
+    ) as gateway:
+        sentinel = await connect(f"{gateway.ws_url}?token={make_token(sentinel_user)}")
+        client = await asyncio.to_thread(StalledClient, f"{gateway.ws_url}?token={make_token(user)}")
+        try:
+            # 8 MiB, more than the socket buffers hold (4 MiB), then a message to another user of
+            # the worker: once that arrives, the stalled transport is full and paused.
+            publisher = aioredis.Redis.from_url(redis_server.url)
+            async with publisher.pipeline(transaction=False) as pipe:
+                for _ in range(2000):
+                    pipe.publish(keys.user_channel("ws", user), json.dumps({"pad": "x" * 4096}))
+                pipe.publish(keys.user_channel("ws", sentinel_user), b"{}")
+                await pipe.execute()
+            await publisher.aclose()
+            assert await asyncio.wait_for(sentinel.recv(), 10) == "{}"
+
+            pings = [str(i).encode() for i in range(50)]
+            client.sock.sendall(b"".join(masked_frame(Opcode.PING, ping) for ping in pings))
+            wait_for(
+                lambda: server_read_everything(gateway.port, client.port), what="the server to read the pings"
+            )
+            client.sock.sendall(masked_frame(Opcode.TEXT, b'{"type":"ping"}'))
+
+            frames = await asyncio.to_thread(client.frames_until, Opcode.TEXT, b'{"type":"pong"}')
+            assert [f.data for f in frames if f.opcode is Opcode.PONG] == [pings[-1]]
+        finally:
+            client.close()
+            await sentinel.close()
