@@ -12,6 +12,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from gateway.publisher import AsyncPublisher
 from tests.servers import Gateway, RedisServer, make_token, running_gateway
 
+# Above WEBSOCKET_MAX_PAYLOAD_SIZE's default, for the 64-bit length encoding and large deflated frames.
+_LIMIT = 1024 * 1024
+
 
 async def _open(gateway: Gateway, user: str, carrier: str) -> ClientConnection:
     token = make_token(user)
@@ -51,22 +54,24 @@ async def test_order_is_preserved_over_a_thousand_messages(
     await publisher.aclose()
 
 
-async def test_every_frame_length_encoding_arrives_intact(
-    gateway_one: Gateway, redis_server: RedisServer, user: str
-) -> None:
+async def test_every_frame_length_encoding_arrives_intact(redis_server: RedisServer, user: str) -> None:
     """Payloads on both sides of the 7-bit, 16-bit and 64-bit length encodings, one per write and
-    several in one write, are read back whole by a conforming client."""
+    several in one write, are read back whole by a conforming client (under a raised payload limit)."""
     lengths = [0, 1, 125, 126, 127, 65535, 65536, 300_000]
     payloads = ["é" * (n // 2) + "x" * (n % 2) for n in lengths]
     assert [len(p.encode()) for p in payloads] == lengths
     publisher = aioredis.Redis.from_url(redis_server.url)
-    async with connect(f"{gateway_one.ws_url}?token={make_token(user)}", max_size=None) as ws:
-        for payload in payloads:
-            await publisher.publish(f"ws:{user}", payload.encode())
-            assert await asyncio.wait_for(ws.recv(), 5) == payload
-        await AsyncPublisher(client=publisher).publish_many((user, payload) for payload in payloads)
-        assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
-    await publisher.aclose()
+    try:
+        with running_gateway(redis_server.url, workers=1, WEBSOCKET_MAX_PAYLOAD_SIZE=str(_LIMIT)) as gateway:
+            async with connect(f"{gateway.ws_url}?token={make_token(user)}", max_size=None) as ws:
+                for payload in payloads:
+                    await publisher.publish(f"ws:{user}", payload.encode())
+                    assert await asyncio.wait_for(ws.recv(), 5) == payload
+                batch = AsyncPublisher(client=publisher, max_payload_size=_LIMIT)
+                await batch.publish_many((user, payload) for payload in payloads)
+                assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
+    finally:
+        await publisher.aclose()
 
 
 async def test_compressed_frames_when_deflate_is_enabled(redis_server: RedisServer, user: str) -> None:
@@ -74,13 +79,17 @@ async def test_compressed_frames_when_deflate_is_enabled(redis_server: RedisServ
     arrives intact."""
     payloads = ["x" * 10_000, "short", "é" * 70_000]
     publisher = aioredis.Redis.from_url(redis_server.url)
-    with running_gateway(redis_server.url, workers=1, WEBSOCKET_PER_MESSAGE_DEFLATE="true") as gateway:
-        async with connect(f"{gateway.ws_url}?token={make_token(user)}", max_size=None) as ws:
-            extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
-            assert "permessage-deflate" in extensions
-            await AsyncPublisher(client=publisher).publish_many((user, payload) for payload in payloads)
-            assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
-    await publisher.aclose()
+    env = {"WEBSOCKET_PER_MESSAGE_DEFLATE": "true", "WEBSOCKET_MAX_PAYLOAD_SIZE": str(_LIMIT)}
+    try:
+        with running_gateway(redis_server.url, workers=1, **env) as gateway:
+            async with connect(f"{gateway.ws_url}?token={make_token(user)}", max_size=None) as ws:
+                extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+                assert "permessage-deflate" in extensions
+                batch = AsyncPublisher(client=publisher, max_payload_size=_LIMIT)
+                await batch.publish_many((user, payload) for payload in payloads)
+                assert [await asyncio.wait_for(ws.recv(), 5) for _ in payloads] == payloads
+    finally:
+        await publisher.aclose()
 
 
 async def test_application_ping_is_answered(gateway_one: Gateway, user: str) -> None:
