@@ -8,10 +8,11 @@ import sys
 import tempfile
 import uuid
 
-from gateway.listeners import port_in_use
+from gateway.server.listeners import port_in_use
+from gateway.server.upstream import exit_unless_compatible
 from gateway.settings import Settings, SettingsError
-from gateway.upstream import exit_unless_compatible
 
+# The process's one Settings: the workers are built with it and build the app with it.
 try:
     _settings = Settings.from_environ()
 except SettingsError as exc:
@@ -23,25 +24,30 @@ except SettingsError as exc:
 os.environ["GATEWAY_INSTANCE_ID"] = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 # Set before anything imports prometheus_client: it picks its multiprocess storage at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
-# Every upstream internal the gateway relies on is there, or one line and exit 2 (gateway/upstream.py).
+# Every upstream internal the gateway relies on is there, or one line and exit 2
+# (gateway/server/upstream.py).
 exit_unless_compatible()
+# Only now: a missing upstream module stops start-up with the check's one line, not a traceback.
+from gateway.server.worker import GatewayWorker  # noqa: E402
 
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = [f"{_host}:{_settings.port}"]
 workers = _settings.web_concurrency
-worker_class = "gateway.worker.GatewayWorker"
-wsgi_app = "gateway.app:create_app()"
+worker_class = GatewayWorker.with_settings(_settings)
+# gunicorn insists on an app name; each worker builds it as create_app(_settings) instead
+# (GatewayWorker.load_wsgi): the settings are read once, here.
+wsgi_app = "gateway.app:create_app"
 # Recycling a worker drops every socket it holds.
 max_requests = 0
 # Workers close their sockets with 1012 within the drain window, then need a few seconds for the
-# last close frames and lease releases (gateway/drain.py and gateway/worker.py).
+# last close frames and lease releases (gateway/drain.py and gateway/server/worker.py).
 graceful_timeout = int(_settings.drain_window) + 10
 timeout = 30
 keepalive = 5
 # Each WebSocket holds a file descriptor; the default backlog is too small for reconnect storms.
 backlog = 4096
 # Every worker binds its own listening socket after the fork, and the kernel spreads new
-# connections over them (gateway/listeners.py says why and what it changes).
+# connections over them (gateway/server/listeners.py says why and what it changes).
 reuse_port = True
 # Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
 # (comma separated); uvicorn takes the client address from it.

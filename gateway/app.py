@@ -102,9 +102,9 @@ class GatewayApp:
     __call__ = _mark_coroutine_function(__call__)
 
 
-def create_app(settings: Settings | None = None) -> GatewayApp:
-    """Build the app; resources are created only when its lifespan starts."""
-    settings = settings or Settings.from_environ()
+def create_app(settings: Settings) -> GatewayApp:
+    """Build the app with the process's settings (gunicorn.conf.py reads them, GatewayWorker
+    passes them in); resources are created only when its lifespan starts."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:

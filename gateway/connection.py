@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from starlette.types import Receive, Send
 
@@ -30,7 +30,7 @@ _CLOSE_SEND_TIMEOUT = 1.0
 
 
 class Link(Protocol):
-    """The socket's transport, as the WebSocket protocol exposes it (gateway.protocol)."""
+    """The socket's transport, as the WebSocket protocol exposes it (gateway.server.protocol)."""
 
     last_activity: float
     on_writable: Callable[[], None] | None
@@ -42,6 +42,22 @@ class Link(Protocol):
     def is_closing(self) -> bool: ...
 
     def write_frames(self, payloads: list[bytes]) -> None: ...
+
+
+# The server hands each socket's Link to the app in its ASGI scope. A scope is a plain dict with
+# string keys, so the key is a string; only these two functions know it.
+_LINK_EXTENSION = "gateway.link"
+
+
+def offer_link(scope: Mapping[str, Any], link: Link) -> None:
+    """For the server's protocol: hand ``link`` to the app serving ``scope``."""
+    scope["extensions"][_LINK_EXTENSION] = link
+
+
+def link_of(scope: Mapping[str, Any]) -> Link | None:
+    """For the app: the Link its server handed over, or None under another server."""
+    link: Link | None = scope["extensions"].get(_LINK_EXTENSION)
+    return link
 
 
 class Connection:

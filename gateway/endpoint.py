@@ -18,9 +18,8 @@ from starlette.types import Receive, Scope, Send
 from gateway import close_codes, metrics
 from gateway.auth import AuthError
 from gateway.close_codes import Refusal
-from gateway.connection import Connection, Link
+from gateway.connection import Connection, Link, link_of
 from gateway.limiter import Lease, LimiterUnavailable
-from gateway.protocol import LINK_EXTENSION
 from gateway.subscriber import SubscriberUnavailable
 
 if TYPE_CHECKING:
@@ -67,10 +66,11 @@ class WebSocketEndpoint:
             await _refuse_after_upgrade(scope, send, subprotocol, close_codes.OVERLOADED)
             return
 
-        link = scope["extensions"].get(LINK_EXTENSION)
+        link = link_of(scope)
         if link is None:
             log.error(
-                "no %s: run under gateway.worker.GatewayWorker (gunicorn -c gunicorn.conf.py)", LINK_EXTENSION
+                "no Link from the server: run under gateway.server.worker.GatewayWorker"
+                " (gunicorn -c gunicorn.conf.py)"
             )
             await _refuse_after_upgrade(scope, send, subprotocol, close_codes.INTERNAL_ERROR)
             return

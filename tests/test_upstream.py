@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from gateway.upstream import INTERNALS, Internal, UpstreamMismatch, check, problems
+from gateway.server.upstream import INTERNALS, Internal, UpstreamMismatch, check, problems
 
 
 def test_every_internal_the_gateway_relies_on_is_installed() -> None:

@@ -1,5 +1,6 @@
 """The gunicorn worker: uvicorn-worker's worker with the settings gunicorn does not pass through,
-and a graceful drain before uvicorn's own shutdown."""
+the app built with the process's one ``Settings``, and a graceful drain before uvicorn's own
+shutdown (the drain hook; the drain itself is ``gateway.drain``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gc
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
 from uvicorn.config import Config
@@ -16,7 +17,7 @@ from uvicorn_worker import UvicornWorker
 
 from gateway import logs
 from gateway.drain import drain
-from gateway.http_protocol import GatewayHttpProtocol
+from gateway.server.http import GatewayHttpProtocol
 from gateway.settings import Settings
 
 # uvicorn's own shutdown after the drain: close frames to clients that stopped reading.
@@ -33,7 +34,7 @@ class _DrainingServer(Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting while the drain runs. This closes the worker's own SO_REUSEPORT socket
-        # (gateway/listeners.py), so the kernel sends new connections to the other workers.
+        # (gateway/server/listeners.py), so the kernel sends new connections to the other workers.
         for server in self.servers:
             server.close()
         await self._before_shutdown()
@@ -51,23 +52,44 @@ def _tune_gc() -> None:
 
 
 class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.settings = Settings.from_environ()
-        self.CONFIG_KWARGS = {
+    """Use ``GatewayWorker.with_settings(settings)`` as gunicorn's ``worker_class``: the master
+    builds every worker from that class, so a reload (HUP), which runs gunicorn.conf.py again,
+    starts its new workers with the settings it read then."""
+
+    settings: ClassVar[Settings]
+
+    @classmethod
+    def with_settings(cls, settings: Settings) -> type[GatewayWorker]:
+        config_kwargs = {
             "loop": "uvloop",
-            "http": GatewayHttpProtocol.with_timeout(self.settings.handshake_timeout),
-            "ws": "gateway.protocol:GatewayWebSocketProtocol",
+            "http": GatewayHttpProtocol.with_timeout(settings.handshake_timeout),
+            # A path: uvicorn imports the protocol in the worker, and the master stays free of
+            # prometheus_client until gunicorn.conf.py has set its directory.
+            "ws": "gateway.server.protocol:GatewayWebSocketProtocol",
             "lifespan": "on",
             "interface": "asgi3",
-            "ws_max_size": self.settings.max_inbound_message_size,
-            "ws_ping_interval": self.settings.ping_interval or None,
-            "ws_ping_timeout": self.settings.ping_timeout,
-            "ws_per_message_deflate": self.settings.per_message_deflate,
+            "ws_max_size": settings.max_inbound_message_size,
+            "ws_ping_interval": settings.ping_interval or None,
+            "ws_ping_timeout": settings.ping_timeout,
+            "ws_per_message_deflate": settings.per_message_deflate,
             "timeout_graceful_shutdown": int(_SHUTDOWN_MARGIN + 1),
             "server_header": False,
         }
+        attributes = {"settings": settings, "CONFIG_KWARGS": config_kwargs, "__module__": cls.__module__}
+        return type(cls.__name__, (cls,), attributes)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not hasattr(self, "settings"):
+            raise TypeError("worker_class must be GatewayWorker.with_settings(settings) (gunicorn.conf.py)")
         super().__init__(*args, **kwargs)
         logs.install(self.log.error_log)
+
+    def load_wsgi(self) -> None:
+        # In the worker, after the fork, instead of gunicorn importing ``wsgi_app``: the app gets
+        # this worker's settings. Imported here, so the master never imports the app.
+        from gateway.app import create_app
+
+        self.wsgi = create_app(self.settings)
 
     async def _drain(self) -> None:
         gateway = getattr(self.wsgi.state, "gateway", None)

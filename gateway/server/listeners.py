@@ -9,7 +9,7 @@ What that changes, and what this module does about it:
 - The kernel lets any process of the same user join a SO_REUSEPORT group, so a second gateway
   started on the same port would silently take a share of the traffic. The master first binds the
   port once without SO_REUSEPORT (``port_in_use``), which fails while anything listens there.
-- A worker that drains closes its own socket at once (gateway.worker), so the kernel sends it no
+- A worker that drains closes its own socket at once (gateway.server.worker), so the kernel sends it no
   new connection. Connections already queued in that socket's backlog and not yet accepted are
   reset by the kernel; with Linux 5.14+ ``sysctl net.ipv4.tcp_migrate_req=1`` moves them to
   another worker's socket instead.

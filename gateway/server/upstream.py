@@ -6,7 +6,8 @@ often breaks nothing visibly (an override that is never called, an attribute nob
 any more) and only a protection goes away. On uvicorn 0.50 to 0.52, for example,
 ``WebSocketsSansIOProtocol`` had no ``pause_writing`` of its own, asyncio's no-op one ran, and
 slow-consumer protection silently did nothing. So every internal is listed here with why it is
-used, and gunicorn.conf.py stops start-up with one line naming the package and the attribute
+used (and, for reading, by upstream class in this package's docstring, which a test keeps in
+step), and gunicorn.conf.py stops start-up with one line naming the package and the attribute
 when one is missing. pyproject.toml pins these packages to the ranges this list was checked
 against (uvicorn 0.54, uvicorn-worker 0.4, gunicorn 27, websockets 17, redis 8.1,
 prometheus_client 0.26).
@@ -59,7 +60,7 @@ def _ws(name: str, kind: Kind, why: str) -> Internal:
 
 
 INTERNALS: tuple[Internal, ...] = (
-    # gateway/protocol.py: GatewayWebSocketProtocol(WebSocketsSansIOProtocol)
+    # gateway/server/protocol.py: GatewayWebSocketProtocol(WebSocketsSansIOProtocol)
     _ws("pause_writing", "method", "clears writable: the slow-consumer protection"),
     _ws("resume_writing", "method", "overridden to flush a connection's queued frames"),
     _ws("send", "method", "overridden: close frames pass flow control"),
@@ -67,6 +68,10 @@ INTERNALS: tuple[Internal, ...] = (
     _ws("handle_parser_exception", "method", "closes the socket after invalid UTF-8"),
     _ws("handle_connect", "method", "overridden: hands the Link to the app"),
     _ws("data_received", "method", "overridden: idle timeout and unparsable handshakes"),
+    _ws("handle_ping", "method", "overridden: pings count against the message budget"),
+    _ws("handle_pong", "method", "overridden: pongs count against the message budget"),
+    _ws("keepalive_timeout", "method", "overridden: a ping timeout tells the app"),
+    _ws("run_asgi", "method", "overridden: a socket the app is done with is reset if it lingers"),
     _ws("queue", "instance", "replaced by a leaner inbox"),
     _ws("writable", "instance", "replaced by a leaner flag; read by can_write"),
     _ws("conn", "instance", "the websockets protocol the frames go through"),
@@ -78,11 +83,19 @@ INTERNALS: tuple[Internal, ...] = (
     _ws("curr_msg_data_type", "instance", "text or binary client message"),
     _ws("request", "instance", "emptied after the accept to free the handshake"),
     _ws("scope", "instance", "carries the Link extension"),
+    _ws("response", "instance", "emptied after the accept"),
+    _ws("close_timer", "instance", "replaced by a reset after CLOSE_TIMEOUT"),
+    _ws("read_paused", "instance", "cleared when a flood of pings stops reading"),
+    _ws("disconnected", "instance", "no reset timer for a socket already gone"),
+    _ws("loop", "instance", "timers and the activity clock"),
+    # gateway/server/http.py: GatewayHttpProtocol(HttpToolsProtocol)
+    Internal("uvicorn", _HTTP, "on_message_begin", "method", "starts a keep-alive request's deadline"),
     Internal("uvicorn", _HTTP, "on_headers_complete", "method", "ends the handshake deadline"),
     Internal("uvicorn", _HTTP, "connection_made", "method", "starts the handshake deadline"),
     Internal("uvicorn", _HTTP, "connection_lost", "method", "cancels the handshake deadline"),
     Internal("uvicorn", _HTTP, "transport", "instance", "closed when headers are too slow"),
-    # gateway/worker.py: GatewayWorker(UvicornWorker) and _DrainingServer(Server)
+    Internal("uvicorn", _HTTP, "loop", "instance", "the header deadline's timer"),
+    # gateway/server/worker.py: GatewayWorker(UvicornWorker) and _DrainingServer(Server)
     Internal("uvicorn", _SERVER, "serve", "method", "runs the worker", ("sockets",)),
     Internal("uvicorn", _SERVER, "shutdown", "method", "overridden: drain first", ("sockets",)),
     Internal("uvicorn", _SERVER, "servers", "instance", "closed before the drain"),
@@ -100,16 +113,20 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("uvicorn-worker", _WORKER, "CONFIG_KWARGS", "attribute", "ws, ping, size and timeout settings"),
     Internal("uvicorn-worker", _WORKER, "config", "instance", "the Config our _serve runs"),
     Internal("gunicorn", "gunicorn.arbiter:Arbiter", "WORKER_BOOT_ERROR", "attribute", "a failed boot"),
+    Internal("gunicorn", _GUNICORN_WORKER, "load_wsgi", "method", "overridden: create_app(settings)"),
     Internal("gunicorn", _GUNICORN_WORKER, "wsgi", "instance", "the app, for the drain"),
     Internal("gunicorn", _GUNICORN_WORKER, "sockets", "instance", "the listening sockets"),
     Internal("gunicorn", "gunicorn.glogging:Logger", "error_log", "instance", "the gateway logs through it"),
-    # gateway/protocol.py reads the websockets sans-I/O connection directly.
+    # gateway/server/protocol.py reads the websockets sans-I/O connection directly.
     Internal("websockets", "websockets.protocol:State", "OPEN", "attribute", "data frames only while open"),
     Internal("websockets", _SANS_IO, "handshake_exc", "instance", "a rejected handshake"),
     Internal("websockets", _SANS_IO, "extensions", "instance", "compression on"),
     Internal("websockets", _SANS_IO, "send_text", "method", "compressed frames"),
     Internal("websockets", _SANS_IO, "send_close", "method", "1007 close"),
     Internal("websockets", _SANS_IO, "data_to_send", "method", "bytes to write"),
+    Internal("websockets", _SANS_IO, "state", "instance", "data frames only while open"),
+    Internal("websockets", _SANS_IO, "close_sent", "instance", "the close websockets sent, relabelled"),
+    Internal("websockets", _SANS_IO, "logger", "instance", "replaced by a quieter logger"),
     # gateway/subscriber.py drives one pub/sub connection without redis-py's PubSub.
     Internal("redis", _CONN, "read_response", "method", "the pub/sub reader", ("timeout",)),
     Internal("redis", _CONN, "send_packed_command", "method", "SUBSCRIBE batches", ("check_health",)),

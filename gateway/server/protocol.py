@@ -1,8 +1,8 @@
 """uvicorn's WebSocket protocol, adapted: client activity exposed to the app, bounded control
-frames and closes, and two handshake fixes (the HTTP side is in ``gateway.http_protocol``).
+frames and closes, and two handshake fixes (the HTTP side is in ``gateway.server.http``).
 
 - The gateway's hot path bypasses ASGI ``send``: the protocol is handed to the app as a ``Link``
-  (scope extension ``gateway.link``) that writes every queued frame in one ``transport.write``,
+  (``gateway.connection.offer_link``) that writes every queued frame in one ``transport.write``,
   says when the transport can take more and calls back when it can again. It also stamps each
   read, since the idle timeout counts pongs and pongs never reach the app.
 
@@ -25,14 +25,13 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 
 from gateway import close_codes, metrics
+from gateway.connection import offer_link
 
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.
 _PROTOCOL_LOG = logging.getLogger("gateway.protocol")
 _INBOUND_LOG = logging.getLogger("gateway.inbound")
 
-
-LINK_EXTENSION = "gateway.link"
 
 # Closes websockets (or this module) decides on a client frame, with their table entry.
 _PROTOCOL_CLOSES = {r.close_code: r for r in (close_codes.MESSAGE_TOO_BIG, close_codes.INVALID_UTF8)}
@@ -125,8 +124,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         if self.handshake_initiated and hasattr(self, "scope"):
-            extensions: dict[str, Any] = self.scope["extensions"]
-            extensions[LINK_EXTENSION] = self
+            offer_link(self.scope, self)
 
     # The Link the app writes through (gateway.connection.Link).
 
