@@ -20,7 +20,7 @@ passes flow control; the handshake freed after the accept), ``send_receive_event
 ``handle_parser_exception`` (invalid UTF-8 closes with 1007, closes carry the table's reason),
 ``handle_connect`` (hands the Link over), ``data_received`` (activity clock, unparsable
 handshakes answered), ``handle_ping`` and ``handle_pong`` (the message budget, bounded pongs),
-``keepalive_timeout`` (a ping timeout tells the app), ``run_asgi`` (a lingering socket is reset).
+``keepalive_timeout`` (a ping timeout tells the app), ``on_task_complete`` (a lingering socket is reset).
 State it reads or replaces: ``queue`` and ``writable`` (leaner per-socket objects), ``conn``,
 ``transport``, ``loop``, ``scope``, ``handshake_initiated``, ``handshake_complete``,
 ``close_sent``, ``close_timer``, ``read_paused``, ``disconnected``, ``frames``,

@@ -219,8 +219,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_timer.cancel()
             self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._abort)
 
-    async def run_asgi(self) -> None:
-        await super().run_asgi()
+    def on_task_complete(self, task: asyncio.Task[None]) -> None:
+        # The app is done with the socket. A done callback rather than a run_asgi override: a
+        # wrapping coroutine would be one more frame held by every open socket.
+        super().on_task_complete(task)
         self._abort_later()
 
     def keepalive_timeout(self) -> None:

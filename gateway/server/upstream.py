@@ -71,7 +71,7 @@ INTERNALS: tuple[Internal, ...] = (
     _ws("handle_ping", "method", "overridden: pings count against the message budget"),
     _ws("handle_pong", "method", "overridden: pongs count against the message budget"),
     _ws("keepalive_timeout", "method", "overridden: a ping timeout tells the app"),
-    _ws("run_asgi", "method", "overridden: a socket the app is done with is reset if it lingers"),
+    _ws("on_task_complete", "method", "overridden: a socket the app is done with is reset if it lingers"),
     _ws("queue", "instance", "replaced by a leaner inbox"),
     _ws("writable", "instance", "replaced by a leaner flag; read by can_write"),
     _ws("conn", "instance", "the websockets protocol the frames go through"),
