@@ -110,7 +110,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("websockets", _SANS_IO, "send_text", "method", "compressed frames"),
     Internal("websockets", _SANS_IO, "send_close", "method", "1007 close"),
     Internal("websockets", _SANS_IO, "data_to_send", "method", "bytes to write"),
-    # gateway/subscriber.py drives one pub/sub connection without redis-py's PubSub.
+    # gateway/broker/redis.py drives one pub/sub connection without redis-py's PubSub.
     Internal("redis", _CONN, "read_response", "method", "the pub/sub reader", ("timeout",)),
     Internal("redis", _CONN, "send_packed_command", "method", "SUBSCRIBE batches", ("check_health",)),
     Internal("redis", _CONN, "pack_commands", "method", "SUBSCRIBE batches"),
