@@ -9,7 +9,6 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -24,33 +23,13 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import health, keys, metrics
 from gateway.auth import Authenticator
+from gateway.broker.redis import RedisBroker
 from gateway.endpoint import WebSocketEndpoint
 from gateway.hub import Hub
 from gateway.limiter import Limiter
 from gateway.settings import Settings
-from gateway.subscriber import Subscriber
+from gateway.state import Gateway
 from gateway.tasks import cancel_and_wait
-
-
-@dataclass
-class Gateway:
-    """Everything one worker holds; reaches handlers as ``request.state.gateway``."""
-
-    settings: Settings
-    worker_id: str
-    redis: aioredis.Redis
-    hub: Hub
-    subscriber: Subscriber
-    limiter: Limiter
-    authenticator: Authenticator
-    draining: bool = field(default=False)
-    pending_handshakes: int = field(default=0)
-    # Sent with every accept: which worker holds the socket (also its pub/sub client's name).
-    accept_headers: list[tuple[bytes, bytes]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.accept_headers = [(b"x-gateway-worker", self.worker_id.encode())]
-
 
 _COMMAND_CONNECTIONS = 16
 
@@ -133,20 +112,21 @@ def create_app(settings: Settings) -> GatewayApp:
             retry=_retry_once_on_a_fresh_connection(),
         )
         hub = Hub(settings.max_payload_size)
-        subscriber = Subscriber(
+        broker = RedisBroker(
             settings.redis_url,
             settings.channel_prefix,
             worker_id,
             probe_client,
             hub.deliver,
+            hub.user_ids,
             settings.redis_probe_interval,
         )
         limiter = Limiter(
             client, settings.channel_prefix, worker_id, settings.max_connections_per_user, settings.lease_ttl
         )
-        gateway = Gateway(settings, worker_id, client, hub, subscriber, limiter, Authenticator(settings))
+        gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings))
         app.state.gateway = gateway  # for the worker's drain on shutdown
-        subscriber.start()
+        broker.start()
         limiter.start()
         tally = asyncio.create_task(_flush_tally_every(0.5), name="gateway-metrics-tally")
         try:
@@ -156,7 +136,7 @@ def create_app(settings: Settings) -> GatewayApp:
             await cancel_and_wait(tally)
             metrics.flush_tally()
             await limiter.stop()
-            await subscriber.stop()
+            await broker.stop()
             await probe_client.aclose()
             await client.aclose()
 

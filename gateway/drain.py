@@ -14,12 +14,9 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from gateway import close_codes
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.state import Gateway
 
 log = logging.getLogger("gateway.drain")
 

@@ -11,19 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
 from gateway import close_codes, metrics
 from gateway.auth import AuthError
+from gateway.broker import BrokerUnavailable
 from gateway.close_codes import Refusal
 from gateway.connection import Connection, Link, link_of
 from gateway.limiter import Lease, LimiterUnavailable
-from gateway.subscriber import SubscriberUnavailable
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.state import Gateway
 
 log = logging.getLogger("gateway.endpoint")
 
@@ -105,16 +102,19 @@ class WebSocketEndpoint:
 
 
 class _Admission:
-    """What admission took for one connection; ``release`` gives it back in reverse, once."""
+    """What admission took for one connection; ``release`` gives it back in reverse, once.
 
-    __slots__ = ("connection", "gateway", "in_hub", "lease", "subscribed")
+    The hub is the registry of local users: its first connection subscribes the user's channel,
+    a later one shares the wait for the same confirmation, and the last one out unsubscribes it.
+    """
+
+    __slots__ = ("connection", "gateway", "in_hub", "lease")
 
     def __init__(self, gateway: Gateway, connection: Connection) -> None:
         self.gateway = gateway
         self.connection = connection
         self.lease: Lease | None = None
         self.in_hub = False
-        self.subscribed = False
 
     async def take(self) -> Refusal | None:
         """A lease, then a subscription Redis has confirmed; None when both are held."""
@@ -126,23 +126,23 @@ class _Admission:
         if self.lease is None:
             return close_codes.USER_LIMIT
         # In the hub before subscribing: a message that follows the confirmation finds it.
-        gateway.hub.add(connection.user_id, connection)
+        first = gateway.hub.add(connection.user_id, connection)
         self.in_hub = True
         try:
-            await gateway.subscriber.subscribe(connection.user_id)
-        except SubscriberUnavailable:
+            if first:
+                await gateway.broker.subscribe(connection.user_id)
+            else:
+                await gateway.broker.confirmed(connection.user_id)
+        except BrokerUnavailable:
             return close_codes.REDIS_UNAVAILABLE
-        self.subscribed = True
         return None
 
     async def release(self) -> None:
         gateway, user_id = self.gateway, self.connection.user_id
-        if self.subscribed:
-            self.subscribed = False
-            gateway.subscriber.unsubscribe(user_id)
         if self.in_hub:
             self.in_hub = False
-            gateway.hub.remove(user_id, self.connection)
+            if gateway.hub.remove(user_id, self.connection):
+                gateway.broker.unsubscribe(user_id)
         lease, self.lease = self.lease, None
         if lease is not None:
             await gateway.limiter.release(lease)

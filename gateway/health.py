@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.state import Gateway
 
 _REDIS_PING_TIMEOUT = 1.0
 
@@ -30,7 +28,7 @@ async def redis(request: Request) -> Response:
         await asyncio.wait_for(gateway.redis.ping(), _REDIS_PING_TIMEOUT)
     except (RedisError, OSError, TimeoutError):
         return JSONResponse({"redis": "unavailable"}, status_code=503)
-    if not gateway.subscriber.ready:
+    if not gateway.broker.ready:
         return JSONResponse({"redis": "reconnecting"}, status_code=503)
     return JSONResponse({"redis": "ok"})
 
@@ -43,10 +41,10 @@ async def websocket(request: Request) -> Response:
             "pid": os.getpid(),
             "connections": gateway.hub.connection_count,
             "users": gateway.hub.user_count,
-            "subscriptions": gateway.subscriber.user_count,
+            "subscriptions": gateway.broker.channel_count,
             "leases": len(gateway.limiter.leases),
             "handshakes": gateway.pending_handshakes,
-            "subscriber_ready": gateway.subscriber.ready,
+            "subscriber_ready": gateway.broker.ready,
             "draining": gateway.draining,
             # Tasks beyond the fixed few are per-connection: a leak shows here.
             "tasks": len(asyncio.all_tasks()),

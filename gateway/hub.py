@@ -1,4 +1,10 @@
-"""user id -> this worker's connections. Delivery is synchronous and never awaits a socket."""
+"""user id -> this worker's connections: the one registry of local users.
+
+``add`` says when a connection is its user's first here and ``remove`` when it was the last, so
+admission knows when to subscribe and unsubscribe the user's channel; after a reconnect the
+broker re-subscribes every user ``user_ids`` lists. Delivery is synchronous and never awaits a
+socket.
+"""
 
 from __future__ import annotations
 
@@ -38,16 +44,28 @@ class Hub:
     def connections(self) -> list[Outbox]:
         return [outbox for outboxes in self._by_user.values() for outbox in outboxes]
 
-    def add(self, user_id: str, outbox: Outbox) -> None:
-        self._by_user.setdefault(user_id, []).append(outbox)
-        self._connections += 1
+    def user_ids(self) -> list[str]:
+        return list(self._by_user)
 
-    def remove(self, user_id: str, outbox: Outbox) -> None:
+    def add(self, user_id: str, outbox: Outbox) -> bool:
+        """Register a connection; True when it is the user's first one here."""
+        self._connections += 1
+        outboxes = self._by_user.get(user_id)
+        if outboxes is None:
+            self._by_user[user_id] = [outbox]
+            return True
+        outboxes.append(outbox)
+        return False
+
+    def remove(self, user_id: str, outbox: Outbox) -> bool:
+        """Forget a connection; True when it was the user's last one here."""
         outboxes = self._by_user[user_id]
         outboxes.remove(outbox)
         self._connections -= 1
-        if not outboxes:
-            del self._by_user[user_id]
+        if outboxes:
+            return False
+        del self._by_user[user_id]
+        return True
 
     def deliver(self, user_id: str, payload: bytes) -> None:
         """Queue one published payload on every local connection of the user."""

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 import uvicorn
 
-from gateway.app import Gateway, create_app
+from gateway.app import create_app
+from gateway.state import Gateway
 from gateway.settings import Settings
 from tests.servers import SECRET, RedisServer, command_calls, eventually
 
@@ -45,7 +46,7 @@ async def test_the_probe_is_not_late_while_admissions_hold_every_pooled_connecti
 
     async with app.starlette.router.lifespan_context(app.starlette) as state:
         gateway: Gateway = state["gateway"]  # type: ignore[index]
-        await eventually(_now(lambda: gateway.subscriber.ready), what="the subscriber to be ready")
+        await eventually(_now(lambda: gateway.broker.ready), what="the broker to be ready")
         before = pubsub_ids()
         assert len(before) == 1
         pool = gateway.redis.connection_pool
@@ -59,7 +60,7 @@ async def test_the_probe_is_not_late_while_admissions_hold_every_pooled_connecti
             # Five probe rounds with no pooled connection to spare, or the pub/sub connection replaced.
             await eventually(_now(probed_or_replaced), what="five probes or a reconnect")
             assert pubsub_ids() == before
-            assert gateway.subscriber.ready
+            assert gateway.broker.ready
         finally:
             for connection in held:
                 await pool.release(connection)

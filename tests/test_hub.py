@@ -31,6 +31,21 @@ def test_delivery_reaches_every_connection_of_the_user_and_no_one_else() -> None
     assert (hub.connection_count, hub.user_count) == (3, 2)
 
 
+def test_add_says_first_and_remove_says_last() -> None:
+    """The hub is the registry admission asks: subscribe on the first connection of a user,
+    unsubscribe after the last; ``user_ids`` is what the broker re-subscribes after a reconnect."""
+    hub = Hub()
+    alice_1, alice_2, bob = RecordingOutbox(), RecordingOutbox(), RecordingOutbox()
+    assert hub.add("alice", alice_1) is True
+    assert hub.add("alice", alice_2) is False
+    assert hub.add("bob", bob) is True
+    assert sorted(hub.user_ids()) == ["alice", "bob"]
+    assert hub.remove("alice", alice_1) is False
+    assert hub.remove("alice", alice_2) is True
+    assert hub.user_ids() == ["bob"]
+    assert hub.add("alice", alice_1) is True
+
+
 def test_removing_the_last_connection_forgets_the_user() -> None:
     hub = Hub()
     outbox = RecordingOutbox()

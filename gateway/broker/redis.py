@@ -1,27 +1,26 @@
-"""The worker's one Redis pub/sub connection.
+"""``RedisBroker``: the worker's one pub/sub connection to a single Redis server.
 
-Channels are reference counted per user: SUBSCRIBE goes out on a user's first local
-connection and UNSUBSCRIBE after the last one leaves. Changes made while a command is being
-written are batched into the next command. ``subscribe`` returns only once Redis has confirmed
-the subscription, so a connection accepted after it misses nothing published later.
+SUBSCRIBE goes out when the hub says a user's first local connection arrived, UNSUBSCRIBE when it
+says the last one left; changes made while a command is being written are batched into the next
+command. The broker keeps no count of connections: only the confirmations still awaited, and the
+number of user channels held.
 
 The reader hands every payload to ``on_message`` synchronously and never awaits a client. A
-worker-private control channel is always subscribed: it carries a periodic probe published
-through a client of its own, so a connection that is open but deaf is noticed and replaced. On
-any loss the subscriber reconnects with jittered back-off and re-subscribes every user it
-counts, from its own reference counts rather than redis-py's memory.
+worker-private control channel is always subscribed; ``probe.py`` publishes to it, so a
+connection that is open but deaf is noticed and replaced. On any loss the broker reconnects with
+jittered back-off and re-subscribes every user the hub lists, not what redis-py remembers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,11 +28,11 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics
+from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler
+from gateway.broker.probe import Probe
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.subscriber")
-
-MessageHandler = Callable[[str, bytes], None]
 
 # Redis accepts far more, but a bounded command keeps one resubscribe from stalling the reader.
 _CHANNELS_PER_COMMAND = 1000
@@ -45,11 +44,7 @@ _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 5.0
 
 
-class SubscriberUnavailable(Exception):
-    """Redis is not reachable through the pub/sub connection; admission fails closed."""
-
-
-class Subscriber:
+class RedisBroker(Broker):
     def __init__(
         self,
         redis_url: str,
@@ -57,6 +52,7 @@ class Subscriber:
         worker_id: str,
         probe_client: aioredis.Redis,
         on_message: MessageHandler,
+        users: LocalUsers,
         probe_interval: float,
     ) -> None:
         # RESP2: messages arrive as plain arrays; under RESP3 redis-py routes each one through
@@ -72,23 +68,25 @@ class Subscriber:
         self._prefix = prefix
         self._prefix_len = len(prefix) + 1
         self._control = keys.control_channel(prefix, worker_id).encode()
+        # Publishes (the probe's) go through a connection of its own, not the command pool.
         self._probe_client = probe_client
         self._on_message = on_message
-        self._probe_interval = probe_interval
+        self._users = users
+        self._probe = Probe(self.publish, self._control, probe_interval)
 
-        self._refs: dict[str, int] = {}
-        # The future each counted user's subscription resolves (True: confirmed, False: lost).
-        self._confirmed: dict[str, asyncio.Future[bool]] = {}
+        self._channels = 0
+        # Users whose SUBSCRIBE is queued or in flight: the future resolves True once Redis
+        # confirms it, False if the connection is lost first. A confirmed user has no entry.
+        self._pending: dict[str, asyncio.Future[bool]] = {}
         self._to_subscribe: dict[str, None] = {}
-        self._to_unsubscribe: dict[str, asyncio.Future[bool]] = {}
-        # A done future shared by every confirmed user (made in the loop, at the first session).
-        self._settled: asyncio.Future[bool] | None = None
+        # Users to UNSUBSCRIBE, with their still-pending future if any (a return before the
+        # write resumes it).
+        self._to_unsubscribe: dict[str, asyncio.Future[bool] | None] = {}
         # Futures of SUBSCRIBEs written, by channel, in the order Redis will confirm them.
         self._inflight: dict[bytes, deque[asyncio.Future[bool]]] = {}
         self._dirty = asyncio.Event()
         self._conn: AbstractConnection | None = None
         self._ready = False
-        self._probe_returned = asyncio.Event()
         self._lost_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
@@ -98,8 +96,8 @@ class Subscriber:
         return self._ready
 
     @property
-    def user_count(self) -> int:
-        return len(self._refs)
+    def channel_count(self) -> int:
+        return self._channels
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gateway-subscriber")
@@ -110,46 +108,47 @@ class Subscriber:
         await self._pool.disconnect()
 
     async def subscribe(self, user_id: str) -> None:
-        """Count one more local connection of the user; return once Redis confirms the channel."""
+        self._channels += 1
+        metrics.REDIS_SUBSCRIPTIONS.inc()
         if not self._ready:
-            raise SubscriberUnavailable("pub/sub connection is down")
-        refs = self._refs.get(user_id, 0) + 1
-        self._refs[user_id] = refs
-        if refs == 1:
-            pending = self._to_unsubscribe.pop(user_id, None)
-            if pending is not None:
-                # The UNSUBSCRIBE was never written: the old subscription still stands.
-                self._confirmed[user_id] = pending
-            else:
-                self._confirmed[user_id] = asyncio.get_running_loop().create_future()
-                self._to_subscribe[user_id] = None
-                self._dirty.set()
-            metrics.REDIS_SUBSCRIPTIONS.inc()
-        try:
-            confirmed = await asyncio.shield(self._confirmed[user_id])
-        except BaseException:
-            self.unsubscribe(user_id)
-            raise
-        if not confirmed:
-            self.unsubscribe(user_id)
-            raise SubscriberUnavailable("pub/sub connection lost before the subscription")
+            # The next session subscribes every user the hub still lists.
+            raise BrokerUnavailable("pub/sub connection is down")
+        if user_id in self._to_unsubscribe:
+            # The UNSUBSCRIBE was never written: the old subscription still stands.
+            future = self._to_unsubscribe.pop(user_id)
+            if future is None or future.done():
+                return
+        else:
+            future = asyncio.get_running_loop().create_future()
+            self._to_subscribe[user_id] = None
+            self._dirty.set()
+        self._pending[user_id] = future
+        await _confirmation(future)
+
+    async def confirmed(self, user_id: str) -> None:
+        if not self._ready:
+            raise BrokerUnavailable("pub/sub connection is down")
+        future = self._pending.get(user_id)
+        if future is not None:
+            await _confirmation(future)
 
     def unsubscribe(self, user_id: str) -> None:
-        """Count one local connection of the user less; the last one unsubscribes."""
-        refs = self._refs[user_id] - 1
-        if refs:
-            self._refs[user_id] = refs
-            return
-        del self._refs[user_id]
-        future = self._confirmed.pop(user_id)
-        if user_id in self._to_subscribe:
+        self._channels -= 1
+        metrics.REDIS_SUBSCRIPTIONS.dec()
+        future = self._pending.pop(user_id, None)
+        if future is not None and user_id in self._to_subscribe:
+            # Never written: nothing to undo in Redis.
             del self._to_subscribe[user_id]
             if not future.done():
                 future.set_result(False)
-        elif self._conn is not None:
+        elif self._conn is not None and (future is not None or self._ready):
+            # Written in this session (confirmed, or its confirmation on the way). Before the
+            # control channel is confirmed, a user with nothing pending was never written.
             self._to_unsubscribe[user_id] = future
             self._dirty.set()
-        metrics.REDIS_SUBSCRIPTIONS.dec()
+
+    async def publish(self, channel: bytes, payload: bytes) -> int:
+        return int(await self._probe_client.publish(channel, payload))
 
     async def _run(self) -> None:
         delay = _BACKOFF_FIRST
@@ -176,21 +175,20 @@ class Subscriber:
         conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         self._conn = conn
         await conn.connect()  # type: ignore[no-untyped-call]
-        # Local truth: every user counted now, whatever redis-py remembers.
+        # The hub is the truth: every user it lists now, whatever redis-py remembers.
         loop = asyncio.get_running_loop()
-        if self._settled is None:
-            self._settled = loop.create_future()
-            self._settled.set_result(True)
-        users = list(self._refs)
-        for user_id in users:
+        channels = [self._control]
+        for user_id in self._users():
             future: asyncio.Future[bool] = loop.create_future()
-            self._confirmed[user_id] = future
-            self._inflight.setdefault(self._channel(user_id), deque()).append(future)
-        await self._write(_batched("SUBSCRIBE", [self._control] + [self._channel(u) for u in users]))
+            self._pending[user_id] = future
+            channel = self._channel(user_id)
+            self._inflight.setdefault(channel, deque()).append(future)
+            channels.append(channel)
+        await self._write(_batched("SUBSCRIBE", channels))
         tasks = [
             asyncio.create_task(self._read(conn), name="gateway-subscriber-reader"),
             asyncio.create_task(self._write_changes(), name="gateway-subscriber-writer"),
-            asyncio.create_task(self._probe(), name="gateway-subscriber-probe"),
+            asyncio.create_task(self._probe.run(), name="gateway-subscriber-probe"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -204,6 +202,7 @@ class Subscriber:
 
     async def _read(self, conn: AbstractConnection) -> None:
         on_message = self._on_message
+        probe_returned = self._probe.returned
         prefix_len = self._prefix_len
         control = self._control
         dispatched = 0
@@ -213,7 +212,7 @@ class Subscriber:
             if kind == b"message":
                 channel = reply[1]
                 if channel == control:
-                    self._probe_returned.set()
+                    probe_returned()
                 else:
                     on_message(channel[prefix_len:].decode(), reply[2])
                     dispatched += 1
@@ -227,7 +226,7 @@ class Subscriber:
         if channel == self._control:
             self._ready = True
             metrics.REDIS_DISCONNECTED.inc(time.monotonic() - self._lost_at)
-            log.info("redis pub/sub ready with %d user channels", len(self._refs))
+            log.info("redis pub/sub ready with %d user channels", self._channels)
             return
         waiting = self._inflight.get(channel)
         if not waiting:
@@ -238,9 +237,8 @@ class Subscriber:
         if not future.done():
             future.set_result(True)
         user_id = channel[self._prefix_len :].decode()
-        if self._settled is not None and self._confirmed.get(user_id) is future:
-            # Confirmed users share one settled future instead of each keeping theirs for life.
-            self._confirmed[user_id] = self._settled
+        if self._pending.get(user_id) is future:
+            del self._pending[user_id]
 
     async def _write_changes(self) -> None:
         while True:
@@ -251,7 +249,7 @@ class Subscriber:
             channels = []
             for user_id in self._to_subscribe:
                 channel = self._channel(user_id)
-                self._inflight.setdefault(channel, deque()).append(self._confirmed[user_id])
+                self._inflight.setdefault(channel, deque()).append(self._pending[user_id])
                 channels.append(channel)
             self._to_subscribe.clear()
             commands += _batched("SUBSCRIBE", channels)
@@ -268,30 +266,15 @@ class Subscriber:
             # honour it here, or the task outlives its session.
             raise asyncio.CancelledError
 
-    async def _probe(self) -> None:
-        """Publish to our control channel; if it does not come back in time the connection is deaf."""
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            self._probe_returned.clear()
-            try:
-                async with asyncio.timeout(self._probe_interval):
-                    await self._probe_client.publish(self._control, b"probe")
-                    await self._probe_returned.wait()
-            except TimeoutError:
-                raise TimeoutError("control channel probe did not come back") from None
-
     async def _teardown(self) -> None:
         self._ready = False
         conn, self._conn = self._conn, None
-        for waiting in self._inflight.values():
-            for future in waiting:
-                if not future.done():
-                    future.set_result(False)
-        self._inflight.clear()
-        for user_id in self._to_subscribe:
-            future = self._confirmed[user_id]
+        # Every confirmation still awaited is lost; the next session starts from the hub.
+        for future in itertools.chain(self._pending.values(), *self._inflight.values()):
             if not future.done():
                 future.set_result(False)
+        self._inflight.clear()
+        self._pending.clear()
         self._to_subscribe.clear()
         self._to_unsubscribe.clear()
         self._dirty.clear()
@@ -301,6 +284,12 @@ class Subscriber:
 
     def _channel(self, user_id: str) -> bytes:
         return keys.user_channel(self._prefix, user_id).encode()
+
+
+async def _confirmation(future: asyncio.Future[bool]) -> None:
+    # Shielded: a connection cancelled while waiting leaves the wait of the user's others alone.
+    if not await asyncio.shield(future):
+        raise BrokerUnavailable("pub/sub connection lost before the subscription")
 
 
 def _batched(command: str, channels: list[bytes]) -> list[tuple[Any, ...]]:

@@ -1,0 +1,90 @@
+"""The broker: how a worker hears what backends publish for its local users.
+
+The rest of the gateway sees only ``Broker``. Who is connected is the hub's to know
+(``gateway/hub.py``): admission calls ``subscribe`` when the hub says a user's connection is the
+first local one, ``confirmed`` for every later one, and ``unsubscribe`` when the hub says the last
+one left. The calls pair up: one ``unsubscribe`` for each ``subscribe``, whatever it raised.
+
+An implementation is built with two callables and must guarantee:
+
+- ``on_message(user_id, payload)`` is called for every payload published to a held user's channel,
+  synchronously from its reader, in publish order per channel. The reader never awaits a client
+  (the hub only queues), and binds the callback once, not per message.
+- ``subscribe`` and ``confirmed`` return only once the broker has confirmed the channel (Redis
+  answered the SUBSCRIBE), so a socket accepted after them misses nothing published later; they
+  raise ``BrokerUnavailable`` when it cannot be confirmed: not connected, or the connection lost
+  before the confirmation. The caller then refuses the socket and rolls back. A caller cancelled
+  while waiting does not cancel the confirmation other connections of the user wait for.
+- ``users()`` (the hub's local users) is the truth after any reconnect: every user it lists is
+  subscribed again, whatever the client library remembers; nothing is re-subscribed from the
+  broker's own memory.
+- ``ready`` is True only while connected with its own liveness check passing, and an open but
+  deaf connection is noticed (a probe) and replaced, with jittered back-off.
+
+Implementations, one per Redis topology, chosen by ``gateway/app.py`` from the settings:
+
+- ``redis.py``: ``RedisBroker``, one Redis server, one pub/sub connection per worker (``probe.py``
+  checks it). The only one today.
+- ``cluster.py`` (to come): Redis Cluster, shard channels (SSUBSCRIBE), one pub/sub connection per
+  master owning a slot of a local user, following failovers and slot migrations.
+- Sentinel: ``sentinel.py``, or only a connection factory handed to ``RedisBroker``, since after
+  discovery it is one server again.
+
+History and recovery sit above the broker, between it and the hub (``on_message`` goes through
+them), and do not know which implementation delivers. A control channel (disconnect a user
+everywhere) is published with ``publish`` and handled beside the user channels.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+
+# The reader's callback: the user id (the channel without its prefix) and the payload as published.
+MessageHandler = Callable[[str, bytes], None]
+# The hub's local users, listed after a reconnect to subscribe them again.
+LocalUsers = Callable[[], Iterable[str]]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot confirm a subscription (not connected, or lost first); admission fails
+    closed with 1013."""
+
+
+class Broker(abc.ABC):
+    """One worker's connection to the published messages; see the module docstring."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """Connected, and its liveness check passing: subscriptions can be confirmed."""
+
+    @property
+    @abc.abstractmethod
+    def channel_count(self) -> int:
+        """User channels held: one per user between its ``subscribe`` and ``unsubscribe``."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start connecting (in the background); reconnects until ``stop``."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop reading and close every connection."""
+
+    @abc.abstractmethod
+    async def subscribe(self, user_id: str) -> None:
+        """The user's first local connection: subscribe its channel; return once confirmed."""
+
+    @abc.abstractmethod
+    async def confirmed(self, user_id: str) -> None:
+        """A later local connection of a user already subscribed (or being subscribed): return
+        once its channel is confirmed, sharing the first connection's wait."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, user_id: str) -> None:
+        """The user's last local connection left: drop its channel (without waiting)."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: bytes, payload: bytes) -> int:
+        """Publish one payload on a channel; the number of subscribers Redis counted."""

@@ -1,0 +1,38 @@
+"""``Gateway``: everything one worker holds, built by the lifespan in ``gateway/app.py``.
+
+It reaches handlers as ``request.state.gateway`` (``scope["state"]["gateway"]`` for sockets).
+A module of its own so the endpoint, health checks and drain can import it without importing
+the app that imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from gateway.auth import Authenticator
+from gateway.broker import Broker
+from gateway.hub import Hub
+from gateway.limiter import Limiter
+from gateway.settings import Settings
+
+
+@dataclass
+class Gateway:
+    """Everything one worker holds; reaches handlers as ``request.state.gateway``."""
+
+    settings: Settings
+    worker_id: str
+    redis: aioredis.Redis
+    hub: Hub
+    broker: Broker
+    limiter: Limiter
+    authenticator: Authenticator
+    draining: bool = field(default=False)
+    pending_handshakes: int = field(default=0)
+    # Sent with every accept: which worker holds the socket (also its pub/sub client's name).
+    accept_headers: list[tuple[bytes, bytes]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accept_headers = [(b"x-gateway-worker", self.worker_id.encode())]
