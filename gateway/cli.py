@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import redis
 
 from gateway import keys
+from gateway import settings_table as table
 from gateway.auth import issue_token
-from gateway.payload_limit import max_payload_size_from_environ
 from gateway.publisher import PayloadTooLarge, Publisher
 from gateway.settings import Settings, SettingsError
 
@@ -35,13 +34,12 @@ def main(argv: list[str] | None = None) -> int:
             json.loads(args.json)
         except ValueError:
             parser.error("JSON: not valid JSON")
-        url = os.environ.get("REDIS_URL", "redis://localhost:6379")
         try:
-            limit = max_payload_size_from_environ()
-        except ValueError as exc:
+            # REDIS_URL, REDIS_CHANNEL_PREFIX and WEBSOCKET_MAX_PAYLOAD_SIZE, read as the gateway does.
+            publisher = Publisher()
+        except SettingsError as exc:
             print(f"invalid setting {exc}", file=sys.stderr)
             return 2
-        publisher = Publisher(url, os.environ.get("REDIS_CHANNEL_PREFIX", "ws"), max_payload_size=limit)
         try:
             receivers = publisher.publish(args.user, args.json)
         except PayloadTooLarge as exc:
@@ -53,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "connections":
-        return _print_connections(args.user)
+        try:
+            url, prefix = table.REDIS_URL.from_environ(), table.REDIS_CHANNEL_PREFIX.from_environ()
+        except SettingsError as exc:
+            print(f"invalid setting {exc}", file=sys.stderr)
+            return 2
+        return _print_connections(url, prefix, args.user)
 
     try:
         settings = Settings.from_environ()
@@ -67,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_connections(user_id: str) -> int:
+def _print_connections(url: str, prefix: str, user_id: str) -> int:
     """One line per lease: connection id (worker and sequence) and the seconds it has left."""
-    url = os.environ.get("REDIS_URL", "redis://localhost:6379")
-    key = keys.connections_key(os.environ.get("REDIS_CHANNEL_PREFIX", "ws"), user_id)
+    key = keys.connections_key(prefix, user_id)
     with redis.Redis.from_url(url, socket_timeout=5) as client:
         seconds, micros = client.time()
         now_ms = seconds * 1000 + micros // 1000

@@ -1,5 +1,6 @@
 """The largest payload the gateway delivers, shared by the gateway (settings, hub) and the
-publisher library, which imports only this, redis and the key names.
+publisher library, which imports only this, redis, the key names and the settings table (which
+reads ``WEBSOCKET_MAX_PAYLOAD_SIZE`` within these bounds).
 
 Why a limit at all: a worker reads every user's messages through one Redis pub/sub connection,
 and Redis cuts a subscriber whose output buffer passes ``client-output-buffer-limit pubsub``
@@ -9,9 +10,6 @@ published until it reconnects. The limit also bounds a connection's memory: at m
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Mapping
 
 VARIABLE = "WEBSOCKET_MAX_PAYLOAD_SIZE"
 # Notifications are small; 64 KiB leaves room for a rich one and keeps the worst-case queue
@@ -31,17 +29,3 @@ class PayloadTooLarge(ValueError):
         )
         self.size = size
         self.limit = limit
-
-
-def max_payload_size_from_environ(environ: Mapping[str, str] | None = None) -> int:
-    """``WEBSOCKET_MAX_PAYLOAD_SIZE`` in bytes, else the default; ValueError names the variable."""
-    raw = (os.environ if environ is None else environ).get(VARIABLE, "").strip()
-    if not raw:
-        return DEFAULT_MAX_PAYLOAD_SIZE
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not SMALLEST <= value <= LARGEST:
-        raise ValueError(f"{VARIABLE}: an integer from {SMALLEST} to {LARGEST} (bytes), got {raw!r}")
-    return value

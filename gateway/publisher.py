@@ -1,8 +1,10 @@
 """Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
 
-Imports only redis, the key names and the payload limit, so services can depend on it cheaply.
-A payload over the limit (``max_payload_size``, else ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else 64 KiB)
-raises ``PayloadTooLarge`` before anything is sent: the gateway would drop it.
+Imports only redis, the key names, the payload limit and the settings table, so services can
+depend on it cheaply. What is not passed is read as the gateway reads it: ``REDIS_URL``,
+``REDIS_CHANNEL_PREFIX`` and ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else the table's defaults; a bad value
+raises ``SettingsError`` (a ``ValueError``) naming the variable. A payload over the limit raises
+``PayloadTooLarge`` before anything is sent: the gateway would drop it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from gateway import settings_table as table
 from gateway.keys import is_valid_user_id, user_channel
-from gateway.payload_limit import PayloadTooLarge, max_payload_size_from_environ
+from gateway.payload_limit import PayloadTooLarge
+from gateway.settings_parsers import SettingsError
 
-__all__ = ["AsyncPublisher", "PayloadTooLarge", "Publisher", "encode_payload"]
+__all__ = ["AsyncPublisher", "PayloadTooLarge", "Publisher", "SettingsError", "encode_payload"]
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -45,7 +49,15 @@ def _checked(payload: Any, limit: int) -> bytes:
 
 
 def _limit(max_payload_size: int | None) -> int:
-    return max_payload_size_from_environ() if max_payload_size is None else max_payload_size
+    return table.WEBSOCKET_MAX_PAYLOAD_SIZE.from_environ() if max_payload_size is None else max_payload_size
+
+
+def _prefix(prefix: str | None) -> str:
+    return table.REDIS_CHANNEL_PREFIX.from_environ() if prefix is None else prefix
+
+
+def _url(redis_url: str | None) -> str:
+    return table.REDIS_URL.from_environ() if redis_url is None else redis_url
 
 
 def _encoded(prefix: str, limit: int, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
@@ -58,14 +70,14 @@ class Publisher:
 
     def __init__(
         self,
-        redis_url: str = "redis://localhost:6379",
-        prefix: str = "ws",
+        redis_url: str | None = None,
+        prefix: str | None = None,
         client: redis.Redis | None = None,
         max_payload_size: int | None = None,
     ) -> None:
         self._limit = _limit(max_payload_size)
-        self._client = client or redis.Redis.from_url(redis_url)
-        self._prefix = prefix
+        self._prefix = _prefix(prefix)
+        self._client = client or redis.Redis.from_url(_url(redis_url))
 
     def publish(self, user_id: str, payload: Any) -> int:
         channel = _channel(self._prefix, user_id)
@@ -87,14 +99,14 @@ class AsyncPublisher:
 
     def __init__(
         self,
-        redis_url: str = "redis://localhost:6379",
-        prefix: str = "ws",
+        redis_url: str | None = None,
+        prefix: str | None = None,
         client: aioredis.Redis | None = None,
         max_payload_size: int | None = None,
     ) -> None:
         self._limit = _limit(max_payload_size)
-        self._client = client or aioredis.Redis.from_url(redis_url)
-        self._prefix = prefix
+        self._prefix = _prefix(prefix)
+        self._client = client or aioredis.Redis.from_url(_url(redis_url))
 
     async def publish(self, user_id: str, payload: Any) -> int:
         channel = _channel(self._prefix, user_id)

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, PayloadTooLarge
-from gateway.publisher import AsyncPublisher, Publisher, encode_payload
+from gateway.publisher import AsyncPublisher, Publisher, SettingsError, encode_payload
 from tests.servers import ROOT, SECRET, RedisServer
 
 
@@ -187,3 +187,99 @@ def test_cli_publish_refuses_a_payload_over_the_limit_with_one_line(
     assert "WEBSOCKET_MAX_PAYLOAD_SIZE (256 bytes)" in lines[0]
     assert pubsub.get_message(timeout=0.5) is None
     pubsub.close()
+
+
+def test_publisher_without_arguments_reads_the_gateways_redis_and_prefix(
+    redis_server: RedisServer, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service started with the gateway's environment reaches the gateway's channels."""
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("REDIS_CHANNEL_PREFIX", "notify")
+    pubsub = _listen(redis_server, f"notify:{user}")
+    publisher = Publisher()
+    assert publisher.publish(user, "hi") == 1
+    assert pubsub.get_message(timeout=5)["data"] == b"hi"  # type: ignore[index]
+    publisher.close()
+    pubsub.close()
+
+
+async def test_async_publisher_without_arguments_reads_the_gateways_redis_and_prefix(
+    redis_server: RedisServer, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("REDIS_CHANNEL_PREFIX", "notify")
+    pubsub = _listen(redis_server, f"notify:{user}")
+    publisher = AsyncPublisher()
+    assert await publisher.publish(user, "hi") == 1
+    assert pubsub.get_message(timeout=5)["data"] == b"hi"  # type: ignore[index]
+    await publisher.aclose()
+    pubsub.close()
+
+
+@pytest.mark.parametrize("publisher_class", [Publisher, AsyncPublisher])
+def test_publisher_refuses_what_the_gateway_refuses(
+    publisher_class: type[Publisher] | type[AsyncPublisher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefix or URL the gateway would not start with names its variable, before any publish."""
+    monkeypatch.setenv("REDIS_CHANNEL_PREFIX", "a:b")
+    with pytest.raises(SettingsError, match=r"^REDIS_CHANNEL_PREFIX: a non-empty name"):
+        publisher_class()
+    monkeypatch.setenv("REDIS_CHANNEL_PREFIX", "ws")
+    monkeypatch.setenv("REDIS_URL", "localhost:6379")
+    with pytest.raises(SettingsError, match=r"^REDIS_URL: a redis://, rediss:// or unix:// URL"):
+        publisher_class()
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "line"),
+    [
+        (
+            "publish",
+            {"REDIS_CHANNEL_PREFIX": "a:b"},
+            "invalid setting REDIS_CHANNEL_PREFIX: a non-empty name",
+        ),
+        ("publish", {"REDIS_URL": "localhost:6379"}, "invalid setting REDIS_URL: a redis://"),
+        (
+            "connections",
+            {"REDIS_CHANNEL_PREFIX": ""},
+            "invalid setting REDIS_CHANNEL_PREFIX: a non-empty name",
+        ),
+        ("connections", {"REDIS_URL": "localhost:6379"}, "invalid setting REDIS_URL: a redis://"),
+    ],
+)
+def test_cli_refuses_a_setting_the_gateway_refuses_with_one_line(
+    redis_server: RedisServer, user: str, command: str, env: dict[str, str], line: str
+) -> None:
+    """Not a publish to a channel no gateway listens on, nor a traceback."""
+    pubsub = redis_server.client().pubsub()
+    pubsub.psubscribe("*")
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"  # type: ignore[index]
+    args = (command, user, "{}") if command == "publish" else (command, user)
+    result = _cli(*args, **{"REDIS_URL": redis_server.url, **env})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(line)
+    assert pubsub.get_message(timeout=0.5) is None
+    pubsub.close()
+
+
+def test_cli_publish_reads_the_prefix_as_the_gateway_does(redis_server: RedisServer, user: str) -> None:
+    pubsub = _listen(redis_server, f"notify:{user}")
+    result = _cli("publish", user, "{}", REDIS_URL=redis_server.url, REDIS_CHANNEL_PREFIX="notify")
+    assert result.returncode == 0, result.stderr
+    assert pubsub.get_message(timeout=5)["data"] == b"{}"  # type: ignore[index]
+    pubsub.close()
+
+
+def test_the_publisher_imports_nothing_heavy() -> None:
+    """Backend services import it: no jwt, cryptography keys, starlette or the gateway's settings."""
+    probe = "import sys, gateway.publisher; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        ).stdout.split()
+    )
+    heavy = {"jwt", "starlette", "uvicorn", "gateway.settings", "gateway.jwt_keys", "gateway.auth"}
+    assert "gateway.publisher" in loaded
+    assert not heavy & loaded
+    assert not {m for m in loaded if m.startswith("cryptography.hazmat")}

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from gateway import settings_table
 from gateway.settings import Settings, SettingsError
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 # 64 bytes: long enough for every HS* algorithm.
 BASE = {"JWT_SECRET_KEY": "s" * 64}
@@ -190,3 +198,51 @@ def test_the_removed_fail_open_setting_stops_start_up() -> None:
     with pytest.raises(SettingsError, match=r"^WEBSOCKET_LIMIT_FAIL_OPEN: "):
         Settings.from_environ({**BASE, "WEBSOCKET_LIMIT_FAIL_OPEN": "true"})
     assert Settings.from_environ({**BASE, "WEBSOCKET_LIMIT_FAIL_OPEN": "false"})
+
+
+def test_readme_carries_exactly_the_generated_settings_table() -> None:
+    """The README's table is settings_table.markdown_table(), no row more or less."""
+    generated = settings_table.markdown_table().splitlines()
+    lines = README.read_text().splitlines()
+    start = lines.index(generated[0])
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    assert lines[start:end] == generated
+
+
+def test_every_settings_field_is_one_row_of_the_table() -> None:
+    """The dataclass and the table name the same fields, each variable once."""
+    variables = [s.variable for s in settings_table.ALL]
+    assert len(variables) == len(set(variables))
+    fields = [str(s.field) for s in settings_table.GATEWAY]
+    assert sorted(fields) == sorted(f.name for f in dataclasses.fields(Settings))
+
+
+def test_unset_variables_take_the_defaults_of_the_table() -> None:
+    """WEB_CONCURRENCY's default is worked out: the number of cores."""
+    settings = Settings.from_environ(BASE)
+    for row in settings_table.GATEWAY:
+        if row is not settings_table.JWT_SECRET_KEY:
+            assert getattr(settings, str(row.field)) == row.default_value(), row.variable
+    assert settings.web_concurrency == (os.cpu_count() or 1)
+
+
+def test_the_documented_bounds_are_the_enforced_ones() -> None:
+    """Each number's accepted range in the README is exactly what start-up takes."""
+    checked = 0
+    for row in settings_table.GATEWAY:
+        bounds = re.fullmatch(r"(integer|number|bytes), ([\d.]+) to ([\d.]+)", row.parser.accepts)
+        if bounds is None:
+            continue
+        kind = float if bounds[1] == "number" else int
+        low, high = kind(bounds[2]), kind(bounds[3])
+        step = 1 if kind is int else 0.01
+        for inside in (low, high):
+            value = Settings.from_environ({**BASE, row.variable: str(inside)})
+            assert getattr(value, str(row.field)) == inside, row.variable
+        for outside in (low - step, high + step):
+            with pytest.raises(SettingsError, match=rf"^{row.variable}: an? (integer|number) from "):
+                Settings.from_environ({**BASE, row.variable: str(outside)})
+        checked += 1
+    assert checked >= 15

@@ -1,0 +1,273 @@
+"""Every setting, declared once: its variable, ``Settings`` field, default, parser and meaning.
+
+``Settings.from_environ`` reads through this table, the README's settings table is generated from
+it (``markdown_table``; tests/test_settings.py checks the README), and the CLI and the publisher
+library take their defaults from it. Standard library and the payload limit only: the publisher
+imports it. Checks that need two settings (the JWT key against the algorithm) are in settings.py.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gateway import payload_limit
+from gateway.settings_parsers import (
+    Computed,
+    Setting,
+    byte_size,
+    choice,
+    flag,
+    integer,
+    json_strings,
+    name_part,
+    number,
+    optional_text,
+    required,
+    text,
+    url,
+)
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+WEBSOCKET_HOST = Setting(
+    "WEBSOCKET_HOST", "host", "0.0.0.0", text("a host name or IP address"), "bind address"
+)
+WEBSOCKET_PORT = Setting("WEBSOCKET_PORT", "port", 8080, integer(1, 65535), "bind port")
+WEB_CONCURRENCY = Setting(
+    "WEB_CONCURRENCY",
+    "web_concurrency",
+    Computed(_cores, "cores"),
+    integer(1, 256),
+    "worker processes; unset: the number of cores (`os.cpu_count()`), worked out at start-up",
+)
+WEBSOCKET_MAX_CONNECTIONS_PER_USER = Setting(
+    "WEBSOCKET_MAX_CONNECTIONS_PER_USER",
+    "max_connections_per_user",
+    5,
+    integer(1, 10_000),
+    "cluster-wide, across all workers and hosts",
+)
+WEBSOCKET_IDLE_TIMEOUT = Setting(
+    "WEBSOCKET_IDLE_TIMEOUT",
+    "idle_timeout",
+    300.0,
+    number(1.0, 86_400.0),
+    "seconds without any client frame (pongs count) before close (1001)",
+)
+REDIS_URL = Setting(
+    "REDIS_URL",
+    "redis_url",
+    "redis://localhost:6379",
+    url(("redis", "rediss", "unix")),
+    "Redis for pub/sub and limits; the publisher library and the CLI read it too",
+)
+REDIS_CHANNEL_PREFIX = Setting(
+    "REDIS_CHANNEL_PREFIX",
+    "channel_prefix",
+    "ws",
+    name_part(),
+    "channel is `{prefix}:{user_id}`; the publisher library and the CLI read it too",
+)
+JWT_SECRET_KEY = Setting(
+    "JWT_SECRET_KEY",
+    "jwt_secret_key",
+    "",
+    required("a secret or a PEM public key", "an HS* secret, or a PEM public key for RS*/ES*"),
+    "HS* secret of at least 32 / 48 / 64 bytes (HS256 / HS384 / HS512), or the PEM public key for "
+    "RS*/PS* (RSA, 2048 bits or more), ES256/384/512 (EC on P-256/P-384/P-521) or EdDSA "
+    "(Ed25519, Ed448); checked at start-up",
+    shown="none: required",
+)
+JWT_ALGORITHM = Setting(
+    "JWT_ALGORITHM",
+    "jwt_algorithm",
+    "HS256",
+    choice(HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS),
+    "the one accepted algorithm; `none` is always refused",
+)
+JWT_AUDIENCE = Setting(
+    "JWT_AUDIENCE",
+    "jwt_audience",
+    None,
+    optional_text("any text"),
+    "when set, the `aud` claim is required and checked",
+    shown="unset",
+)
+JWT_ISSUER = Setting(
+    "JWT_ISSUER",
+    "jwt_issuer",
+    None,
+    optional_text("any text"),
+    "when set, the `iss` claim is required and checked",
+    shown="unset",
+)
+JWT_LEEWAY = Setting(
+    "JWT_LEEWAY", "jwt_leeway", 5.0, number(0.0, 300.0), "seconds of clock skew allowed on `exp`"
+)
+CORS_ORIGINS = Setting(
+    "CORS_ORIGINS",
+    "cors_origins",
+    (),
+    json_strings("origins", '["https://app.example"]'),
+    "allowed `Origin` values for the upgrade, exact match",
+    shown="`[]` (any)",
+)
+WEBSOCKET_SEND_QUEUE_SIZE = Setting(
+    "WEBSOCKET_SEND_QUEUE_SIZE",
+    "send_queue_size",
+    256,
+    integer(1, 100_000),
+    "frames queued per connection before it is closed as a slow consumer",
+)
+WEBSOCKET_MAX_MESSAGE_SIZE = Setting(
+    "WEBSOCKET_MAX_MESSAGE_SIZE",
+    "max_inbound_message_size",
+    4096,
+    integer(128, 16 * 1024 * 1024),
+    "largest client frame in bytes (larger: close 1009)",
+)
+WEBSOCKET_MAX_PAYLOAD_SIZE = Setting(
+    payload_limit.VARIABLE,
+    "max_payload_size",
+    payload_limit.DEFAULT_MAX_PAYLOAD_SIZE,
+    byte_size(payload_limit.SMALLEST, payload_limit.LARGEST),
+    "largest published payload in bytes (larger: dropped by the gateway, refused by the publisher "
+    "library); see [Payload size](#payload-size)",
+)
+WEBSOCKET_PING_INTERVAL = Setting(
+    "WEBSOCKET_PING_INTERVAL",
+    "ping_interval",
+    20.0,
+    number(0.0, 3600.0),
+    "seconds between protocol pings (`0`: off)",
+)
+WEBSOCKET_PING_TIMEOUT = Setting(
+    "WEBSOCKET_PING_TIMEOUT",
+    "ping_timeout",
+    20.0,
+    number(0.1, 3600.0),
+    "seconds a peer has to answer a ping; one that does not is closed",
+)
+WEBSOCKET_PER_MESSAGE_DEFLATE = Setting(
+    "WEBSOCKET_PER_MESSAGE_DEFLATE",
+    "per_message_deflate",
+    False,
+    flag(),
+    "compression; it costs about 50 KiB per connection",
+)
+WEBSOCKET_MAX_CONNECTIONS_PER_WORKER = Setting(
+    "WEBSOCKET_MAX_CONNECTIONS_PER_WORKER",
+    "max_connections_per_worker",
+    10_000,
+    integer(1, 1_000_000),
+    "beyond it new connections are closed with 1013",
+)
+WEBSOCKET_DRAIN_WINDOW = Setting(
+    "WEBSOCKET_DRAIN_WINDOW",
+    "drain_window",
+    10.0,
+    number(0.0, 3600.0),
+    "seconds a stopping worker has to close its sockets",
+)
+REDIS_PROBE_INTERVAL = Setting(
+    "REDIS_PROBE_INTERVAL",
+    "redis_probe_interval",
+    5.0,
+    number(0.1, 300.0),
+    "seconds between probes of the pub/sub connection through the control channel",
+)
+WEBSOCKET_LEASE_TTL = Setting(
+    "WEBSOCKET_LEASE_TTL",
+    "lease_ttl",
+    30.0,
+    number(1.0, 3600.0),
+    "seconds a connection's place in the per-user limit lives unless renewed (renewed every third of it)",
+)
+WEBSOCKET_HANDSHAKE_TIMEOUT = Setting(
+    "WEBSOCKET_HANDSHAKE_TIMEOUT",
+    "handshake_timeout",
+    10.0,
+    number(0.5, 300.0),
+    "seconds a client has to send each request's headers (half-open sockets are closed)",
+)
+WEBSOCKET_MAX_PENDING_HANDSHAKES = Setting(
+    "WEBSOCKET_MAX_PENDING_HANDSHAKES",
+    "max_pending_handshakes",
+    1000,
+    integer(1, 100_000),
+    "handshakes a worker admits at once (waiting on Redis); beyond: 1013",
+)
+WEBSOCKET_CLIENT_MESSAGES_PER_SECOND = Setting(
+    "WEBSOCKET_CLIENT_MESSAGES_PER_SECOND",
+    "client_messages_per_second",
+    10.0,
+    number(0.1, 10_000.0),
+    "client messages, pings and pongs allowed per second (bursts of twice that); beyond: 1008",
+)
+# Read by gunicorn.conf.py, not part of Settings.
+FORWARDED_ALLOW_IPS = Setting(
+    "FORWARDED_ALLOW_IPS",
+    None,
+    "127.0.0.1",
+    text("comma-separated addresses or networks"),
+    "proxies whose `X-Forwarded-For` is believed (read by gunicorn.conf.py)",
+)
+PROMETHEUS_MULTIPROC_DIR = Setting(
+    "PROMETHEUS_MULTIPROC_DIR",
+    None,
+    None,
+    optional_text("a directory"),
+    "multiprocess metrics directory, emptied at start (gunicorn.conf.py makes one when unset)",
+    shown="a fresh temporary directory",
+)
+
+# In the README's order.
+ALL: tuple[Setting[Any], ...] = (
+    WEBSOCKET_HOST,
+    WEBSOCKET_PORT,
+    WEB_CONCURRENCY,
+    WEBSOCKET_MAX_CONNECTIONS_PER_USER,
+    WEBSOCKET_IDLE_TIMEOUT,
+    REDIS_URL,
+    REDIS_CHANNEL_PREFIX,
+    JWT_SECRET_KEY,
+    JWT_ALGORITHM,
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    JWT_LEEWAY,
+    CORS_ORIGINS,
+    WEBSOCKET_SEND_QUEUE_SIZE,
+    WEBSOCKET_MAX_MESSAGE_SIZE,
+    WEBSOCKET_MAX_PAYLOAD_SIZE,
+    WEBSOCKET_PING_INTERVAL,
+    WEBSOCKET_PING_TIMEOUT,
+    WEBSOCKET_PER_MESSAGE_DEFLATE,
+    WEBSOCKET_MAX_CONNECTIONS_PER_WORKER,
+    WEBSOCKET_DRAIN_WINDOW,
+    REDIS_PROBE_INTERVAL,
+    WEBSOCKET_LEASE_TTL,
+    WEBSOCKET_HANDSHAKE_TIMEOUT,
+    WEBSOCKET_MAX_PENDING_HANDSHAKES,
+    WEBSOCKET_CLIENT_MESSAGES_PER_SECOND,
+    FORWARDED_ALLOW_IPS,
+    PROMETHEUS_MULTIPROC_DIR,
+)
+# The ones that fill a Settings field.
+GATEWAY = tuple(setting for setting in ALL if setting.field is not None)
+
+
+def markdown_table() -> str:
+    """The README's settings table, so the two cannot drift apart."""
+    rows = ["| variable | default | accepted | meaning |", "|---|---|---|---|"]
+    for s in ALL:
+        rows.append(f"| `{s.variable}` | {s.shown_default()} | {s.parser.accepts} | {s.doc} |")
+    return "\n".join(rows)
