@@ -8,8 +8,8 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from gateway.state import Gateway
 from gateway.settings import Settings
+from gateway.state import Gateway
 from tests.servers import SECRET, RedisServer, command_calls, eventually
 
 
