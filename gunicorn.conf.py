@@ -8,6 +8,7 @@ import sys
 import tempfile
 import uuid
 
+from gateway import settings_table
 from gateway.server.listeners import port_in_use
 from gateway.server.upstream import exit_unless_compatible
 from gateway.settings import Settings, SettingsError
@@ -51,7 +52,7 @@ backlog = 4096
 reuse_port = True
 # Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
 # (comma separated); uvicorn takes the client address from it.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = settings_table.FORWARDED_ALLOW_IPS.from_environ()
 # No gunicornc control socket (gunicorn >= 25.1): nothing uses it, it could change the worker
 # count behind the gateway's back, and its default path ($HOME/.gunicorn) is read-only or absent
 # in the image (an ERROR at every start) and shared by every gunicorn of a user elsewhere: each
