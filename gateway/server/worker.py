@@ -16,7 +16,6 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from gateway import logs
-from gateway.drain import drain
 from gateway.server.http import GatewayHttpProtocol
 from gateway.settings import Settings
 
@@ -92,6 +91,10 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
         self.wsgi = create_app(self.settings)
 
     async def _drain(self) -> None:
+        # Imported here, as the app is: the drain reaches the per-worker state, whose metrics
+        # must not be imported by the master before its multiprocess directory is set.
+        from gateway.drain import drain
+
         gateway = getattr(self.wsgi.state, "gateway", None)
         if gateway is not None:
             await drain(gateway, self.settings.drain_window)
