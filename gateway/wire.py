@@ -1,0 +1,76 @@
+"""What travels on a user's channel: plain payloads, and the gateway's own messages.
+
+A plain payload is whatever a backend published: the hub delivers only valid UTF-8, and no valid
+UTF-8 text contains the byte 0xFF. So a payload that starts with 0xFF is the gateway's own,
+whatever any plain publisher sends, and the byte after it says which kind:
+
+    b"\\xffH" <epoch> b" " <offset> b" " <data>    a message written to the user's history first
+                                                 (built by the history publish script)
+    b"\\xffC" <command> [b" " <argument>]          a control command for the user's connections
+
+Epochs and commands are ASCII without spaces; offsets are decimal; ``data`` is the published
+payload, byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+MARK = 0xFF
+HISTORY = b"\xffH"
+CONTROL = b"\xffC"
+
+
+class HistoryMessage(NamedTuple):
+    epoch: str
+    offset: int
+    data: bytes
+
+
+class ControlCommand(NamedTuple):
+    command: str
+    argument: str | None
+
+
+def is_own(payload: bytes) -> bool:
+    """The gateway's own message (history or control), not a plain payload."""
+    return payload[:1] == b"\xff"
+
+
+def history_message(epoch: str, offset: int, data: bytes) -> bytes:
+    return b"%s%s %d %s" % (HISTORY, epoch.encode(), offset, data)
+
+
+def parse_history(payload: bytes) -> HistoryMessage | None:
+    """The parts of a history message; None when ``payload`` is not a well-formed one."""
+    if not payload.startswith(HISTORY):
+        return None
+    parts = payload[2:].split(b" ", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit():
+        return None
+    try:
+        epoch = parts[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return HistoryMessage(epoch, int(parts[1]), parts[2])
+
+
+def control_command(command: str, argument: str | None = None) -> bytes:
+    if not command or " " in command or not command.isascii():
+        raise ValueError(f"a control command is one ASCII word, got {command!r}")
+    body = command if argument is None else f"{command} {argument}"
+    return CONTROL + body.encode()
+
+
+def parse_control(payload: bytes) -> ControlCommand | None:
+    """The command and its argument; None when ``payload`` is not a well-formed control message."""
+    if not payload.startswith(CONTROL):
+        return None
+    try:
+        text = payload[2:].decode()
+    except UnicodeDecodeError:
+        return None
+    command, _, argument = text.partition(" ")
+    if not command:
+        return None
+    return ControlCommand(command, argument or None)
