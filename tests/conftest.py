@@ -5,11 +5,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import Gateway, RedisServer, running_gateway
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of the test's own, for a test that kills, pauses or floods it."""
     server = RedisServer()
     server.start()
     yield server

@@ -10,7 +10,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from gateway.upstream import INTERNALS
-from tests.servers import ROOT
+from harness.paths import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # name==version [; marker] \, then one or more "    --hash=sha256:..." continuation lines.

@@ -17,7 +17,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.limiter import Lease, Limiter, LimiterUnavailable, load_script, release_worker
-from tests.servers import RedisServer, command_calls, eventually
+from harness.redis_server import RedisServer, command_calls
+from harness.waiting import eventually
 
 LIMIT = 3
 LEASE_MS = 1000

@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.subscriber import Subscriber, SubscriberUnavailable
-from tests.servers import RedisServer, eventually
+from harness.redis_server import RedisServer
+from harness.waiting import eventually
 
 
 class Inbox:

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.gateway_process import Gateway
+from harness.paths import ROOT
+from harness.ports import free_port
+from harness.tokens import SECRET
+from harness.waiting import wait_for
 from loadtest.bench.wsclient import Dialect, SocketIODialect, WsClient
-from tests.servers import ROOT, SECRET, Gateway, free_port, wait_for
 
 TARGETS = ("gateway", "socketio", "channels", "broadcaster")
 LABELS = {
@@ -184,7 +188,7 @@ def _running_alternative(target: str, redis_url: str, workers: int) -> Iterator[
 
 
 def _wait_ready(server: Server, process: subprocess.Popen[bytes], workers: int) -> None:
-    from tests.servers import make_token
+    from harness.tokens import make_token
 
     def up() -> bool:
         if process.poll() is not None:

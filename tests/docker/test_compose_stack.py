@@ -20,7 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ROOT, make_token, running_gateway, wait_for
+from harness.gateway_process import running_gateway
+from harness.paths import ROOT
+from harness.tokens import make_token
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 

@@ -16,8 +16,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.nginx import Nginx, running_nginx
-from tests.servers import Gateway, RedisServer, admit, live_leases, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.nginx import Nginx, running_nginx
+from harness.redis_server import RedisServer, live_leases
+from harness.waiting import wait_for
 
 LIMIT = 5
 # A small drain window, so a stopping host is done within the test's patience; nginx is on 127.0.0.1.

@@ -19,8 +19,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
-from tests.stalled_client import StalledClient, masked_frame, worker_rss_kib
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.stalled_client import StalledClient, masked_frame, worker_rss_kib
+from harness.tokens import make_token
+from harness.waiting import wait_for
 
 HANDSHAKE_TIMEOUT = 2.0
 FLOOD_SECONDS = 6.0

@@ -15,7 +15,10 @@ import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
 
-from tests.servers import Gateway, RedisServer, admit, live_leases, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer, live_leases
+from harness.waiting import wait_for
 
 LIMIT = 5
 

@@ -13,29 +13,17 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway import close_codes
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from harness.gateway_process import Gateway, running_gateway
+from harness.metrics import scrape, value
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import wait_for
 
 WORKERS = 3
-Sample = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def scrape(gateway: Gateway) -> dict[Sample, float]:
-    status, body = gateway.get("/metrics")
-    assert status == 200
-    samples: dict[Sample, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def open_for(gateway: Gateway, user: str) -> ClientConnection:

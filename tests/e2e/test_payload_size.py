@@ -8,7 +8,10 @@ import json
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
-from tests.servers import Gateway, RedisServer, admit, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway
+from harness.redis_server import RedisServer
+from harness.waiting import wait_for
 
 
 def _dropped_too_large(gateway: Gateway) -> float:

@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.servers import SECRET, Gateway, RedisServer, command_calls, make_token, running_gateway
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer, command_calls
+from harness.tokens import SECRET, make_token
 
 ALLOWED_ORIGIN = "https://app.example"
 

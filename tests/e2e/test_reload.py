@@ -12,7 +12,10 @@ import uuid
 
 from websockets.asyncio.client import ClientConnection
 
-from tests.servers import Gateway, RedisServer, admit, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.waiting import wait_for
 
 WORKERS = 2
 

@@ -9,33 +9,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.test_metrics import scrape, value
-from tests.e2e.test_slow_consumer import StalledClient
-from tests.servers import (
-    ROOT,
-    Gateway,
-    RedisServer,
-    admit,
-    live_leases,
-    make_token,
-    running_gateway,
-    wait_for,
-)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.metrics import scrape, value
+from harness.paths import ROOT
+from harness.redis_server import RedisServer, live_leases
+from harness.stalled_client import StalledClient
+from harness.tokens import make_token
+from harness.waiting import wait_for
 
 
 async def open_for(gateway: Gateway, user: str, **kwargs: object) -> ClientConnection:

@@ -14,7 +14,10 @@ import redis
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import wait_for
 
 WORKERS = 4
 

@@ -16,14 +16,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 
 from gateway import keys
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
-from tests.stalled_client import (
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.stalled_client import (
     StalledClient,
     masked_frame,
     server_holds_socket,
     server_read_everything,
     worker_rss_kib,
 )
+from harness.tokens import make_token
+from harness.waiting import wait_for
 
 READERS = 50
 MESSAGES = 10_000

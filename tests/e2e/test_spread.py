@@ -13,7 +13,11 @@ from collections.abc import Iterator
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.servers import Gateway, RedisServer, admit, make_token, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import wait_for
 
 WORKERS = 3
 
