@@ -28,7 +28,9 @@ def wait_for(
         time.sleep(interval)
 
 
-async def eventually(condition: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "") -> Any:
+async def eventually(
+    condition: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "", interval: float = 0.01
+) -> Any:
     """The async ``wait_for``: await ``condition`` until it is truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -37,7 +39,7 @@ async def eventually(condition: Callable[[], Awaitable[Any]], timeout: float = 5
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(interval)
 
 
 def in_thread(check: Callable[[], T]) -> Callable[[], Awaitable[T]]:

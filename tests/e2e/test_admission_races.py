@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
-from harness.waiting import eventually, wait_for
+from harness.waiting import eventually, in_thread
 
 HANDSHAKES = 6
 
@@ -94,7 +94,7 @@ async def test_handshakes_waiting_on_redis_when_sigterm_arrives_are_closed_with_
         outcomes = await asyncio.wait_for(asyncio.gather(*clients), 30)
         assert outcomes == [1012] * HANDSHAKES
 
-        gateway.wait_all_workers_ready()
+        await asyncio.to_thread(gateway.wait_all_workers_ready)
         assert counter(gateway, "websocket_connections_total", status="accepted") == accepted
         assert counter(gateway, "websocket_rejections_total", reason="draining") == drained + HANDSHAKES
         client = own_redis.client()
@@ -136,8 +136,8 @@ async def test_a_client_that_leaves_while_admission_waits_is_never_counted_accep
 
         await eventually(all_done, timeout=15, what="every admission to finish")
         client = own_redis.client()
-        wait_for(
-            lambda: sum(int(client.hlen(f"ws:conns:{user}")) for user in users) == 0,
+        await eventually(
+            in_thread(lambda: sum(int(client.hlen(f"ws:conns:{user}")) for user in users) == 0),
             timeout=10,
             what="every lease to be released",
         )

@@ -26,7 +26,7 @@ from harness.stalled_client import (
     worker_rss_kib,
 )
 from harness.tokens import make_token
-from harness.waiting import wait_for
+from harness.waiting import eventually, in_thread
 
 READERS = 50
 MESSAGES = 10_000
@@ -113,7 +113,11 @@ async def test_a_stalled_client_is_closed_with_4008_and_others_keep_their_latenc
     # It was ended as a slow consumer; it read nothing for longer than the close timeout after,
     # so the server reset its socket rather than wait for it to read its close frame.
     assert 'websocket_rejections_total{reason="slow_consumer"} 1.0' in gateway.get("/metrics")[1].decode()
-    wait_for(lambda: not server_holds_socket(gateway.port, stalled.port), what="the stalled socket to go")
+    await eventually(
+        in_thread(lambda: not server_holds_socket(gateway.port, stalled.port)),
+        timeout=10,
+        what="the stalled socket to go",
+    )
     stalled.close()
     # The stalled socket's backlog is bounded by its queue (256 frames): no growth with the traffic.
     assert rss_after - rss_before < 32 * 1024, (rss_before, rss_after)
@@ -163,14 +167,14 @@ async def test_slow_consumers_that_never_read_again_lose_their_sockets_and_place
     clients = [await asyncio.to_thread(StalledClient, url) for _ in range(3)]
     try:
         await _publish_until_ended(gateway, redis_server.url, user)
-        assert _user_gone(gateway, redis_server, user)
+        assert await asyncio.to_thread(_user_gone, gateway, redis_server, user)
         # One client reads at once: the close frame, queued behind what it had not read, reaches it.
         close = await asyncio.to_thread(clients[0].close_frame)
         assert close is not None
         assert (close.code, close.reason) == (4008, "slow_consumer")
         # The others never read again: the server hangs up on them anyway.
-        wait_for(
-            lambda: not any(server_holds_socket(gateway.port, c.port) for c in clients[1:]),
+        await eventually(
+            in_thread(lambda: not any(server_holds_socket(gateway.port, c.port) for c in clients[1:])),
             timeout=15,
             what="the server to release the sockets of clients that do not read",
         )
@@ -201,9 +205,11 @@ async def test_a_ping_timeout_frees_the_place_at_once(redis_server: RedisServer)
                     pipe.publish(keys.user_channel("ws", user), json.dumps({"pad": "x" * 4096}))
                 await pipe.execute()
             await publisher.aclose()
-            wait_for(lambda: _user_gone(gateway, redis_server, user), timeout=10, what="the place to go")
-            wait_for(
-                lambda: not server_holds_socket(gateway.port, client.port),
+            await eventually(
+                in_thread(lambda: _user_gone(gateway, redis_server, user)), timeout=10, what="the place to go"
+            )
+            await eventually(
+                in_thread(lambda: not server_holds_socket(gateway.port, client.port)),
                 timeout=10,
                 what="the server to release the socket",
             )
@@ -237,8 +243,10 @@ async def test_a_client_that_does_not_read_gets_only_its_latest_pong(redis_serve
 
             pings = [str(i).encode() for i in range(50)]
             client.sock.sendall(b"".join(masked_frame(Opcode.PING, ping) for ping in pings))
-            wait_for(
-                lambda: server_read_everything(gateway.port, client.port), what="the server to read the pings"
+            await eventually(
+                in_thread(lambda: server_read_everything(gateway.port, client.port)),
+                timeout=10,
+                what="the server to read the pings",
             )
             client.sock.sendall(masked_frame(Opcode.TEXT, b'{"type":"ping"}'))
 
