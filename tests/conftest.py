@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -7,6 +8,13 @@ import pytest
 
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """PYTEST_REVERSE=1 runs the suite backwards: a test that passes only after another has run
+    (shared Redis state, a reused user, a counter read as an absolute value) then fails."""
+    if os.environ.get("PYTEST_REVERSE") == "1":
+        items.reverse()
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,15 @@ async def test_limit_holds_across_two_hosts_and_a_close_frees_one_place(
     holders = {ws.response.headers["x-gateway-worker"] for ws in admitted}
     assert {line.split(":")[0] for line in listed.splitlines()[:-1]} == holders
     await admitted.pop().close()
+    # A close the client starts is answered (and the socket closed) before the worker's release
+    # reaches Redis: wait for it, or under load the replacement can race it.
+    client = redis_server.client()
+    await eventually(
+        in_thread(lambda: live_places(client, user) == LIMIT - 1),
+        timeout=10,
+        what="the closed connection's place to be released",
+    )
+    client.close()
     replacement = await attempt(a, user)
     assert isinstance(replacement, ClientConnection)
     assert await attempt(b, user) == 4029

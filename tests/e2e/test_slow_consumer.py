@@ -94,35 +94,41 @@ async def test_a_stalled_client_is_closed_with_4008_and_others_keep_their_latenc
         (f"reader-{i}", await connect(f"{gateway.ws_url}?token={make_token(f'reader-{i}')}"))
         for i in range(READERS)
     ]
-    (worker,) = gateway.worker_pids()
+    # Closed whatever happens: sockets left open would fail a later test (ResourceWarning).
+    stalled: StalledClient | None = None
+    try:
+        (worker,) = gateway.worker_pids()
 
-    # Baselines before and after: the same traffic, the heavy user's client reading everything.
-    # Bracketing the stalled run keeps a load change on the shared machine from looking like harm.
-    first_baseline = await _baseline(gateway, redis_server.url, readers, "fast-1")
-    rss_before = worker_rss_kib(worker)
-    stalled = StalledClient(f"{gateway.ws_url}?token={make_token('stalled')}")
-    with_stalled = await _run(gateway, redis_server.url, readers, heavy="stalled")
-    rss_after = worker_rss_kib(worker)
-    second_baseline = await _baseline(gateway, redis_server.url, readers, "fast-2")
-    baseline = max(first_baseline, second_baseline, key=p99)
+        # Baselines before and after: the same traffic, the heavy user's client reading everything.
+        # Bracketing the stalled run keeps a load change on the shared machine from looking like harm.
+        first_baseline = await _baseline(gateway, redis_server.url, readers, "fast-1")
+        rss_before = worker_rss_kib(worker)
+        stalled = StalledClient(f"{gateway.ws_url}?token={make_token('stalled')}")
+        with_stalled = await _run(gateway, redis_server.url, readers, heavy="stalled")
+        rss_after = worker_rss_kib(worker)
+        second_baseline = await _baseline(gateway, redis_server.url, readers, "fast-2")
+        baseline = max(first_baseline, second_baseline, key=p99)
 
-    assert len(first_baseline) == len(second_baseline) == len(with_stalled) == MESSAGES
-    # Every reader got every message; the stalled client cost them at most a doubling of p99
-    # (plus 5 ms of scheduling noise on a shared 2-core machine).
-    assert p99(with_stalled) <= 2 * p99(baseline) + 5, (p99(baseline), p99(with_stalled))
-    # It was ended as a slow consumer; it read nothing for longer than the close timeout after,
-    # so the server reset its socket rather than wait for it to read its close frame.
-    assert 'websocket_rejections_total{reason="slow_consumer"} 1.0' in gateway.get("/metrics")[1].decode()
-    await eventually(
-        in_thread(lambda: not server_holds_socket(gateway.port, stalled.port)),
-        timeout=10,
-        what="the stalled socket to go",
-    )
-    stalled.close()
-    # The stalled socket's backlog is bounded by its queue (256 frames): no growth with the traffic.
-    assert rss_after - rss_before < 32 * 1024, (rss_before, rss_after)
-    assert all(ws.close_code is None for _, ws in readers)
-    await asyncio.gather(*(ws.close() for _, ws in readers))
+        assert len(first_baseline) == len(second_baseline) == len(with_stalled) == MESSAGES
+        # Every reader got every message; the stalled client cost them at most a doubling of p99
+        # (plus 5 ms of scheduling noise on a shared 2-core machine).
+        assert p99(with_stalled) <= 2 * p99(baseline) + 5, (p99(baseline), p99(with_stalled))
+        # It was ended as a slow consumer; it read nothing for longer than the close timeout after,
+        # so the server reset its socket rather than wait for it to read its close frame.
+        assert 'websocket_rejections_total{reason="slow_consumer"} 1.0' in gateway.get("/metrics")[1].decode()
+        await eventually(
+            in_thread(lambda: not server_holds_socket(gateway.port, stalled.port)),
+            timeout=10,
+            what="the stalled socket to go",
+        )
+        stalled.close()
+        # The stalled socket's backlog is bounded by its queue (256 frames): no growth with the traffic.
+        assert rss_after - rss_before < 32 * 1024, (rss_before, rss_after)
+        assert all(ws.close_code is None for _, ws in readers)
+    finally:
+        if stalled is not None:
+            stalled.close()
+        await asyncio.gather(*(ws.close() for _, ws in readers))
 
 
 def _user_gone(gateway: Gateway, redis_server: RedisServer, user: str) -> bool:
