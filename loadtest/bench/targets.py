@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -330,7 +330,8 @@ class _BroadcasterPublisher:
         self._connected = False
         self._encoder = Broadcast(redis_url)
         self._recorder = _Recorder()
-        self._encoder._backend._conn = self._recorder  # type: ignore[attr-defined]
+        backend: Any = self._encoder._backend  # its Redis connection is not public API
+        backend._conn = self._recorder
 
     async def publish(self, user_id: str, payload: str) -> None:
         if not self._connected:
@@ -348,7 +349,7 @@ class _BroadcasterPublisher:
 
 
 def make_publisher(target: str, redis_url: str) -> Publisher:
-    factories: dict[str, type[Publisher]] = {
+    factories: dict[str, Callable[[str], Publisher]] = {
         "gateway": _GatewayPublisher,
         "socketio": _SocketIOPublisher,
         "channels": _ChannelsPublisher,
