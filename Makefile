@@ -14,9 +14,9 @@ run:
 	scripts/run-dev
 
 lint: $(STAMP)
-	.venv/bin/ruff check gateway tests gunicorn.conf.py
-	.venv/bin/ruff format --check gateway tests gunicorn.conf.py
-	.venv/bin/mypy gateway
+	.venv/bin/ruff check gateway harness tests loadtest gunicorn.conf.py
+	.venv/bin/ruff format --check gateway harness tests loadtest gunicorn.conf.py
+	.venv/bin/mypy gateway harness loadtest
 
 test: $(STAMP)
 	scripts/ensure-redis-server

@@ -53,10 +53,20 @@ def load_script(name: str) -> str:
 
 
 class Limiter:
+    """``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis server's
+    clock, the one clock every host shares. Tests pass their own to move time without sleeping."""
+
     def __init__(
-        self, client: aioredis.Redis, prefix: str, worker_id: str, limit: int, lease_ttl: float
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        worker_id: str,
+        limit: int,
+        lease_ttl: float,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
+        self._clock = clock
         self._prefix = prefix
         self._worker_key = keys.worker_leases_key(prefix, worker_id)
         self._worker_id = worker_id
@@ -71,6 +81,10 @@ class Limiter:
         # A renewal was sent and has not come back: Redis may still run it after a release.
         self._renewal_unsettled = False
         self._task: asyncio.Task[None] | None = None
+
+    def _now(self) -> int | str:
+        """The scripts' ARGV[1]: "" lets Redis read its own clock."""
+        return "" if self._clock is None else self._clock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
@@ -89,7 +103,7 @@ class Limiter:
         try:
             taken, _, now = await self._acquire(
                 keys=[conns_key, self._worker_key],
-                args=["", lease.connection_id, user_id, self._limit, self._lease_ms],
+                args=[self._now(), lease.connection_id, user_id, self._limit, self._lease_ms],
             )
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(type(exc).__name__) from exc
@@ -112,7 +126,7 @@ class Limiter:
         try:
             await self._release(
                 keys=[conns_key, self._worker_key],
-                args=["", lease.connection_id, lease.user_id, tombstone_ms],
+                args=[self._now(), lease.connection_id, lease.user_id, tombstone_ms],
             )
         except (RedisError, OSError) as exc:
             log.warning("lease release failed (%s); it lapses on its own", type(exc).__name__)
@@ -124,6 +138,7 @@ class Limiter:
             return
         chunks = [leases[i : i + _RENEW_CHUNK] for i in range(0, len(leases), _RENEW_CHUNK)]
         self._renewal_unsettled = True
+        now_arg = self._now()
         async with self._client.pipeline(transaction=False) as pipe:
             for chunk in chunks:
                 await self._renew(
@@ -132,7 +147,7 @@ class Limiter:
                         *(keys.connections_key(self._prefix, lease.user_id) for lease in chunk),
                     ],
                     args=[
-                        "",
+                        now_arg,
                         self._limit,
                         self._lease_ms,
                         min(lease.until for lease in chunk),

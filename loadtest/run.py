@@ -15,7 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.servers import ROOT, SECRET, RedisServer, running_gateway
+from harness.gateway_process import running_gateway
+from harness.paths import ROOT
+from harness.redis_server import RedisServer
+from harness.tokens import SECRET
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ import signal
 import statistics
 import time
 
-from tests.servers import Gateway, RedisServer, running_gateway
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
 
 
 def median_scrape_ms(gateway: Gateway, samples: int) -> float:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-import pytest
 import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.state import Gateway
-from tests.servers import SECRET, RedisServer, command_calls, eventually
+from harness.redis_server import RedisServer, command_calls
+from harness.tokens import SECRET
+from harness.waiting import eventually
 
 
 def test_servers_detect_an_asgi3_app() -> None:
@@ -20,14 +21,6 @@ def test_servers_detect_an_asgi3_app() -> None:
     config = uvicorn.Config(create_app(Settings.from_environ({"JWT_SECRET_KEY": SECRET})), lifespan="off")
     config.load()
     assert config.interface == "asgi3"
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 async def test_the_probe_is_not_late_while_admissions_hold_every_pooled_connection(

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from harness.redis_server import RedisServer
 from loadtest.bench.scenarios import Sizes, run_target
 from loadtest.bench.targets import TARGETS, missing_packages
-from tests.servers import RedisServer
 
 TINY = Sizes(
     users=4,

@@ -15,7 +15,8 @@ from gateway.broker import BrokerUnavailable
 from gateway.broker.redis import RedisBroker
 from gateway.close_codes import Refusal
 from gateway.hub import Hub
-from tests.servers import RedisServer, eventually
+from harness.redis_server import RedisServer
+from harness.waiting import eventually
 
 
 class Inbox:

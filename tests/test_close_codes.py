@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway import close_codes
-from tests.servers import ROOT
+from harness.paths import ROOT
 
 
 def test_readme_carries_the_current_table() -> None:

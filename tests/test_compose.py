@@ -15,8 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.nginx import Nginx
-from tests.servers import ROOT, free_port
+from harness.nginx import Nginx
+from harness.paths import ROOT
+from harness.ports import free_port
 
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 GUNICORN_CONF = (ROOT / "gunicorn.conf.py").read_text()

@@ -14,7 +14,8 @@ from gateway import close_codes
 from gateway.auth import Authenticator
 from gateway.connection import Connection
 from gateway.settings import Settings
-from tests.servers import SECRET, eventually
+from harness.tokens import SECRET
+from harness.waiting import eventually
 
 QUEUE_SIZE = 8
 

@@ -10,7 +10,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from gateway.server.upstream import INTERNALS
-from tests.servers import ROOT
+from harness.paths import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # name==version [; marker] \, then one or more "    --hash=sha256:..." continuation lines.
@@ -50,7 +50,7 @@ def test_the_runtime_lock_pins_the_same_releases_as_the_test_lock() -> None:
 
 
 def test_packages_whose_internals_are_used_have_a_bounded_range() -> None:
-    """A new release of these can drop what gateway/upstream.py lists: it needs a check first."""
+    """A new release of these can drop what gateway/server/upstream.py lists: it needs a check first."""
     ranges = {
         canonicalize_name(Requirement(r).name): Requirement(r) for r in PYPROJECT["project"]["dependencies"]
     }

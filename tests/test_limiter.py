@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.limiter import Lease, Limiter, LimiterUnavailable, load_script, release_worker
-from tests.servers import RedisServer, command_calls, eventually
+from harness.redis_server import RedisServer, command_calls
 
 LIMIT = 3
 LEASE_MS = 1000
@@ -30,8 +30,20 @@ async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await c.aclose()
 
 
-def _limiter(client: aioredis.Redis, worker: str, lease_ttl: float = 30.0) -> Limiter:
-    return Limiter(client, "ws", worker, LIMIT, lease_ttl)
+class Clock:
+    """The limiter's "now" (ms), moved by the test: a lease lapses without waiting for it."""
+
+    def __init__(self) -> None:
+        self.ms = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def _limiter(
+    client: aioredis.Redis, worker: str, lease_ttl: float = 30.0, clock: Clock | None = None
+) -> Limiter:
+    return Limiter(client, "ws", worker, LIMIT, lease_ttl, clock=clock)
 
 
 def _never_lost() -> None:
@@ -71,22 +83,25 @@ async def test_every_key_has_a_ttl(client: aioredis.Redis, user: str) -> None:
 
 async def test_lapsed_leases_stop_counting(client: aioredis.Redis, user: str) -> None:
     """A worker that stops renewing (killed) loses its places once the lease time has passed."""
-    dead = _limiter(client, f"dead-{user}", lease_ttl=1.0)
+    clock = Clock()
+    dead = _limiter(client, f"dead-{user}", lease_ttl=1.0, clock=clock)
     for _ in range(LIMIT):
         assert await dead.acquire(user, _never_lost)
-    alive = _limiter(client, f"alive-{user}")
+    alive = _limiter(client, f"alive-{user}", clock=clock)
     assert await alive.acquire(user, _never_lost) is None
-    await eventually(lambda: alive.acquire(user, _never_lost), what="a place after the lease time")
+    clock.ms += 1000  # the lease time passes
+    assert await alive.acquire(user, _never_lost), "a place after the lease time"
 
 
 async def test_renew_keeps_places_past_the_lease_time(client: aioredis.Redis, user: str) -> None:
-    limiter = _limiter(client, f"w-{user}", lease_ttl=1.0)
+    clock = Clock()
+    limiter = _limiter(client, f"w-{user}", lease_ttl=1.0, clock=clock)
     for _ in range(LIMIT):
         assert await limiter.acquire(user, _never_lost)
     for _ in range(4):
-        await asyncio.sleep(0.4)  # well inside the 1 s lease: the renewals are what keep it
+        clock.ms += 400  # well inside the 1 s lease: the renewals are what keep it
         await limiter.renew()
-    other = _limiter(client, f"o-{user}")
+    other = _limiter(client, f"o-{user}", clock=clock)
     assert await other.acquire(user, _never_lost) is None
 
 
@@ -114,24 +129,21 @@ async def test_a_lapsed_lease_is_taken_again_or_its_connection_ended(
 ) -> None:
     """After an outage longer than the lease, renew re-takes the place if free, else ends the socket."""
     ended: list[str] = []
-    slow = _limiter(client, f"slow-{user}", lease_ttl=1.0)
+    clock = Clock()
+    slow = _limiter(client, f"slow-{user}", lease_ttl=1.0, clock=clock)
     kept = await slow.acquire(user, lambda: ended.append("kept"))
     assert kept is not None
-    other = _limiter(client, f"o-{user}")
-
-    async def lapsed() -> bool:
-        seconds, micros = await client.time()
-        return seconds * 1000 + micros // 1000 >= kept.until
+    other = _limiter(client, f"o-{user}", clock=clock)
 
     # No renewal for longer than the lease (the outage); an admission then drops the lapsed field.
-    await eventually(lapsed, what="the lease to lapse")
+    clock.ms = kept.until
     assert await other.acquire(user, _never_lost)
     assert not await client.hexists(f"ws:conns:{user}", kept.connection_id)
     await slow.renew()
     assert ended == []
     assert await client.hexists(f"ws:conns:{user}", kept.connection_id)
 
-    await eventually(lapsed, what="the lease to lapse again")
+    clock.ms = kept.until  # the lease lapses again
     for _ in range(LIMIT - 1):
         assert await other.acquire(user, _never_lost)
     assert not await client.hexists(f"ws:conns:{user}", kept.connection_id)
@@ -177,7 +189,7 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
         assert server.process is not None
         server.process.kill()
         server.process.wait()
-        server.start()
+        await asyncio.to_thread(server.start)
         newcomers = _limiter(client, f"new-{user}")
         for _ in range(LIMIT):
             assert await newcomers.acquire(user, lambda: ended.append("newcomer"))

@@ -12,7 +12,9 @@ import redis
 
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, PayloadTooLarge
 from gateway.publisher import AsyncPublisher, Publisher, SettingsError, encode_payload
-from tests.servers import ROOT, SECRET, RedisServer
+from harness.paths import ROOT
+from harness.redis_server import RedisServer
+from harness.tokens import SECRET
 
 
 def test_payload_encoding() -> None:

@@ -1,4 +1,4 @@
-"""The start-up check of the upstream internals the gateway relies on (gateway/upstream.py)."""
+"""The start-up check of the upstream internals the gateway relies on (gateway/server/upstream.py)."""
 
 from __future__ import annotations
 

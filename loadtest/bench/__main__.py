@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.paths import ROOT
+from harness.redis_server import RedisServer
 from loadtest.bench.report import chart, markdown
 from loadtest.bench.scenarios import Sizes, run_target
 from loadtest.bench.targets import TARGETS, missing_packages
-from tests.servers import ROOT, RedisServer
 
 
 def _machine() -> str:

@@ -323,9 +323,9 @@ async def _publish_pipelined(publisher: Publisher, job: dict[str, Any]) -> dict[
         replies = asyncio.create_task(read_replies())
         started = time.monotonic()
         started_ns = time.monotonic_ns()
-        for _, commands in batches:
+        for _, pipelined in batches:
             await window.acquire()
-            writer.write(commands)
+            writer.write(pipelined)
         await asyncio.wait_for(replies, 60)
         seconds = time.monotonic() - started
     finally:

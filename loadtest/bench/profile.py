@@ -16,9 +16,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
 from loadtest.bench.clients import ClientPool, run_publisher
 from loadtest.bench.targets import running
-from tests.servers import RedisServer, make_token
 
 
 def _frame(entry: str) -> str:

@@ -21,6 +21,11 @@ def _get(result: Result, *path: str) -> float:
     return float(value)
 
 
+def _getter(*path: str) -> Callable[[Result], float]:
+    """``_get`` at ``path``, bound now (a lambda in a loop would see the loop's last values)."""
+    return lambda result: _get(result, *path)
+
+
 def _rows(rates: list[str]) -> list[tuple[str, Callable[[Result], float], str, bool]]:
     """(label, getter, format, higher is better)."""
     rows: list[tuple[str, Callable[[Result], float], str, bool]] = [
@@ -38,12 +43,12 @@ def _rows(rates: list[str]) -> list[tuple[str, Callable[[Result], float], str, b
             rows.append(
                 (
                     f"latency @{rate}/s {name} (ms)",
-                    lambda r, k=key, q=rate: _get(r, "latency", q, k),
+                    _getter("latency", rate, key),
                     "{:.2f}",
                     False,
                 )
             )
-        rows.append((f"loss @{rate}/s", lambda r, q=rate: _get(r, "latency", q, "loss"), "{:.4f}", False))
+        rows.append((f"loss @{rate}/s", _getter("latency", rate, "loss"), "{:.4f}", False))
     rows += [
         ("connect rate (conn/s)", lambda r: _get(r, "capacity", "connect_rate"), "{:,.0f}", True),
         (
@@ -139,7 +144,7 @@ def chart(results: list[Result], meta: dict[str, Any], path: Path) -> None:
     panels += [
         (
             f"p99 latency @{rate}/s, ms, log scale (lower is better)",
-            lambda r, q=rate: _get(r, "latency", q, "p99_ms"),
+            _getter("latency", rate, "p99_ms"),
             True,
         )
         for rate in rates[-2:]

@@ -18,10 +18,12 @@ from typing import Any
 
 import redis
 
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import wait_for
 from loadtest.bench.clients import ClientPool
 from loadtest.bench.scenarios import Sizes, fanout
 from loadtest.bench.targets import Server, running
-from tests.servers import RedisServer, make_token, wait_for
 
 
 def worker_connections(server: Server, timeout: float = 30.0) -> dict[int, int]:

@@ -13,9 +13,9 @@ from typing import Any
 
 import redis
 
+from harness.tokens import make_token
 from loadtest.bench.clients import ClientPool, percentile, run_publisher
 from loadtest.bench.targets import Server, running
-from tests.servers import make_token
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.gateway_process import Gateway
+from harness.paths import ROOT
+from harness.ports import free_port
+from harness.tokens import SECRET
+from harness.waiting import wait_for
 from loadtest.bench.wsclient import Dialect, SocketIODialect, WsClient
-from tests.servers import ROOT, SECRET, Gateway, free_port, wait_for
 
 TARGETS = ("gateway", "socketio", "channels", "broadcaster")
 LABELS = {
@@ -184,7 +188,7 @@ def _running_alternative(target: str, redis_url: str, workers: int) -> Iterator[
 
 
 def _wait_ready(server: Server, process: subprocess.Popen[bytes], workers: int) -> None:
-    from tests.servers import make_token
+    from harness.tokens import make_token
 
     def up() -> bool:
         if process.poll() is not None:
@@ -326,7 +330,8 @@ class _BroadcasterPublisher:
         self._connected = False
         self._encoder = Broadcast(redis_url)
         self._recorder = _Recorder()
-        self._encoder._backend._conn = self._recorder  # type: ignore[attr-defined]
+        backend: Any = self._encoder._backend  # its Redis connection is not public API
+        backend._conn = self._recorder
 
     async def publish(self, user_id: str, payload: str) -> None:
         if not self._connected:
@@ -344,7 +349,7 @@ class _BroadcasterPublisher:
 
 
 def make_publisher(target: str, redis_url: str) -> Publisher:
-    factories: dict[str, type[Publisher]] = {
+    factories: dict[str, Callable[[str], Publisher]] = {
         "gateway": _GatewayPublisher,
         "socketio": _SocketIOPublisher,
         "channels": _ChannelsPublisher,

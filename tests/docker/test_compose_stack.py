@@ -20,7 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ROOT, make_token, running_gateway, wait_for
+from harness.gateway_process import running_gateway
+from harness.paths import ROOT
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 pytestmark = pytest.mark.docker
 
@@ -120,11 +123,18 @@ async def test_the_stack_serves_through_the_load_balancer_and_prometheus_scrapes
             up = [t for t in targets if t["labels"]["job"] == "gateway" and t["health"] == "up"]
             return len(up) == 2
 
-        wait_for(both_replicas_up, timeout=60, interval=1, what="Prometheus to scrape both replicas")
+        await eventually(
+            in_thread(both_replicas_up), timeout=60, interval=1, what="Prometheus to scrape both replicas"
+        )
 
         def sees_the_connection() -> bool:
             query = urllib.request.quote("sum(websocket_active_connections)")
             result = http_json(f"{prometheus}/api/v1/query?query={query}")["data"]["result"]
             return bool(result) and float(result[0]["value"][1]) >= 1
 
-        wait_for(sees_the_connection, timeout=60, interval=1, what="Prometheus to see the open connection")
+        await eventually(
+            in_thread(sees_the_connection),
+            timeout=60,
+            interval=1,
+            what="Prometheus to see the open connection",
+        )

@@ -11,23 +11,16 @@ import signal
 import uuid
 from collections.abc import Iterator
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.servers import Gateway, RedisServer, eventually, make_token, running_gateway, wait_for
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 HANDSHAKES = 6
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own: it gets paused."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 @contextlib.contextmanager
@@ -75,17 +68,17 @@ async def handshakes_in_admission(gateway: Gateway) -> int:
 
 
 async def test_handshakes_waiting_on_redis_when_sigterm_arrives_are_closed_with_1012(
-    private_redis: RedisServer,
+    own_redis: RedisServer,
 ) -> None:
     """Redis paused, handshakes wait in admission, SIGTERM to the worker, Redis resumes: each of
     them is upgraded and closed with 1012; none served, none HTTP 500, none counted accepted, and
     no lease is left behind."""
-    with running_gateway(private_redis.url, workers=1, WEBSOCKET_DRAIN_WINDOW="1") as gateway:
+    with running_gateway(own_redis.url, workers=1, WEBSOCKET_DRAIN_WINDOW="1") as gateway:
         accepted = counter(gateway, "websocket_connections_total", status="accepted")
         drained = counter(gateway, "websocket_rejections_total", reason="draining")
         (worker,) = gateway.worker_pids()
         users = [f"drain-{uuid.uuid4().hex[:10]}" for _ in range(HANDSHAKES)]
-        with paused(private_redis):
+        with paused(own_redis):
             clients = [asyncio.create_task(attempt(gateway.ws_url, user)) for user in users]
 
             async def all_waiting() -> bool:
@@ -101,25 +94,25 @@ async def test_handshakes_waiting_on_redis_when_sigterm_arrives_are_closed_with_
         outcomes = await asyncio.wait_for(asyncio.gather(*clients), 30)
         assert outcomes == [1012] * HANDSHAKES
 
-        gateway.wait_all_workers_ready()
+        await asyncio.to_thread(gateway.wait_all_workers_ready)
         assert counter(gateway, "websocket_connections_total", status="accepted") == accepted
         assert counter(gateway, "websocket_rejections_total", reason="draining") == drained + HANDSHAKES
-        client = private_redis.client()
+        client = own_redis.client()
         assert [client.hlen(f"ws:conns:{user}") for user in users] == [0] * HANDSHAKES
         assert not list(client.scan_iter("ws:worker:*"))
         client.close()
 
 
 async def test_a_client_that_leaves_while_admission_waits_is_never_counted_accepted(
-    private_redis: RedisServer,
+    own_redis: RedisServer,
 ) -> None:
     """Raw clients send the upgrade and hang up while their admission waits on Redis: when Redis
     answers, no accept goes out to them, none is counted accepted or closed, no lease stays."""
-    with running_gateway(private_redis.url, workers=1) as gateway:
+    with running_gateway(own_redis.url, workers=1) as gateway:
         accepted = counter(gateway, "websocket_connections_total", status="accepted")
         closed = counter(gateway, "websocket_connections_total", status="closed")
         users = [f"gone-{uuid.uuid4().hex[:10]}" for _ in range(HANDSHAKES)]
-        with paused(private_redis):
+        with paused(own_redis):
             writers = []
             for user in users:
                 _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
@@ -142,9 +135,9 @@ async def test_a_client_that_leaves_while_admission_waits_is_never_counted_accep
             return await handshakes_in_admission(gateway) == 0
 
         await eventually(all_done, timeout=15, what="every admission to finish")
-        client = private_redis.client()
-        wait_for(
-            lambda: sum(int(client.hlen(f"ws:conns:{user}")) for user in users) == 0,
+        client = own_redis.client()
+        await eventually(
+            in_thread(lambda: sum(int(client.hlen(f"ws:conns:{user}")) for user in users) == 0),
             timeout=10,
             what="every lease to be released",
         )

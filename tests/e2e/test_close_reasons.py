@@ -9,7 +9,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
-from tests.servers import RedisServer, make_token, running_gateway
+from harness.gateway_process import running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
 
 
 async def _refusal(url: str) -> Close:

@@ -16,8 +16,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.nginx import Nginx, running_nginx
-from tests.servers import Gateway, RedisServer, admit, live_leases, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.nginx import Nginx, running_nginx
+from harness.redis_server import RedisServer, live_leases
+from harness.waiting import eventually, in_thread
 
 LIMIT = 5
 # A small drain window, so a stopping host is done within the test's patience; nginx is on 127.0.0.1.
@@ -135,7 +138,9 @@ async def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trust
             f"refused token_missing: no token (client {address})" in host.log() for host in cluster.hosts
         )
 
-    wait_for(lambda: logged("127.0.0.2"), timeout=5, what="the refusal logged with the client's address")
+    await eventually(
+        in_thread(lambda: logged("127.0.0.2")), timeout=5, what="the refusal logged with the client's address"
+    )
 
     a = cluster.hosts[0]
     with pytest.raises(InvalidStatus) as direct:
@@ -146,7 +151,9 @@ async def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trust
             open_timeout=10,
         )
     assert direct.value.response.status_code == 401
-    wait_for(lambda: logged("127.0.0.3"), timeout=5, what="the refusal logged with the peer's address")
+    await eventually(
+        in_thread(lambda: logged("127.0.0.3")), timeout=5, what="the refusal logged with the peer's address"
+    )
     assert not logged("127.0.0.9")
 
 

@@ -19,8 +19,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
-from tests.stalled_client import StalledClient, masked_frame, worker_rss_kib
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.stalled_client import StalledClient, masked_frame, worker_rss_kib
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 HANDSHAKE_TIMEOUT = 2.0
 FLOOD_SECONDS = 6.0
@@ -96,7 +99,11 @@ async def test_an_oversized_frame_gets_1009(
 ) -> None:
     counted = rejections(gateway, "message_too_big")
     assert await close_after(gateway, "x" * 10_000) == (1009, "message_too_big")
-    wait_for(lambda: rejections(gateway, "message_too_big") == counted + 1, what="the 1009 to be counted")
+    await eventually(
+        in_thread(lambda: rejections(gateway, "message_too_big") == counted + 1),
+        timeout=10,
+        what="the 1009 to be counted",
+    )
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
@@ -112,7 +119,11 @@ async def test_invalid_utf8_gets_1007(
 ) -> None:
     counted = rejections(gateway, "invalid_utf8")
     assert await close_after(gateway, b"\xff\xfe", text=True) == (1007, "invalid_utf8")
-    wait_for(lambda: rejections(gateway, "invalid_utf8") == counted + 1, what="the 1007 to be counted")
+    await eventually(
+        in_thread(lambda: rejections(gateway, "invalid_utf8") == counted + 1),
+        timeout=10,
+        what="the 1007 to be counted",
+    )
     await assert_bystander_served(gateway, redis_server, bystander)
     assert "Traceback" not in gateway.log()
     assert "sent invalid UTF-8 (1007)" in gateway.log()
@@ -252,8 +263,10 @@ async def test_two_thousand_half_open_handshakes(
         def all_hung_up() -> bool:
             return all(sock.recv(1) == b"" for sock in half_open)
 
-        wait_for(
-            all_hung_up, timeout=HANDSHAKE_TIMEOUT + 10, what="the server to hang up every half-open socket"
+        await eventually(
+            in_thread(all_hung_up),
+            timeout=HANDSHAKE_TIMEOUT + 10,
+            what="the server to hang up every half-open socket",
         )
     finally:
         for sock in half_open:

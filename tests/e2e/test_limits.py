@@ -15,7 +15,10 @@ import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
 
-from tests.servers import Gateway, RedisServer, admit, live_leases, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer, live_leases
+from harness.waiting import eventually, in_thread
 
 LIMIT = 5
 
@@ -64,6 +67,15 @@ async def test_limit_holds_across_two_hosts_and_a_close_frees_one_place(
     holders = {ws.response.headers["x-gateway-worker"] for ws in admitted}
     assert {line.split(":")[0] for line in listed.splitlines()[:-1]} == holders
     await admitted.pop().close()
+    # A close the client starts is answered (and the socket closed) before the worker's release
+    # reaches Redis: wait for it, or under load the replacement can race it.
+    client = redis_server.client()
+    await eventually(
+        in_thread(lambda: live_places(client, user) == LIMIT - 1),
+        timeout=10,
+        what="the closed connection's place to be released",
+    )
+    client.close()
     replacement = await attempt(a, user)
     assert isinstance(replacement, ClientConnection)
     assert await attempt(b, user) == 4029
@@ -82,7 +94,9 @@ async def test_a_hundred_simultaneous_attempts_admit_exactly_the_limit(
         assert len(admitted) == LIMIT, f"round {round_}"
         assert set(refused) == {4029}
         await asyncio.gather(*(ws.close() for ws in admitted))
-        wait_for(lambda: live_places(client, user) == 0, timeout=5, what="places to be released")
+        await eventually(
+            in_thread(lambda: live_places(client, user) == 0), timeout=5, what="places to be released"
+        )
     client.close()
 
 
@@ -99,14 +113,18 @@ async def test_a_killed_workers_places_come_back_at_once(
     on_victim = [ws for ws in open_sockets if worker_pid(ws) == victim]
     started = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: live_places(client, user) == LIMIT - len(on_victim), timeout=3, what="leases released")
+    await eventually(
+        in_thread(lambda: live_places(client, user) == LIMIT - len(on_victim)),
+        timeout=3,
+        what="leases released",
+    )
     assert time.monotonic() - started < 3  # the lease time here is 30 s
     for _ in on_victim:
         again = await attempt(a, user)
         assert isinstance(again, ClientConnection)
         open_sockets.append(again)
     assert await attempt(a, user) == 4029
-    a.wait_all_workers_ready()
+    await asyncio.to_thread(a.wait_all_workers_ready)
     assert victim not in a.worker_pids()
     await asyncio.gather(*(ws.close() for ws in open_sockets))
     client.close()
@@ -161,7 +179,7 @@ async def test_redis_down_refuses_new_connections_and_keeps_open_ones(user: str)
                 assert isinstance(ws, ClientConnection)
                 await ws.send('{"type":"ping"}')
                 assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
-            server.start()
+            await asyncio.to_thread(server.start)
 
             async def admitted() -> ClientConnection:
                 while True:
@@ -197,7 +215,11 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
             newcomer = await attempt(gateway, user)
             assert isinstance(newcomer, ClientConnection), "Redis forgot the place: the newcomer fits"
             # The next beat (every 0.5 s here) takes the established place back.
-            wait_for(lambda: live_places(client, user) == 2, timeout=10, what="the established place back")
+            await eventually(
+                in_thread(lambda: live_places(client, user) == 2),
+                timeout=10,
+                what="the established place back",
+            )
             assert await attempt(gateway, user) == 4029
             for ws in (established, newcomer):
                 await ws.send('{"type":"ping"}')

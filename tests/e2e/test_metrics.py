@@ -13,29 +13,17 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway import close_codes
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from harness.gateway_process import Gateway, running_gateway
+from harness.metrics import scrape, value
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 WORKERS = 3
-Sample = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def scrape(gateway: Gateway) -> dict[Sample, float]:
-    status, body = gateway.get("/metrics")
-    assert status == 200
-    samples: dict[Sample, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def open_for(gateway: Gateway, user: str) -> ClientConnection:
@@ -57,9 +45,9 @@ def active(gateway: Gateway) -> float | None:
         return None
 
 
-def wait_for_active(gateway: Gateway, expected: int) -> None:
-    wait_for(
-        lambda: active(gateway) == expected,
+async def wait_for_active(gateway: Gateway, expected: int) -> None:
+    await eventually(
+        in_thread(lambda: active(gateway) == expected),
         timeout=10,
         what=f"websocket_active_connections == {expected}",
     )
@@ -80,7 +68,7 @@ async def test_every_worker_serves_the_same_aggregate(gateway: Gateway) -> None:
         assert len(answered_by) == WORKERS
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets))
-    wait_for_active(gateway, 0)
+    await wait_for_active(gateway, 0)
 
 
 async def test_counters_equal_what_happened(gateway: Gateway, redis_server: RedisServer, user: str) -> None:
@@ -109,16 +97,23 @@ async def test_counters_equal_what_happened(gateway: Gateway, redis_server: Redi
     def delta(name: str, **labels: str) -> float:
         return value(scrape(gateway), name, **labels) - value(before, name, **labels)
 
-    wait_for(lambda: delta("websocket_connections_total", status="closed") == 5, what="5 closes counted")
-    wait_for(lambda: delta("websocket_messages_sent_total") == 50, what="50 frames counted")
+    await eventually(
+        in_thread(lambda: delta("websocket_connections_total", status="closed") == 5),
+        timeout=10,
+        what="5 closes counted",
+    )
+    await eventually(
+        in_thread(lambda: delta("websocket_messages_sent_total") == 50), timeout=10, what="50 frames counted"
+    )
     assert delta("websocket_connections_total", status="accepted") == 5
     assert delta("websocket_connections_total", status="rejected") == 5
     assert delta("websocket_rejections_total", reason="token_invalid") == 3
     assert delta("websocket_rejections_total", reason="token_missing") == 1
     assert delta("websocket_rejections_total", reason="user_limit") == 1
     # Per-message counts reach the shared counters in batches, twice a second.
-    wait_for(
-        lambda: delta("websocket_redis_messages_received_total") == 10 * len(workers_of_user),
+    await eventually(
+        in_thread(lambda: delta("websocket_redis_messages_received_total") == 10 * len(workers_of_user)),
+        timeout=10,
         what="messages received counted",
     )
     assert delta("websocket_connection_duration_seconds_count") == 5
@@ -129,17 +124,17 @@ async def test_a_killed_workers_gauges_leave_and_its_counters_stay(gateway: Gate
     """kill -9 of a worker: its connections leave the live gauge; the totals do not go back."""
     sockets = [await open_for(gateway, f"kill-{uuid.uuid4().hex[:8]}") for _ in range(24)]
     try:
-        wait_for_active(gateway, 24)
+        await wait_for_active(gateway, 24)
         accepted = value(scrape(gateway), "websocket_connections_total", status="accepted")
         victim_id = sockets[0].response.headers["x-gateway-worker"]
         on_victim = sum(ws.response.headers["x-gateway-worker"] == victim_id for ws in sockets)
         os.kill(int(victim_id.rsplit("-", 1)[1]), signal.SIGKILL)
-        wait_for_active(gateway, 24 - on_victim)
+        await wait_for_active(gateway, 24 - on_victim)
         assert value(scrape(gateway), "websocket_connections_total", status="accepted") == accepted
-        gateway.wait_all_workers_ready()
+        await asyncio.to_thread(gateway.wait_all_workers_ready)
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets))
-    wait_for_active(gateway, 0)
+    await wait_for_active(gateway, 0)
 
 
 def test_labels_never_grow_with_users_or_connections(gateway: Gateway) -> None:
@@ -187,14 +182,17 @@ async def test_fifty_worker_replacements_keep_totals_and_bound_the_files(redis_s
         for i in range(50):
             ws = await open_for(gw, f"replace-{i}")
             await ws.close()
-            wait_for(
-                lambda closes=i + 1: (
-                    value(scrape(gw), "websocket_connections_total", status="closed") == closes
+            await eventually(
+                in_thread(
+                    lambda closes=i + 1: (
+                        value(scrape(gw), "websocket_connections_total", status="closed") == closes
+                    )
                 ),
+                timeout=10,
                 what="the close to be counted",
             )
             os.kill(rng.choice(gw.worker_pids()), signal.SIGKILL)
-            gw.wait_all_workers_ready()
+            await asyncio.to_thread(gw.wait_all_workers_ready)
         samples = scrape(gw)
         assert value(samples, "websocket_connections_total", status="accepted") == 50
         assert value(samples, "websocket_connections_total", status="closed") == 50

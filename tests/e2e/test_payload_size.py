@@ -8,7 +8,10 @@ import json
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
-from tests.servers import Gateway, RedisServer, admit, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway
+from harness.redis_server import RedisServer
+from harness.waiting import eventually, in_thread
 
 
 def _dropped_too_large(gateway: Gateway) -> float:
@@ -39,7 +42,11 @@ async def test_a_raw_publish_over_the_limit_is_dropped_and_costs_no_one_a_messag
             assert client.publish(f"ws:{user}", '{"n":2}') == 1
         assert await asyncio.wait_for(bystander.recv(), 10) == '{"n":1}'
         assert await asyncio.wait_for(target.recv(), 10) == '{"n":2}'
-        wait_for(lambda: _dropped_too_large(gateway_one) == before + 1, what="the drop to be counted")
+        await eventually(
+            in_thread(lambda: _dropped_too_large(gateway_one) == before + 1),
+            timeout=10,
+            what="the drop to be counted",
+        )
         line = f"dropped a published payload of {len(oversized)} bytes"
         assert line in gateway_one.log()
         assert "xxxx" not in gateway_one.log()

@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.servers import SECRET, Gateway, RedisServer, command_calls, make_token, running_gateway
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer, command_calls
+from harness.tokens import SECRET, make_token
 
 ALLOWED_ORIGIN = "https://app.example"
 
@@ -111,9 +113,12 @@ async def test_origin_not_allowed_gets_403_and_costs_no_redis_command(
     client.close()
 
 
-def test_refusals_are_logged_without_the_token(gateway: Gateway) -> None:
+async def test_refusals_are_logged_without_the_token(gateway: Gateway) -> None:
     """The refusal log line names the reason; neither token nor query string is in any log line."""
     token = make_token("u", ttl=-60)
+    # Refusals of its own: the log must not need another test to have run first.
+    await _status_of(f"{gateway.ws_url}?token={token}")
+    await _status_of(f"{gateway.ws_url}?token=not.a.jwt")
     status, _ = gateway.get(f"/ws?token={token}")
     assert status in {400, 404, 426}  # a plain GET is not a handshake; it still must not log the token
     log = gateway.log()

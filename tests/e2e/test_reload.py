@@ -12,7 +12,10 @@ import uuid
 
 from websockets.asyncio.client import ClientConnection
 
-from tests.servers import Gateway, RedisServer, admit, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.waiting import eventually, in_thread
 
 WORKERS = 2
 
@@ -45,8 +48,8 @@ async def test_after_hup_a_dying_old_worker_has_its_leases_released_at_once(
         assert gateway.process is not None
 
         gateway.process.send_signal(signal.SIGHUP)
-        new_pids = wait_for(
-            lambda: ready_workers_other_than(gateway, old_pids),
+        new_pids = await eventually(
+            in_thread(lambda: ready_workers_other_than(gateway, old_pids)),
             timeout=30,
             what="the new workers to be ready",
         )
@@ -59,8 +62,10 @@ async def test_after_hup_a_dying_old_worker_has_its_leases_released_at_once(
         assert places_held() > 0
         for pid in old_pids:
             os.kill(pid, signal.SIGKILL)
-        wait_for(
-            lambda: places_held() == 0 and not any(client.exists(f"ws:worker:{w}") for w in old_ids),
+        await eventually(
+            in_thread(
+                lambda: places_held() == 0 and not any(client.exists(f"ws:worker:{w}") for w in old_ids)
+            ),
             timeout=5,
             what="the master to release the dead old workers' leases",
         )

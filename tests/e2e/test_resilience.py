@@ -9,33 +9,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.test_metrics import scrape, value
-from tests.e2e.test_slow_consumer import StalledClient
-from tests.servers import (
-    ROOT,
-    Gateway,
-    RedisServer,
-    admit,
-    live_leases,
-    make_token,
-    running_gateway,
-    wait_for,
-)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.metrics import scrape, value
+from harness.paths import ROOT
+from harness.redis_server import RedisServer, live_leases
+from harness.stalled_client import StalledClient
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 
 async def open_for(gateway: Gateway, user: str, **kwargs: object) -> ClientConnection:
@@ -63,8 +50,16 @@ async def test_a_killed_pubsub_connection_is_replaced_without_clients_noticing(
         client = own_redis.client()
         await assert_delivery(client, [(user, ws) for ws in sockets], "before")
         assert client.client_kill_filter(_type="pubsub") == 2
-        wait_for(lambda: value(scrape(gateway), "websocket_redis_reconnects_total") == 2, what="2 reconnects")
-        wait_for(lambda: all_workers_redis_ready(gateway), what="pub/sub back on every worker")
+        await eventually(
+            in_thread(lambda: value(scrape(gateway), "websocket_redis_reconnects_total") == 2),
+            timeout=10,
+            what="2 reconnects",
+        )
+        await eventually(
+            in_thread(lambda: all_workers_redis_ready(gateway)),
+            timeout=10,
+            what="pub/sub back on every worker",
+        )
         await assert_delivery(client, [(user, ws) for ws in sockets], "after")
         assert all(ws.close_code is None for ws in sockets)
         client.close()
@@ -77,13 +72,17 @@ async def test_a_paused_redis_is_detected_by_the_probe(own_redis: RedisServer, u
         assert own_redis.process is not None
         os.kill(own_redis.process.pid, signal.SIGSTOP)
         try:
-            wait_for(
-                lambda: gateway.get("/healthz/redis")[0] == 503, timeout=5, what="/healthz/redis to fail"
+            await eventually(
+                in_thread(lambda: gateway.get("/healthz/redis")[0] == 503),
+                timeout=5,
+                what="/healthz/redis to fail",
             )
         finally:
             os.kill(own_redis.process.pid, signal.SIGCONT)
-        wait_for(
-            lambda: gateway.get("/healthz/redis")[0] == 200, timeout=15, what="/healthz/redis to recover"
+        await eventually(
+            in_thread(lambda: gateway.get("/healthz/redis")[0] == 200),
+            timeout=15,
+            what="/healthz/redis to recover",
         )
         assert value(scrape(gateway), "websocket_redis_reconnects_total") >= 1
         client = own_redis.client()
@@ -106,10 +105,18 @@ async def test_redis_restart_under_300_clients_loses_no_connection(own_redis: Re
         assert own_redis.process is not None
         own_redis.process.kill()
         own_redis.process.wait()
-        wait_for(lambda: gateway.get("/healthz/redis")[0] == 503, timeout=10, what="/healthz/redis to fail")
+        await eventually(
+            in_thread(lambda: gateway.get("/healthz/redis")[0] == 503),
+            timeout=10,
+            what="/healthz/redis to fail",
+        )
         restarted_at = time.monotonic()
-        own_redis.start()
-        wait_for(lambda: all_workers_redis_ready(gateway), timeout=20, what="every worker to re-subscribe")
+        await asyncio.to_thread(own_redis.start)
+        await eventually(
+            in_thread(lambda: all_workers_redis_ready(gateway)),
+            timeout=20,
+            what="every worker to re-subscribe",
+        )
         # Back-off is capped at 5 s; with jitter and a probe round, recovery stays well under 10 s.
         assert time.monotonic() - restarted_at < 10
         client = own_redis.client()
@@ -145,7 +152,7 @@ async def test_after_a_redis_restart_no_admission_fails_on_a_stale_pooled_connec
         assert own_redis.process is not None
         own_redis.process.kill()
         own_redis.process.wait()
-        own_redis.start()
+        await asyncio.to_thread(own_redis.start)
         client = own_redis.client()
         await delivered_again(client, users[0], witness)
         burst = await asyncio.gather(*(admit(gateway.ws_url, f"{u}-again") for u in users))
@@ -212,7 +219,9 @@ async def test_a_vanished_peer_is_closed_and_releases_its_place(redis_server: Re
                 subscribers = dict(client.pubsub_numsub(f"ws:{user}"))[f"ws:{user}".encode()]
                 return live_leases(client, user) == 0 and subscribers == 0
 
-            wait_for(released, timeout=10, what="the frozen peer's lease and subscription to go")
+            await eventually(
+                in_thread(released), timeout=10, what="the frozen peer's lease and subscription to go"
+            )
             client.close()
         finally:
             peer.kill()

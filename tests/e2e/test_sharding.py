@@ -14,7 +14,10 @@ import redis
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 WORKERS = 4
 
@@ -59,7 +62,7 @@ async def test_each_user_gets_exactly_its_messages_and_workers_subscribe_only_th
         sockets[user].append(ws)
         workers_of[user].add(ws.response.headers["x-gateway-worker"])
 
-    states = gateway_four.worker_states()
+    states = await asyncio.to_thread(gateway_four.worker_states)
     worker_ids = {state["worker"] for state in states.values()}
     assert len(worker_ids) == WORKERS
     assert set().union(*workers_of.values()) <= worker_ids
@@ -113,7 +116,9 @@ async def test_each_user_gets_exactly_its_messages_and_workers_subscribe_only_th
         counts = dict(client.pubsub_numsub(*(f"ws:{u}" for u in leaving)))
         return all(count == 0 for count in counts.values())
 
-    wait_for(unsubscribed, timeout=1.0, what="channels of departed users to have no subscribers")
+    await eventually(
+        in_thread(unsubscribed), timeout=1.0, what="channels of departed users to have no subscribers"
+    )
     staying = dict(client.pubsub_numsub(*(f"ws:{u}" for u in users[100:])))
     assert {k.decode(): v for k, v in staying.items()} == {f"ws:{u}": len(workers_of[u]) for u in users[100:]}
 
@@ -126,7 +131,8 @@ async def test_churn_leaves_no_subscription_task_or_connection_behind(
     gateway_four: Gateway, redis_server: RedisServer
 ) -> None:
     """2,000 connects and disconnects in random order: afterwards every worker is back to idle."""
-    baseline = {pid: state["tasks"] for pid, state in gateway_four.worker_states().items()}
+    states = await asyncio.to_thread(gateway_four.worker_states)
+    baseline = {pid: state["tasks"] for pid, state in states.items()}
     rng = random.Random(3)
     run = uuid.uuid4().hex[:8]
     users = [f"churn-{run}-{i}" for i in range(150)]
@@ -160,5 +166,5 @@ async def test_churn_leaves_no_subscription_task_or_connection_behind(
             for pid, s in states.items()
         )
 
-    wait_for(idle, timeout=10, interval=0.1, what="every worker to be idle after churn")
+    await eventually(in_thread(idle), timeout=10, interval=0.1, what="every worker to be idle after churn")
     client.close()

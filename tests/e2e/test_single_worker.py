@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.publisher import AsyncPublisher
-from tests.servers import Gateway, RedisServer, make_token, running_gateway
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
 
 # Above WEBSOCKET_MAX_PAYLOAD_SIZE's default, for the 64-bit length encoding and large deflated frames.
 _LIMIT = 1024 * 1024

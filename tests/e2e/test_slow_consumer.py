@@ -16,14 +16,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 
 from gateway import keys
-from tests.servers import Gateway, RedisServer, make_token, running_gateway, wait_for
-from tests.stalled_client import (
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.stalled_client import (
     StalledClient,
     masked_frame,
     server_holds_socket,
     server_read_everything,
     worker_rss_kib,
 )
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 READERS = 50
 MESSAGES = 10_000
@@ -91,31 +94,41 @@ async def test_a_stalled_client_is_closed_with_4008_and_others_keep_their_latenc
         (f"reader-{i}", await connect(f"{gateway.ws_url}?token={make_token(f'reader-{i}')}"))
         for i in range(READERS)
     ]
-    (worker,) = gateway.worker_pids()
+    # Closed whatever happens: sockets left open would fail a later test (ResourceWarning).
+    stalled: StalledClient | None = None
+    try:
+        (worker,) = gateway.worker_pids()
 
-    # Baselines before and after: the same traffic, the heavy user's client reading everything.
-    # Bracketing the stalled run keeps a load change on the shared machine from looking like harm.
-    first_baseline = await _baseline(gateway, redis_server.url, readers, "fast-1")
-    rss_before = worker_rss_kib(worker)
-    stalled = StalledClient(f"{gateway.ws_url}?token={make_token('stalled')}")
-    with_stalled = await _run(gateway, redis_server.url, readers, heavy="stalled")
-    rss_after = worker_rss_kib(worker)
-    second_baseline = await _baseline(gateway, redis_server.url, readers, "fast-2")
-    baseline = max(first_baseline, second_baseline, key=p99)
+        # Baselines before and after: the same traffic, the heavy user's client reading everything.
+        # Bracketing the stalled run keeps a load change on the shared machine from looking like harm.
+        first_baseline = await _baseline(gateway, redis_server.url, readers, "fast-1")
+        rss_before = worker_rss_kib(worker)
+        stalled = StalledClient(f"{gateway.ws_url}?token={make_token('stalled')}")
+        with_stalled = await _run(gateway, redis_server.url, readers, heavy="stalled")
+        rss_after = worker_rss_kib(worker)
+        second_baseline = await _baseline(gateway, redis_server.url, readers, "fast-2")
+        baseline = max(first_baseline, second_baseline, key=p99)
 
-    assert len(first_baseline) == len(second_baseline) == len(with_stalled) == MESSAGES
-    # Every reader got every message; the stalled client cost them at most a doubling of p99
-    # (plus 5 ms of scheduling noise on a shared 2-core machine).
-    assert p99(with_stalled) <= 2 * p99(baseline) + 5, (p99(baseline), p99(with_stalled))
-    # It was ended as a slow consumer; it read nothing for longer than the close timeout after,
-    # so the server reset its socket rather than wait for it to read its close frame.
-    assert 'websocket_rejections_total{reason="slow_consumer"} 1.0' in gateway.get("/metrics")[1].decode()
-    wait_for(lambda: not server_holds_socket(gateway.port, stalled.port), what="the stalled socket to go")
-    stalled.close()
-    # The stalled socket's backlog is bounded by its queue (256 frames): no growth with the traffic.
-    assert rss_after - rss_before < 32 * 1024, (rss_before, rss_after)
-    assert all(ws.close_code is None for _, ws in readers)
-    await asyncio.gather(*(ws.close() for _, ws in readers))
+        assert len(first_baseline) == len(second_baseline) == len(with_stalled) == MESSAGES
+        # Every reader got every message; the stalled client cost them at most a doubling of p99
+        # (plus 5 ms of scheduling noise on a shared 2-core machine).
+        assert p99(with_stalled) <= 2 * p99(baseline) + 5, (p99(baseline), p99(with_stalled))
+        # It was ended as a slow consumer; it read nothing for longer than the close timeout after,
+        # so the server reset its socket rather than wait for it to read its close frame.
+        assert 'websocket_rejections_total{reason="slow_consumer"} 1.0' in gateway.get("/metrics")[1].decode()
+        await eventually(
+            in_thread(lambda: not server_holds_socket(gateway.port, stalled.port)),
+            timeout=10,
+            what="the stalled socket to go",
+        )
+        stalled.close()
+        # The stalled socket's backlog is bounded by its queue (256 frames): no growth with the traffic.
+        assert rss_after - rss_before < 32 * 1024, (rss_before, rss_after)
+        assert all(ws.close_code is None for _, ws in readers)
+    finally:
+        if stalled is not None:
+            stalled.close()
+        await asyncio.gather(*(ws.close() for _, ws in readers))
 
 
 def _user_gone(gateway: Gateway, redis_server: RedisServer, user: str) -> bool:
@@ -160,14 +173,14 @@ async def test_slow_consumers_that_never_read_again_lose_their_sockets_and_place
     clients = [await asyncio.to_thread(StalledClient, url) for _ in range(3)]
     try:
         await _publish_until_ended(gateway, redis_server.url, user)
-        assert _user_gone(gateway, redis_server, user)
+        assert await asyncio.to_thread(_user_gone, gateway, redis_server, user)
         # One client reads at once: the close frame, queued behind what it had not read, reaches it.
         close = await asyncio.to_thread(clients[0].close_frame)
         assert close is not None
         assert (close.code, close.reason) == (4008, "slow_consumer")
         # The others never read again: the server hangs up on them anyway.
-        wait_for(
-            lambda: not any(server_holds_socket(gateway.port, c.port) for c in clients[1:]),
+        await eventually(
+            in_thread(lambda: not any(server_holds_socket(gateway.port, c.port) for c in clients[1:])),
             timeout=15,
             what="the server to release the sockets of clients that do not read",
         )
@@ -198,9 +211,11 @@ async def test_a_ping_timeout_frees_the_place_at_once(redis_server: RedisServer)
                     pipe.publish(keys.user_channel("ws", user), json.dumps({"pad": "x" * 4096}))
                 await pipe.execute()
             await publisher.aclose()
-            wait_for(lambda: _user_gone(gateway, redis_server, user), timeout=10, what="the place to go")
-            wait_for(
-                lambda: not server_holds_socket(gateway.port, client.port),
+            await eventually(
+                in_thread(lambda: _user_gone(gateway, redis_server, user)), timeout=10, what="the place to go"
+            )
+            await eventually(
+                in_thread(lambda: not server_holds_socket(gateway.port, client.port)),
                 timeout=10,
                 what="the server to release the socket",
             )
@@ -234,8 +249,10 @@ async def test_a_client_that_does_not_read_gets_only_its_latest_pong(redis_serve
 
             pings = [str(i).encode() for i in range(50)]
             client.sock.sendall(b"".join(masked_frame(Opcode.PING, ping) for ping in pings))
-            wait_for(
-                lambda: server_read_everything(gateway.port, client.port), what="the server to read the pings"
+            await eventually(
+                in_thread(lambda: server_read_everything(gateway.port, client.port)),
+                timeout=10,
+                what="the server to read the pings",
             )
             client.sock.sendall(masked_frame(Opcode.TEXT, b'{"type":"ping"}'))
 

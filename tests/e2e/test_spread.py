@@ -13,7 +13,11 @@ from collections.abc import Iterator
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.servers import Gateway, RedisServer, admit, make_token, running_gateway, wait_for
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+from harness.waiting import eventually, in_thread
 
 WORKERS = 3
 
@@ -77,11 +81,13 @@ async def test_a_draining_worker_takes_no_new_connection(gateway_three: Gateway)
             break
     assert draining is not None
     os.kill(draining, signal.SIGTERM)
-    wait_for(lambda: "drain began" in gateway_three.log(), timeout=10, what="the drain to begin")
+    await eventually(
+        in_thread(lambda: "drain began" in gateway_three.log()), timeout=10, what="the drain to begin"
+    )
 
     shares = await burst(gateway_three, 60)
     assert draining not in shares, shares
     assert sum(shares.values()) == 60
     assert any(ws.close_code is None for ws in held if worker_pid(ws) == draining)
     await asyncio.gather(*(ws.close() for ws in held))
-    gateway_three.wait_all_workers_ready()
+    await asyncio.to_thread(gateway_three.wait_all_workers_ready)

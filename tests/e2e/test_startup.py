@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.servers import ROOT, SECRET, RedisServer, admit, free_port, running_gateway
+from harness.clients import admit
+from harness.gateway_process import running_gateway
+from harness.paths import ROOT
+from harness.ports import free_port
+from harness.redis_server import RedisServer
+from harness.tokens import SECRET
 
 GARBAGE_PEM = "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
 # A P-256 public key: a valid key, of the wrong kind for RS256.

@@ -9,7 +9,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from loadtest.bench.alternatives._auth import user_from_query
 
 
-class NotificationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # untyped base
+class NotificationConsumer(AsyncWebsocketConsumer):
     group: str | None = None
 
     async def connect(self) -> None:

@@ -33,6 +33,7 @@ def create_app() -> Starlette:
     async def sender(websocket: WebSocket, channel: str, cancel: anyio.CancelScope) -> None:
         async with broadcast.subscribe(channel=channel) as subscriber:
             async for event in subscriber:  # type: ignore[union-attr]
+                assert event is not None  # typed Event | None; broadcaster never yields None
                 await websocket.send_text(event.message)
         cancel.cancel()
 

@@ -18,7 +18,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.servers import ROOT, free_port, wait_for
+from harness.paths import ROOT
+from harness.ports import free_port
+from harness.waiting import wait_for
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 _UPSTREAM_SERVER = re.compile(r"^(?P<indent>[ \t]*)server gateway:8080 resolve(?P<params>[^;]*);$", re.M)

@@ -1,0 +1,76 @@
+"""A private redis-server for a test or a benchmark, and readers of the gateway's state in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import redis
+
+from harness.ports import free_port
+from harness.waiting import wait_for
+
+
+class RedisServer:
+    """A private redis-server on a free port; can be killed, paused and restarted on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="gateway-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
+        self.process = subprocess.Popen(
+            [binary, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, what="redis-server to answer PING")
+
+    def _answers(self) -> bool:
+        try:
+            with redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5) as r:
+                return bool(r.ping())
+        except redis.RedisError:
+            return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls per command since Redis started (INFO commandstats), INFO itself left out."""
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if name != "cmdstat_info"
+    }
+
+
+def live_leases(client: redis.Redis, user: str) -> int:
+    """The user's places in the limit: leases whose deadline is ahead of the Redis clock (not a
+    lapsed lease, nor the tombstone of a close that raced a renewal)."""
+    seconds, micros = client.time()
+    now = seconds * 1000 + micros // 1000
+    deadlines: list[bytes] = client.hvals(f"ws:conns:{user}")  # type: ignore[assignment]
+    return sum(1 for deadline in deadlines if int(deadline) > now)

@@ -1,0 +1,16 @@
+"""The JWTs the gateways started by the harness accept."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+
+# 64 bytes: long enough for HS512 too (RFC 7518 3.2), which some tests sign with.
+SECRET = "test-secret-that-is-long-enough-for-every-hs-algorithm-0123456789"
+
+
+def make_token(user_id: str, ttl: float = 3600, secret: str = SECRET, **claims: Any) -> str:
+    payload: dict[str, Any] = {"sub": user_id, "exp": int(time.time() + ttl), **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
