@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -184,25 +182,6 @@ async def _local_on(
         await client.aclose()
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
-@contextlib.contextmanager
-def paused(server: RedisServer) -> Iterator[None]:
-    """SIGSTOP: Redis keeps its sockets open but answers nothing, so a SUBSCRIBE stays in flight."""
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
-
-
 def _written(local: Local) -> Callable[[], Awaitable[object]]:
     # The broker's own record of SUBSCRIBEs written and not yet confirmed.
     return _async(lambda: local.broker._inflight)
@@ -215,7 +194,7 @@ async def test_leave_and_return_while_the_subscribe_is_in_flight_waits_for_it(
     UNSUBSCRIBE is written: no UNSUBSCRIBE goes out, and the new one waits for the same
     confirmation and then receives."""
     async with _local_on(own_redis, inbox, user, probe_interval=1.0) as local:
-        with paused(own_redis):
+        with own_redis.paused():
             leaving = asyncio.create_task(local.join(user))
             await eventually(_written(local), what="the SUBSCRIBE to be written")
             leaving.cancel()
@@ -241,7 +220,7 @@ async def test_a_later_connection_shares_the_first_ones_wait(
     """A second connection of a user whose SUBSCRIBE is in flight returns only once Redis has
     confirmed it, and the first one cancelled meanwhile does not cancel that wait."""
     async with _local_on(own_redis, inbox, user, probe_interval=1.0) as local:
-        with paused(own_redis):
+        with own_redis.paused():
             first = asyncio.create_task(local.join(user))
             await eventually(_written(local), what="the SUBSCRIBE to be written")
             second = asyncio.create_task(local.join(user))
@@ -269,7 +248,7 @@ async def test_a_subscription_lost_before_confirmation_refuses_every_waiter_and_
     staying = f"{user}-staying"
     async with _local_on(own_redis, inbox, user, probe_interval=0.3) as local:
         socket = await local.join(staying)
-        with paused(own_redis):
+        with own_redis.paused():
             waiting = [asyncio.create_task(local.join(user)) for _ in range(2)]
             await eventually(_written(local), what="the SUBSCRIBE to be written")
             results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 10)

@@ -4,12 +4,10 @@ is told to stop, or the client leaves. Each ends with a clear answer and is coun
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
@@ -21,17 +19,6 @@ from harness.tokens import make_token
 from harness.waiting import eventually, in_thread
 
 HANDSHAKES = 6
-
-
-@contextlib.contextmanager
-def paused(server: RedisServer) -> Iterator[None]:
-    """SIGSTOP: Redis keeps its sockets open but answers nothing, so every command waits."""
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
 
 
 def counter(gateway: Gateway, name: str, **labels: str) -> float:
@@ -78,7 +65,7 @@ async def test_handshakes_waiting_on_redis_when_sigterm_arrives_are_closed_with_
         drained = counter(gateway, "websocket_rejections_total", reason="draining")
         (worker,) = gateway.worker_pids()
         users = [f"drain-{uuid.uuid4().hex[:10]}" for _ in range(HANDSHAKES)]
-        with paused(own_redis):
+        with own_redis.paused():
             clients = [asyncio.create_task(attempt(gateway.ws_url, user)) for user in users]
 
             async def all_waiting() -> bool:
@@ -112,7 +99,7 @@ async def test_a_client_that_leaves_while_admission_waits_is_never_counted_accep
         accepted = counter(gateway, "websocket_connections_total", status="accepted")
         closed = counter(gateway, "websocket_connections_total", status="closed")
         users = [f"gone-{uuid.uuid4().hex[:10]}" for _ in range(HANDSHAKES)]
-        with paused(own_redis):
+        with own_redis.paused():
             writers = []
             for user in users:
                 _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
