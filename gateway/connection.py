@@ -78,6 +78,7 @@ class Connection:
         "_refilled_at",
         "_send",
         "_tokens",
+        "connection_id",
         "end_reason",
         "user_id",
     )
@@ -95,6 +96,8 @@ class Connection:
         messages_per_second: float,
     ) -> None:
         self.user_id = user_id
+        # Its lease's id once admission took one: what a single-connection disconnect names.
+        self.connection_id = ""
         self._expires_at = expires_at
         self._link = link
         self._receive = receive

@@ -125,6 +125,7 @@ class _Admission:
             return close_codes.REDIS_UNAVAILABLE
         if self.lease is None:
             return close_codes.USER_LIMIT
+        connection.connection_id = self.lease.connection_id
         # In the hub before subscribing: a message that follows the confirmation finds it.
         first = gateway.hub.add(connection.user_id, connection)
         self.in_hub = True
