@@ -160,6 +160,10 @@ class Connection:
         """The connection's lease lapsed and the user is at the limit (4029)."""
         self.end(close_codes.USER_LIMIT)
 
+    def revoked(self) -> None:
+        """A disconnect freed the connection's place (4003)."""
+        self.end(close_codes.DISCONNECTED)
+
     def end(self, reason: Refusal) -> None:
         """Ask the connection to close with ``reason``'s code; safe to call from anywhere."""
         if self.end_reason is None:

@@ -18,9 +18,10 @@ from gateway.limiter import load_script
 DISCONNECT = "disconnect"
 # One online() call answers at most this many users: a bounded pipeline, a bounded reply.
 MAX_ONLINE_USERS = 1000
-# How long a disconnected connection's place stays a tombstone: far longer than a renewal can be
-# on its way, and its socket's own release removes it sooner.
-_TOMBSTONE_MS = 60_000
+# How long a disconnected connection's place stays a tombstone: longer than any renewal beat
+# (WEBSOCKET_LEASE_TTL is at most 3600 s), so a worker that missed the command finds it at its
+# next renewal. The socket's own release removes it as soon as it closes.
+_TOMBSTONE_MS = 3_600_000
 
 DISCONNECT_SCRIPT = load_script("disconnect.lua")
 ONLINE_SCRIPT = load_script("online.lua")

@@ -120,7 +120,9 @@ class _Admission:
         """A lease, then a subscription Redis has confirmed; None when both are held."""
         gateway, connection = self.gateway, self.connection
         try:
-            self.lease = await gateway.limiter.acquire(connection.user_id, connection.over_limit)
+            self.lease = await gateway.limiter.acquire(
+                connection.user_id, connection.over_limit, connection.revoked
+            )
         except LimiterUnavailable:
             return close_codes.REDIS_UNAVAILABLE
         if self.lease is None:

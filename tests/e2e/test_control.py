@@ -23,13 +23,15 @@ from harness.redis_server import RedisServer, live_leases
 from harness.waiting import eventually
 
 LIMIT = 5
+# Short, so that a renewal (every third of it) comes within a test's patience.
+LEASE = "3"
 
 
 @pytest.fixture(scope="module")
 def hosts(redis_server: RedisServer) -> Iterator[tuple[Gateway, Gateway]]:
     with (
-        running_gateway(redis_server.url, workers=2) as a,
-        running_gateway(redis_server.url, workers=2) as b,
+        running_gateway(redis_server.url, workers=2, WEBSOCKET_LEASE_TTL=LEASE) as a,
+        running_gateway(redis_server.url, workers=2, WEBSOCKET_LEASE_TTL=LEASE) as b,
     ):
         yield a, b
 
@@ -115,6 +117,25 @@ async def test_disconnecting_one_connection_leaves_the_users_others_open(
         await still_served(ws)
     await asyncio.gather(*(ws.close() for ws, _ in others))
     await publisher.aclose()
+    client.close()
+
+
+async def test_a_worker_that_missed_the_command_ends_the_connection_at_its_next_renewal(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    """The PUBLISH missed this worker (its pub/sub connection was being re-established): the
+    tombstone the disconnect left on the lease is found by the next renewal, and the socket ends
+    with 4003 all the same. Simulated by writing the tombstone without the PUBLISH."""
+    a, _ = hosts
+    client = redis_server.client()
+    (missed, missed_id), (kept, _) = await open_with_id(a, user, client), await open_with_id(a, user, client)
+    seconds, micros = client.time()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    client.hset(f"ws:conns:{user}", missed_id, -(now + 3_600_000))  # what disconnect.lua writes
+    assert await close_code(missed, timeout=float(LEASE) * 3) == (4003, "disconnected")
+    await still_served(kept)
+    assert live_leases(client, user) == 1
+    await kept.close()
     client.close()
 
 
