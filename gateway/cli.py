@@ -1,4 +1,5 @@
-"""python -m gateway: publish a notification, list a user's connections, or mint a development token."""
+"""python -m gateway: publish a notification, list, count or disconnect a user's connections, or mint a
+development token."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("json", help="the payload, sent byte for byte; must be valid JSON")
     connections = commands.add_parser("connections", help="list a user's live connections cluster-wide")
     connections.add_argument("user")
+    disconnect = commands.add_parser(
+        "disconnect",
+        help="close a user's connections on every host with 4003 (REDIS_URL, REDIS_CHANNEL_PREFIX)",
+    )
+    disconnect.add_argument("user")
+    disconnect.add_argument(
+        "--connection", metavar="ID", help="only this one, as `connections USER` lists it"
+    )
+    online = commands.add_parser(
+        "online", help="live connections per user, cluster-wide (at most 1000 users)"
+    )
+    online.add_argument("users", nargs="+", metavar="user")
     token = commands.add_parser("token", help="print a development token (JWT_SECRET_KEY, JWT_ALGORITHM)")
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
@@ -58,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _print_connections(url, prefix, args.user)
 
+    if args.command in ("disconnect", "online"):
+        return _control(args)
+
     try:
         settings = Settings.from_environ()
     except SettingsError as exc:
@@ -82,4 +98,25 @@ def _print_connections(url: str, prefix: str, user_id: str) -> int:
     for conn, left in live:
         print(f"{conn}\tlease {left / 1000:.1f}s")
     print(f"{len(live)} live connection(s) for {user_id}")
+    return 0
+
+
+def _control(args: argparse.Namespace) -> int:
+    try:
+        publisher = Publisher()
+    except SettingsError as exc:
+        print(f"invalid setting {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "disconnect":
+            reached = publisher.disconnect(args.user, args.connection)
+            print(f"disconnected {reached} live connection(s) of {args.user}")
+        else:
+            for user_id, count in publisher.online(args.users).items():
+                print(f"{user_id}\t{count}")
+    except ValueError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        publisher.close()
     return 0

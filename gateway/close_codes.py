@@ -57,6 +57,9 @@ DRAINING = _close("draining", 1012, Retry.RECONNECT, "the worker is restarting; 
 REDIS_UNAVAILABLE = _close("redis_unavailable", 1013, Retry.BACKOFF, "admission needs Redis and it is down")
 OVERLOADED = _close("overloaded", 1013, Retry.BACKOFF, "the worker is at its connection capacity")
 SESSION_EXPIRED = _close("session_expired", 4001, Retry.NEW_TOKEN, "the token expired during the session")
+DISCONNECTED = _close(
+    "disconnected", 4003, Retry.NEW_TOKEN, "a backend ended the user's sessions (logout, revoked access)"
+)
 SLOW_CONSUMER = _close("slow_consumer", 4008, Retry.RECONNECT, "the client did not read fast enough")
 USER_LIMIT = _close(
     "user_limit", 4029, Retry.WAIT_FOR_CLOSE, "the user holds WEBSOCKET_MAX_CONNECTIONS_PER_USER connections"
@@ -77,6 +80,7 @@ ALL: tuple[Refusal, ...] = (
     REDIS_UNAVAILABLE,
     OVERLOADED,
     SESSION_EXPIRED,
+    DISCONNECTED,
     SLOW_CONSUMER,
     USER_LIMIT,
 )

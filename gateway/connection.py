@@ -78,6 +78,7 @@ class Connection:
         "_refilled_at",
         "_send",
         "_tokens",
+        "connection_id",
         "end_reason",
         "user_id",
     )
@@ -95,6 +96,8 @@ class Connection:
         messages_per_second: float,
     ) -> None:
         self.user_id = user_id
+        # Its lease's id once admission took one: what a single-connection disconnect names.
+        self.connection_id = ""
         self._expires_at = expires_at
         self._link = link
         self._receive = receive
@@ -156,6 +159,10 @@ class Connection:
     def over_limit(self) -> None:
         """The connection's lease lapsed and the user is at the limit (4029)."""
         self.end(close_codes.USER_LIMIT)
+
+    def revoked(self) -> None:
+        """A disconnect freed the connection's place (4003)."""
+        self.end(close_codes.DISCONNECTED)
 
     def end(self, reason: Refusal) -> None:
         """Ask the connection to close with ``reason``'s code; safe to call from anywhere."""

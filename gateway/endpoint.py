@@ -120,11 +120,14 @@ class _Admission:
         """A lease, then a subscription Redis has confirmed; None when both are held."""
         gateway, connection = self.gateway, self.connection
         try:
-            self.lease = await gateway.limiter.acquire(connection.user_id, connection.over_limit)
+            self.lease = await gateway.limiter.acquire(
+                connection.user_id, connection.over_limit, connection.revoked
+            )
         except LimiterUnavailable:
             return close_codes.REDIS_UNAVAILABLE
         if self.lease is None:
             return close_codes.USER_LIMIT
+        connection.connection_id = self.lease.connection_id
         # In the hub before subscribing: a message that follows the confirmation finds it.
         first = gateway.hub.add(connection.user_id, connection)
         self.in_hub = True

@@ -38,6 +38,8 @@ class Lease:
     user_id: str
     connection_id: str
     on_lost: Callable[[], None]
+    # Its place was freed by a disconnect (lua/disconnect.lua) whose command this worker missed.
+    on_revoked: Callable[[], None] | None = None
     # The deadline (ms, Redis clock) Redis last confirmed: until then the place cannot lapse.
     until: int = 0
 
@@ -93,12 +95,17 @@ class Limiter:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def acquire(self, user_id: str, on_lost: Callable[[], None]) -> Lease | None:
+    async def acquire(
+        self, user_id: str, on_lost: Callable[[], None], on_revoked: Callable[[], None] | None = None
+    ) -> Lease | None:
         """Take a place for a new connection; None when the user is at the limit.
+
+        ``on_lost``: the lease lapsed and the user is at the limit; ``on_revoked``: a disconnect
+        freed the place and the command did not reach this worker (found at the next renewal).
 
         Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
-        lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost)
+        lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
         conns_key = keys.connections_key(self._prefix, user_id)
         try:
             taken, _, now = await self._acquire(
@@ -157,7 +164,7 @@ class Limiter:
                 )
             results: list[Any] = await pipe.execute()
         self._renewal_unsettled = False
-        for chunk, (now, lost_ids) in zip(chunks, results, strict=True):
+        for chunk, (now, lost_ids, revoked_ids) in zip(chunks, results, strict=True):
             until = now + self._lease_ms
             for lease in chunk:
                 lease.until = until
@@ -166,6 +173,12 @@ class Limiter:
                 if lost is not None:
                     log.warning("a lease lapsed and the user is at the limit: closing that connection")
                     lost.on_lost()
+            for raw in revoked_ids:
+                # Ids of leases released while this renewal was on its way are no longer held.
+                revoked = self.leases.pop(raw.decode(), None)
+                if revoked is not None and revoked.on_revoked is not None:
+                    log.warning("a disconnect's command missed this worker: closing that connection now")
+                    revoked.on_revoked()
 
     async def _heartbeat(self) -> None:
         while True:

@@ -53,6 +53,11 @@ DELIVERY_LATENCY = Histogram(
 SEND_QUEUE_OVERFLOWS = Counter(
     "websocket_send_queue_overflows", "Connections closed because their queue overflowed."
 )
+DISCONNECTS = Counter(
+    "websocket_disconnects",
+    "Connections ended on a backend's request, by origin (command: Publisher.disconnect or the CLI).",
+    ["origin"],
+)
 WORKER_CONNECTIONS = Gauge(
     "websocket_worker_connections",
     "Open WebSockets per live worker (label pid).",

@@ -1,7 +1,8 @@
 """Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
 
-Imports only redis, the key names, the payload limit and the settings table, so services can
-depend on it cheaply. What is not passed is read as the gateway reads it: ``REDIS_URL``,
+Imports only redis, the key names, the payload limit, the settings table and the control scripts
+(``control_client``), so services can depend on it cheaply. ``disconnect`` and ``online`` are the
+control calls (README "Control"). What is not passed is read as the gateway reads it: ``REDIS_URL``,
 ``REDIS_CHANNEL_PREFIX`` and ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else the table's defaults; a bad value
 raises ``SettingsError`` (a ``ValueError``) naming the variable. A payload over the limit raises
 ``PayloadTooLarge`` before anything is sent: the gateway would drop it.
@@ -16,8 +17,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from gateway import control_client
 from gateway import settings_table as table
-from gateway.keys import is_valid_user_id, user_channel
+from gateway.keys import connections_key, is_valid_user_id, user_channel
 from gateway.payload_limit import PayloadTooLarge
 from gateway.settings_parsers import SettingsError
 
@@ -78,6 +80,8 @@ class Publisher:
         self._limit = _limit(max_payload_size)
         self._prefix = _prefix(prefix)
         self._client = client or redis.Redis.from_url(_url(redis_url))
+        self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
+        self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
     def publish(self, user_id: str, payload: Any) -> int:
         channel = _channel(self._prefix, user_id)
@@ -89,6 +93,22 @@ class Publisher:
         for channel, data in _encoded(self._prefix, self._limit, messages):
             pipeline.publish(channel, data)
         return [int(n) for n in pipeline.execute()]
+
+    def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
+        """Close the user's connections (or the one named) on every host with 4003, freeing their
+        places now; how many live connections it reached (0: none, a no-op)."""
+        keys, args = control_client.disconnect_call(self._prefix, user_id, connection_id)
+        return int(self._disconnect(keys=keys, args=args))
+
+    def online(self, user_ids: Iterable[str]) -> dict[str, int]:
+        """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
+        users = control_client.online_users(user_ids)
+        if not users:
+            return {}
+        pipeline = self._client.pipeline(transaction=False)
+        for user_id in users:
+            self._online(keys=[connections_key(self._prefix, user_id)], args=[""], client=pipeline)
+        return {user_id: int(n) for user_id, n in zip(users, pipeline.execute(), strict=True)}
 
     def close(self) -> None:
         self._client.close()
@@ -107,6 +127,8 @@ class AsyncPublisher:
         self._limit = _limit(max_payload_size)
         self._prefix = _prefix(prefix)
         self._client = client or aioredis.Redis.from_url(_url(redis_url))
+        self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
+        self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
     async def publish(self, user_id: str, payload: Any) -> int:
         channel = _channel(self._prefix, user_id)
@@ -118,6 +140,23 @@ class AsyncPublisher:
         for channel, data in _encoded(self._prefix, self._limit, messages):
             pipeline.publish(channel, data)
         return [int(n) for n in await pipeline.execute()]
+
+    async def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
+        """Close the user's connections (or the one named) on every host with 4003, freeing their
+        places now; how many live connections it reached (0: none, a no-op)."""
+        keys, args = control_client.disconnect_call(self._prefix, user_id, connection_id)
+        return int(await self._disconnect(keys=keys, args=args))
+
+    async def online(self, user_ids: Iterable[str]) -> dict[str, int]:
+        """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
+        users = control_client.online_users(user_ids)
+        if not users:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipeline:
+            for user_id in users:
+                await self._online(keys=[connections_key(self._prefix, user_id)], args=[""], client=pipeline)
+            counts = await pipeline.execute()
+        return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:
         await self._client.aclose()

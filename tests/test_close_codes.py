@@ -16,4 +16,4 @@ def test_every_refusal_has_exactly_one_signal_and_a_unique_reason() -> None:
     for refusal in close_codes.ALL:
         assert (refusal.http_status is None) != (refusal.close_code is None), refusal.reason
         if refusal.close_code is not None:
-            assert refusal.close_code in {1001, 1007, 1008, 1009, 1011, 1012, 1013, 4001, 4008, 4029}
+            assert refusal.close_code in {1001, 1007, 1008, 1009, 1011, 1012, 1013, 4001, 4003, 4008, 4029}

@@ -241,7 +241,12 @@ class LeaseScripts(RuleBasedStateMachine):
         self.acquire_script = self.client.register_script(load_script("acquire.lua"))
         self.renew_script = self.client.register_script(load_script("renew.lua"))
         self.release_script = self.client.register_script(load_script("release.lua"))
+        self.disconnect_script = self.client.register_script(load_script("disconnect.lua"))
         self.user = uuid.uuid4().hex
+        # A worker holding the user, as far as the disconnect script's PUBLISH can tell.
+        self.listener = self.client.pubsub()
+        self.listener.subscribe(f"ws:{self.user}")
+        assert self.listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
         self.key = f"ws:conns:{self.user}"
         self.worker_key = f"ws:worker:{self.user}"
         self.now = 1_000_000
@@ -281,16 +286,18 @@ class LeaseScripts(RuleBasedStateMachine):
         held = list(known)
         until = min(known.values())
         members = [f"{c} {self.user}" for c in held]
-        now, lost = self.renew_script(
+        now, lost, revoked = self.renew_script(
             keys=[self.worker_key] + [self.key] * len(members),
             args=[self.now, LIMIT, LEASE_MS, until, *members],
         )
         assert now == self.now
         expected_lost = []
+        expected_revoked = []
         for conn in held:
             deadline = self.model.get(conn)
             if deadline is not None and deadline < 0:
-                continue  # released: never taken again
+                expected_revoked.append(conn)  # released or disconnected: never taken again
+                continue
             if deadline is None and self.now >= until:
                 self._purge_model(excluding=conn)
                 if self._live_in_model(excluding=conn) >= LIMIT:
@@ -298,11 +305,12 @@ class LeaseScripts(RuleBasedStateMachine):
                     continue
             self.model[conn] = self.now + LEASE_MS
         assert [x.decode() for x in lost] == expected_lost
+        assert [x.decode() for x in revoked] == expected_revoked
         for conn in held:
             if conn in self.known:
                 self.known[conn] = self.now + LEASE_MS
-        for conn in expected_lost:
-            self.known.pop(conn, None)
+        for conn in [*expected_lost, *expected_revoked]:
+            self.known.pop(conn, None)  # a disconnected one the worker ends (4003) and forgets
 
     @precondition(lambda self: self.known)
     @rule()
@@ -332,6 +340,20 @@ class LeaseScripts(RuleBasedStateMachine):
         self._release(data.draw(st.sampled_from(sorted(snapshot))), tombstone=True)
         self._renew(snapshot)
 
+    @rule(data=st.data(), one=st.booleans())
+    def disconnect(self, data: st.DataObject, one: bool) -> None:
+        """Every connection of the user, or one: their places become tombstones whatever the
+        worker does next (its release, or a renewal if it missed the command)."""
+        target = data.draw(st.sampled_from(sorted(self.model))) if one and self.model else ""
+        named = [c for c, d in self.model.items() if (not target or c == target) and d >= 0]
+        live = sum(1 for c in named if self.model[c] > self.now)
+        reached = self.disconnect_script(
+            keys=[self.key], args=[self.now, f"ws:{self.user}", b"\xffCdisconnect", target, 3 * LEASE_MS]
+        )
+        assert reached == live
+        for conn in named:
+            self.model[conn] = -(self.now + 3 * LEASE_MS)
+
     @rule(ms=st.integers(min_value=0, max_value=2 * LEASE_MS))
     def clock_jumps(self, ms: int) -> None:
         self.now += ms
@@ -351,6 +373,7 @@ class LeaseScripts(RuleBasedStateMachine):
             assert live <= LIMIT
 
     def teardown(self) -> None:
+        self.listener.close()
         self.client.delete(self.key, self.worker_key)
         self.client.close()
 

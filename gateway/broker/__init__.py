@@ -31,8 +31,9 @@ Implementations, one per Redis topology, chosen by ``gateway/app.py`` from the s
   discovery it is one server again.
 
 History and recovery sit above the broker, between it and the hub (``on_message`` goes through
-them), and do not know which implementation delivers. A control channel (disconnect a user
-everywhere) is published with ``publish`` and handled beside the user channels.
+them), and do not know which implementation delivers. Control commands (disconnect a user
+everywhere) travel on the user's own channel behind a 0xFF byte (``gateway/wire.py``): the broker
+hands them on like any payload and the hub routes them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,76 @@
+"""The backends' side of control, shared by ``Publisher`` and ``AsyncPublisher``: checks and script calls.
+
+``disconnect`` is one script on the user's lease hash: it frees the live places of the connections
+it names (tombstones, so nothing counts them any more) and publishes ``\\xffC disconnect [id]`` on
+the user's channel in the same step; the workers holding the user close those sockets with 4003
+(``gateway/control.py``). ``online`` is one read-only script per user, pipelined: one round trip
+for many users, each script on one user's key (ready for Redis Cluster, where keys of different
+users live on different nodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gateway import keys, wire
+from gateway.limiter import load_script
+
+DISCONNECT = "disconnect"
+# One online() call answers at most this many users: a bounded pipeline, a bounded reply.
+MAX_ONLINE_USERS = 1000
+# How long a disconnected connection's place stays a tombstone: longer than any renewal beat
+# (WEBSOCKET_LEASE_TTL is at most 3600 s), so a worker that missed the command finds it at its
+# next renewal. The socket's own release removes it as soon as it closes.
+_TOMBSTONE_MS = 3_600_000
+
+DISCONNECT_SCRIPT = load_script("disconnect.lua")
+ONLINE_SCRIPT = load_script("online.lua")
+
+
+def checked_user(user_id: str) -> str:
+    if not isinstance(user_id, str) or not keys.is_valid_user_id(user_id):
+        raise ValueError(f"user id {user_id!r}: 1 to 256 printable characters, no spaces")
+    return user_id
+
+
+def checked_connection_id(connection_id: str) -> str:
+    """A lease's id as ``python -m gateway connections`` lists it: ``<worker id>:<sequence>``."""
+    if (
+        not isinstance(connection_id, str)
+        or not 0 < len(connection_id) <= 256
+        or not connection_id.isprintable()
+        or any(c.isspace() for c in connection_id)
+        or not connection_id.isascii()
+    ):
+        raise ValueError(f"connection id {connection_id!r}: as `python -m gateway connections USER` lists it")
+    return connection_id
+
+
+def disconnect_call(
+    prefix: str, user_id: str, connection_id: str | None
+) -> tuple[list[str], list[str | int | bytes]]:
+    """KEYS and ARGV of the disconnect script."""
+    checked_user(user_id)
+    if connection_id is not None:
+        checked_connection_id(connection_id)
+    # Bytes, not str: redis-py would encode the 0xFF mark as UTF-8.
+    message = wire.control_command(DISCONNECT, connection_id)
+    return [keys.connections_key(prefix, user_id)], [
+        "",
+        keys.user_channel(prefix, user_id),
+        message,
+        connection_id or "",
+        _TOMBSTONE_MS,
+    ]
+
+
+def online_users(user_ids: Iterable[str]) -> list[str]:
+    """The distinct users of one ``online`` call, in order, each checked."""
+    if isinstance(user_ids, str):
+        raise TypeError("online() takes a list of user ids, not one string")
+    users = list(dict.fromkeys(user_ids))
+    if len(users) > MAX_ONLINE_USERS:
+        raise ValueError(f"online(): {len(users)} users in one call, at most {MAX_ONLINE_USERS}")
+    for user_id in users:
+        checked_user(user_id)
+    return users

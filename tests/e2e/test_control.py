@@ -1,0 +1,180 @@
+"""Control across two gunicorn "hosts" sharing one Redis: disconnect a user everywhere or one of
+its connections, count who is online, and no way for a client to send a command itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from gateway.publisher import AsyncPublisher
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.metrics import scrape, value
+from harness.redis_server import RedisServer, live_leases
+from harness.waiting import eventually
+
+LIMIT = 5
+# Short, so that a renewal (every third of it) comes within a test's patience.
+LEASE = "3"
+
+
+@pytest.fixture(scope="module")
+def hosts(redis_server: RedisServer) -> Iterator[tuple[Gateway, Gateway]]:
+    with (
+        running_gateway(redis_server.url, workers=2, WEBSOCKET_LEASE_TTL=LEASE) as a,
+        running_gateway(redis_server.url, workers=2, WEBSOCKET_LEASE_TTL=LEASE) as b,
+    ):
+        yield a, b
+
+
+async def open_socket(gateway: Gateway, user: str) -> ClientConnection:
+    ws = await admit(gateway.ws_url, user)
+    assert isinstance(ws, ClientConnection), f"refused with {ws}"
+    return ws
+
+
+async def open_with_id(gateway: Gateway, user: str, client: redis.Redis) -> tuple[ClientConnection, str]:
+    """A socket and its lease's connection id: the field its admission added to the user's hash."""
+    before = set(await asyncio.to_thread(client.hkeys, f"ws:conns:{user}"))
+    ws = await open_socket(gateway, user)
+    (added,) = set(await asyncio.to_thread(client.hkeys, f"ws:conns:{user}")) - before
+    return ws, added.decode()
+
+
+async def close_code(ws: ClientConnection, timeout: float = 5.0) -> tuple[int, str]:
+    """The close frame the server sent, waited for with a deadline."""
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), timeout)
+    assert closed.value.rcvd is not None, "closed without a close frame from the server"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def still_served(ws: ClientConnection) -> None:
+    await ws.send('{"type":"ping"}')
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+
+
+async def test_disconnect_closes_exactly_the_users_sockets_on_both_hosts_and_frees_its_places(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    a, b = hosts
+    bystander = f"{user}-bystander"
+    sockets = [await open_socket((a, b)[i % 2], user) for i in range(LIMIT)]
+    watchers = [await open_socket(a, bystander), await open_socket(b, bystander)]
+    assert await admit(a.ws_url, user) == 4029
+    publisher = AsyncPublisher(redis_server.url)
+    before = [value(scrape(host), "websocket_disconnects_total", origin="command") for host in hosts]
+
+    started = time.monotonic()
+    assert await publisher.disconnect(user) == LIMIT
+    codes = await asyncio.gather(*(close_code(ws) for ws in sockets))
+    elapsed = time.monotonic() - started
+    assert codes == [(4003, "disconnected")] * LIMIT
+    assert elapsed < 1.0, f"the last socket closed after {elapsed:.2f}s"
+
+    # Free at once: the full limit is admitted again with no wait, and no more.
+    again = [await open_socket((a, b)[i % 2], user) for i in range(LIMIT)]
+    assert await admit(b.ws_url, user) == 4029
+    # The bystander lost nothing.
+    assert await publisher.publish(bystander, "still here") == 2
+    assert [await asyncio.wait_for(ws.recv(), 10) for ws in watchers] == ["still here"] * 2
+    for ws in watchers:
+        await still_served(ws)
+    after = [value(scrape(host), "websocket_disconnects_total", origin="command") for host in hosts]
+    assert sum(after) - sum(before) == LIMIT
+    assert all(n > m for n, m in zip(after, before, strict=True)), "both hosts ended sockets"
+    await asyncio.gather(*(ws.close() for ws in [*again, *watchers]))
+    await publisher.aclose()
+
+
+async def test_disconnecting_one_connection_leaves_the_users_others_open(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    a, b = hosts
+    client = redis_server.client()
+    opened = [await open_with_id(host, user, client) for host in (a, b, a)]
+    publisher = AsyncPublisher(redis_server.url)
+    (target, target_id), *others = opened[1], opened[0], opened[2]
+    assert await publisher.disconnect(user, connection_id=target_id) == 1
+    assert await close_code(target) == (4003, "disconnected")
+    assert await publisher.online([user]) == {user: 2}
+    assert await publisher.publish(user, "for the rest") >= 1
+    for ws, _ in others:
+        assert await asyncio.wait_for(ws.recv(), 10) == "for the rest"
+        await still_served(ws)
+    # Naming a connection that is gone reaches nothing and ends nothing.
+    assert await publisher.disconnect(user, connection_id=target_id) == 0
+    for ws, _ in others:
+        await still_served(ws)
+    await asyncio.gather(*(ws.close() for ws, _ in others))
+    await publisher.aclose()
+    client.close()
+
+
+async def test_a_worker_that_missed_the_command_ends_the_connection_at_its_next_renewal(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    """The PUBLISH missed this worker (its pub/sub connection was being re-established): the
+    tombstone the disconnect left on the lease is found by the next renewal, and the socket ends
+    with 4003 all the same. Simulated by writing the tombstone without the PUBLISH."""
+    a, _ = hosts
+    client = redis_server.client()
+    (missed, missed_id), (kept, _) = await open_with_id(a, user, client), await open_with_id(a, user, client)
+    seconds, micros = client.time()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    client.hset(f"ws:conns:{user}", missed_id, -(now + 3_600_000))  # what disconnect.lua writes
+    assert await close_code(missed, timeout=float(LEASE) * 3) == (4003, "disconnected")
+    await still_served(kept)
+    assert live_leases(client, user) == 1
+    await kept.close()
+    client.close()
+
+
+async def test_online_counts_exactly_across_hosts_and_a_killed_hosts_leases_stop_counting(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    """A killed host's leases are not released by anyone: they stop counting once they lapse."""
+    a, b = hosts
+    lease = 2.0
+    other, nobody = f"{user}-other", f"{user}-nobody"
+    publisher = AsyncPublisher(redis_server.url)
+    with running_gateway(redis_server.url, workers=1, WEBSOCKET_LEASE_TTL=str(lease)) as doomed:
+        survivors = [await open_socket(a, user), await open_socket(b, user), await open_socket(b, other)]
+        on_doomed = [await open_socket(doomed, user), await open_socket(doomed, other)]
+        assert await publisher.online([user, other, nobody]) == {user: 3, other: 2, nobody: 0}
+        assert doomed.process is not None
+        for pid in [doomed.process.pid, *doomed.worker_pids()]:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        async def lapsed() -> bool:
+            return await publisher.online([user, other, nobody]) == {user: 2, other: 1, nobody: 0}
+
+        await eventually(lapsed, timeout=lease * 3, what="the killed host's leases to stop counting")
+        assert time.monotonic() - killed_at <= lease + 0.5
+        client = redis_server.client()
+        assert live_leases(client, user) == 2  # what the limit sees agrees
+        client.close()
+    await asyncio.gather(*(ws.close() for ws in [*survivors, *on_doomed]))
+    await publisher.aclose()
+
+
+async def test_a_client_cannot_send_a_command(hosts: tuple[Gateway, Gateway], user: str) -> None:
+    """Clients never publish: a frame shaped like a command, binary or text, changes nothing."""
+    a, b = hosts
+    sender, sibling = await open_socket(a, user), await open_socket(b, user)
+    await sender.send(b"\xffCdisconnect")
+    await sender.send("ÿCdisconnect")
+    await sender.send('{"type":"disconnect"}')
+    for ws in (sender, sibling):
+        await still_served(ws)
+    await asyncio.gather(sender.close(), sibling.close())
