@@ -21,6 +21,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-prometheus
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
 
@@ -33,6 +34,7 @@ lock: $(STAMP)
 upgrade-check:
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-prometheus
 	scripts/upgrade-check $(PYTEST_ARGS)
 
 # Every scenario against the gateway and the Python alternatives; writes loadtest/results/.
