@@ -1,5 +1,9 @@
 """python -m loadtest.run: locust headless against a private gateway (or TARGET_URL), bounded in time.
 
+The default (100 users for 45 s) finishes in about a minute; ``make loadtest LOADTEST_ARGS="--users
+2000 --run-time 5m"`` runs a bigger one. Locust gives one user in 21 to a publisher: with fewer
+than 21 users nothing publishes and only connects are measured (a warning says so).
+
 Without ``TARGET_URL`` it starts its own redis-server and gateway (2 workers) on free loopback
 ports and stops them afterwards. With ``TARGET_URL`` it needs ``REDIS_URL`` and ``JWT_SECRET_KEY``
 of that gateway. Writes locust's CSV files and HTML report to --out (default loadtest/results/).
@@ -20,6 +24,19 @@ from harness.paths import ROOT
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET
 
+# loadtest/locustfile.py's GatewayUser.weight + PublisherUser.weight: one user in this many publishes.
+USERS_PER_PUBLISHER = 21
+
+
+def publisher_warning(users: int) -> str | None:
+    """Why a run with this many users measures no delivery, or None when it does."""
+    if users >= USERS_PER_PUBLISHER:
+        return None
+    return (
+        f"warning: --users {users} leaves no publisher (locust gives one user in {USERS_PER_PUBLISHER} "
+        f"to publishing): only connects are measured; use --users {USERS_PER_PUBLISHER} or more"
+    )
+
 
 @contextlib.contextmanager
 def _target(workers: int) -> Iterator[dict[str, str]]:
@@ -38,14 +55,21 @@ def _target(workers: int) -> Iterator[dict[str, str]]:
         redis_server.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__)
-    parser.add_argument("--users", type=int, default=500, help="locust users (20 WebSocket : 1 publisher)")
-    parser.add_argument("--spawn-rate", type=float, default=100.0)
-    parser.add_argument("--run-time", default="60s")
+    parser.add_argument("--users", type=int, default=100, help="locust users (20 WebSocket : 1 publisher)")
+    parser.add_argument("--spawn-rate", type=float, default=50.0)
+    parser.add_argument("--run-time", default="45s")
     parser.add_argument("--workers", type=int, default=2, help="gateway workers when starting one")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warning = publisher_warning(args.users)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     with _target(args.workers) as env:
         command = [
