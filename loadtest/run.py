@@ -1,8 +1,8 @@
 """python -m loadtest.run: locust headless against a private gateway (or TARGET_URL), bounded in time.
 
 The default (100 users for 45 s) finishes in about a minute; ``make loadtest LOADTEST_ARGS="--users
-2000 --run-time 5m"`` runs a bigger one. Locust gives one user in 21 to a publisher: with fewer
-than 21 users nothing publishes and only connects are measured (a warning says so).
+2000 --run-time 5m"`` runs a bigger one. Locust gives one user in 21 to a publisher (the first at
+the 10th user): with fewer users nothing publishes and only connects are measured (a warning says so).
 
 Without ``TARGET_URL`` it starts its own redis-server and gateway (2 workers) on free loopback
 ports and stops them afterwards. With ``TARGET_URL`` it needs ``REDIS_URL`` and ``JWT_SECRET_KEY``
@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from heapq import heapify, heapreplace
+from math import log2
 from pathlib import Path
 
 from harness.gateway_process import running_gateway
@@ -24,17 +27,35 @@ from harness.paths import ROOT
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET
 
-# loadtest/locustfile.py's GatewayUser.weight + PublisherUser.weight: one user in this many publishes.
-USERS_PER_PUBLISHER = 21
+# loadtest/locustfile.py's user classes and weights (tests/test_loadtest_run.py checks them).
+WEIGHTS = (("GatewayUser", 20), ("PublisherUser", 1))
+
+
+def fewest_users_with_a_publisher() -> int:
+    """How many users locust starts before one of them publishes (with 20:1, the 10th).
+
+    Locust hands users out in the order of a generator that keeps the mix closest to the weights
+    (locust/dispatch.py's ``_kl_generator``, redone here: importing locust monkey-patches this
+    process with gevent; tests/test_loadtest_run.py compares the two where locust is installed).
+    """
+    heap = [(weight * log2(weight / (weight + 1.0)), weight + 1.0, weight, name) for name, weight in WEIGHTS]
+    heapify(heap)
+    for position in itertools.count(1):
+        _, seen, weight, name = heap[0]
+        if name == "PublisherUser":
+            return position
+        heapreplace(heap, (weight * log2(seen / (seen + 1.0)), seen + 1.0, weight, name))
+    raise AssertionError("unreachable")
 
 
 def publisher_warning(users: int) -> str | None:
     """Why a run with this many users measures no delivery, or None when it does."""
-    if users >= USERS_PER_PUBLISHER:
+    fewest = fewest_users_with_a_publisher()
+    if users >= fewest:
         return None
     return (
-        f"warning: --users {users} leaves no publisher (locust gives one user in {USERS_PER_PUBLISHER} "
-        f"to publishing): only connects are measured; use --users {USERS_PER_PUBLISHER} or more"
+        f"warning: --users {users} leaves no publisher (locust gives GatewayUser and PublisherUser "
+        f"20:1): only connects are measured; use --users {fewest} or more"
     )
 
 
