@@ -1,16 +1,26 @@
-# make run: the gateway on :8080 with 2 workers and a private Redis. make test: lint and the suite.
+# make run: the gateway on 127.0.0.1:8080 with 2 workers and a private Redis. make test: lint and the suite.
 .PHONY: run test lint install clean bench loadtest lock upgrade-check
 
+# Each stamp says an install is done; it is redone only when what it installs from changed.
 STAMP := .venv/.installed-test
+RUN_STAMP := .venv/.installed-run
+LOADTEST_STAMP := .venv/.installed-loadtest
 
 $(STAMP): pyproject.toml requirements.lock scripts/bootstrap
 	scripts/bootstrap test
 	touch $@
 
+$(RUN_STAMP): pyproject.toml requirements-runtime.lock scripts/bootstrap
+	scripts/bootstrap
+	touch $@
+
+$(LOADTEST_STAMP): pyproject.toml requirements-runtime.lock scripts/bootstrap
+	scripts/bootstrap loadtest
+	touch $@
+
 install: $(STAMP)
 
-run:
-	scripts/bootstrap
+run: $(RUN_STAMP)
 	scripts/run-dev
 
 lint: $(STAMP)
@@ -21,6 +31,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-prometheus
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
 
@@ -33,6 +44,7 @@ lock: $(STAMP)
 upgrade-check:
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-prometheus
 	scripts/upgrade-check $(PYTEST_ARGS)
 
 # Every scenario against the gateway and the Python alternatives; writes loadtest/results/.
@@ -41,9 +53,9 @@ bench:
 	scripts/ensure-redis-server
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 
-# Locust, headless and bounded in time, against a gateway it starts (or TARGET_URL).
-loadtest:
-	scripts/bootstrap test,bench
+# Locust, headless and bounded in time, against a gateway it starts (or TARGET_URL); LOADTEST_ARGS
+# passes options to loadtest/run.py (--users, --run-time, ...).
+loadtest: $(LOADTEST_STAMP)
 	scripts/ensure-redis-server
 	.venv/bin/python -m loadtest.run $(LOADTEST_ARGS)
 

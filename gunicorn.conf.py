@@ -4,11 +4,11 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import uuid
 
 from gateway import settings_table
+from gateway.log_format import fatal
 from gateway.server.listeners import port_in_use
 from gateway.server.upstream import exit_unless_compatible
 from gateway.settings import Settings, SettingsError
@@ -16,8 +16,9 @@ from gateway.settings import Settings, SettingsError
 # The process's one Settings: the workers are built with it and build the app with it.
 try:
     _settings = Settings.from_environ()
+    _log_format = settings_table.LOG_FORMAT.from_environ()
 except SettingsError as exc:
-    sys.stderr.write(f"gateway: invalid setting {exc}\n")
+    fatal(f"invalid setting {exc}")
     raise SystemExit(2) from None
 
 # Names this master's workers in Redis, so child_exit can find a dead worker's leases. Each worker
@@ -58,6 +59,10 @@ forwarded_allow_ips = settings_table.FORWARDED_ALLOW_IPS.from_environ()
 # in the image (an ERROR at every start) and shared by every gunicorn of a user elsewhere: each
 # master would replace the one before it and delete it on stop.
 control_socket_disable = True
+# LOG_FORMAT=json: every handler of gunicorn's logs writes JSON, and uvicorn's and the gateway's
+# loggers write through those handlers (gateway/log_format.py).
+if _log_format == "json":
+    logger_class = "gateway.log_format.JsonLogger"
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
@@ -65,9 +70,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     run must not count."""
     problem = port_in_use(_settings.host, _settings.port)
     if problem is not None:
-        sys.stderr.write(
-            f"gateway: WEBSOCKET_PORT {_settings.port} on {_settings.host} is not free: {problem}\n"
-        )
+        fatal(f"WEBSOCKET_PORT {_settings.port} on {_settings.host} is not free: {problem}")
         raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)

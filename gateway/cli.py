@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -53,11 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             print(f"invalid setting {exc}", file=sys.stderr)
             return 2
+        _say_which_redis()
         try:
             receivers = publisher.publish(args.user, args.json)
         except PayloadTooLarge as exc:
             print(f"not published: {exc}", file=sys.stderr)
             return 2
+        except (redis.RedisError, OSError) as exc:
+            print(
+                f"not published: Redis at {table.REDIS_URL.from_environ()} does not answer ({exc})",
+                file=sys.stderr,
+            )
+            return 1
         finally:
             publisher.close()
         print(f"delivered to {receivers} gateway worker(s)")
@@ -69,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             print(f"invalid setting {exc}", file=sys.stderr)
             return 2
-        return _print_connections(url, prefix, args.user)
+        _say_which_redis()
+        try:
+            return _print_connections(url, prefix, args.user)
+        except (redis.RedisError, OSError) as exc:
+            print(f"Redis at {url} does not answer ({exc})", file=sys.stderr)
+            return 1
 
     if args.command in ("disconnect", "online"):
         return _control(args)
@@ -84,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(issue_token(settings, args.user, args.ttl, time.time()))
     return 0
+
+
+def _say_which_redis() -> None:
+    """Without REDIS_URL the default is used: say so, or a user may read another Redis's answer."""
+    if table.REDIS_URL.variable not in os.environ:
+        print(f"REDIS_URL is unset: using {table.REDIS_URL.default_value()}", file=sys.stderr)
 
 
 def _print_connections(url: str, prefix: str, user_id: str) -> int:

@@ -229,6 +229,14 @@ PROMETHEUS_MULTIPROC_DIR = Setting(
     "multiprocess metrics directory, emptied at start (gunicorn.conf.py makes one when unset)",
     shown="a fresh temporary directory",
 )
+LOG_FORMAT = Setting(
+    "LOG_FORMAT",
+    None,
+    "text",
+    choice({"text", "json"}),
+    "`json`: every log line (gunicorn's, uvicorn's, the gateway's) one JSON object with `time`, "
+    "`level`, `logger`, `message`, `worker` and `pid` (read by gunicorn.conf.py)",
+)
 
 # In the README's order.
 ALL: tuple[Setting[Any], ...] = (
@@ -260,6 +268,7 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_CLIENT_MESSAGES_PER_SECOND,
     FORWARDED_ALLOW_IPS,
     PROMETHEUS_MULTIPROC_DIR,
+    LOG_FORMAT,
 )
 # The ones that fill a Settings field.
 GATEWAY = tuple(setting for setting in ALL if setting.field is not None)

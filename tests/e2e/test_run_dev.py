@@ -1,0 +1,185 @@
+"""make run (scripts/run-dev) as a first-time user meets it: loopback only, the secret it uses, a
+taken port, Ctrl-C; and the Makefile's stamps, so a second `make run` does not reinstall."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import jwt
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from harness.clients import admit
+from harness.paths import ROOT
+from harness.ports import free_port
+from harness.redis_server import RedisServer
+from harness.tokens import SECRET, make_token
+from harness.waiting import wait_for
+
+RUN_DEV = str(ROOT / "scripts" / "run-dev")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """The user's shell, without the settings run-dev chooses for them unless given."""
+    chosen = {"REDIS_URL", "JWT_SECRET_KEY", "WEBSOCKET_HOST", "WEBSOCKET_PORT", "WEB_CONCURRENCY"}
+    return {**{k: v for k, v in os.environ.items() if k not in chosen}, **extra}
+
+
+@contextmanager
+def run_dev(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """scripts/run-dev in a process group of its own, as a terminal runs it: killpg is Ctrl-C."""
+    output = Path(tempfile.mkstemp(prefix="run-dev-", suffix=".txt")[1])
+    with open(output, "wb") as sink:
+        process = subprocess.Popen(
+            [RUN_DEV], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process, output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        output.unlink(missing_ok=True)
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses listening on ``port``, from /proc (no ss or netstat needed)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+def shell(command: str) -> str:
+    result = subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command}: {result.stderr}"
+    return result.stdout
+
+
+def ctrl_c(process: subprocess.Popen[bytes]) -> int:
+    os.killpg(process.pid, signal.SIGINT)
+    return process.wait(40)
+
+
+def test_a_taken_port_is_one_line_and_a_failure() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [RUN_DEV],
+            cwd=ROOT,
+            env=environment(WEBSOCKET_PORT=str(port)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"make run: port {port} on 127.0.0.1 is taken (Address already in use): "
+        "stop what listens there, or set WEBSOCKET_PORT"
+    ]
+
+
+async def test_loopback_only_its_own_secret_and_a_quiet_ctrl_c(user: str) -> None:
+    """No REDIS_URL: a private Redis; no JWT_SECRET_KEY: one it prints, which then works."""
+    port = free_port()
+    with run_dev(environment(WEBSOCKET_PORT=str(port))) as (process, output):
+        wait_for(lambda: answers(port) or process.poll() is not None, timeout=60, what="make run to serve")
+        text = output.read_text()
+        assert process.poll() is None, text
+        assert listening_addresses(port) == {"0100007F"}, "binds 127.0.0.1 only"
+        secret = re.search(r"export JWT_SECRET_KEY=(\S+)", text)
+        redis_pid = re.search(r"private redis-server at \S+ \(pid (\d+)\)", text)
+        assert secret and redis_pid, text
+        # The commands it prints work as printed, from the repository root.
+        another = re.search(r"^Another user's token:  (.+)$", text, re.M)
+        connect_url = re.search(r'^Connect:  \.venv/bin/python -m websockets "(\S+)"$', text, re.M)
+        publish = re.search(r"^Publish:  (.+)$", text, re.M)
+        assert another and connect_url and publish, text
+        bob = shell(another[1]).strip()
+        assert jwt.decode(bob, secret[1], algorithms=["HS256"])["sub"] == "bob"
+        alice = await connect(connect_url[1])
+        shell(publish[1])
+        assert await asyncio.wait_for(alice.recv(), 10) == '{"hello": "world"}'
+        await alice.close()
+        ws = await connect(f"ws://127.0.0.1:{port}/ws?token={make_token(user, secret=secret[1])}")
+        await ws.send('{"type":"ping"}')
+        assert await ws.recv() == '{"type":"pong"}'
+        await ws.close()
+        assert ctrl_c(process) == 0
+        text = output.read_text()
+    noise = [line for line in text.splitlines() if re.search(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback", line)]
+    assert not noise, text
+    assert not os.path.exists(f"/proc/{redis_pid[1]}"), "the private redis-server is stopped"
+    assert not answers(port)
+
+
+async def test_the_secret_of_the_environment_is_used(redis_server: RedisServer, user: str) -> None:
+    port = free_port()
+    env = environment(WEBSOCKET_PORT=str(port), JWT_SECRET_KEY=SECRET, REDIS_URL=redis_server.url)
+    with run_dev(env) as (process, output):
+        wait_for(lambda: answers(port) or process.poll() is not None, timeout=60, what="make run to serve")
+        text = output.read_text()
+        assert "JWT_SECRET_KEY generated" not in text and "private redis-server" not in text
+        token = re.search(r'user "alice" \(valid 24 h\):\n  (\S+)', text)
+        assert token, text
+        assert jwt.decode(token[1], SECRET, algorithms=["HS256"])["sub"] == "alice"
+        ws = await admit(f"ws://127.0.0.1:{port}/ws", user)
+        assert isinstance(ws, ClientConnection), ws
+        await ws.close()
+        assert ctrl_c(process) == 0
+
+
+def make_dry_run(target: str, **variables: str) -> str:
+    arguments = [f"{name}={value}" for name, value in variables.items()]
+    result = subprocess.run(
+        ["make", "-n", target, *arguments], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+    )
+    return result.stdout
+
+
+@pytest.mark.parametrize(("target", "stamp"), [("run", "RUN_STAMP"), ("loadtest", "LOADTEST_STAMP")])
+def test_make_installs_only_when_what_it_installs_from_changed(
+    target: str, stamp: str, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "stamp"
+    fresh.touch()
+    future = time.time() + 3600
+    os.utime(fresh, (future, future))
+    assert "scripts/bootstrap" not in make_dry_run(target, **{stamp: str(fresh)})
+    assert "scripts/bootstrap" in make_dry_run(target, **{stamp: str(tmp_path / "missing")})
