@@ -2,8 +2,10 @@
 
 uvicorn waits for a request's headers for ever: a client that opens a socket and sends half a
 request holds it (slowloris). ``GatewayHttpProtocol`` closes it after ``handshake_timeout``, for
-every request of a keep-alive connection: uvicorn's keep-alive timer stops at the next request's
-first byte, so a second request dribbled after a first one would otherwise hold the socket.
+every request of a keep-alive connection: uvicorn's keep-alive timer stops at any byte received,
+so a second request dribbled after a first one, a lone CRLF (which begins no request) or a byte
+of a body the app did not read would otherwise hold the socket. The deadline runs from the
+connect, then from each response, until the next request's headers are complete.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._headers_deadline is None:  # a later request: the first is timed from the connect
+            self._headers_deadline = self.loop.call_later(self.handshake_timeout, self._headers_too_slow)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.pipeline and self._headers_deadline is None and not self.transport.is_closing():
+            # Only the next request's headers may come now (a pipelined one already has them).
             self._headers_deadline = self.loop.call_later(self.handshake_timeout, self._headers_too_slow)
 
     def on_headers_complete(self) -> None:

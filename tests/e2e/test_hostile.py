@@ -312,6 +312,55 @@ async def test_a_dribbled_second_request_on_a_keep_alive_connection_is_cut_off(
     await assert_bystander_served(gateway, redis_server, bystander)
 
 
+def _one_byte_after_a_request(port: int, request: bytes, byte: bytes, seconds: float) -> float | None:
+    """A whole request and its response, then one byte that begins no request: how long after it
+    the server hung up, or None if it had not after ``seconds``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        response = b""
+        while b'{"status":"ok"}' not in response:
+            chunk = sock.recv(4096)
+            assert chunk, response
+            response += chunk
+        sock.sendall(byte)
+        started = time.monotonic()
+        sock.settimeout(seconds)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            return None
+        except OSError:
+            closed = True
+        assert closed, "the server answered a byte that begins no request"
+        return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "byte"),
+    [
+        # A lone CRLF: the parser skips it without beginning a request.
+        (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", b"\r\n"),
+        # One byte of a body the app answered without reading.
+        (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n", b"a"),
+    ],
+    ids=["crlf", "unread-body"],
+)
+async def test_one_byte_after_a_keep_alive_response_does_not_hold_the_socket(
+    gateway: Gateway,
+    redis_server: RedisServer,
+    bystander: tuple[ClientConnection, str],
+    request_bytes: bytes,
+    byte: bytes,
+) -> None:
+    """Any byte stops uvicorn's keep-alive timer, and these begin no request: the header deadline,
+    running from the response, still hangs up."""
+    hung_up_after = await asyncio.to_thread(
+        _one_byte_after_a_request, gateway.port, request_bytes, byte, HANDSHAKE_TIMEOUT + 6
+    )
+    assert hung_up_after is not None, "one byte after a response held the socket"
+    await assert_bystander_served(gateway, redis_server, bystander)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(token=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=3000))
 def test_fuzzed_tokens_are_refused_cleanly(gateway: Gateway, token: str) -> None:
