@@ -49,14 +49,22 @@ GOING_AWAY = _close("going_away", 1001, Retry.RECONNECT, "the server is stopping
 IDLE_TIMEOUT = _close("idle_timeout", 1001, Retry.RECONNECT, "no client frame for WEBSOCKET_IDLE_TIMEOUT")
 INVALID_UTF8 = _close("invalid_utf8", 1007, Retry.GIVE_UP, "a client text frame that is not valid UTF-8")
 POLICY_VIOLATION = _close(
-    "policy_violation", 1008, Retry.BACKOFF, "too many client frames, or a refresh for another user"
+    "policy_violation",
+    1008,
+    Retry.BACKOFF,
+    "too many client frames, or a refresh with an invalid token or for another user",
 )
 MESSAGE_TOO_BIG = _close("message_too_big", 1009, Retry.GIVE_UP, "a client frame over the size limit")
 INTERNAL_ERROR = _close("internal_error", 1011, Retry.BACKOFF, "unexpected server error")
 DRAINING = _close("draining", 1012, Retry.RECONNECT, "the worker is restarting; another will take you")
 REDIS_UNAVAILABLE = _close("redis_unavailable", 1013, Retry.BACKOFF, "admission needs Redis and it is down")
 OVERLOADED = _close("overloaded", 1013, Retry.BACKOFF, "the worker is at its connection capacity")
-SESSION_EXPIRED = _close("session_expired", 4001, Retry.NEW_TOKEN, "the token expired during the session")
+SESSION_EXPIRED = _close(
+    "session_expired",
+    4001,
+    Retry.NEW_TOKEN,
+    "the token expired during the session, or a refresh sent an expired one",
+)
 DISCONNECTED = _close(
     "disconnected", 4003, Retry.NEW_TOKEN, "a backend ended the user's sessions (logout, revoked access)"
 )

@@ -282,8 +282,10 @@ class Connection:
             return
         try:
             user_id, expires_at = self._authenticator.validate(token)
-        except AuthError:
-            self.end(close_codes.POLICY_VIOLATION)
+        except AuthError as exc:
+            # An expired token gets the rule for one (fetch a new token), not a back-off.
+            expired = exc.refusal is close_codes.TOKEN_EXPIRED
+            self.end(close_codes.SESSION_EXPIRED if expired else close_codes.POLICY_VIOLATION)
             return
         if user_id != self.user_id:
             self.end(close_codes.POLICY_VIOLATION)

@@ -8,6 +8,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from gateway.publisher import AsyncPublisher
 from harness.gateway_process import Gateway, running_gateway
@@ -123,3 +124,13 @@ async def test_health_endpoints(gateway_one: Gateway) -> None:
     state = json.loads(body)
     assert status == 200
     assert {"connections", "users", "subscriptions", "worker", "pid", "tasks"} <= state.keys()
+
+
+async def test_a_refresh_with_an_expired_token_is_answered_4001(gateway_one: Gateway, user: str) -> None:
+    """A refresh whose token has just expired (clock skew, a token fetched late) gets 4001, the
+    rule for an expired token (fetch a new one), not 1008's back-off with the same token."""
+    async with connect(f"{gateway_one.ws_url}?token={make_token(user)}") as ws:
+        await ws.send(json.dumps({"type": "refresh", "token": make_token(user, ttl=-60)}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert (ws.close_code, ws.close_reason) == (4001, "session_expired")
