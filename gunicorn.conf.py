@@ -2,7 +2,6 @@
 
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import uuid
@@ -66,19 +65,19 @@ if _log_format == "json":
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    """Refuse a port another process listens on; empty the metrics directory: files of a previous
-    run must not count."""
+    """Refuse a port another process listens on; delete the metrics files of a previous run: they
+    must not count."""
     problem = port_in_use(_settings.host, _settings.port)
     if problem is not None:
         fatal(f"WEBSOCKET_PORT {_settings.port} on {_settings.host} is not free: {problem}")
         raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
+    # Only what prometheus_client and gateway/metrics_archive.py write: a mistaken path (/tmp,
+    # a directory shared with something else) must not be wiped.
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
+        if os.path.isfile(path) and name.endswith((".db", ".db.staging", ".archive.lock")):
             os.unlink(path)
 
 

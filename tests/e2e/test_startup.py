@@ -127,3 +127,17 @@ def test_two_gateways_of_one_user_do_not_share_a_control_socket(redis_server: Re
         ):
             assert os.listdir(runtime) == []
             assert "Control socket" not in first.log() + second.log()
+
+
+def test_start_up_deletes_only_the_metrics_files_of_a_previous_run(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A stale worker file must not count; anything else in a mistaken PROMETHEUS_MULTIPROC_DIR
+    (a shared directory, /tmp) is left alone."""
+    (tmp_path / "counter_12345.db").write_bytes(b"stale")
+    (tmp_path / "someone-elses.txt").write_text("keep me")
+    (tmp_path / "a-directory").mkdir()
+    with running_gateway(redis_server.url, workers=1, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)):
+        assert not (tmp_path / "counter_12345.db").exists()
+        assert (tmp_path / "someone-elses.txt").read_text() == "keep me"
+        assert (tmp_path / "a-directory").is_dir()
