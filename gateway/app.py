@@ -25,6 +25,7 @@ from gateway import health, keys, metrics
 from gateway.auth import Authenticator
 from gateway.broker.redis import RedisBroker
 from gateway.endpoint import WebSocketEndpoint
+from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
 from gateway.settings import Settings
@@ -124,7 +125,8 @@ def create_app(settings: Settings) -> GatewayApp:
         limiter = Limiter(
             client, settings.channel_prefix, worker_id, settings.max_connections_per_user, settings.lease_ttl
         )
-        gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings))
+        reader = HistoryReader(client, settings.channel_prefix, settings.history_replay_cap)
+        gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings), reader)
         app.state.gateway = gateway  # for the worker's drain on shutdown
         broker.start()
         limiter.start()

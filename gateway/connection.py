@@ -24,6 +24,8 @@ from starlette.types import Receive, Send
 from gateway import close_codes, metrics
 from gateway.auth import Authenticator, AuthError
 from gateway.close_codes import Refusal
+from gateway.history.position import Position
+from gateway.history.recovery import is_replayed
 
 PONG = b'{"type":"pong"}'
 _CLOSE_SEND_TIMEOUT = 1.0
@@ -79,6 +81,7 @@ class Connection:
         "_send",
         "_tokens",
         "end_reason",
+        "envelope",
         "user_id",
     )
 
@@ -114,6 +117,8 @@ class Connection:
         self._open = False
         self._deadline: asyncio.Timeout | None = None
         self.end_reason: Refusal | None = None
+        # Envelope mode (?envelope=1 or ?since=): the hub queues JSON envelopes, not raw payloads.
+        self.envelope = False
 
     def push(self, payload: bytes, received_at: float) -> None:
         """Queue a frame without waiting; a client that lets its outbox fill is ended (4008)."""
@@ -143,6 +148,12 @@ class Connection:
         if not self._flush_scheduled and self._open:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def start_with(self, frames: list[bytes], last: Position | None) -> None:
+        """Before ``run``: ``frames`` (a recovery and its replay up to ``last``) go out first; a
+        frame queued live that the replay carries is dropped."""
+        queued = self._outbox if last is None else [f for f in self._outbox if not is_replayed(f, last)]
+        self._outbox = frames + queued
 
     def _flush(self) -> None:
         self._flush_scheduled = False
