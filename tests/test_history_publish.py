@@ -23,7 +23,9 @@ def _epoch_offset(position: str | None) -> tuple[str, int]:
     return epoch, int(offset)
 
 
-def test_publish_writes_history_and_publishes_the_history_message(redis_server: RedisServer, user: str) -> None:
+def test_publish_writes_history_and_publishes_the_history_message(
+    redis_server: RedisServer, user: str
+) -> None:
     pubsub = _listen(redis_server, f"ws:{user}")
     publisher = Publisher(redis_server.url)
     first = publisher.publish(user, {"n": 1})
@@ -32,7 +34,10 @@ def test_publish_writes_history_and_publishes_the_history_message(redis_server: 
     epoch, offset = _epoch_offset(first.position)
     assert _epoch_offset(second.position) == (epoch, offset + 1)
     received = [pubsub.get_message(timeout=5)["data"] for _ in range(2)]  # type: ignore[index]
-    assert received == [wire.history_message(epoch, offset, b'{"n":1}'), wire.history_message(epoch, offset + 1, b"two")]
+    assert received == [
+        wire.history_message(epoch, offset, b'{"n":1}'),
+        wire.history_message(epoch, offset + 1, b"two"),
+    ]
     client = redis_server.client()
     meta = client.hgetall(keys.history_meta_key("ws", user))
     assert meta[b"epoch"].decode() == epoch and int(meta[b"offset"]) == offset + 1

@@ -272,7 +272,9 @@ def test_cli_refuses_a_setting_the_gateway_refuses_with_one_line(
 
 def test_cli_publish_reads_the_prefix_as_the_gateway_does(redis_server: RedisServer, user: str) -> None:
     pubsub = _listen(redis_server, f"notify:{user}")
-    result = _cli("publish", "--no-history", user, "{}", REDIS_URL=redis_server.url, REDIS_CHANNEL_PREFIX="notify")
+    result = _cli(
+        "publish", "--no-history", user, "{}", REDIS_URL=redis_server.url, REDIS_CHANNEL_PREFIX="notify"
+    )
     assert result.returncode == 0, result.stderr
     assert pubsub.get_message(timeout=5)["data"] == b"{}"  # type: ignore[index]
     pubsub.close()
