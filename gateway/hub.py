@@ -4,6 +4,11 @@
 admission knows when to subscribe and unsubscribe the user's channel; after a reconnect the
 broker re-subscribes every user ``user_ids`` lists. Delivery is synchronous and never awaits a
 socket.
+
+A plain payload to a user with only raw sockets takes the plain path: one set lookup more than
+before history existed. The gateway's own messages (0xFF, gateway/wire.py: they fail the UTF-8
+check at their first byte), users with envelope sockets and users whose gap is being filled
+(gateway/history/gap.py) take the general path.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Hub:
         self._last: dict[str, Position] = {}
         # Users whose gap is being read after a reconnect: what arrives meanwhile waits here.
         self._held: dict[str, list[bytes]] = {}
+        # Envelope sockets per user that has any; with the held users, the users off the plain path.
+        self._envelopes: dict[str, int] = {}
+        self._general: set[str] = set()
 
     @property
     def connection_count(self) -> int:
@@ -60,6 +68,9 @@ class Hub:
     def add(self, user_id: str, outbox: Outbox) -> bool:
         """Register a connection; True when it is the user's first one here."""
         self._connections += 1
+        if outbox.envelope:
+            self._envelopes[user_id] = self._envelopes.get(user_id, 0) + 1
+            self._general.add(user_id)
         outboxes = self._by_user.get(user_id)
         if outboxes is None:
             self._by_user[user_id] = [outbox]
@@ -72,12 +83,24 @@ class Hub:
         outboxes = self._by_user[user_id]
         outboxes.remove(outbox)
         self._connections -= 1
+        if outbox.envelope:
+            self._envelopes[user_id] -= 1
+            if not self._envelopes[user_id]:
+                del self._envelopes[user_id]
+                self._sort(user_id)
         if outboxes:
             return False
         del self._by_user[user_id]
         self._last.pop(user_id, None)
         self._held.pop(user_id, None)
+        self._general.discard(user_id)
         return True
+
+    def _sort(self, user_id: str) -> None:
+        if user_id in self._envelopes or user_id in self._held:
+            self._general.add(user_id)
+        else:
+            self._general.discard(user_id)
 
     def last_delivered(self, user_id: str) -> Position | None:
         return self._last.get(user_id)
@@ -87,18 +110,23 @@ class Hub:
         if user_id not in self._by_user:
             return False
         self._held.setdefault(user_id, [])
+        self._general.add(user_id)
         return True
 
     def release(self, user_id: str, gap: Position | None, entries: list[bytes]) -> None:
         """Deliver the gap's ``entries`` (offsets after ``gap``), then what was held, in order;
         a held message the gap already delivered is dropped as a duplicate."""
         held = self._held.pop(user_id, None)
+        self._sort(user_id)
+        outboxes = self._by_user.get(user_id)
+        if not outboxes:
+            return
         if gap is not None:
             metrics.MESSAGES_REPLAYED.inc(len(entries))
             for offset, data in enumerate(entries, gap.offset + 1):
-                self.deliver(user_id, wire.history_message(gap.epoch, offset, data), received=False)
+                self._history(user_id, wire.history_message(gap.epoch, offset, data), outboxes)
         for payload in held or ():
-            self.deliver(user_id, payload, received=False)
+            self._route(user_id, payload, outboxes)
 
     def notify(self, user_id: str, frame: bytes) -> None:
         """Send a gateway frame (a recovery notice) to the user's envelope sockets only."""
@@ -106,72 +134,66 @@ class Hub:
             if outbox.envelope:
                 outbox.push(frame, time.monotonic())
 
-    def deliver(self, user_id: str, payload: bytes, received: bool = True) -> None:
-        """Queue one published payload on every local connection of the user; ``received``
-        False for one read before (held during a gap fill), so it is counted once."""
-        if received:
-            metrics.count_received()
+    def deliver(self, user_id: str, payload: bytes) -> None:
+        """Queue one published payload on every local connection of the user."""
+        metrics.count_received()
         outboxes = self._by_user.get(user_id)
         if not outboxes:
             # Published between our last connection leaving and UNSUBSCRIBE taking effect.
             metrics.MESSAGES_DROPPED.labels("no_connection").inc()
             return
-        if payload[:1] == b"\xff":
-            # The gateway's own messages (gateway/wire.py); the byte after 0xFF says which kind.
-            self._own(user_id, payload, outboxes, received)
-            return
-        if self._held and user_id in self._held:
-            self._held[user_id].append(payload)
+        if user_id in self._general:
+            self._general_path(user_id, payload, outboxes)
             return
         if len(payload) > self._max_payload_size:
             # Bounds each connection's queued memory; checked before the UTF-8 scan it would cost.
-            metrics.MESSAGES_DROPPED.labels("too_large").inc(len(outboxes))
-            log.warning(
-                "dropped a published payload of %d bytes: over WEBSOCKET_MAX_PAYLOAD_SIZE (%d)",
-                len(payload),
-                self._max_payload_size,
-            )
+            if payload[:1] == b"\xff":  # a history message counts its data only
+                self._general_path(user_id, payload, outboxes)
+            else:
+                self._too_large(payload, len(outboxes))
             return
         try:
             # A text frame must be valid UTF-8; checked once for all the user's sockets, which
             # then send the published bytes as they are.
             payload.decode()
         except UnicodeDecodeError:
-            metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(len(outboxes))
-            log.warning("dropped a published payload that is not valid UTF-8")
+            # No UTF-8 text starts with 0xFF: the gateway's own messages fail here, at their
+            # first byte, and cost the plain path nothing.
+            if payload[:1] == b"\xff":
+                self._general_path(user_id, payload, outboxes)
+            else:
+                self._invalid_utf8(len(outboxes))
             return
-        self._fan_out(outboxes, payload, None)
-
-    def _fan_out(self, outboxes: list[Outbox], payload: bytes, position: str | None) -> None:
         received_at = time.monotonic()
-        frame = None
         for outbox in outboxes:
             try:
-                if outbox.envelope:
-                    if frame is None:
-                        frame = envelope.message(payload, position)
-                    outbox.push(frame, received_at)
-                else:
-                    outbox.push(payload, received_at)
+                outbox.push(payload, received_at)
             except Exception:
-                # This runs inside the worker's only pub/sub reader: one broken socket must not
-                # stop it, nor cost the user's other sockets this message.
-                metrics.MESSAGES_DROPPED.labels("send_failed").inc()
-                log.exception("a connection failed to take a message; it is ended")
-                outbox.end(close_codes.INTERNAL_ERROR)
+                self._push_failed(outbox)
 
-    def _own(self, user_id: str, payload: bytes, outboxes: list[Outbox], received: bool) -> None:
-        if payload[1:2] == b"H":
-            if received:
-                metrics.count_history()
+    def _general_path(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
+        if payload[:1] == b"\xff":
+            metrics.count_history()
+        held = self._held.get(user_id)
+        if held is not None:
+            held.append(payload)
+        else:
+            self._route(user_id, payload, outboxes)
+
+    def _route(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
+        if payload[:1] != b"\xff":
+            if len(payload) > self._max_payload_size:
+                self._too_large(payload, len(outboxes))
+            elif _is_utf8(payload):
+                self._fan_out(outboxes, payload, None)
+            else:
+                self._invalid_utf8(len(outboxes))
+        elif payload[1:2] == b"H":
             self._history(user_id, payload, outboxes)
         else:
-            metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(len(outboxes))
+            metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
 
     def _history(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
-        if self._held and user_id in self._held:
-            self._held[user_id].append(payload)
-            return
         message = wire.parse_history(payload)
         if message is None:
             metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
@@ -184,11 +206,50 @@ class Hub:
         self._last[user_id] = Position(message.epoch, message.offset)
         data = message.data
         if len(data) > self._max_payload_size:
-            metrics.MESSAGES_DROPPED.labels("too_large").inc(len(outboxes))
-            return
-        try:
-            data.decode()
-        except UnicodeDecodeError:
-            metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(len(outboxes))
-            return
-        self._fan_out(outboxes, data, format_position(message.epoch, message.offset))
+            self._too_large(data, len(outboxes))
+        elif _is_utf8(data):
+            self._fan_out(outboxes, data, format_position(message.epoch, message.offset))
+        else:
+            self._invalid_utf8(len(outboxes))
+
+    def _fan_out(self, outboxes: list[Outbox], data: bytes, position: str | None) -> None:
+        """Raw sockets get ``data``; envelope sockets one envelope, built once for all of them."""
+        received_at = time.monotonic()
+        frame = None
+        for outbox in outboxes:
+            try:
+                if outbox.envelope:
+                    if frame is None:
+                        frame = envelope.message(data, position)
+                    outbox.push(frame, received_at)
+                else:
+                    outbox.push(data, received_at)
+            except Exception:
+                self._push_failed(outbox)
+
+    def _too_large(self, payload: bytes, sockets: int) -> None:
+        metrics.MESSAGES_DROPPED.labels("too_large").inc(sockets)
+        log.warning(
+            "dropped a published payload of %d bytes: over WEBSOCKET_MAX_PAYLOAD_SIZE (%d)",
+            len(payload),
+            self._max_payload_size,
+        )
+
+    def _invalid_utf8(self, sockets: int) -> None:
+        metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(sockets)
+        log.warning("dropped a published payload that is not valid UTF-8")
+
+    def _push_failed(self, outbox: Outbox) -> None:
+        # This runs inside the worker's only pub/sub reader: one broken socket must not stop it,
+        # nor cost the user's other sockets this message.
+        metrics.MESSAGES_DROPPED.labels("send_failed").inc()
+        log.exception("a connection failed to take a message; it is ended")
+        outbox.end(close_codes.INTERNAL_ERROR)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

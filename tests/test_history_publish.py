@@ -99,5 +99,5 @@ async def test_async_publish_many_keeps_order_per_user(redis_server: RedisServer
     publisher = AsyncPublisher(redis_server.url)
     results = await publisher.publish_many([(user, i) for i in range(10)] + [(user + "-b", "x")])
     offsets = [_epoch_offset(r.position)[1] for r in results]
-    assert offsets == list(range(1, 11)) + [1]
+    assert offsets == [*range(1, 11), 1]
     await publisher.aclose()
