@@ -45,6 +45,9 @@ class Hub:
         # Per local user: the last history message delivered here, where a gap fill starts and
         # below which a message is a duplicate. O(users); nothing is kept per message.
         self._last: dict[str, Position] = {}
+        # When each local user's first connection here arrived (ms, wall clock): where a gap fill
+        # starts for a user that got no history message here yet.
+        self._joined: dict[str, int] = {}
         # Users whose gap is being read after a reconnect: what arrives meanwhile waits here.
         self._held: dict[str, list[bytes]] = {}
         # Envelope sockets per user that has any; with the held users, the users off the plain path.
@@ -74,6 +77,7 @@ class Hub:
         outboxes = self._by_user.get(user_id)
         if outboxes is None:
             self._by_user[user_id] = [outbox]
+            self._joined[user_id] = int(time.time() * 1000)
             return True
         outboxes.append(outbox)
         return False
@@ -92,6 +96,7 @@ class Hub:
             return False
         del self._by_user[user_id]
         self._last.pop(user_id, None)
+        self._joined.pop(user_id, None)
         self._held.pop(user_id, None)
         self._general.discard(user_id)
         return True
@@ -104,6 +109,10 @@ class Hub:
 
     def last_delivered(self, user_id: str) -> Position | None:
         return self._last.get(user_id)
+
+    def joined_at(self, user_id: str) -> int | None:
+        """When the user's first connection here arrived, ms on the wall clock."""
+        return self._joined.get(user_id)
 
     def hold(self, user_id: str) -> bool:
         """Hold what arrives for the user until ``release``; False when not a local user."""

@@ -7,8 +7,8 @@ arrives for the user, this reads the user's history after the last offset delive
 the hub delivers the gap and then what it held, dropping anything the gap already carried.
 A gap that cannot be filled (history lost, trimmed, expired, longer than the replay cap) is told
 to envelope sockets as ``{"type":"recovery","recovered":false,...}``; raw sockets just go on.
-A user that got no history message on this worker before the loss has no known start: nothing
-is read for it.
+A user that got no history message here yet is read from the time its first connection here
+arrived (the worker's clock against the entries' Redis clock: keep clocks in sync).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class GapFiller:
 
     def resubscribed(self, user_id: str) -> None:
         """The broker's hook: the user's channel is confirmed again after a reconnect."""
-        if self._hub.last_delivered(user_id) is None or not self._hub.hold(user_id):
+        if not self._hub.hold(user_id):
             return
         self._waiting.append(user_id)
         if self._task is None or self._task.done():
@@ -54,20 +54,30 @@ class GapFiller:
         await asyncio.sleep(0)  # the confirmations of one read arrive together: one batch
         while self._waiting:
             users, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
-            gaps = [(user_id, last) for user_id in users if (last := self._hub.last_delivered(user_id))]
+            gaps = [(user_id, start) for user_id in users if (start := self._start(user_id)) is not None]
             try:
-                readings = await self._reader.read_many([(u, p.epoch, p.offset) for u, p in gaps])
+                readings = await self._reader.read_many([(u, epoch, after) for u, (epoch, after) in gaps])
             except RedisError as exc:
                 log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
                 for user_id, _ in gaps:
                     self._not_filled(user_id, "unavailable")
                 continue
-            for (user_id, last), reading in zip(gaps, readings, strict=True):
+            for (user_id, _), reading in zip(gaps, readings, strict=True):
                 if reading.result != "ok":
                     self._not_filled(user_id, reading.result)
                     continue
                 metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
-                self._hub.release(user_id, Position(last.epoch, last.offset), reading.entries)
+                # The entries run up to the history's current offset, consecutive.
+                start = Position(reading.epoch, reading.offset - len(reading.entries))
+                self._hub.release(user_id, start, reading.entries)
+
+    def _start(self, user_id: str) -> tuple[str, int] | None:
+        """(epoch, offset) to read after, or ("", time) for a user with no position yet."""
+        last = self._hub.last_delivered(user_id)
+        if last is not None:
+            return last.epoch, last.offset
+        joined = self._hub.joined_at(user_id)
+        return None if joined is None else ("", joined)
 
     def _not_filled(self, user_id: str, reason: str) -> None:
         metrics.GAP_FILLS.labels(reason).inc()

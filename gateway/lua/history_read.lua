@@ -1,14 +1,39 @@
 -- Read a user's history after a position, atomically with its meta, bounded by a cap.
 -- KEYS[1]      {prefix:user}:meta
 -- KEYS[2]      {prefix:user}:history
--- ARGV[1]      the epoch the reader knows
+-- ARGV[1]      the epoch the reader knows, or "" when it knows no position (then ARGV[2] is a
+--              time: read what was written at or after it, ms on the Redis clock)
 -- ARGV[2]      the offset the reader has (read what follows it)
 -- ARGV[3]      the most entries to return; a longer gap is not recovered
--- Returns {result, epoch, offset, data...}: result "ok" (the data of offsets ARGV[2]+1 ..,
--- consecutive), or why not: "lost" (no history), "epoch" (another epoch), "future" (an offset
--- never given), "too_long" (over the cap), "trimmed" (pushed out by the length cap), "expired"
--- (older than the age cap). epoch and offset are the history's current ones ("" and 0 if lost).
+-- Returns {result, epoch, offset, data...}: result "ok" (the data of the offsets up to the
+-- history's current one, consecutive), or why not: "lost" (no history), "epoch" (another epoch),
+-- "future" (an offset never given), "too_long" (over the cap), "trimmed" (pushed out by the
+-- length cap), "expired" (older than the age cap). epoch and offset are the history's current
+-- ones ("" and 0 if lost).
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'age')
+if ARGV[1] == '' then
+  if not meta[1] then
+    return {'ok', '', 0}  -- nothing written lately: nothing missed
+  end
+  local since, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', cap + 1)
+  local found = {}
+  for _, entry in ipairs(newest) do
+    local fields = entry[2]  -- d, data, t, time: as publish.lua writes them
+    if tonumber(fields[4]) < since then
+      break
+    end
+    found[#found + 1] = fields[2]
+  end
+  if #found > cap then
+    return {'too_long', meta[1], tonumber(meta[2])}
+  end
+  local reply = {'ok', meta[1], tonumber(meta[2])}
+  for i = #found, 1, -1 do
+    reply[#reply + 1] = found[i]
+  end
+  return reply
+end
 if not meta[1] then
   return {'lost', '', 0}
 end

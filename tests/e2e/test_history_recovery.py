@@ -159,3 +159,23 @@ async def test_killing_the_pubsub_connection_mid_stream_loses_and_doubles_nothin
         await raw.close()
         await env.close()
         await publisher.aclose()
+
+
+async def test_a_gap_right_after_connecting_is_filled_too(own_redis: RedisServer, user: str) -> None:
+    """No history message reached the user on this worker yet: the gap fill reads from when its
+    connection arrived. Publishes land while the worker has no pub/sub connection."""
+    with running_gateway(own_redis.url, workers=1) as gateway:
+        raw = await _open(gateway, user, "")
+        publisher = AsyncPublisher(own_redis.url)
+        await publisher.publish("warm-up", "x")  # connected and the script loaded: publishes are quick
+        killer = own_redis.client()
+        for round_ in range(3):
+            assert killer.client_kill_filter(_type="pubsub") >= 1
+            # Right after the kill: the worker reconnects after a back-off of 50 ms or more.
+            await publisher.publish_many([(user, {"round": round_, "n": n}) for n in range(5)])
+            frames = [json.loads(await asyncio.wait_for(raw.recv(), 10)) for _ in range(5)]
+            assert frames == [{"round": round_, "n": n} for n in range(5)]
+        await raw.send('{"type":"ping"}')
+        assert json.loads(await asyncio.wait_for(raw.recv(), 5)) == {"type": "pong"}
+        await raw.close()
+        await publisher.aclose()
