@@ -12,9 +12,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.publisher import AsyncPublisher, Publisher
 from harness.gateway_process import Gateway, running_gateway
+from harness.metrics import scrape, value
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
-from harness.waiting import eventually
+from harness.waiting import eventually, in_thread
 
 
 async def _open(gateway: Gateway, user: str, query: str = "") -> ClientConnection:
@@ -205,3 +206,29 @@ async def test_an_expired_history_is_not_recovered(
         }
     await client.aclose()
     await publisher.aclose()
+
+
+async def test_recoveries_replays_and_history_messages_are_counted(own_redis: RedisServer, user: str) -> None:
+    with running_gateway(own_redis.url, workers=1) as gateway:
+        publisher = AsyncPublisher(own_redis.url)
+        async with await _open(gateway, user, "&envelope=1") as ws:
+            first = await publisher.publish(user, 1)
+            await _frames(ws, 1)
+        await publisher.publish_many([(user, 2), (user, 3)])
+        async with await _open(gateway, user, f"&since={first.position}") as ws:
+            assert (await _frames(ws, 1))[0]["replayed"] == 2
+            await _frames(ws, 2)
+        async with await _open(gateway, user, "&since=nonsense") as ws:
+            assert (await _frames(ws, 1))[0]["reason"] == "invalid"
+
+        def counted() -> bool:
+            samples = scrape(gateway)
+            return (
+                value(samples, "websocket_recoveries_total", result="recovered") == 1
+                and value(samples, "websocket_recoveries_total", result="invalid") == 1
+                and value(samples, "websocket_messages_replayed_total") == 2
+                and value(samples, "websocket_history_messages_received_total") == 1
+            )
+
+        await eventually(in_thread(counted), timeout=10)
+        await publisher.aclose()
