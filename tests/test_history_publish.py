@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import redis
+import redis.asyncio as aioredis
 
 from gateway import keys, wire
+from gateway.history.reader import HistoryReader, Reading
 from gateway.publisher import AsyncPublisher, Publisher
 from harness.redis_server import RedisServer
-from harness.waiting import wait_for
+from harness.waiting import eventually, wait_for
 
 
 def _listen(server: RedisServer, channel: str) -> redis.client.PubSub:
@@ -100,4 +102,37 @@ async def test_async_publish_many_keeps_order_per_user(redis_server: RedisServer
     results = await publisher.publish_many([(user, i) for i in range(10)] + [(user + "-b", "x")])
     offsets = [_epoch_offset(r.position)[1] for r in results]
     assert offsets == [*range(1, 11), 1]
+    await publisher.aclose()
+
+
+def test_the_101st_message_trims_the_first(redis_server: RedisServer, user: str) -> None:
+    publisher = Publisher(redis_server.url)
+    publisher.publish_many([(user, i) for i in range(101)])
+    entries = redis_server.client().xrange(keys.history_key("ws", user))
+    assert len(entries) == 100 and entries[0][0] == b"2-0" and entries[-1][0] == b"101-0"
+    publisher.close()
+
+
+async def test_the_reader_refuses_entries_past_the_age_cap(
+    redis_server: RedisServer, user: str
+) -> None:
+    publisher = AsyncPublisher(redis_server.url)
+    first = await publisher.publish(user, "old")
+    await publisher.publish(user, "newer")
+    epoch, offset = _epoch_offset(first.position)
+    client = aioredis.Redis.from_url(redis_server.url)
+    reader = HistoryReader(client, "ws", replay_cap=100)
+    assert await reader.read(user, epoch, offset - 1) == Reading("ok", epoch, offset + 1, [b"old", b"newer"])
+    # The age cap the publisher wrote, shrunk to 1 ms: the first missed entry is now too old.
+    await client.hset(keys.history_meta_key("ws", user), "age", 1)
+
+    async def expired() -> bool:
+        return (await reader.read(user, epoch, offset - 1)).result == "expired"
+
+    await eventually(expired, timeout=5)
+    assert (await reader.read(user, epoch, offset + 1)) == Reading("ok", epoch, offset + 1, [])
+    assert (await reader.read(user, epoch, offset + 2)).result == "future"
+    assert (await reader.read(user, epoch + "x", offset)).result == "epoch"
+    assert (await reader.read(user + "-nobody", epoch, offset)).result == "lost"
+    await client.aclose()
     await publisher.aclose()
