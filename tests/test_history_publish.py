@@ -113,9 +113,7 @@ def test_the_101st_message_trims_the_first(redis_server: RedisServer, user: str)
     publisher.close()
 
 
-async def test_the_reader_refuses_entries_past_the_age_cap(
-    redis_server: RedisServer, user: str
-) -> None:
+async def test_the_reader_refuses_entries_past_the_age_cap(redis_server: RedisServer, user: str) -> None:
     publisher = AsyncPublisher(redis_server.url)
     first = await publisher.publish(user, "old")
     await publisher.publish(user, "newer")

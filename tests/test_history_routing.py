@@ -106,6 +106,8 @@ def test_notify_reaches_envelope_sockets_only_and_leaving_forgets_the_user() -> 
         (b"NaN", "NaN"),
         (b'"s"', "s"),
         (b"", ""),
+        (b"1\x002\x00", "1\x002\x00"),
+        (b" [1] ", [1]),
     ],
 )
 def test_envelope_data_is_the_json_value_or_a_string(data: bytes, value: object) -> None:

@@ -21,12 +21,15 @@ def _refuse_constant(name: str) -> None:
 
 
 def _json_value(data: bytes) -> bytes:
+    # Parsed as text: given bytes, json guesses UTF-16 or UTF-32 from NUL bytes, and UTF-8 text
+    # that parses that way is not JSON as sent. Replayed entries were not checked on the way in
+    # as live ones are: never fail on one.
+    text = data.decode(errors="replace")
     try:
-        json.loads(data, parse_constant=_refuse_constant)
+        json.loads(text, parse_constant=_refuse_constant)
     except ValueError:
-        # Replayed entries were not checked on the way in as live ones are: never fail on one.
-        return json.dumps(data.decode(errors="replace"), ensure_ascii=False).encode()
-    return data
+        return json.dumps(text, ensure_ascii=False).encode()
+    return text.encode()
 
 
 def message(data: bytes, position: str | None = None) -> bytes:
