@@ -181,7 +181,7 @@ class Hub:
                 self._push_failed(outbox)
 
     def _general_path(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
-        if payload[:1] == b"\xff":
+        if payload[:2] == wire.HISTORY:
             metrics.count_history()
         held = self._held.get(user_id)
         if held is not None:
@@ -199,7 +199,7 @@ class Hub:
                 self._invalid_utf8(len(outboxes))
         elif payload[1:2] == b"H":
             self._history(user_id, payload, outboxes)
-        else:
+        else:  # a kind of the gateway's own messages this worker does not know
             metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
 
     def _history(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
