@@ -82,6 +82,7 @@ class Connection:
         "_tokens",
         "end_reason",
         "envelope",
+        "replayed",
         "user_id",
     )
 
@@ -119,6 +120,7 @@ class Connection:
         self.end_reason: Refusal | None = None
         # Envelope mode (?envelope=1 or ?since=): the hub queues JSON envelopes, not raw payloads.
         self.envelope = False
+        self.replayed: Position | None = None
 
     def push(self, payload: bytes, received_at: float) -> None:
         """Queue a frame without waiting; a client that lets its outbox fill is ended (4008)."""
@@ -154,6 +156,7 @@ class Connection:
         frame queued live that the replay carries is dropped."""
         queued = self._outbox if last is None else [f for f in self._outbox if not is_replayed(f, last)]
         self._outbox = frames + queued
+        self.replayed = last  # and one that arrives later (the hub checks)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -29,6 +29,9 @@ log = logging.getLogger("gateway.hub")
 class Outbox(Protocol):
     # Envelope mode (?envelope=1): JSON frames instead of the payload byte for byte.
     envelope: bool
+    # A resumed socket (?since=): the last position its replay carried, until a later one is
+    # delivered; a history message at or below it arriving live is not sent again.
+    replayed: Position | None
 
     def push(self, payload: bytes, received_at: float) -> None: ...
 
@@ -217,17 +220,25 @@ class Hub:
         if len(data) > self._max_payload_size:
             self._too_large(data, len(outboxes))
         elif _is_utf8(data):
-            self._fan_out(outboxes, data, format_position(message.epoch, message.offset))
+            self._fan_out(outboxes, data, format_position(message.epoch, message.offset), message)
         else:
             self._invalid_utf8(len(outboxes))
 
-    def _fan_out(self, outboxes: list[Outbox], data: bytes, position: str | None) -> None:
+    def _fan_out(
+        self,
+        outboxes: list[Outbox],
+        data: bytes,
+        position: str | None,
+        message: wire.HistoryMessage | None = None,
+    ) -> None:
         """Raw sockets get ``data``; envelope sockets one envelope, built once for all of them."""
         received_at = time.monotonic()
         frame = None
         for outbox in outboxes:
             try:
                 if outbox.envelope:
+                    if message is not None and outbox.replayed is not None and _replayed(outbox, message):
+                        continue
                     if frame is None:
                         frame = envelope.message(data, position)
                     outbox.push(frame, received_at)
@@ -254,6 +265,16 @@ class Hub:
         metrics.MESSAGES_DROPPED.labels("send_failed").inc()
         log.exception("a connection failed to take a message; it is ended")
         outbox.end(close_codes.INTERNAL_ERROR)
+
+
+def _replayed(outbox: Outbox, message: wire.HistoryMessage) -> bool:
+    """Whether a resumed socket's replay carried ``message`` already (its live copy came late)."""
+    last = outbox.replayed
+    if last is not None and last.epoch == message.epoch and message.offset <= last.offset:
+        metrics.MESSAGES_DROPPED.labels("duplicate").inc()
+        return True
+    outbox.replayed = None  # past the replay: nothing later can be a copy of it
+    return False
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -17,6 +17,7 @@ from gateway.hub import Hub
 class Outbox:
     def __init__(self, envelope: bool = False) -> None:
         self.envelope = envelope
+        self.replayed: Position | None = None
         self.frames: list[bytes] = []
 
     def push(self, payload: bytes, received_at: float) -> None:
@@ -136,3 +137,16 @@ def test_a_live_frame_is_replayed_only_within_the_replayed_epoch_and_offsets() -
     assert not is_replayed(envelope.message(b"x", "3-other"), last)
     assert not is_replayed(envelope.message(b"x"), last)
     assert not is_replayed(b'{"type":"pong"}', last)
+
+
+def test_a_live_copy_of_a_replayed_message_that_arrives_late_is_not_sent_again() -> None:
+    """A resumed socket's replay read the history while copies were still on their way over
+    pub/sub: those copies are dropped for that socket only, and checking stops past the replay."""
+    resumed, other = Outbox(envelope=True), Outbox(envelope=True)
+    hub = _hub(resumed, other)
+    resumed.replayed = Position("ep", 5)
+    for offset in (4, 5, 6, 7):
+        hub.deliver("alice", wire.history_message("ep", offset, b"%d" % offset))
+    assert [json.loads(f)["data"] for f in resumed.frames] == [6, 7]
+    assert [json.loads(f)["data"] for f in other.frames] == [4, 5, 6, 7]
+    assert resumed.replayed is None
