@@ -52,6 +52,7 @@ bench:
 	scripts/bootstrap test,bench
 	scripts/ensure-redis-server
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
+	.venv/bin/python -m loadtest.bench.history
 
 # Locust, headless and bounded in time, against a gateway it starts (or TARGET_URL); LOADTEST_ARGS
 # passes options to loadtest/run.py (--users, --run-time, ...).

@@ -25,6 +25,8 @@ from gateway import health, keys, metrics
 from gateway.auth import Authenticator
 from gateway.broker.redis import RedisBroker
 from gateway.endpoint import WebSocketEndpoint
+from gateway.history.gap import GapFiller
+from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
 from gateway.settings import Settings
@@ -112,6 +114,8 @@ def create_app(settings: Settings) -> GatewayApp:
             retry=_retry_once_on_a_fresh_connection(),
         )
         hub = Hub(settings.max_payload_size)
+        reader = HistoryReader(client, settings.channel_prefix, settings.history_replay_cap)
+        gap_filler = GapFiller(hub, reader)
         broker = RedisBroker(
             settings.redis_url,
             settings.channel_prefix,
@@ -120,11 +124,12 @@ def create_app(settings: Settings) -> GatewayApp:
             hub.deliver,
             hub.user_ids,
             settings.redis_probe_interval,
+            on_resubscribed=gap_filler.resubscribed,
         )
         limiter = Limiter(
             client, settings.channel_prefix, worker_id, settings.max_connections_per_user, settings.lease_ttl
         )
-        gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings))
+        gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings), reader)
         app.state.gateway = gateway  # for the worker's drain on shutdown
         broker.start()
         limiter.start()
@@ -137,6 +142,7 @@ def create_app(settings: Settings) -> GatewayApp:
             metrics.flush_tally()
             await limiter.stop()
             await broker.stop()
+            await gap_filler.stop()
             await probe_client.aclose()
             await client.aclose()
 

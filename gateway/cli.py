@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     publish = commands.add_parser("publish", help="publish JSON to a user (REDIS_URL, REDIS_CHANNEL_PREFIX)")
     publish.add_argument("user")
     publish.add_argument("json", help="the payload, sent byte for byte; must be valid JSON")
+    publish.add_argument("--no-history", action="store_true", help="a plain PUBLISH: not recoverable")
     connections = commands.add_parser("connections", help="list a user's live connections cluster-wide")
     connections.add_argument("user")
     disconnect = commands.add_parser(
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("JSON: not valid JSON")
         try:
             # REDIS_URL, REDIS_CHANNEL_PREFIX and WEBSOCKET_MAX_PAYLOAD_SIZE, read as the gateway does.
-            publisher = Publisher()
+            publisher = Publisher(history=not args.no_history)
         except SettingsError as exc:
             print(f"invalid setting {exc}", file=sys.stderr)
             return 2
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             publisher.close()
-        print(f"delivered to {receivers} gateway worker(s)")
+        where = f"; position {receivers.position}" if receivers.position else ""
+        print(f"delivered to {receivers} gateway worker(s){where}")
         return 0
 
     if args.command == "connections":

@@ -16,48 +16,19 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Send
 
 from gateway import close_codes, metrics
 from gateway.auth import Authenticator, AuthError
 from gateway.close_codes import Refusal
+from gateway.history.position import Position
+from gateway.history.recovery import is_replayed
+from gateway.link import Link
 
 PONG = b'{"type":"pong"}'
 _CLOSE_SEND_TIMEOUT = 1.0
-
-
-class Link(Protocol):
-    """The socket's transport, as the WebSocket protocol exposes it (gateway.server.protocol)."""
-
-    last_activity: float
-    on_writable: Callable[[], None] | None
-    # Called with the number of pings and pongs in each read; False: stop reading, it is over.
-    on_control: Callable[[int], bool] | None
-
-    def can_write(self) -> bool: ...
-
-    def is_closing(self) -> bool: ...
-
-    def write_frames(self, payloads: list[bytes]) -> None: ...
-
-
-# The server hands each socket's Link to the app in its ASGI scope. A scope is a plain dict with
-# string keys, so the key is a string; only these two functions know it.
-_LINK_EXTENSION = "gateway.link"
-
-
-def offer_link(scope: Mapping[str, Any], link: Link) -> None:
-    """For the server's protocol: hand ``link`` to the app serving ``scope``."""
-    scope["extensions"][_LINK_EXTENSION] = link
-
-
-def link_of(scope: Mapping[str, Any]) -> Link | None:
-    """For the app: the Link its server handed over, or None under another server."""
-    link: Link | None = scope["extensions"].get(_LINK_EXTENSION)
-    return link
 
 
 class Connection:
@@ -80,6 +51,8 @@ class Connection:
         "_tokens",
         "connection_id",
         "end_reason",
+        "envelope",
+        "replayed",
         "user_id",
     )
 
@@ -117,6 +90,9 @@ class Connection:
         self._open = False
         self._deadline: asyncio.Timeout | None = None
         self.end_reason: Refusal | None = None
+        # Envelope mode (?envelope=1 or ?since=): the hub queues JSON envelopes, not raw payloads.
+        self.envelope = False
+        self.replayed: Position | None = None
 
     def push(self, payload: bytes, received_at: float) -> None:
         """Queue a frame without waiting; a client that lets its outbox fill is ended (4008)."""
@@ -146,6 +122,13 @@ class Connection:
         if not self._flush_scheduled and self._open:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def start_with(self, frames: list[bytes], last: Position | None) -> None:
+        """Before ``run``: ``frames`` (a recovery and its replay up to ``last``) go out first; a
+        frame queued live that the replay carries is dropped."""
+        queued = self._outbox if last is None else [f for f in self._outbox if not is_replayed(f, last)]
+        self._outbox = frames + queued
+        self.replayed = last  # and one that arrives later (the hub checks)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

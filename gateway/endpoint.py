@@ -18,8 +18,10 @@ from gateway import close_codes, metrics
 from gateway.auth import AuthError
 from gateway.broker import BrokerUnavailable
 from gateway.close_codes import Refusal
-from gateway.connection import Connection, Link, link_of
+from gateway.connection import Connection
+from gateway.history.recovery import parse_options, resume
 from gateway.limiter import Lease, LimiterUnavailable
+from gateway.link import Link, link_of
 from gateway.state import Gateway
 
 log = logging.getLogger("gateway.endpoint")
@@ -45,6 +47,7 @@ class WebSocketEndpoint:
         except AuthError as exc:
             await _deny(scope, send, exc.refusal, str(exc))
             return
+        options = parse_options(scope["query_string"])  # envelope, since: before the query goes
         # Every open socket keeps its scope for life: the request headers and the query string
         # (with its token) are not needed past this point; dropping them saves about a kilobyte
         # per connection and keeps no token in memory.
@@ -82,11 +85,14 @@ class WebSocketEndpoint:
             gateway.authenticator,
             settings.client_messages_per_second,
         )
+        connection.envelope = options.envelope
         admission = _Admission(gateway, connection)
         try:
             gateway.pending_handshakes += 1
             try:
                 refusal = await admission.take()
+                if refusal is None and options.since is not None:
+                    refusal = await resume(gateway.history_reader, connection, options.since)
             finally:
                 gateway.pending_handshakes -= 1
             if refusal is None and gateway.draining:

@@ -4,17 +4,24 @@
 admission knows when to subscribe and unsubscribe the user's channel; after a reconnect the
 broker re-subscribes every user ``user_ids`` lists. Delivery is synchronous and never awaits a
 socket.
+
+A plain payload to a user with only raw sockets takes the plain path: one set lookup more than
+before history existed. The gateway's own messages (0xFF, gateway/wire.py: they fail the UTF-8
+check at their first byte; history messages, and control commands for gateway/control.py),
+users with envelope sockets and users whose gap is being filled (gateway/history/gap.py) take
+the general path.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from gateway import close_codes, control, metrics, wire
 from gateway.close_codes import Refusal
+from gateway.history import envelope
+from gateway.history.position import Position, format_position
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
 
 log = logging.getLogger("gateway.hub")
@@ -23,6 +30,11 @@ log = logging.getLogger("gateway.hub")
 class Outbox(Protocol):
     # The id of the connection's lease (as ``python -m gateway connections`` lists it).
     connection_id: str
+    # Envelope mode (?envelope=1): JSON frames instead of the payload byte for byte.
+    envelope: bool
+    # A resumed socket (?since=): the last position its replay carried, until a later one is
+    # delivered; a history message at or below it arriving live is not sent again.
+    replayed: Position | None
 
     def push(self, payload: bytes, received_at: float) -> None: ...
 
@@ -36,6 +48,17 @@ class Hub:
         # costs more than a short list.
         self._by_user: dict[str, list[Outbox]] = {}
         self._connections = 0
+        # Per local user: the last history message delivered here, where a gap fill starts and
+        # below which a message is a duplicate. O(users); nothing is kept per message.
+        self._last: dict[str, Position] = {}
+        # When each local user's first connection here arrived (ms, wall clock): where a gap fill
+        # starts for a user that got no history message here yet.
+        self._joined: dict[str, int] = {}
+        # Users whose gap is being read after a reconnect: what arrives meanwhile waits here.
+        self._held: dict[str, list[bytes]] = {}
+        # Envelope sockets per user that has any; with the held users, the users off the plain path.
+        self._envelopes: dict[str, int] = {}
+        self._general: set[str] = set()
 
     @property
     def connection_count(self) -> int:
@@ -54,9 +77,13 @@ class Hub:
     def add(self, user_id: str, outbox: Outbox) -> bool:
         """Register a connection; True when it is the user's first one here."""
         self._connections += 1
+        if outbox.envelope:
+            self._envelopes[user_id] = self._envelopes.get(user_id, 0) + 1
+            self._general.add(user_id)
         outboxes = self._by_user.get(user_id)
         if outboxes is None:
             self._by_user[user_id] = [outbox]
+            self._joined[user_id] = int(time.time() * 1000)
             return True
         outboxes.append(outbox)
         return False
@@ -66,10 +93,61 @@ class Hub:
         outboxes = self._by_user[user_id]
         outboxes.remove(outbox)
         self._connections -= 1
+        if outbox.envelope:
+            self._envelopes[user_id] -= 1
+            if not self._envelopes[user_id]:
+                del self._envelopes[user_id]
+                self._sort(user_id)
         if outboxes:
             return False
         del self._by_user[user_id]
+        self._last.pop(user_id, None)
+        self._joined.pop(user_id, None)
+        self._held.pop(user_id, None)
+        self._general.discard(user_id)
         return True
+
+    def _sort(self, user_id: str) -> None:
+        if user_id in self._envelopes or user_id in self._held:
+            self._general.add(user_id)
+        else:
+            self._general.discard(user_id)
+
+    def last_delivered(self, user_id: str) -> Position | None:
+        return self._last.get(user_id)
+
+    def joined_at(self, user_id: str) -> int | None:
+        """When the user's first connection here arrived, ms on the wall clock."""
+        return self._joined.get(user_id)
+
+    def hold(self, user_id: str) -> bool:
+        """Hold what arrives for the user until ``release``; False when not a local user."""
+        if user_id not in self._by_user:
+            return False
+        self._held.setdefault(user_id, [])
+        self._general.add(user_id)
+        return True
+
+    def release(self, user_id: str, gap: Position | None, entries: list[bytes]) -> None:
+        """Deliver the gap's ``entries`` (offsets after ``gap``), then what was held, in order;
+        a held message the gap already delivered is dropped as a duplicate."""
+        held = self._held.pop(user_id, None)
+        self._sort(user_id)
+        outboxes = self._by_user.get(user_id)
+        if not outboxes:
+            return
+        if gap is not None:
+            metrics.MESSAGES_REPLAYED.inc(len(entries))
+            for offset, data in enumerate(entries, gap.offset + 1):
+                self._history(user_id, wire.history_message(gap.epoch, offset, data), outboxes)
+        for payload in held or ():
+            self._route(user_id, payload, outboxes)
+
+    def notify(self, user_id: str, frame: bytes) -> None:
+        """Send a gateway frame (a recovery notice) to the user's envelope sockets only."""
+        for outbox in self._by_user.get(user_id, ()):
+            if outbox.envelope:
+                outbox.push(frame, time.monotonic())
 
     def deliver(self, user_id: str, payload: bytes) -> None:
         """Queue one published payload on every local connection of the user."""
@@ -79,50 +157,134 @@ class Hub:
             # Published between our last connection leaving and UNSUBSCRIBE taking effect.
             metrics.MESSAGES_DROPPED.labels("no_connection").inc()
             return
+        if user_id in self._general:
+            self._general_path(user_id, payload, outboxes)
+            return
         if len(payload) > self._max_payload_size:
             # Bounds each connection's queued memory; checked before the UTF-8 scan it would cost.
-            metrics.MESSAGES_DROPPED.labels("too_large").inc(len(outboxes))
-            log.warning(
-                "dropped a published payload of %d bytes: over WEBSOCKET_MAX_PAYLOAD_SIZE (%d)",
-                len(payload),
-                self._max_payload_size,
-            )
-            return
-        if payload and payload[0] == 0xFF:
-            # The gateway's own message (gateway/wire.py): no plain payload starts with 0xFF.
-            # An index, not a slice: the plain path pays one integer compare (~25 ns).
-            self._deliver_own(payload, outboxes)
+            if payload[:1] == b"\xff":  # a history message counts its data only
+                self._general_path(user_id, payload, outboxes)
+            else:
+                self._too_large(payload, len(outboxes))
             return
         try:
             # A text frame must be valid UTF-8; checked once for all the user's sockets, which
             # then send the published bytes as they are.
             payload.decode()
         except UnicodeDecodeError:
-            metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(len(outboxes))
-            log.warning("dropped a published payload that is not valid UTF-8")
+            # No UTF-8 text starts with 0xFF: the gateway's own messages fail here, at their
+            # first byte, and cost the plain path nothing.
+            if payload[:1] == b"\xff":
+                self._general_path(user_id, payload, outboxes)
+            else:
+                self._invalid_utf8(len(outboxes))
             return
         received_at = time.monotonic()
         for outbox in outboxes:
             try:
                 outbox.push(payload, received_at)
             except Exception:
-                # This runs inside the worker's only pub/sub reader: one broken socket must not
-                # stop it, nor cost the user's other sockets this message.
-                metrics.MESSAGES_DROPPED.labels("send_failed").inc()
-                log.exception("a connection failed to take a message; it is ended")
-                outbox.end(close_codes.INTERNAL_ERROR)
+                self._push_failed(outbox)
 
-    def _deliver_own(self, payload: bytes, outboxes: list[Outbox]) -> None:
-        """Route a ``\\xff<kind>`` message to the handler of its kind byte."""
-        handler = _OWN_KINDS.get(payload[1:2])
-        if handler is None:
-            metrics.MESSAGES_DROPPED.labels("unknown_kind").inc()
-            log.warning("dropped a gateway message of unknown kind %r", payload[1:2])
+    def _general_path(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
+        if payload[:2] == wire.HISTORY:
+            metrics.count_history()
+        held = self._held.get(user_id)
+        if held is not None:
+            held.append(payload)
+        else:
+            self._route(user_id, payload, outboxes)
+
+    def _route(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
+        if payload[:1] != b"\xff":
+            if len(payload) > self._max_payload_size:
+                self._too_large(payload, len(outboxes))
+            elif _is_utf8(payload):
+                self._fan_out(outboxes, payload, None)
+            else:
+                self._invalid_utf8(len(outboxes))
+        elif payload[1:2] == b"H":
+            self._history(user_id, payload, outboxes)
+        elif payload[1:2] == b"C":
+            control.apply(payload, outboxes)
+        else:  # a kind of the gateway's own messages this worker does not know
+            metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
+
+    def _history(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
+        message = wire.parse_history(payload)
+        if message is None:
+            metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
             return
-        handler(payload, outboxes)
+        last = self._last.get(user_id)
+        if last is not None and last.epoch == message.epoch and message.offset <= last.offset:
+            # Delivered already: by a gap fill that read it before it arrived live.
+            metrics.MESSAGES_DROPPED.labels("duplicate").inc(len(outboxes))
+            return
+        self._last[user_id] = Position(message.epoch, message.offset)
+        data = message.data
+        if len(data) > self._max_payload_size:
+            self._too_large(data, len(outboxes))
+        elif _is_utf8(data):
+            self._fan_out(outboxes, data, format_position(message.epoch, message.offset), message)
+        else:
+            self._invalid_utf8(len(outboxes))
+
+    def _fan_out(
+        self,
+        outboxes: list[Outbox],
+        data: bytes,
+        position: str | None,
+        message: wire.HistoryMessage | None = None,
+    ) -> None:
+        """Raw sockets get ``data``; envelope sockets one envelope, built once for all of them."""
+        received_at = time.monotonic()
+        frame = None
+        for outbox in outboxes:
+            try:
+                if outbox.envelope:
+                    if message is not None and outbox.replayed is not None and _replayed(outbox, message):
+                        continue
+                    if frame is None:
+                        frame = envelope.message(data, position)
+                    outbox.push(frame, received_at)
+                else:
+                    outbox.push(data, received_at)
+            except Exception:
+                self._push_failed(outbox)
+
+    def _too_large(self, payload: bytes, sockets: int) -> None:
+        metrics.MESSAGES_DROPPED.labels("too_large").inc(sockets)
+        log.warning(
+            "dropped a published payload of %d bytes: over WEBSOCKET_MAX_PAYLOAD_SIZE (%d)",
+            len(payload),
+            self._max_payload_size,
+        )
+
+    def _invalid_utf8(self, sockets: int) -> None:
+        metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(sockets)
+        log.warning("dropped a published payload that is not valid UTF-8")
+
+    def _push_failed(self, outbox: Outbox) -> None:
+        # This runs inside the worker's only pub/sub reader: one broken socket must not stop it,
+        # nor cost the user's other sockets this message.
+        metrics.MESSAGES_DROPPED.labels("send_failed").inc()
+        log.exception("a connection failed to take a message; it is ended")
+        outbox.end(close_codes.INTERNAL_ERROR)
 
 
-# The gateway's own kinds of message (gateway/wire.py), by the byte after 0xFF.
-_OWN_KINDS: dict[bytes, Callable[[bytes, list[Outbox]], object]] = {
-    wire.CONTROL[1:]: control.apply,
-}
+def _replayed(outbox: Outbox, message: wire.HistoryMessage) -> bool:
+    """Whether a resumed socket's replay carried ``message`` already (its live copy came late)."""
+    last = outbox.replayed
+    if last is not None and last.epoch == message.epoch and message.offset <= last.offset:
+        metrics.MESSAGES_DROPPED.labels("duplicate").inc()
+        return True
+    outbox.replayed = None  # past the replay: nothing later can be a copy of it
+    return False
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

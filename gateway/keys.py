@@ -34,3 +34,14 @@ def is_valid_user_id(user_id: str) -> bool:
         and not user_id.startswith(("conns:", "ctl:", "worker:"))
         and not any(c.isspace() for c in user_id)
     )
+
+
+def history_key(prefix: str, user_id: str) -> str:
+    """A user's bounded history (a stream); the channel as hash tag keeps the user's keys in one
+    Redis Cluster slot, so one script can write them and publish."""
+    return f"{{{user_channel(prefix, user_id)}}}:history"
+
+
+def history_meta_key(prefix: str, user_id: str) -> str:
+    """A hash: the history's ``epoch`` and last ``offset``, and its ``age`` cap in ms."""
+    return f"{{{user_channel(prefix, user_id)}}}:meta"

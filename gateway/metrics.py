@@ -58,6 +58,20 @@ DISCONNECTS = Counter(
     "Connections ended on a backend's request, by origin (command: Publisher.disconnect or the CLI).",
     ["origin"],
 )
+# History and recovery (gateway/history/). Publishes happen in the publisher library, outside
+# the gateway: they are counted here as history messages read off Redis.
+HISTORY_MESSAGES = Counter(
+    "websocket_history_messages_received", "Messages published with history, read from Redis pub/sub."
+)
+RECOVERIES = Counter(
+    "websocket_recoveries", "Resumes with ?since=, by result (recovered, or why not).", ["result"]
+)
+MESSAGES_REPLAYED = Counter(
+    "websocket_messages_replayed", "History messages replayed to a resuming socket or after a gap."
+)
+GAP_FILLS = Counter(
+    "websocket_gap_fills", "Users whose history was read after a pub/sub reconnect, by result.", ["result"]
+)
 WORKER_CONNECTIONS = Gauge(
     "websocket_worker_connections",
     "Open WebSockets per live worker (label pid).",
@@ -72,6 +86,7 @@ class _Tally:
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
+        self.history = 0
         self.sampled_at = 0.0
 
 
@@ -82,6 +97,10 @@ _LATENCY_SAMPLE_INTERVAL = 0.001
 
 def count_received() -> None:
     _tally.received += 1
+
+
+def count_history() -> None:
+    _tally.history += 1
 
 
 def count_sent(frames: int, oldest_received_at: float) -> None:
@@ -101,6 +120,9 @@ def flush_tally() -> None:
         MESSAGES_SENT.inc(sent)
     if received:
         REDIS_MESSAGES.inc(received)
+    history, _tally.history = _tally.history, 0
+    if history:
+        HISTORY_MESSAGES.inc(history)
 
 
 def render() -> tuple[bytes, str]:

@@ -6,24 +6,85 @@ control calls (README "Control"). What is not passed is read as the gateway read
 ``REDIS_CHANNEL_PREFIX`` and ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else the table's defaults; a bad value
 raises ``SettingsError`` (a ``ValueError``) naming the variable. A payload over the limit raises
 ``PayloadTooLarge`` before anything is sent: the gateway would drop it.
+
+With ``history`` (the default) each message is written to the user's bounded history and
+published in one atomic step (gateway/lua/publish.lua), so a client that reconnects with
+``since=<position>`` gets what it missed; the result's ``position`` is the message's place in it.
+``history=False`` publishes plainly, as a bare ``PUBLISH`` would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from collections.abc import Iterable
+from importlib import resources
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from gateway import control_client
 from gateway import settings_table as table
-from gateway.keys import connections_key, is_valid_user_id, user_channel
+from gateway.keys import connections_key, history_key, history_meta_key, is_valid_user_id, user_channel
 from gateway.payload_limit import PayloadTooLarge
 from gateway.settings_parsers import SettingsError
 
-__all__ = ["AsyncPublisher", "PayloadTooLarge", "Publisher", "SettingsError", "encode_payload"]
+__all__ = ["AsyncPublisher", "PayloadTooLarge", "Published", "Publisher", "SettingsError", "encode_payload"]
+
+DEFAULT_HISTORY_LENGTH = 100
+DEFAULT_HISTORY_TTL = 300.0
+_PUBLISH_LUA = resources.files("gateway").joinpath("lua", "publish.lua").read_text()
+# EVALSHA, and the script loaded only when Redis says it lacks it: redis-py's Script in a
+# pipeline would ask SCRIPT EXISTS first, one more round trip per batch.
+_PUBLISH_SHA = hashlib.sha1(_PUBLISH_LUA.encode()).hexdigest()
+
+
+class Published(int):
+    """How many gateway workers received the message (an int, as ``PUBLISH`` answers), and its
+    ``position`` in the user's history: an opaque string for ``?since=``; None without history."""
+
+    position: str | None
+
+    def __new__(cls, receivers: int, position: str | None = None) -> Published:
+        published = super().__new__(cls, receivers)
+        published.position = position
+        return published
+
+
+def position(epoch: str, offset: int) -> str:
+    """Opaque to clients; the gateway parses it back (gateway/history/position.py)."""
+    return f"{offset}-{epoch}"
+
+
+class _History:
+    """The history options of one publisher, and how a script call for one message looks."""
+
+    def __init__(self, enabled: bool, length: int, ttl: float) -> None:
+        if length < 1 or ttl <= 0:
+            raise ValueError("history_length must be at least 1 and history_ttl positive")
+        self.enabled = enabled
+        self.length = str(length)
+        self.ttl_ms = str(max(1, int(ttl * 1000)))
+
+    def args(self, prefix: str, user_id: str, channel: str, data: bytes) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of gateway/lua/publish.lua for one message."""
+        keys = [history_meta_key(prefix, user_id), history_key(prefix, user_id)]
+        return keys, [channel, data, self.length, self.ttl_ms, secrets.token_hex(4)]
+
+
+def _raised(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def _published(reply: list[Any]) -> Published:
+    epoch, offset, receivers = reply
+    text = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+    return Published(int(receivers), position(text, int(offset)))
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -62,13 +123,14 @@ def _url(redis_url: str | None) -> str:
     return table.REDIS_URL.from_environ() if redis_url is None else redis_url
 
 
-def _encoded(prefix: str, limit: int, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+def _encoded(prefix: str, limit: int, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, str, bytes]]:
     # Every message is checked before any is sent, so a bad one leaves the batch unsent.
-    return [(_channel(prefix, user_id), _checked(payload, limit)) for user_id, payload in messages]
+    return [(user_id, _channel(prefix, user_id), _checked(payload, limit)) for user_id, payload in messages]
 
 
 class Publisher:
-    """Synchronous publisher. ``publish`` returns how many gateway workers received the message."""
+    """Synchronous publisher. ``publish`` returns a ``Published``: how many gateway workers
+    received the message, and its ``position`` in the user's history."""
 
     def __init__(
         self,
@@ -76,23 +138,44 @@ class Publisher:
         prefix: str | None = None,
         client: redis.Redis | None = None,
         max_payload_size: int | None = None,
+        history: bool = True,
+        history_length: int = DEFAULT_HISTORY_LENGTH,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
     ) -> None:
         self._limit = _limit(max_payload_size)
         self._prefix = _prefix(prefix)
+        self._history = _History(history, history_length, history_ttl)
         self._client = client or redis.Redis.from_url(_url(redis_url))
         self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
         self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
-    def publish(self, user_id: str, payload: Any) -> int:
-        channel = _channel(self._prefix, user_id)
-        return int(self._client.publish(channel, _checked(payload, self._limit)))
+    def publish(self, user_id: str, payload: Any) -> Published:
+        return self.publish_many([(user_id, payload)])[0]
 
-    def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[int]:
-        """Publish (user_id, payload) pairs in one round trip; in order, one count per message."""
+    def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
+        """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
+        encoded = _encoded(self._prefix, self._limit, messages)
+        history = self._history
+        if not history.enabled:
+            pipeline = self._client.pipeline(transaction=False)
+            for _, channel, data in encoded:
+                pipeline.publish(channel, data)
+            return [Published(int(n)) for n in pipeline.execute()]
+        calls = [history.args(self._prefix, *message) for message in encoded]
+        replies = self._evalsha(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # Redis lost its script cache (a restart): none of those ran; load it and run them.
+            self._client.script_load(_PUBLISH_LUA)
+            for i, reply in zip(missing, self._evalsha([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return [_published(_raised(reply)) for reply in replies]
+
+    def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         pipeline = self._client.pipeline(transaction=False)
-        for channel, data in _encoded(self._prefix, self._limit, messages):
-            pipeline.publish(channel, data)
-        return [int(n) for n in pipeline.execute()]
+        for keys, args in calls:
+            pipeline.evalsha(_PUBLISH_SHA, len(keys), *keys, *args)
+        return list(pipeline.execute(raise_on_error=False))
 
     def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their
@@ -115,7 +198,8 @@ class Publisher:
 
 
 class AsyncPublisher:
-    """asyncio publisher. ``publish`` returns how many gateway workers received the message."""
+    """asyncio publisher. ``publish`` returns a ``Published``: how many gateway workers received
+    the message, and its ``position`` in the user's history."""
 
     def __init__(
         self,
@@ -123,23 +207,44 @@ class AsyncPublisher:
         prefix: str | None = None,
         client: aioredis.Redis | None = None,
         max_payload_size: int | None = None,
+        history: bool = True,
+        history_length: int = DEFAULT_HISTORY_LENGTH,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
     ) -> None:
         self._limit = _limit(max_payload_size)
         self._prefix = _prefix(prefix)
+        self._history = _History(history, history_length, history_ttl)
         self._client = client or aioredis.Redis.from_url(_url(redis_url))
         self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
         self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
-    async def publish(self, user_id: str, payload: Any) -> int:
-        channel = _channel(self._prefix, user_id)
-        return int(await self._client.publish(channel, _checked(payload, self._limit)))
+    async def publish(self, user_id: str, payload: Any) -> Published:
+        return (await self.publish_many([(user_id, payload)]))[0]
 
-    async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[int]:
-        """Publish (user_id, payload) pairs in one round trip; in order, one count per message."""
+    async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
+        """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
+        encoded = _encoded(self._prefix, self._limit, messages)
+        history = self._history
+        if not history.enabled:
+            pipeline = self._client.pipeline(transaction=False)
+            for _, channel, data in encoded:
+                pipeline.publish(channel, data)
+            return [Published(int(n)) for n in await pipeline.execute()]
+        calls = [history.args(self._prefix, *message) for message in encoded]
+        replies = await self._evalsha(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # Redis lost its script cache (a restart): none of those ran; load it and run them.
+            await self._client.script_load(_PUBLISH_LUA)
+            for i, reply in zip(missing, await self._evalsha([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return [_published(_raised(reply)) for reply in replies]
+
+    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         pipeline = self._client.pipeline(transaction=False)
-        for channel, data in _encoded(self._prefix, self._limit, messages):
-            pipeline.publish(channel, data)
-        return [int(n) for n in await pipeline.execute()]
+        for keys, args in calls:
+            pipeline.evalsha(_PUBLISH_SHA, len(keys), *keys, *args)
+        return list(await pipeline.execute(raise_on_error=False))
 
     async def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their

@@ -54,6 +54,7 @@ class Settings:
     handshake_timeout: float
     max_pending_handshakes: int
     client_messages_per_second: float
+    history_replay_cap: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:

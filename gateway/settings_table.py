@@ -214,6 +214,14 @@ WEBSOCKET_CLIENT_MESSAGES_PER_SECOND = Setting(
     "client messages, pings and pongs allowed per second (bursts of twice that); beyond: 1008",
 )
 # Read by gunicorn.conf.py, not part of Settings.
+WEBSOCKET_HISTORY_REPLAY_CAP = Setting(
+    "WEBSOCKET_HISTORY_REPLAY_CAP",
+    "history_replay_cap",
+    100,
+    integer(1, 10_000),
+    "most history messages replayed to one resuming socket (`?since=`) or one user after a pub/sub"
+    " reconnect; a longer gap is not recovered (`recovered:false`)",
+)
 FORWARDED_ALLOW_IPS = Setting(
     "FORWARDED_ALLOW_IPS",
     None,
@@ -266,6 +274,7 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_HANDSHAKE_TIMEOUT,
     WEBSOCKET_MAX_PENDING_HANDSHAKES,
     WEBSOCKET_CLIENT_MESSAGES_PER_SECOND,
+    WEBSOCKET_HISTORY_REPLAY_CAP,
     FORWARDED_ALLOW_IPS,
     PROMETHEUS_MULTIPROC_DIR,
     LOG_FORMAT,

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from gateway.auth import Authenticator
 from gateway.broker import Broker
+from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
 from gateway.settings import Settings
@@ -29,6 +30,7 @@ class Gateway:
     broker: Broker
     limiter: Limiter
     authenticator: Authenticator
+    history_reader: HistoryReader
     draining: bool = field(default=False)
     pending_handshakes: int = field(default=0)
     # Sent with every accept: which worker holds the socket (also its pub/sub client's name).

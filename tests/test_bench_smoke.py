@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -105,3 +106,17 @@ def test_the_report_has_a_ratio_to_the_gateway_and_a_chart(
         assert "x)" in table
     chart(ordered, meta, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 1000
+
+
+def test_the_history_bench_measures_both_modes(tmp_path: Path) -> None:
+    """loadtest/bench/history.py at a tiny size: a history publish costs more Redis commands."""
+    from loadtest.bench import history
+
+    assert (
+        history.main(["--publishes", "50", "--users", "2", "--messages", "10", "--out", str(tmp_path)]) == 0
+    )
+    results = json.loads((tmp_path / "history.json").read_text())
+    assert results["publish"]["plain"]["redis_commands_per_publish"] == 1.0
+    assert results["publish"]["history"]["redis_commands_per_publish"] > 1.0
+    assert results["fan_out"]["history"]["messages"] == 20
+    assert "messages/s delivered" in (tmp_path / "history.md").read_text()

@@ -48,6 +48,8 @@ async def inbox() -> Inbox:
 class Socket:
     """A local connection as the hub holds it."""
 
+    envelope = False
+
     def push(self, payload: bytes, received_at: float) -> None:
         pass
 
@@ -331,3 +333,38 @@ async def test_a_killed_pubsub_connection_is_replaced_and_resubscribed(
     await inbox.wait_for(1)
     assert inbox.messages[-1] == (user, b"after")
     local.leave(user, socket)
+
+
+async def test_resubscribed_users_are_reported_once_redis_confirms_them_again(
+    own_redis: RedisServer, user: str
+) -> None:
+    """The gap fill's hook: not for a first subscription, once per user after a reconnect, and
+    only once the channel is confirmed (a message published then reaches the hub)."""
+    commands = aioredis.Redis.from_url(own_redis.url)
+    hub = Hub()
+    received: list[tuple[str, bytes]] = []
+    reported: list[tuple[str, int]] = []
+    broker = RedisBroker(
+        own_redis.url,
+        "ws",
+        f"test-{user}",
+        commands,
+        lambda u, p: received.append((u, p)),
+        hub.user_ids,
+        probe_interval=1.0,
+        on_resubscribed=lambda u: reported.append((u, len(received))),
+    )
+    broker.start()
+    await eventually(_async(lambda: broker.ready), what="the broker to be ready")
+    local = Local(hub, broker)
+    socket = await local.join(user)
+    await commands.publish(f"ws:{user}", b"before")
+    await eventually(_async(lambda: len(received) == 1))
+    assert reported == []
+    assert await commands.client_kill_filter(_type="pubsub") >= 1
+    await eventually(_async(lambda: reported), what="the hook to run after the reconnect")
+    assert reported == [(user, 1)]
+    assert await _subscribers(commands, f"ws:{user}") == 1
+    local.leave(user, socket)
+    await broker.stop()
+    await commands.aclose()

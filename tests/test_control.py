@@ -22,6 +22,8 @@ from harness.redis_server import RedisServer, live_leases
 class RecordingConnection:
     def __init__(self, connection_id: str) -> None:
         self.connection_id = connection_id
+        self.envelope = False
+        self.replayed = None
         self.frames: list[bytes] = []
         self.ended: list[int | None] = []
 
@@ -84,7 +86,7 @@ def test_unknown_or_malformed_gateway_messages_are_dropped_and_counted() -> None
     hub = Hub()
     alice = RecordingConnection("w:1")
     hub.add("alice", alice)
-    unknown, bad = _dropped("unknown_kind"), _dropped("bad_control")
+    unknown, bad = _dropped("malformed"), _dropped("bad_control")
     hub.deliver("alice", b"\xffZwhatever")
     hub.deliver("alice", b"\xffCreboot")
     hub.deliver("alice", b"\xffC")
@@ -92,7 +94,7 @@ def test_unknown_or_malformed_gateway_messages_are_dropped_and_counted() -> None
     hub.deliver("alice", b"next")
     assert alice.ended == []
     assert alice.frames == [b"next"]
-    assert (_dropped("unknown_kind") - unknown, _dropped("bad_control") - bad) == (1, 3)
+    assert (_dropped("malformed") - unknown, _dropped("bad_control") - bad) == (1, 3)
 
 
 def _listen(server: RedisServer, channel: str) -> redis.client.PubSub:

@@ -9,6 +9,8 @@ from gateway.hub import Hub
 
 
 class RecordingOutbox:
+    envelope = False
+
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 

@@ -10,6 +10,7 @@ import jwt
 import pytest
 import redis
 
+from gateway import wire
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, PayloadTooLarge
 from gateway.publisher import AsyncPublisher, Publisher, SettingsError, encode_payload
 from harness.paths import ROOT
@@ -35,7 +36,7 @@ def _listen(server: RedisServer, channel: str) -> redis.client.PubSub:
 
 def test_sync_publisher_publishes_to_the_user_channel(redis_server: RedisServer, user: str) -> None:
     pubsub = _listen(redis_server, f"ws:{user}")
-    publisher = Publisher(redis_server.url)
+    publisher = Publisher(redis_server.url, history=False)
     assert publisher.publish(user, {"hello": "world"}) == 1
     assert pubsub.get_message(timeout=5)["data"] == b'{"hello":"world"}'  # type: ignore[index]
     publisher.close()
@@ -44,7 +45,7 @@ def test_sync_publisher_publishes_to_the_user_channel(redis_server: RedisServer,
 
 async def test_async_publisher_honours_the_prefix(redis_server: RedisServer, user: str) -> None:
     pubsub = _listen(redis_server, f"notify:{user}")
-    publisher = AsyncPublisher(redis_server.url, prefix="notify")
+    publisher = AsyncPublisher(redis_server.url, prefix="notify", history=False)
     assert await publisher.publish(user, "plain text") == 1
     assert pubsub.get_message(timeout=5)["data"] == b"plain text"  # type: ignore[index]
     await publisher.aclose()
@@ -53,7 +54,7 @@ async def test_async_publisher_honours_the_prefix(redis_server: RedisServer, use
 
 def test_publish_many_sends_in_order_and_counts_each(redis_server: RedisServer, user: str) -> None:
     pubsub = _listen(redis_server, f"ws:{user}")
-    publisher = Publisher(redis_server.url)
+    publisher = Publisher(redis_server.url, history=False)
     counts = publisher.publish_many([(user, "one"), ("nobody-listens", "lost"), (user, {"n": 2})])
     assert counts == [1, 0, 1]
     received = [pubsub.get_message(timeout=5)["data"] for _ in range(2)]  # type: ignore[index]
@@ -66,7 +67,7 @@ async def test_async_publish_many_sends_nothing_when_one_message_is_bad(
     redis_server: RedisServer, user: str
 ) -> None:
     pubsub = _listen(redis_server, f"ws:{user}")
-    publisher = AsyncPublisher(redis_server.url)
+    publisher = AsyncPublisher(redis_server.url, history=False)
     with pytest.raises(UnicodeDecodeError):
         await publisher.publish_many([(user, "fine"), (user, b"\xff")])
     assert await publisher.publish_many([(user, "after")]) == [1]
@@ -76,7 +77,7 @@ async def test_async_publish_many_sends_nothing_when_one_message_is_bad(
 
 
 def test_publisher_refuses_an_unusable_user_id(redis_server: RedisServer) -> None:
-    publisher = Publisher(redis_server.url)
+    publisher = Publisher(redis_server.url, history=False)
     with pytest.raises(ValueError):
         publisher.publish("two words", "x")
     publisher.close()
@@ -99,7 +100,9 @@ def test_cli_publish_sends_the_json_byte_for_byte(redis_server: RedisServer, use
     result = _cli("publish", user, '{"a": 1}', REDIS_URL=redis_server.url)
     assert result.returncode == 0, result.stderr
     assert "delivered to 1" in result.stdout
-    assert pubsub.get_message(timeout=5)["data"] == b'{"a": 1}'  # type: ignore[index]
+    message = wire.parse_history(pubsub.get_message(timeout=5)["data"])  # type: ignore[index]
+    assert message is not None and message.data == b'{"a": 1}'
+    assert f"position {message.offset}-{message.epoch}" in result.stdout
     assert _cli("publish", user, "{not json", REDIS_URL=redis_server.url).returncode != 0
     pubsub.close()
 
@@ -133,7 +136,7 @@ def test_publisher_refuses_a_payload_over_the_limit_and_sends_nothing(
 ) -> None:
     """A payload over the limit raises before anything reaches Redis; one at the limit goes."""
     pubsub = _listen(redis_server, f"ws:{user}")
-    publisher = Publisher(redis_server.url, max_payload_size=1024)
+    publisher = Publisher(redis_server.url, max_payload_size=1024, history=False)
     with pytest.raises(PayloadTooLarge, match=r"1025 bytes.*WEBSOCKET_MAX_PAYLOAD_SIZE \(1024 bytes\)"):
         publisher.publish(user, "x" * 1025)
     with pytest.raises(PayloadTooLarge):
@@ -146,7 +149,7 @@ def test_publisher_refuses_a_payload_over_the_limit_and_sends_nothing(
 
 async def test_async_publisher_refuses_a_payload_over_the_limit(redis_server: RedisServer, user: str) -> None:
     pubsub = _listen(redis_server, f"ws:{user}")
-    publisher = AsyncPublisher(redis_server.url, max_payload_size=100)
+    publisher = AsyncPublisher(redis_server.url, max_payload_size=100, history=False)
     with pytest.raises(PayloadTooLarge):
         await publisher.publish(user, {"text": "x" * 100})
     with pytest.raises(PayloadTooLarge):
@@ -162,13 +165,13 @@ def test_publisher_takes_its_limit_from_the_environment(
 ) -> None:
     """WEBSOCKET_MAX_PAYLOAD_SIZE, the gateway's own setting, else the documented default."""
     monkeypatch.delenv("WEBSOCKET_MAX_PAYLOAD_SIZE", raising=False)
-    publisher = Publisher(redis_server.url)
+    publisher = Publisher(redis_server.url, history=False)
     with pytest.raises(PayloadTooLarge):
         publisher.publish(user, "x" * (DEFAULT_MAX_PAYLOAD_SIZE + 1))
     assert publisher.publish(user, "x" * DEFAULT_MAX_PAYLOAD_SIZE) == 0
     publisher.close()
     monkeypatch.setenv("WEBSOCKET_MAX_PAYLOAD_SIZE", "200")
-    publisher = Publisher(redis_server.url)
+    publisher = Publisher(redis_server.url, history=False)
     with pytest.raises(PayloadTooLarge):
         publisher.publish(user, "x" * 201)
     publisher.close()
@@ -200,7 +203,8 @@ def test_publisher_without_arguments_reads_the_gateways_redis_and_prefix(
     pubsub = _listen(redis_server, f"notify:{user}")
     publisher = Publisher()
     assert publisher.publish(user, "hi") == 1
-    assert pubsub.get_message(timeout=5)["data"] == b"hi"  # type: ignore[index]
+    message = wire.parse_history(pubsub.get_message(timeout=5)["data"])  # type: ignore[index]
+    assert message is not None and message.data == b"hi"
     publisher.close()
     pubsub.close()
 
@@ -213,7 +217,8 @@ async def test_async_publisher_without_arguments_reads_the_gateways_redis_and_pr
     pubsub = _listen(redis_server, f"notify:{user}")
     publisher = AsyncPublisher()
     assert await publisher.publish(user, "hi") == 1
-    assert pubsub.get_message(timeout=5)["data"] == b"hi"  # type: ignore[index]
+    message = wire.parse_history(pubsub.get_message(timeout=5)["data"])  # type: ignore[index]
+    assert message is not None and message.data == b"hi"
     await publisher.aclose()
     pubsub.close()
 
@@ -267,7 +272,9 @@ def test_cli_refuses_a_setting_the_gateway_refuses_with_one_line(
 
 def test_cli_publish_reads_the_prefix_as_the_gateway_does(redis_server: RedisServer, user: str) -> None:
     pubsub = _listen(redis_server, f"notify:{user}")
-    result = _cli("publish", user, "{}", REDIS_URL=redis_server.url, REDIS_CHANNEL_PREFIX="notify")
+    result = _cli(
+        "publish", "--no-history", user, "{}", REDIS_URL=redis_server.url, REDIS_CHANNEL_PREFIX="notify"
+    )
     assert result.returncode == 0, result.stderr
     assert pubsub.get_message(timeout=5)["data"] == b"{}"  # type: ignore[index]
     pubsub.close()

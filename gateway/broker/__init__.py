@@ -45,6 +45,9 @@ from collections.abc import Callable, Iterable
 MessageHandler = Callable[[str, bytes], None]
 # The hub's local users, listed after a reconnect to subscribe them again.
 LocalUsers = Callable[[], Iterable[str]]
+# Called with each user whose channel was subscribed again after a reconnect, once Redis
+# confirmed it, synchronously from the reader: the gap fill (gateway/history/gap.py) starts there.
+Resubscribed = Callable[[str], None]
 
 
 class BrokerUnavailable(Exception):

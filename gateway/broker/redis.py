@@ -28,14 +28,13 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
 from gateway import keys, metrics
-from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler
+from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
+from gateway.broker.commands import batched, confirmation, ignore
 from gateway.broker.probe import Probe
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.subscriber")
 
-# Redis accepts far more, but a bounded command keeps one resubscribe from stalling the reader.
-_CHANNELS_PER_COMMAND = 1000
 # One socket read can hold thousands of messages, all parsed without awaiting. Outboxes are
 # flushed when the reader yields, so a larger slice puts more of a user's frames in one write;
 # this one bounds how long other sockets wait (a few milliseconds).
@@ -54,6 +53,7 @@ class RedisBroker(Broker):
         on_message: MessageHandler,
         users: LocalUsers,
         probe_interval: float,
+        on_resubscribed: Resubscribed | None = None,
     ) -> None:
         # RESP2: messages arrive as plain arrays; under RESP3 redis-py routes each one through
         # its push-notification handlers, which format a debug string per message.
@@ -73,6 +73,9 @@ class RedisBroker(Broker):
         self._on_message = on_message
         self._users = users
         self._probe = Probe(self.publish, self._control, probe_interval)
+        self._on_resubscribed = on_resubscribed or ignore
+        # Channels subscribed again after a loss, until Redis confirms each (then the hook runs).
+        self._resubscribing: set[bytes] = set()
 
         self._channels = 0
         # Users whose SUBSCRIBE is queued or in flight: the future resolves True once Redis
@@ -123,14 +126,14 @@ class RedisBroker(Broker):
             self._to_subscribe[user_id] = None
             self._dirty.set()
         self._pending[user_id] = future
-        await _confirmation(future)
+        await confirmation(future)
 
     async def confirmed(self, user_id: str) -> None:
         if not self._ready:
             raise BrokerUnavailable("pub/sub connection is down")
         future = self._pending.get(user_id)
         if future is not None:
-            await _confirmation(future)
+            await confirmation(future)
 
     def unsubscribe(self, user_id: str) -> None:
         self._channels -= 1
@@ -184,7 +187,8 @@ class RedisBroker(Broker):
             channel = self._channel(user_id)
             self._inflight.setdefault(channel, deque()).append(future)
             channels.append(channel)
-        await self._write(_batched("SUBSCRIBE", channels))
+        self._resubscribing = set(channels[1:])
+        await self._write(batched("SUBSCRIBE", channels))
         tasks = [
             asyncio.create_task(self._read(conn), name="gateway-subscriber-reader"),
             asyncio.create_task(self._write_changes(), name="gateway-subscriber-writer"),
@@ -239,12 +243,15 @@ class RedisBroker(Broker):
         user_id = channel[self._prefix_len :].decode()
         if self._pending.get(user_id) is future:
             del self._pending[user_id]
+        if self._resubscribing and channel in self._resubscribing:
+            self._resubscribing.discard(channel)
+            self._on_resubscribed(user_id)
 
     async def _write_changes(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            commands = _batched("UNSUBSCRIBE", [self._channel(u) for u in self._to_unsubscribe])
+            commands = batched("UNSUBSCRIBE", [self._channel(u) for u in self._to_unsubscribe])
             self._to_unsubscribe.clear()
             channels = []
             for user_id in self._to_subscribe:
@@ -252,7 +259,7 @@ class RedisBroker(Broker):
                 self._inflight.setdefault(channel, deque()).append(self._pending[user_id])
                 channels.append(channel)
             self._to_subscribe.clear()
-            commands += _batched("SUBSCRIBE", channels)
+            commands += batched("SUBSCRIBE", channels)
             if commands:
                 await self._write(commands)
 
@@ -274,6 +281,7 @@ class RedisBroker(Broker):
             if not future.done():
                 future.set_result(False)
         self._inflight.clear()
+        self._resubscribing.clear()
         self._pending.clear()
         self._to_subscribe.clear()
         self._to_unsubscribe.clear()
@@ -284,14 +292,3 @@ class RedisBroker(Broker):
 
     def _channel(self, user_id: str) -> bytes:
         return keys.user_channel(self._prefix, user_id).encode()
-
-
-async def _confirmation(future: asyncio.Future[bool]) -> None:
-    # Shielded: a connection cancelled while waiting leaves the wait of the user's others alone.
-    if not await asyncio.shield(future):
-        raise BrokerUnavailable("pub/sub connection lost before the subscription")
-
-
-def _batched(command: str, channels: list[bytes]) -> list[tuple[Any, ...]]:
-    step = _CHANNELS_PER_COMMAND
-    return [(command, *channels[i : i + step]) for i in range(0, len(channels), step)]

@@ -25,7 +25,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 
 from gateway import close_codes, metrics
-from gateway.connection import offer_link
+from gateway.link import offer_link
 
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.

@@ -256,7 +256,8 @@ class _GatewayPublisher:
     def __init__(self, redis_url: str) -> None:
         from gateway.publisher import AsyncPublisher
 
-        self._publisher = AsyncPublisher(redis_url)
+        # Plain PUBLISH, as the other targets do; loadtest/bench/history.py measures history.
+        self._publisher = AsyncPublisher(redis_url, history=False)
 
     async def publish(self, user_id: str, payload: str) -> None:
         await self._publisher.publish(user_id, payload)

@@ -1,0 +1,26 @@
+"""Small helpers of ``RedisBroker`` (gateway/broker/redis.py): command batches, confirmations."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.broker import BrokerUnavailable
+
+# Redis accepts far more, but a bounded command keeps one resubscribe from stalling the reader.
+_CHANNELS_PER_COMMAND = 1000
+
+
+def ignore(user_id: str) -> None:
+    pass
+
+
+async def confirmation(future: asyncio.Future[bool]) -> None:
+    # Shielded: a connection cancelled while waiting leaves the wait of the user's others alone.
+    if not await asyncio.shield(future):
+        raise BrokerUnavailable("pub/sub connection lost before the subscription")
+
+
+def batched(command: str, channels: list[bytes]) -> list[tuple[Any, ...]]:
+    step = _CHANNELS_PER_COMMAND
+    return [(command, *channels[i : i + step]) for i in range(0, len(channels), step)]

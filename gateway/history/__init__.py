@@ -1,0 +1,13 @@
+"""History and recovery: what lets a client (``?since=``) and a worker (after a pub/sub reconnect)
+get back the messages published with history that they missed.
+
+- ``position.py``  the opaque position string given to publishers and clients, and its parsing.
+- ``envelope.py``  the JSON frames of envelope mode (``?envelope=1``): messages and recovery.
+- ``reader.py``    reads a user's history after a position, bounded (gateway/lua/history_read.lua).
+- ``recovery.py``  ``?since=``: the recovery frame and the replay, merged with what arrived live.
+- ``gap.py``       the gap fill after the broker re-subscribed a worker's users.
+
+The hub (gateway/hub.py) routes ``\\xffH`` messages (gateway/wire.py) and keeps, per local user,
+the last (epoch, offset) it delivered: the gap fill starts there, and a message at or below it is
+a duplicate.
+"""

@@ -1,0 +1,85 @@
+"""The gap fill: after the pub/sub connection was lost and regained, each re-subscribed user gets
+what was published with history while the worker was deaf, in order, once, before newer messages.
+
+The broker reports each user whose re-SUBSCRIBE Redis confirmed (synchronously, from its reader,
+so nothing newer on that channel has been handed over yet); from then on the hub holds what
+arrives for the user, this reads the user's history after the last offset delivered here, and
+the hub delivers the gap and then what it held, dropping anything the gap already carried.
+A gap that cannot be filled (history lost, trimmed, expired, longer than the replay cap) is told
+to envelope sockets as ``{"type":"recovery","recovered":false,...}``; raw sockets just go on.
+A user that got no history message here yet is read from the time its first connection here
+arrived (the worker's clock against the entries' Redis clock: keep clocks in sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from gateway import metrics
+from gateway.history import envelope
+from gateway.history.position import Position
+from gateway.history.reader import HistoryReader
+from gateway.hub import Hub
+
+log = logging.getLogger("gateway.history")
+
+# Users read in one pipelined round trip.
+_BATCH = 500
+
+
+class GapFiller:
+    def __init__(self, hub: Hub, reader: HistoryReader) -> None:
+        self._hub = hub
+        self._reader = reader
+        self._waiting: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def resubscribed(self, user_id: str) -> None:
+        """The broker's hook: the user's channel is confirmed again after a reconnect."""
+        if not self._hub.hold(user_id):
+            return
+        self._waiting.append(user_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._fill(), name="gateway-gap-fill")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _fill(self) -> None:
+        await asyncio.sleep(0)  # the confirmations of one read arrive together: one batch
+        while self._waiting:
+            users, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
+            gaps = [(user_id, start) for user_id in users if (start := self._start(user_id)) is not None]
+            try:
+                readings = await self._reader.read_many([(u, epoch, after) for u, (epoch, after) in gaps])
+            except RedisError as exc:
+                log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
+                for user_id, _ in gaps:
+                    self._not_filled(user_id, "unavailable")
+                continue
+            for (user_id, _), reading in zip(gaps, readings, strict=True):
+                if reading.result != "ok":
+                    self._not_filled(user_id, reading.result)
+                    continue
+                metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
+                # The entries run up to the history's current offset, consecutive.
+                start = Position(reading.epoch, reading.offset - len(reading.entries))
+                self._hub.release(user_id, start, reading.entries)
+
+    def _start(self, user_id: str) -> tuple[str, int] | None:
+        """(epoch, offset) to read after, or ("", time) for a user with no position yet."""
+        last = self._hub.last_delivered(user_id)
+        if last is not None:
+            return last.epoch, last.offset
+        joined = self._hub.joined_at(user_id)
+        return None if joined is None else ("", joined)
+
+    def _not_filled(self, user_id: str, reason: str) -> None:
+        metrics.GAP_FILLS.labels(reason).inc()
+        self._hub.notify(user_id, envelope.recovery(False, 0, reason))
+        self._hub.release(user_id, None, [])

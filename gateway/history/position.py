@@ -1,0 +1,29 @@
+"""A message's position in its user's history: ``"<offset>-<epoch>"``, opaque to clients.
+
+The publisher library writes the same format (gateway/publisher.py ``position``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+# Offsets fit Lua's exact integers; epochs are what gateway/lua/publish.lua makes (hex), bounded.
+_POSITION = re.compile(r"([0-9]{1,15})-([0-9A-Za-z]{1,40})")
+
+
+class Position(NamedTuple):
+    epoch: str
+    offset: int
+
+
+def format_position(epoch: str, offset: int) -> str:
+    return f"{offset}-{epoch}"
+
+
+def parse_position(text: str) -> Position | None:
+    """None for anything the gateway never gave out: garbage, truncated, huge."""
+    match = _POSITION.fullmatch(text) if len(text) <= 64 else None
+    if match is None:
+        return None
+    return Position(match.group(2), int(match.group(1)))

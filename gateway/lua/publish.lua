@@ -1,0 +1,28 @@
+-- Write one message to a user's history and publish it, atomically. Offsets are consecutive per
+-- epoch and are the stream IDs ("<offset>-0"), so a reader asks for "after offset N" directly.
+-- An epoch is born with the meta hash: when the history is lost (expired, flushed, deleted) the
+-- next publish starts a new one, and positions of the old one can no longer match.
+-- KEYS[1]      {prefix:user}:meta     hash: epoch, offset, age (ms)
+-- KEYS[2]      {prefix:user}:history  stream of entries {d = data, t = Redis time in ms}
+-- ARGV[1]      the user's channel
+-- ARGV[2]      data, the published payload
+-- ARGV[3]      length cap (entries)
+-- ARGV[4]      age cap in ms (also the keys' TTL, refreshed here)
+-- ARGV[5]      a random token from the publisher, used only when a new epoch is born
+-- Returns {epoch, offset, receivers}.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not epoch then
+  -- Stream IDs of a new epoch restart at 1: an orphaned stream must not refuse them.
+  redis.call('DEL', KEYS[2])
+  epoch = string.format('%x%s', tonumber(t[1]), ARGV[5])
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('HSET', KEYS[1], 'age', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'd', ARGV[2], 't', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local receivers = redis.call('PUBLISH', ARGV[1], '\255H' .. epoch .. ' ' .. offset .. ' ' .. ARGV[2])
+return {epoch, offset, receivers}

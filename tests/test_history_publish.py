@@ -1,0 +1,136 @@
+"""Publishing with history: the publish script against a real redis-server."""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+from gateway import keys, wire
+from gateway.history.reader import HistoryReader, Reading
+from gateway.publisher import AsyncPublisher, Publisher
+from harness.redis_server import RedisServer
+from harness.waiting import eventually, wait_for
+
+
+def _listen(server: RedisServer, channel: str) -> redis.client.PubSub:
+    pubsub = server.client().pubsub()
+    pubsub.subscribe(channel)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    return pubsub
+
+
+def _epoch_offset(position: str | None) -> tuple[str, int]:
+    assert position is not None
+    offset, _, epoch = position.partition("-")
+    return epoch, int(offset)
+
+
+def test_publish_writes_history_and_publishes_the_history_message(
+    redis_server: RedisServer, user: str
+) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = Publisher(redis_server.url)
+    first = publisher.publish(user, {"n": 1})
+    second = publisher.publish(user, "two")
+    assert first == 1 and second == 1
+    epoch, offset = _epoch_offset(first.position)
+    assert _epoch_offset(second.position) == (epoch, offset + 1)
+    received = [pubsub.get_message(timeout=5)["data"] for _ in range(2)]  # type: ignore[index]
+    assert received == [
+        wire.history_message(epoch, offset, b'{"n":1}'),
+        wire.history_message(epoch, offset + 1, b"two"),
+    ]
+    client = redis_server.client()
+    meta = client.hgetall(keys.history_meta_key("ws", user))
+    assert meta[b"epoch"].decode() == epoch and int(meta[b"offset"]) == offset + 1
+    assert client.xlen(keys.history_key("ws", user)) == 2
+    # Both keys live no longer than the age cap (default 300 s).
+    for key in (keys.history_key("ws", user), keys.history_meta_key("ws", user)):
+        assert 0 < client.pttl(key) <= 300_000
+    publisher.close()
+    pubsub.close()
+
+
+def test_keys_share_the_channel_hash_slot(user: str) -> None:
+    for key in (keys.history_key("ws", user), keys.history_meta_key("ws", user)):
+        assert key.startswith("{" + keys.user_channel("ws", user) + "}:")
+
+
+def test_history_false_publishes_plainly(redis_server: RedisServer, user: str) -> None:
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = Publisher(redis_server.url, history=False)
+    result = publisher.publish(user, "plain")
+    assert result == 1 and result.position is None
+    assert pubsub.get_message(timeout=5)["data"] == b"plain"  # type: ignore[index]
+    assert not redis_server.client().exists(keys.history_meta_key("ws", user))
+    publisher.close()
+    pubsub.close()
+
+
+def test_the_length_cap_trims_the_oldest(redis_server: RedisServer, user: str) -> None:
+    publisher = Publisher(redis_server.url, history_length=5)
+    results = publisher.publish_many([(user, f"m{i}") for i in range(6)])
+    offsets = [_epoch_offset(r.position)[1] for r in results]
+    assert offsets == list(range(offsets[0], offsets[0] + 6))
+    entries = redis_server.client().xrange(keys.history_key("ws", user))
+    assert [e[1][b"d"] for e in entries] == [f"m{i}".encode() for i in range(1, 6)]
+    publisher.close()
+
+
+def test_a_lost_history_starts_a_new_epoch(redis_server: RedisServer, user: str) -> None:
+    publisher = Publisher(redis_server.url, history_ttl=0.2)
+    before = publisher.publish(user, "a")
+    client = redis_server.client()
+    wait_for(lambda: not client.exists(keys.history_meta_key("ws", user)), timeout=10)
+    assert not client.exists(keys.history_key("ws", user))
+    after = publisher.publish(user, "b")
+    assert _epoch_offset(after.position)[0] != _epoch_offset(before.position)[0]
+    assert _epoch_offset(after.position)[1] == 1
+    publisher.close()
+
+
+def test_the_script_is_loaded_again_after_a_script_flush(redis_server: RedisServer, user: str) -> None:
+    publisher = Publisher(redis_server.url)
+    publisher.publish(user, "a")
+    redis_server.client().script_flush()
+    assert _epoch_offset(publisher.publish(user, "b").position)[1] == 2
+    publisher.close()
+
+
+async def test_async_publish_many_keeps_order_per_user(redis_server: RedisServer, user: str) -> None:
+    publisher = AsyncPublisher(redis_server.url)
+    results = await publisher.publish_many([(user, i) for i in range(10)] + [(user + "-b", "x")])
+    offsets = [_epoch_offset(r.position)[1] for r in results]
+    assert offsets == [*range(1, 11), 1]
+    await publisher.aclose()
+
+
+def test_the_101st_message_trims_the_first(redis_server: RedisServer, user: str) -> None:
+    publisher = Publisher(redis_server.url)
+    publisher.publish_many([(user, i) for i in range(101)])
+    entries = redis_server.client().xrange(keys.history_key("ws", user))
+    assert len(entries) == 100 and entries[0][0] == b"2-0" and entries[-1][0] == b"101-0"
+    publisher.close()
+
+
+async def test_the_reader_refuses_entries_past_the_age_cap(redis_server: RedisServer, user: str) -> None:
+    publisher = AsyncPublisher(redis_server.url)
+    first = await publisher.publish(user, "old")
+    await publisher.publish(user, "newer")
+    epoch, offset = _epoch_offset(first.position)
+    client = aioredis.Redis.from_url(redis_server.url)
+    reader = HistoryReader(client, "ws", replay_cap=100)
+    assert await reader.read(user, epoch, offset - 1) == Reading("ok", epoch, offset + 1, [b"old", b"newer"])
+    # The age cap the publisher wrote, shrunk to 1 ms: the first missed entry is now too old.
+    await client.hset(keys.history_meta_key("ws", user), "age", 1)
+
+    async def expired() -> bool:
+        return (await reader.read(user, epoch, offset - 1)).result == "expired"
+
+    await eventually(expired, timeout=5)
+    assert (await reader.read(user, epoch, offset + 1)) == Reading("ok", epoch, offset + 1, [])
+    assert (await reader.read(user, epoch, offset + 2)).result == "future"
+    assert (await reader.read(user, epoch + "x", offset)).result == "epoch"
+    assert (await reader.read(user + "-nobody", epoch, offset)).result == "lost"
+    await client.aclose()
+    await publisher.aclose()

@@ -1,0 +1,152 @@
+"""The hub's routing of history messages, envelope frames, positions and resume options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway import wire
+from gateway.close_codes import Refusal
+from gateway.history import envelope
+from gateway.history.position import Position, parse_position
+from gateway.history.recovery import is_replayed, parse_options
+from gateway.hub import Hub
+
+
+class Outbox:
+    def __init__(self, envelope: bool = False) -> None:
+        self.envelope = envelope
+        self.replayed: Position | None = None
+        self.frames: list[bytes] = []
+
+    def push(self, payload: bytes, received_at: float) -> None:
+        self.frames.append(payload)
+
+    def end(self, reason: Refusal) -> None:
+        raise AssertionError("not ended")
+
+
+def _hub(*outboxes: Outbox, max_payload_size: int = 100) -> Hub:
+    hub = Hub(max_payload_size)
+    for outbox in outboxes:
+        hub.add("alice", outbox)
+    return hub
+
+
+def test_raw_sockets_get_the_data_and_envelope_sockets_share_one_envelope() -> None:
+    raw, env1, env2 = Outbox(), Outbox(envelope=True), Outbox(envelope=True)
+    hub = _hub(raw, env1, env2)
+    hub.deliver("alice", wire.history_message("ep1", 7, b'{"a":1}'))
+    hub.deliver("alice", b"plain text")
+    assert raw.frames == [b'{"a":1}', b"plain text"]
+    assert [json.loads(f) for f in env1.frames] == [
+        {"type": "message", "position": "7-ep1", "data": {"a": 1}},
+        {"type": "message", "data": "plain text"},
+    ]
+    assert env1.frames[0] is env2.frames[0]  # built once per message
+    assert hub.last_delivered("alice") == Position("ep1", 7)
+
+
+def test_duplicates_malformed_and_bad_history_data_are_dropped() -> None:
+    raw = Outbox()
+    hub = _hub(raw, max_payload_size=10)
+    hub.deliver("alice", wire.history_message("ep", 2, b"two"))
+    hub.deliver("alice", wire.history_message("ep", 2, b"again"))
+    hub.deliver("alice", wire.history_message("ep", 1, b"older"))
+    hub.deliver("alice", b"\xffHno-offset")
+    hub.deliver("alice", b"\xffX unknown kind")
+    hub.deliver("alice", wire.history_message("ep", 3, b"\xff\xfe"))
+    hub.deliver("alice", wire.history_message("ep", 4, b"x" * 11))
+    hub.deliver("alice", wire.history_message("ep", 5, b"x" * 10))  # the limit counts the data only
+    hub.deliver("alice", wire.history_message("new", 1, b"new epoch"))
+    assert raw.frames == [b"two", b"x" * 10, b"new epoch"]
+
+
+def test_a_held_user_gets_the_gap_then_what_was_held_without_duplicates() -> None:
+    raw, env = Outbox(), Outbox(envelope=True)
+    hub = _hub(raw, env)
+    hub.deliver("alice", wire.history_message("ep", 1, b"1"))
+    assert hub.hold("alice")
+    assert not hub.hold("bob")
+    hub.deliver("alice", wire.history_message("ep", 4, b"4"))  # arrived live during the read
+    hub.deliver("alice", b"plain")
+    hub.deliver("alice", wire.history_message("ep", 5, b"5"))
+    assert raw.frames == [b"1"]
+    hub.release("alice", Position("ep", 1), [b"2", b"3", b"4"])
+    assert raw.frames == [b"1", b"2", b"3", b"4", b"plain", b"5"]
+    assert [json.loads(f).get("position") for f in env.frames] == [
+        "1-ep",
+        "2-ep",
+        "3-ep",
+        "4-ep",
+        None,
+        "5-ep",
+    ]
+    hub.deliver("alice", b"after")
+    assert raw.frames[-1] == b"after"
+
+
+def test_notify_reaches_envelope_sockets_only_and_leaving_forgets_the_user() -> None:
+    raw, env = Outbox(), Outbox(envelope=True)
+    hub = _hub(raw, env)
+    hub.deliver("alice", wire.history_message("ep", 1, b"1"))
+    hub.notify("alice", envelope.recovery(False, 0, "trimmed"))
+    assert raw.frames == [b"1"] and json.loads(env.frames[-1])["recovered"] is False
+    hub.remove("alice", raw)
+    hub.remove("alice", env)
+    assert hub.last_delivered("alice") is None
+
+
+@pytest.mark.parametrize(
+    ("data", "value"),
+    [
+        (b'{"a":[1,2]}', {"a": [1, 2]}),
+        (b"42", 42),
+        (b"text", "text"),
+        (b"NaN", "NaN"),
+        (b'"s"', "s"),
+        (b"", ""),
+        (b"1\x002\x00", "1\x002\x00"),
+        (b" [1] ", [1]),
+    ],
+)
+def test_envelope_data_is_the_json_value_or_a_string(data: bytes, value: object) -> None:
+    frame = json.loads(envelope.message(data, "1-e"))
+    assert frame == {"type": "message", "position": "1-e", "data": value}
+
+
+def test_positions_parse_only_what_the_gateway_gives_out() -> None:
+    assert parse_position("12-abc9") == Position("abc9", 12)
+    for bad in ["", "12", "-a", "1-", "a-b", "1-a b", "1-" + "a" * 70, "9" * 16 + "-a", "1-é", "1-a-b"]:
+        assert parse_position(bad) is None, bad
+
+
+def test_resume_options_come_from_the_query_string() -> None:
+    assert parse_options(b"token=x") == (False, None)
+    assert parse_options(b"token=x&envelope=1") == (True, None)
+    assert parse_options(b"token=x&envelope=0") == (False, None)
+    assert parse_options(b"since=3-ab&token=x") == (True, "3-ab")
+    assert parse_options(b"since=") == (True, "")
+
+
+def test_a_live_frame_is_replayed_only_within_the_replayed_epoch_and_offsets() -> None:
+    last = Position("ep", 5)
+    assert is_replayed(envelope.message(b"x", "5-ep"), last)
+    assert not is_replayed(envelope.message(b"x", "6-ep"), last)
+    assert not is_replayed(envelope.message(b"x", "3-other"), last)
+    assert not is_replayed(envelope.message(b"x"), last)
+    assert not is_replayed(b'{"type":"pong"}', last)
+
+
+def test_a_live_copy_of_a_replayed_message_that_arrives_late_is_not_sent_again() -> None:
+    """A resumed socket's replay read the history while copies were still on their way over
+    pub/sub: those copies are dropped for that socket only, and checking stops past the replay."""
+    resumed, other = Outbox(envelope=True), Outbox(envelope=True)
+    hub = _hub(resumed, other)
+    resumed.replayed = Position("ep", 5)
+    for offset in (4, 5, 6, 7):
+        hub.deliver("alice", wire.history_message("ep", offset, b"%d" % offset))
+    assert [json.loads(f)["data"] for f in resumed.frames] == [6, 7]
+    assert [json.loads(f)["data"] for f in other.frames] == [4, 5, 6, 7]
+    assert resumed.replayed is None
