@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from gateway import cli, settings_table
+from gateway import cli, settings_table, wire
 from harness.paths import ROOT
 from harness.ports import free_port
 from harness.redis_server import RedisServer
@@ -33,10 +33,12 @@ def test_publish_without_redis_url_names_the_default_it_used(
         assert pubsub.get_message(timeout=5) is not None
         assert cli.main(["publish", user, '{"n": 1}']) == 0
         message = pubsub.get_message(timeout=5)
-    assert message is not None and message["data"] == b'{"n": 1}'
+    assert message is not None
+    published = wire.parse_history(message["data"])  # with history, as the CLI publishes by default
+    assert published is not None and published.data == b'{"n": 1}'
     out, err = capsys.readouterr()
     assert err == f"REDIS_URL is unset: using {default_redis}\n"
-    assert out == "delivered to 1 gateway worker(s)\n"
+    assert out == f"delivered to 1 gateway worker(s); position {published.offset}-{published.epoch}\n"
 
 
 def test_connections_without_redis_url_names_the_default_it_used(

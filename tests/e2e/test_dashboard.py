@@ -31,6 +31,7 @@ pytestmark = pytest.mark.skipif(binary("prometheus") is None, reason=MISSING)
 # that returns nothing passes only when it reads one of these.
 NO_DATA_AFTER_BASIC_TRAFFIC: dict[str, str] = {
     "websocket_send_queue_overflows_total": "only a slow consumer closed with 4008 creates it",
+    "websocket_gap_fills_total": "only a lost and regained pub/sub connection creates it",
 }
 
 # Grafana's own variables, as a concrete window Prometheus accepts.
@@ -105,6 +106,10 @@ async def drive_traffic(gateway: Gateway, redis_server: RedisServer) -> list[Cli
     # Dropped by the gateway: a payload that is not UTF-8, and one over the payload limit.
     publisher.publish(f"ws:{users[0]}", b"\xfe\xfe")
     publisher.publish(f"ws:{users[0]}", b"x" * (65536 + 1))
+    # A resume with a position that cannot be recovered (recoveries by result).
+    resuming = await connect(f"{gateway.ws_url}?token={make_token(users[1])}&since=0-gone")
+    assert json.loads(await asyncio.wait_for(resuming.recv(), 10))["type"] == "recovery"
+    clients.insert(0, resuming)
     # Some connections end (durations); the rest stay open (gauges).
     for client in clients[:4]:
         await client.close()
