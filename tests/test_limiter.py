@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.limiter import Lease, Limiter, LimiterUnavailable, load_script, release_worker
 from harness.redis_server import RedisServer, command_calls
+from harness.waiting import wait_for
 
 LIMIT = 3
 LEASE_MS = 1000
@@ -205,6 +206,71 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
         server.close()
 
 
+def _live_fields(client: redis.Redis, user: str, now: int) -> list[bytes]:
+    fields: dict[bytes, bytes] = client.hgetall(f"ws:conns:{user}")  # type: ignore[assignment]
+    return [field for field, deadline in fields.items() if int(deadline) > now]
+
+
+async def test_an_acquire_that_times_out_on_a_stalled_redis_leaves_no_place(user: str) -> None:
+    """Redis stalls past the command timeout: the acquire is refused (LimiterUnavailable), but it
+    was written and Redis runs it when it resumes. Its place must not outlive the refusal: the
+    same worker's next admission of that user (limit 1) gets in, and no set keeps the member."""
+    server = RedisServer()
+    server.start()
+    clock = Clock()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=0.5)
+    sync = server.client()
+    worker = f"w-{user}"
+    try:
+        limiter = Limiter(client, "ws", worker, 1, 30.0, clock=clock)
+        warm = await limiter.acquire(f"{user}-warm", _never_lost)  # scripts loaded, connection idle
+        assert warm is not None
+        await limiter.release(warm)
+        with server.paused():
+            with pytest.raises(LimiterUnavailable):
+                await limiter.acquire(user, _never_lost)
+        again = await limiter.acquire(user, _never_lost)
+        assert again is not None, f"refused: live {_live_fields(sync, user, clock.ms)}"
+        await limiter.release(again)
+        assert _live_fields(sync, user, clock.ms) == []
+        assert sync.smembers(f"ws:worker:{worker}") == set()
+    finally:
+        await client.aclose()
+        sync.close()
+        server.close()
+
+
+async def test_an_acquire_cancelled_in_flight_is_undone_by_the_heartbeat(user: str) -> None:
+    """A handshake cancelled (uvicorn shutting down) while its acquire waits on a stalled Redis:
+    Redis runs the script when it resumes; the worker's next beat gives the place back."""
+    server = RedisServer()
+    server.start()
+    clock = Clock()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=10)
+    sync = server.client()
+    worker = f"w-{user}"
+    try:
+        limiter = Limiter(client, "ws", worker, 1, 30.0, clock=clock)
+        warm = await limiter.acquire(f"{user}-warm", _never_lost)
+        assert warm is not None
+        await limiter.release(warm)
+        with server.paused():
+            # Cancelled long after the script was written to a local socket.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(limiter.acquire(user, _never_lost), 1.0)
+        ghost = f"{worker}:2"
+        wait_for(lambda: sync.hexists(f"ws:conns:{user}", ghost), what="Redis to run the acquire")
+        await limiter.settle()
+        assert _live_fields(sync, user, clock.ms) == []
+        assert sync.smembers(f"ws:worker:{worker}") == set()
+        other = Limiter(client, "ws", f"o-{user}", 1, 30.0, clock=clock)
+        assert await other.acquire(user, _never_lost) is not None
+    finally:
+        await client.aclose()
+        sync.close()
+        server.close()
+
+
 async def test_release_worker_frees_every_place_of_a_dead_worker(
     client: aioredis.Redis, redis_server: RedisServer, user: str
 ) -> None:
@@ -253,6 +319,7 @@ class LeaseScripts(RuleBasedStateMachine):
         self.model: dict[str, int] = {}  # field -> lease deadline, or -(forget time) once released
         self.known: dict[str, int] = {}  # what the worker holds -> deadline Redis last confirmed
         self.data_lost = False
+        self.abandoned = 0
 
     @initialize()
     def clean(self) -> None:
@@ -274,13 +341,14 @@ class LeaseScripts(RuleBasedStateMachine):
         )
         assert now == self.now
         self._purge_model(excluding=conn)
-        expected = self._live_in_model(excluding=conn) < LIMIT
+        released = self.model.get(conn, 0) < 0  # an abandoned acquire released first: never taken
+        expected = self._live_in_model(excluding=conn) < LIMIT and not released
         assert bool(taken) == expected
         if taken:
             self.model[conn] = self.now + LEASE_MS
             self.known[conn] = self.now + LEASE_MS
         else:
-            assert live >= LIMIT
+            assert live >= LIMIT or released
 
     def _renew(self, known: dict[str, int]) -> None:
         held = list(known)
@@ -340,6 +408,21 @@ class LeaseScripts(RuleBasedStateMachine):
         self._release(data.draw(st.sampled_from(sorted(snapshot))), tombstone=True)
         self._renew(snapshot)
 
+    @rule(release_first=st.booleans())
+    def abandoned_acquire(self, release_first: bool) -> None:
+        """The worker gave up waiting for an acquire (a timeout, a cancelled handshake) and
+        releases that id for a lease time; Redis runs the two in either order."""
+        self.abandoned += 1
+        ghost = f"g{self.abandoned}"
+        if release_first:
+            self.known[ghost] = 0
+            self._release(ghost, tombstone=True)
+            self.acquire(ghost)
+        else:
+            self.acquire(ghost)
+            self.known[ghost] = 0
+            self._release(ghost, tombstone=True)
+
     @rule(data=st.data(), one=st.booleans())
     def disconnect(self, data: st.DataObject, one: bool) -> None:
         """Every connection of the user, or one: their places become tombstones whatever the
@@ -371,6 +454,11 @@ class LeaseScripts(RuleBasedStateMachine):
         assert live == self._live_in_model()
         if not self.data_lost:
             assert live <= LIMIT
+
+    @invariant()
+    def the_worker_set_lists_only_what_the_worker_holds(self) -> None:
+        members = {m.decode() for m in self.client.smembers(self.worker_key)}  # type: ignore[union-attr]
+        assert members <= {f"{c} {self.user}" for c in self.known}
 
     def teardown(self) -> None:
         self.listener.close()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -197,6 +198,56 @@ async def test_redis_down_refuses_new_connections_and_keeps_open_ones(user: str)
                 await ws.close()
     finally:
         server.close()
+
+
+async def test_an_admission_that_times_out_on_a_paused_redis_leaves_no_place_behind(
+    own_redis: RedisServer,
+) -> None:
+    """Redis stalls (SIGSTOP here; a long fork, a failover, a network stall in production) for
+    longer than the command timeout (5 s). The client is told 1013, but its acquire script was
+    already written on a connected pooled connection, and Redis runs it when it resumes. That
+    place must not outlive the refusal: the user, who holds no connection anywhere, is admitted
+    again at once (never 4029, under a limit of 1), and no worker's set keeps the lost lease."""
+    with running_gateway(
+        own_redis.url, workers=1, WEBSOCKET_MAX_CONNECTIONS_PER_USER="1", REDIS_PROBE_INTERVAL="30"
+    ) as gateway:
+        client = own_redis.client()
+        try:
+            # One admission and close first: the acquire script is loaded and a pooled connection
+            # is connected and idle, as in any running gateway.
+            warm_user = f"warm-{uuid.uuid4().hex[:10]}"
+            warm = await attempt(gateway, warm_user)
+            assert isinstance(warm, ClientConnection)
+            await warm.close()
+            await eventually(
+                in_thread(lambda: client.hlen(f"ws:conns:{warm_user}") == 0),
+                timeout=10,
+                what="the warm-up lease to be released",
+            )
+
+            user = f"ghost-{uuid.uuid4().hex[:10]}"
+            with own_redis.paused():
+                refused = await asyncio.wait_for(attempt(gateway, user), 15)
+            assert refused == 1013
+
+            async def admitted_again() -> bool:
+                outcome = await attempt(gateway, user)
+                if isinstance(outcome, ClientConnection):
+                    await outcome.close()
+                    return True
+                held = await in_thread(lambda: live_leases(client, user))()
+                assert outcome != 4029, f"a user with no connection refused 4029; {held} live lease(s)"
+                return False  # 1013 while Redis comes back: retry
+
+            await eventually(admitted_again, timeout=15, interval=0.2, what="the user to be admitted")
+
+            def nothing_left() -> bool:
+                members = [m for key in client.scan_iter("ws:worker:*") for m in client.smembers(key)]
+                return live_leases(client, user) == 0 and not any(user.encode() in m for m in members)
+
+            await eventually(in_thread(nothing_left), timeout=10, what="no lease, no worker-set member")
+        finally:
+            client.close()
 
 
 async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
