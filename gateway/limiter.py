@@ -112,8 +112,9 @@ class Limiter:
     ) -> Lease | None:
         """Take a place for a new connection; None when the user is at the limit.
 
-        ``on_lost``: the lease lapsed and the user is at the limit; ``on_revoked``: a disconnect
-        freed the place and the command did not reach this worker (found at the next renewal).
+        ``on_lost``: the lease lapsed and the user is at the limit, or it was ended as over the
+        limit after Redis lost its data (4029); ``on_revoked``: a disconnect freed the place and
+        the command did not reach this worker (found at the next renewal).
 
         Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
@@ -206,11 +207,16 @@ class Limiter:
         now_arg = self._now()
         async with self._client.pipeline(transaction=False) as pipe:
             for chunk in chunks:
+                user_keys = [
+                    key
+                    for lease in chunk
+                    for key in (
+                        keys.connections_key(self._prefix, lease.user_id),
+                        keys.recovery_key(self._prefix, lease.user_id),
+                    )
+                ]
                 await self._renew(
-                    keys=[
-                        self._worker_key,
-                        *(keys.connections_key(self._prefix, lease.user_id) for lease in chunk),
-                    ],
+                    keys=[self._worker_key, *user_keys],
                     args=[
                         now_arg,
                         self._limit,
@@ -229,7 +235,7 @@ class Limiter:
             for raw in lost_ids:
                 lost = self.leases.pop(raw.decode(), None)
                 if lost is not None:
-                    log.warning("a lease lapsed and the user is at the limit: closing that connection")
+                    log.warning("a lease was lost and the user is at the limit: closing that connection")
                     lost.on_lost()
             for raw in revoked_ids:
                 # Ids of leases released while this renewal was on its way are no longer held.

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.limiter import Lease, Limiter, LimiterUnavailable, load_script, release_worker
-from harness.redis_server import RedisServer, command_calls
+from harness.redis_server import RedisServer, command_calls, live_leases
 from harness.waiting import wait_for
 
 LIMIT = 3
@@ -176,7 +176,8 @@ async def test_a_release_racing_a_renewal_never_resurrects_the_lease(
 
 async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
     """Redis restarted without persistence, newcomers fill the empty hash, then the established
-    worker renews: it takes its places back, nobody is closed, and further newcomers are refused."""
+    worker renews: it takes its places back, nobody established is closed, and the newcomers give
+    way: their worker's next renewal ends them (4029), and the user is back at the limit."""
     server = RedisServer()
     server.start()
     ended: list[str] = []
@@ -192,7 +193,7 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
         server.process.wait()
         await asyncio.to_thread(server.start)
         newcomers = _limiter(client, f"new-{user}")
-        for _ in range(LIMIT):
+        for _ in range(LIMIT - 1):
             assert await newcomers.acquire(user, lambda: ended.append("newcomer"))
         await established.renew()
         assert ended == []
@@ -200,7 +201,47 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
             assert lease is not None and await client.hexists(f"ws:conns:{user}", lease.connection_id)
         assert await newcomers.acquire(user, _never_lost) is None
         await newcomers.renew()
-        assert ended == []
+        assert ended == ["newcomer"] * (LIMIT - 1)
+        assert newcomers.leases == {}
+        sync = server.client()
+        try:
+            assert live_leases(sync, user) == LIMIT
+        finally:
+            sync.close()
+        await established.renew()
+        assert len(established.leases) == LIMIT
+    finally:
+        await client.aclose()
+        server.close()
+
+
+async def test_after_redis_loses_its_data_a_user_never_stays_over_the_limit(user: str) -> None:
+    """DESIGN.md 4.2 (the review's finding): limit 1, a newcomer admitted into the hash Redis
+    emptied, then the established worker renews. Once both renewals ran, one live lease and one
+    open connection are left: the established one."""
+    server = RedisServer()
+    server.start()
+    ended: list[str] = []
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))  # as gateway/app.py
+    client = aioredis.Redis.from_url(server.url, retry=retry)
+    try:
+        established = Limiter(client, "ws", f"est-{user}", 1, 30.0)
+        assert await established.acquire(user, lambda: ended.append("established")) is not None
+        await established.renew()
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait()
+        await asyncio.to_thread(server.start)
+        newcomer = Limiter(client, "ws", f"new-{user}", 1, 30.0)
+        assert await newcomer.acquire(user, lambda: ended.append("newcomer")) is not None
+        await established.renew()
+        await newcomer.renew()
+        sync = server.client()
+        try:
+            held = live_leases(sync, user)
+        finally:
+            sync.close()
+        assert (held, ended) == (1, ["newcomer"])
     finally:
         await client.aclose()
         server.close()
@@ -296,8 +337,8 @@ async def test_redis_out_of_reach_fails_closed(user: str) -> None:
 class LeaseScripts(RuleBasedStateMachine):
     """Any interleaving of acquire, renew, release (also racing a renewal), clock jumps and Redis
     losing its data, checked against a model of the hash: a refusal only ever happens at the
-    limit, a released place never comes back, and the live count never exceeds the limit unless
-    Redis lost its data while connections were established."""
+    limit, a released place never comes back, and the live count never exceeds the limit, even
+    when Redis lost its data while connections were established (the newcomers give way)."""
 
     server: RedisServer
 
@@ -315,15 +356,18 @@ class LeaseScripts(RuleBasedStateMachine):
         assert self.listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
         self.key = f"ws:conns:{self.user}"
         self.worker_key = f"ws:worker:{self.user}"
+        self.recovery_key = f"ws:recovery:{self.user}"
         self.now = 1_000_000
         self.model: dict[str, int] = {}  # field -> lease deadline, or -(forget time) once released
         self.known: dict[str, int] = {}  # what the worker holds -> deadline Redis last confirmed
-        self.data_lost = False
+        # The recovery hash: restored place -> until when, or -(ms) for one ended as over the limit.
+        self.marks: dict[str, int] = {}
         self.abandoned = 0
+        self.newcomers = 0
 
     @initialize()
     def clean(self) -> None:
-        self.client.delete(self.key, self.worker_key)
+        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
 
     def _live_in_model(self, excluding: str = "") -> int:
         return sum(1 for c, d in self.model.items() if d > self.now and c != excluding)
@@ -336,8 +380,20 @@ class LeaseScripts(RuleBasedStateMachine):
 
     @rule(conn=st.sampled_from([f"c{i}" for i in range(6)]))
     def acquire(self, conn: str) -> None:
+        if self._acquire(conn, self.worker_key):
+            self.known[conn] = self.now + LEASE_MS
+
+    @rule(count=st.integers(min_value=1, max_value=LIMIT))
+    def another_worker_admits(self, count: int) -> None:
+        """Newcomers on a worker that never renews here (their leases lapse), e.g. into the hash
+        Redis emptied: an established place restored later makes them give way."""
+        for _ in range(count):
+            self.newcomers += 1
+            self._acquire(f"n{self.newcomers}", f"{self.worker_key}-other")
+
+    def _acquire(self, conn: str, worker_key: str) -> bool:
         taken, live, now = self.acquire_script(
-            keys=[self.key, self.worker_key], args=[self.now, conn, self.user, LIMIT, LEASE_MS]
+            keys=[self.key, worker_key], args=[self.now, conn, self.user, LIMIT, LEASE_MS]
         )
         assert now == self.now
         self._purge_model(excluding=conn)
@@ -346,16 +402,16 @@ class LeaseScripts(RuleBasedStateMachine):
         assert bool(taken) == expected
         if taken:
             self.model[conn] = self.now + LEASE_MS
-            self.known[conn] = self.now + LEASE_MS
         else:
             assert live >= LIMIT or released
+        return bool(taken)
 
     def _renew(self, known: dict[str, int]) -> None:
         held = list(known)
         until = min(known.values())
         members = [f"{c} {self.user}" for c in held]
         now, lost, revoked = self.renew_script(
-            keys=[self.worker_key] + [self.key] * len(members),
+            keys=[self.worker_key] + [self.key, self.recovery_key] * len(members),
             args=[self.now, LIMIT, LEASE_MS, until, *members],
         )
         assert now == self.now
@@ -364,9 +420,18 @@ class LeaseScripts(RuleBasedStateMachine):
         for conn in held:
             deadline = self.model.get(conn)
             if deadline is not None and deadline < 0:
-                expected_revoked.append(conn)  # released or disconnected: never taken again
+                # Released or disconnected (4003), or ended as over the limit (4029): never taken again.
+                (expected_lost if self.marks.get(conn, 0) < 0 else expected_revoked).append(conn)
                 continue
-            if deadline is None and self.now >= until:
+            if deadline is None and self.now < until:
+                if self._restored_live(excluding=conn) >= LIMIT:
+                    expected_lost.append(conn)
+                    continue
+                self.model[conn] = self.now + LEASE_MS
+                self.marks[conn] = self.now + LEASE_MS
+                self._give_way()
+                continue
+            if deadline is None:
                 self._purge_model(excluding=conn)
                 if self._live_in_model(excluding=conn) >= LIMIT:
                     expected_lost.append(conn)
@@ -378,7 +443,24 @@ class LeaseScripts(RuleBasedStateMachine):
             if conn in self.known:
                 self.known[conn] = self.now + LEASE_MS
         for conn in [*expected_lost, *expected_revoked]:
-            self.known.pop(conn, None)  # a disconnected one the worker ends (4003) and forgets
+            self.known.pop(conn, None)  # the worker ends it (4029 or 4003) and forgets it
+
+    def _restored_live(self, excluding: str) -> int:
+        return sum(
+            1
+            for c, d in self.model.items()
+            if c != excluding and d > self.now and self.marks.get(c, 0) > self.now
+        )
+
+    def _give_way(self) -> None:
+        """Over the limit once a place came back: the live places not restored, latest first."""
+        others = sorted(
+            ((d, c) for c, d in self.model.items() if d > self.now and self.marks.get(c, 0) <= self.now),
+            reverse=True,
+        )
+        for _, conn in others[: self._live_in_model() - LIMIT]:
+            self.model[conn] = -(self.now + LEASE_MS)
+            self.marks[conn] = -(self.now + LEASE_MS)
 
     @precondition(lambda self: self.known)
     @rule()
@@ -441,19 +523,22 @@ class LeaseScripts(RuleBasedStateMachine):
     def clock_jumps(self, ms: int) -> None:
         self.now += ms
 
-    @rule()
-    def redis_loses_its_data(self) -> None:
-        self.client.delete(self.key, self.worker_key)  # all these scripts touch: a FLUSHALL to them
+    @rule(newcomers=st.integers(min_value=0, max_value=LIMIT))
+    def redis_loses_its_data(self, newcomers: int) -> None:
+        """Then, as often happens, newcomers fill the emptied hash before the next renewal."""
+        # All these scripts touch: a FLUSHALL to them.
+        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
         self.model.clear()
-        self.data_lost = self.data_lost or bool(self.known)
+        self.marks.clear()
+        if newcomers:
+            self.another_worker_admits(newcomers)
 
     @invariant()
     def live_count_matches_the_model(self) -> None:
         deadlines = [int(v) for v in self.client.hvals(self.key)]
         live = sum(1 for d in deadlines if d > self.now)
         assert live == self._live_in_model()
-        if not self.data_lost:
-            assert live <= LIMIT
+        assert live <= LIMIT  # even when Redis lost its data while connections were established
 
     @invariant()
     def the_worker_set_lists_only_what_the_worker_holds(self) -> None:
@@ -462,7 +547,7 @@ class LeaseScripts(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.listener.close()
-        self.client.delete(self.key, self.worker_key)
+        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
         self.client.close()
 
 

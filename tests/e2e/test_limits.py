@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
@@ -252,7 +253,8 @@ async def test_an_admission_that_times_out_on_a_paused_redis_leaves_no_place_beh
 
 async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
     """FLUSHALL (Redis restarted without persistence) under limit 1: a newcomer gets in, the
-    established connection is not closed at its next renewal, and further newcomers are refused."""
+    established connection is not closed at its next renewal, the newcomer is (4029 user_limit,
+    within a beat of the established place coming back), and further newcomers are refused."""
     server = RedisServer()
     server.start()
     try:
@@ -265,19 +267,23 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
             client.flushall()
             newcomer = await attempt(gateway, user)
             assert isinstance(newcomer, ClientConnection), "Redis forgot the place: the newcomer fits"
-            # The next beat (every 0.5 s here) takes the established place back.
-            await eventually(
-                in_thread(lambda: live_places(client, user) == 2),
-                timeout=10,
-                what="the established place back",
-            )
+            # The next beat (every 0.5 s here) takes the established place back and ends the newcomer.
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(newcomer.recv(), 10)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4029, "user_limit")
+            assert live_places(client, user) == 1
+            await established.send('{"type":"ping"}')
+            assert json.loads(await asyncio.wait_for(established.recv(), 10)) == {"type": "pong"}
             assert await attempt(gateway, user) == 4029
-            for ws in (established, newcomer):
-                await ws.send('{"type":"ping"}')
-                assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
             await established.close()
-            assert await attempt(gateway, user) == 4029  # still at the limit with the newcomer
-            await newcomer.close()
+            await eventually(
+                in_thread(lambda: live_places(client, user) == 0), timeout=10, what="the place released"
+            )
+            again = await attempt(gateway, user)
+            assert isinstance(again, ClientConnection)
+            await again.close()
             client.close()
     finally:
         server.close()
