@@ -88,6 +88,7 @@ class Limiter:
         # still, so each is released (as a tombstone, which that acquire will not overwrite)
         # until Redis confirms it.
         self.unsettled: dict[str, str] = {}
+        self._dropping = False
         # A renewal was sent and has not come back: Redis may still run it after a release.
         self._renewal_unsettled = False
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +156,9 @@ class Limiter:
     def _unsettle(self, lease: Lease) -> None:
         if len(self.unsettled) >= _MAX_UNSETTLED:
             del self.unsettled[next(iter(self.unsettled))]
-            log.warning("too many unsettled admissions: the oldest one's place lapses on its own")
+            if not self._dropping:  # once per outage, not once per refused admission
+                self._dropping = True
+                log.warning("too many unsettled admissions: the oldest ones' places lapse on their own")
         self.unsettled[lease.connection_id] = lease.user_id
 
     async def _queue_releases(self, pipe: Any, batch: dict[str, str]) -> None:
@@ -178,6 +181,7 @@ class Limiter:
         except BaseException:
             self.unsettled = {**batch, **self.unsettled}
             raise
+        self._dropping = False
 
     async def release(self, lease: Lease) -> None:
         """Give the place back; if Redis is out of reach the lease lapses on its own.
