@@ -11,6 +11,12 @@ def connections_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:conns:{user_id}"
 
 
+def recovery_key(prefix: str, user_id: str) -> str:
+    """For one lease time after Redis lost its data: the user's places restored by a renewal, and
+    those ended for them as over the limit (gateway/lua/renew.lua)."""
+    return f"{prefix}:recovery:{user_id}"
+
+
 def worker_leases_key(prefix: str, worker_id: str) -> str:
     """The set of "connection-id user" a worker holds, so its master can release them."""
     return f"{prefix}:worker:{worker_id}"

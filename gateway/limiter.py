@@ -27,6 +27,9 @@ log = logging.getLogger("gateway.limiter")
 
 # One renew script call covers this many connections; a beat pipelines as many calls as needed.
 _RENEW_CHUNK = 500
+# Admissions whose acquire may still run, to be released; past this many (a long Redis outage
+# with a storm of retries) the oldest are left to lapse on their own, one lease time at most.
+_MAX_UNSETTLED = 10_000
 
 
 class LimiterUnavailable(Exception):
@@ -80,6 +83,12 @@ class Limiter:
         self._renew = client.register_script(load_script("renew.lua"))
         self._release = client.register_script(load_script("release.lua"))
         self.leases: dict[str, Lease] = {}
+        # Connection id -> user id of admissions whose acquire went out and whose answer never
+        # came back (a timeout, a broken connection, a cancelled handshake): Redis may run it
+        # still, so each is released (as a tombstone, which that acquire will not overwrite)
+        # until Redis confirms it.
+        self.unsettled: dict[str, str] = {}
+        self._dropping = False
         # A renewal was sent and has not come back: Redis may still run it after a release.
         self._renewal_unsettled = False
         self._task: asyncio.Task[None] | None = None
@@ -94,31 +103,85 @@ class Limiter:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        try:
+            await self.settle()  # a handshake the shutdown cancelled in its acquire
+        except (RedisError, OSError) as exc:
+            log.warning("unsettled admissions not released (%s); they lapse on their own", type(exc).__name__)
 
     async def acquire(
         self, user_id: str, on_lost: Callable[[], None], on_revoked: Callable[[], None] | None = None
     ) -> Lease | None:
         """Take a place for a new connection; None when the user is at the limit.
 
-        ``on_lost``: the lease lapsed and the user is at the limit; ``on_revoked``: a disconnect
-        freed the place and the command did not reach this worker (found at the next renewal).
+        ``on_lost``: the lease lapsed and the user is at the limit, or it was ended as over the
+        limit after Redis lost its data (4029); ``on_revoked``: a disconnect freed the place and
+        the command did not reach this worker (found at the next renewal).
 
         Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
         conns_key = keys.connections_key(self._prefix, user_id)
+        args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms]
         try:
-            taken, _, now = await self._acquire(
-                keys=[conns_key, self._worker_key],
-                args=[self._now(), lease.connection_id, user_id, self._limit, self._lease_ms],
-            )
+            if self.unsettled:
+                taken, _, now = await self._acquire_after_settling(conns_key, args)
+            else:
+                taken, _, now = await self._acquire(keys=[conns_key, self._worker_key], args=args)
         except (RedisError, OSError) as exc:
+            self._unsettle(lease)
             raise LimiterUnavailable(type(exc).__name__) from exc
+        except asyncio.CancelledError:
+            self._unsettle(lease)
+            raise
         if not taken:
             return None
         lease.until = now + self._lease_ms
         self.leases[lease.connection_id] = lease
         return lease
+
+    async def _acquire_after_settling(self, conns_key: str, args: list[Any]) -> Any:
+        """The unsettled releases, then the acquire, in one round trip: this worker's next
+        admission of that user never finds the place an abandoned acquire took."""
+        batch, self.unsettled = self.unsettled, {}
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                await self._queue_releases(pipe, batch)
+                await self._acquire(keys=[conns_key, self._worker_key], args=args, client=pipe)
+                results: list[Any] = await pipe.execute()
+        except BaseException:
+            self.unsettled = {**batch, **self.unsettled}
+            raise
+        return results[-1]
+
+    def _unsettle(self, lease: Lease) -> None:
+        if len(self.unsettled) >= _MAX_UNSETTLED:
+            del self.unsettled[next(iter(self.unsettled))]
+            if not self._dropping:  # once per outage, not once per refused admission
+                self._dropping = True
+                log.warning("too many unsettled admissions: the oldest ones' places lapse on their own")
+        self.unsettled[lease.connection_id] = lease.user_id
+
+    async def _queue_releases(self, pipe: Any, batch: dict[str, str]) -> None:
+        for connection_id, user_id in batch.items():
+            await self._release(
+                keys=[keys.connections_key(self._prefix, user_id), self._worker_key],
+                args=[self._now(), connection_id, user_id, self._lease_ms],
+                client=pipe,
+            )
+
+    async def settle(self) -> None:
+        """Release the unsettled admissions' places; raises if Redis does not answer (they stay)."""
+        if not self.unsettled:
+            return
+        batch, self.unsettled = self.unsettled, {}
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                await self._queue_releases(pipe, batch)
+                await pipe.execute()
+        except BaseException:
+            self.unsettled = {**batch, **self.unsettled}
+            raise
+        self._dropping = False
 
     async def release(self, lease: Lease) -> None:
         """Give the place back; if Redis is out of reach the lease lapses on its own.
@@ -148,11 +211,16 @@ class Limiter:
         now_arg = self._now()
         async with self._client.pipeline(transaction=False) as pipe:
             for chunk in chunks:
+                user_keys = [
+                    key
+                    for lease in chunk
+                    for key in (
+                        keys.connections_key(self._prefix, lease.user_id),
+                        keys.recovery_key(self._prefix, lease.user_id),
+                    )
+                ]
                 await self._renew(
-                    keys=[
-                        self._worker_key,
-                        *(keys.connections_key(self._prefix, lease.user_id) for lease in chunk),
-                    ],
+                    keys=[self._worker_key, *user_keys],
                     args=[
                         now_arg,
                         self._limit,
@@ -171,7 +239,7 @@ class Limiter:
             for raw in lost_ids:
                 lost = self.leases.pop(raw.decode(), None)
                 if lost is not None:
-                    log.warning("a lease lapsed and the user is at the limit: closing that connection")
+                    log.warning("a lease was lost and the user is at the limit: closing that connection")
                     lost.on_lost()
             for raw in revoked_ids:
                 # Ids of leases released while this renewal was on its way are no longer held.
@@ -183,6 +251,10 @@ class Limiter:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._beat)
+            try:
+                await self.settle()
+            except (RedisError, OSError) as exc:
+                log.warning("unsettled admissions not released (%s); retrying next beat", type(exc).__name__)
             try:
                 await self.renew()
             except (RedisError, OSError) as exc:

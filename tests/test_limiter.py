@@ -17,7 +17,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.limiter import Lease, Limiter, LimiterUnavailable, load_script, release_worker
-from harness.redis_server import RedisServer, command_calls
+from harness.redis_server import RedisServer, command_calls, live_leases
+from harness.waiting import wait_for
 
 LIMIT = 3
 LEASE_MS = 1000
@@ -175,7 +176,8 @@ async def test_a_release_racing_a_renewal_never_resurrects_the_lease(
 
 async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
     """Redis restarted without persistence, newcomers fill the empty hash, then the established
-    worker renews: it takes its places back, nobody is closed, and further newcomers are refused."""
+    worker renews: it takes its places back, nobody established is closed, and the newcomers give
+    way: their worker's next renewal ends them (4029), and the user is back at the limit."""
     server = RedisServer()
     server.start()
     ended: list[str] = []
@@ -191,7 +193,7 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
         server.process.wait()
         await asyncio.to_thread(server.start)
         newcomers = _limiter(client, f"new-{user}")
-        for _ in range(LIMIT):
+        for _ in range(LIMIT - 1):
             assert await newcomers.acquire(user, lambda: ended.append("newcomer"))
         await established.renew()
         assert ended == []
@@ -199,9 +201,114 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
             assert lease is not None and await client.hexists(f"ws:conns:{user}", lease.connection_id)
         assert await newcomers.acquire(user, _never_lost) is None
         await newcomers.renew()
-        assert ended == []
+        assert ended == ["newcomer"] * (LIMIT - 1)
+        assert newcomers.leases == {}
+        sync = server.client()
+        try:
+            assert live_leases(sync, user) == LIMIT
+        finally:
+            sync.close()
+        await established.renew()
+        assert len(established.leases) == LIMIT
     finally:
         await client.aclose()
+        server.close()
+
+
+async def test_after_redis_loses_its_data_a_user_never_stays_over_the_limit(user: str) -> None:
+    """DESIGN.md 4.2 (the review's finding): limit 1, a newcomer admitted into the hash Redis
+    emptied, then the established worker renews. Once both renewals ran, one live lease and one
+    open connection are left: the established one."""
+    server = RedisServer()
+    server.start()
+    ended: list[str] = []
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))  # as gateway/app.py
+    client = aioredis.Redis.from_url(server.url, retry=retry)
+    try:
+        established = Limiter(client, "ws", f"est-{user}", 1, 30.0)
+        assert await established.acquire(user, lambda: ended.append("established")) is not None
+        await established.renew()
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait()
+        await asyncio.to_thread(server.start)
+        newcomer = Limiter(client, "ws", f"new-{user}", 1, 30.0)
+        assert await newcomer.acquire(user, lambda: ended.append("newcomer")) is not None
+        await established.renew()
+        await newcomer.renew()
+        sync = server.client()
+        try:
+            held = live_leases(sync, user)
+        finally:
+            sync.close()
+        assert (held, ended) == (1, ["newcomer"])
+    finally:
+        await client.aclose()
+        server.close()
+
+
+def _live_fields(client: redis.Redis, user: str, now: int) -> list[bytes]:
+    fields: dict[bytes, bytes] = client.hgetall(f"ws:conns:{user}")  # type: ignore[assignment]
+    return [field for field, deadline in fields.items() if int(deadline) > now]
+
+
+async def test_an_acquire_that_times_out_on_a_stalled_redis_leaves_no_place(user: str) -> None:
+    """Redis stalls past the command timeout: the acquire is refused (LimiterUnavailable), but it
+    was written and Redis runs it when it resumes. Its place must not outlive the refusal: the
+    same worker's next admission of that user (limit 1) gets in, and no set keeps the member."""
+    server = RedisServer()
+    server.start()
+    clock = Clock()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=0.5)
+    sync = server.client()
+    worker = f"w-{user}"
+    try:
+        limiter = Limiter(client, "ws", worker, 1, 30.0, clock=clock)
+        warm = await limiter.acquire(f"{user}-warm", _never_lost)  # scripts loaded, connection idle
+        assert warm is not None
+        await limiter.release(warm)
+        with server.paused():
+            with pytest.raises(LimiterUnavailable):
+                await limiter.acquire(user, _never_lost)
+        again = await limiter.acquire(user, _never_lost)
+        assert again is not None, f"refused: live {_live_fields(sync, user, clock.ms)}"
+        await limiter.release(again)
+        assert _live_fields(sync, user, clock.ms) == []
+        assert sync.smembers(f"ws:worker:{worker}") == set()
+    finally:
+        await client.aclose()
+        sync.close()
+        server.close()
+
+
+async def test_an_acquire_cancelled_in_flight_is_undone_by_the_heartbeat(user: str) -> None:
+    """A handshake cancelled (uvicorn shutting down) while its acquire waits on a stalled Redis:
+    Redis runs the script when it resumes; the worker's next beat gives the place back."""
+    server = RedisServer()
+    server.start()
+    clock = Clock()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=10)
+    sync = server.client()
+    worker = f"w-{user}"
+    try:
+        limiter = Limiter(client, "ws", worker, 1, 30.0, clock=clock)
+        warm = await limiter.acquire(f"{user}-warm", _never_lost)
+        assert warm is not None
+        await limiter.release(warm)
+        with server.paused():
+            # Cancelled long after the script was written to a local socket.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(limiter.acquire(user, _never_lost), 1.0)
+        ghost = f"{worker}:2"
+        wait_for(lambda: sync.hexists(f"ws:conns:{user}", ghost), what="Redis to run the acquire")
+        await limiter.settle()
+        assert _live_fields(sync, user, clock.ms) == []
+        assert sync.smembers(f"ws:worker:{worker}") == set()
+        other = Limiter(client, "ws", f"o-{user}", 1, 30.0, clock=clock)
+        assert await other.acquire(user, _never_lost) is not None
+    finally:
+        await client.aclose()
+        sync.close()
         server.close()
 
 
@@ -230,8 +337,8 @@ async def test_redis_out_of_reach_fails_closed(user: str) -> None:
 class LeaseScripts(RuleBasedStateMachine):
     """Any interleaving of acquire, renew, release (also racing a renewal), clock jumps and Redis
     losing its data, checked against a model of the hash: a refusal only ever happens at the
-    limit, a released place never comes back, and the live count never exceeds the limit unless
-    Redis lost its data while connections were established."""
+    limit, a released place never comes back, and the live count never exceeds the limit, even
+    when Redis lost its data while connections were established (the newcomers give way)."""
 
     server: RedisServer
 
@@ -249,14 +356,18 @@ class LeaseScripts(RuleBasedStateMachine):
         assert self.listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
         self.key = f"ws:conns:{self.user}"
         self.worker_key = f"ws:worker:{self.user}"
+        self.recovery_key = f"ws:recovery:{self.user}"
         self.now = 1_000_000
         self.model: dict[str, int] = {}  # field -> lease deadline, or -(forget time) once released
         self.known: dict[str, int] = {}  # what the worker holds -> deadline Redis last confirmed
-        self.data_lost = False
+        # The recovery hash: restored place -> until when, or -(ms) for one ended as over the limit.
+        self.marks: dict[str, int] = {}
+        self.abandoned = 0
+        self.newcomers = 0
 
     @initialize()
     def clean(self) -> None:
-        self.client.delete(self.key, self.worker_key)
+        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
 
     def _live_in_model(self, excluding: str = "") -> int:
         return sum(1 for c, d in self.model.items() if d > self.now and c != excluding)
@@ -269,25 +380,38 @@ class LeaseScripts(RuleBasedStateMachine):
 
     @rule(conn=st.sampled_from([f"c{i}" for i in range(6)]))
     def acquire(self, conn: str) -> None:
+        if self._acquire(conn, self.worker_key):
+            self.known[conn] = self.now + LEASE_MS
+
+    @rule(count=st.integers(min_value=1, max_value=LIMIT))
+    def another_worker_admits(self, count: int) -> None:
+        """Newcomers on a worker that never renews here (their leases lapse), e.g. into the hash
+        Redis emptied: an established place restored later makes them give way."""
+        for _ in range(count):
+            self.newcomers += 1
+            self._acquire(f"n{self.newcomers}", f"{self.worker_key}-other")
+
+    def _acquire(self, conn: str, worker_key: str) -> bool:
         taken, live, now = self.acquire_script(
-            keys=[self.key, self.worker_key], args=[self.now, conn, self.user, LIMIT, LEASE_MS]
+            keys=[self.key, worker_key], args=[self.now, conn, self.user, LIMIT, LEASE_MS]
         )
         assert now == self.now
         self._purge_model(excluding=conn)
-        expected = self._live_in_model(excluding=conn) < LIMIT
+        released = self.model.get(conn, 0) < 0  # an abandoned acquire released first: never taken
+        expected = self._live_in_model(excluding=conn) < LIMIT and not released
         assert bool(taken) == expected
         if taken:
             self.model[conn] = self.now + LEASE_MS
-            self.known[conn] = self.now + LEASE_MS
         else:
-            assert live >= LIMIT
+            assert live >= LIMIT or released
+        return bool(taken)
 
     def _renew(self, known: dict[str, int]) -> None:
         held = list(known)
         until = min(known.values())
         members = [f"{c} {self.user}" for c in held]
         now, lost, revoked = self.renew_script(
-            keys=[self.worker_key] + [self.key] * len(members),
+            keys=[self.worker_key] + [self.key, self.recovery_key] * len(members),
             args=[self.now, LIMIT, LEASE_MS, until, *members],
         )
         assert now == self.now
@@ -296,9 +420,18 @@ class LeaseScripts(RuleBasedStateMachine):
         for conn in held:
             deadline = self.model.get(conn)
             if deadline is not None and deadline < 0:
-                expected_revoked.append(conn)  # released or disconnected: never taken again
+                # Released or disconnected (4003), or ended as over the limit (4029): never taken again.
+                (expected_lost if self.marks.get(conn, 0) < 0 else expected_revoked).append(conn)
                 continue
-            if deadline is None and self.now >= until:
+            if deadline is None and self.now < until:
+                if self._restored_live(excluding=conn) >= LIMIT:
+                    expected_lost.append(conn)
+                    continue
+                self.model[conn] = self.now + LEASE_MS
+                self.marks[conn] = self.now + LEASE_MS
+                self._give_way()
+                continue
+            if deadline is None:
                 self._purge_model(excluding=conn)
                 if self._live_in_model(excluding=conn) >= LIMIT:
                     expected_lost.append(conn)
@@ -310,7 +443,24 @@ class LeaseScripts(RuleBasedStateMachine):
             if conn in self.known:
                 self.known[conn] = self.now + LEASE_MS
         for conn in [*expected_lost, *expected_revoked]:
-            self.known.pop(conn, None)  # a disconnected one the worker ends (4003) and forgets
+            self.known.pop(conn, None)  # the worker ends it (4029 or 4003) and forgets it
+
+    def _restored_live(self, excluding: str) -> int:
+        return sum(
+            1
+            for c, d in self.model.items()
+            if c != excluding and d > self.now and self.marks.get(c, 0) > self.now
+        )
+
+    def _give_way(self) -> None:
+        """Over the limit once a place came back: the live places not restored, latest first."""
+        others = sorted(
+            ((d, c) for c, d in self.model.items() if d > self.now and self.marks.get(c, 0) <= self.now),
+            reverse=True,
+        )
+        for _, conn in others[: self._live_in_model() - LIMIT]:
+            self.model[conn] = -(self.now + LEASE_MS)
+            self.marks[conn] = -(self.now + LEASE_MS)
 
     @precondition(lambda self: self.known)
     @rule()
@@ -340,6 +490,21 @@ class LeaseScripts(RuleBasedStateMachine):
         self._release(data.draw(st.sampled_from(sorted(snapshot))), tombstone=True)
         self._renew(snapshot)
 
+    @rule(release_first=st.booleans())
+    def abandoned_acquire(self, release_first: bool) -> None:
+        """The worker gave up waiting for an acquire (a timeout, a cancelled handshake) and
+        releases that id for a lease time; Redis runs the two in either order."""
+        self.abandoned += 1
+        ghost = f"g{self.abandoned}"
+        if release_first:
+            self.known[ghost] = 0
+            self._release(ghost, tombstone=True)
+            self.acquire(ghost)
+        else:
+            self.acquire(ghost)
+            self.known[ghost] = 0
+            self._release(ghost, tombstone=True)
+
     @rule(data=st.data(), one=st.booleans())
     def disconnect(self, data: st.DataObject, one: bool) -> None:
         """Every connection of the user, or one: their places become tombstones whatever the
@@ -358,23 +523,31 @@ class LeaseScripts(RuleBasedStateMachine):
     def clock_jumps(self, ms: int) -> None:
         self.now += ms
 
-    @rule()
-    def redis_loses_its_data(self) -> None:
-        self.client.delete(self.key, self.worker_key)  # all these scripts touch: a FLUSHALL to them
+    @rule(newcomers=st.integers(min_value=0, max_value=LIMIT))
+    def redis_loses_its_data(self, newcomers: int) -> None:
+        """Then, as often happens, newcomers fill the emptied hash before the next renewal."""
+        # All these scripts touch: a FLUSHALL to them.
+        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
         self.model.clear()
-        self.data_lost = self.data_lost or bool(self.known)
+        self.marks.clear()
+        if newcomers:
+            self.another_worker_admits(newcomers)
 
     @invariant()
     def live_count_matches_the_model(self) -> None:
         deadlines = [int(v) for v in self.client.hvals(self.key)]
         live = sum(1 for d in deadlines if d > self.now)
         assert live == self._live_in_model()
-        if not self.data_lost:
-            assert live <= LIMIT
+        assert live <= LIMIT  # even when Redis lost its data while connections were established
+
+    @invariant()
+    def the_worker_set_lists_only_what_the_worker_holds(self) -> None:
+        members = {m.decode() for m in self.client.smembers(self.worker_key)}  # type: ignore[union-attr]
+        assert members <= {f"{c} {self.user}" for c in self.known}
 
     def teardown(self) -> None:
         self.listener.close()
-        self.client.delete(self.key, self.worker_key)
+        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
         self.client.close()
 
 

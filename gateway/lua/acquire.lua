@@ -6,11 +6,13 @@
 -- ARGV[3]  user id
 -- ARGV[4]  limit
 -- ARGV[5]  lease time in ms
--- Returns {1, live, now} when the place is taken, {0, live, now} when the user is at the limit.
+-- Returns {1, live, now} when the place is taken, {0, live, now} when the user is at the limit
+-- or the id is a tombstone: its worker gave up waiting for this script's answer (a timeout, a
+-- cancelled handshake) and released the id first; Redis ran that release before this late copy.
 local now = now_ms()
 local lease = tonumber(ARGV[5])
 local live = live_leases(KEYS[1], ARGV[2], now)
-if live >= tonumber(ARGV[4]) then
+if live >= tonumber(ARGV[4]) or (tonumber(redis.call('HGET', KEYS[1], ARGV[2])) or 0) < 0 then
   return {0, live, now}
 end
 redis.call('HSET', KEYS[1], ARGV[2], now + lease)

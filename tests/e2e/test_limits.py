@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
@@ -199,9 +201,60 @@ async def test_redis_down_refuses_new_connections_and_keeps_open_ones(user: str)
         server.close()
 
 
+async def test_an_admission_that_times_out_on_a_paused_redis_leaves_no_place_behind(
+    own_redis: RedisServer,
+) -> None:
+    """Redis stalls (SIGSTOP here; a long fork, a failover, a network stall in production) for
+    longer than the command timeout (5 s). The client is told 1013, but its acquire script was
+    already written on a connected pooled connection, and Redis runs it when it resumes. That
+    place must not outlive the refusal: the user, who holds no connection anywhere, is admitted
+    again at once (never 4029, under a limit of 1), and no worker's set keeps the lost lease."""
+    with running_gateway(
+        own_redis.url, workers=1, WEBSOCKET_MAX_CONNECTIONS_PER_USER="1", REDIS_PROBE_INTERVAL="30"
+    ) as gateway:
+        client = own_redis.client()
+        try:
+            # One admission and close first: the acquire script is loaded and a pooled connection
+            # is connected and idle, as in any running gateway.
+            warm_user = f"warm-{uuid.uuid4().hex[:10]}"
+            warm = await attempt(gateway, warm_user)
+            assert isinstance(warm, ClientConnection)
+            await warm.close()
+            await eventually(
+                in_thread(lambda: client.hlen(f"ws:conns:{warm_user}") == 0),
+                timeout=10,
+                what="the warm-up lease to be released",
+            )
+
+            user = f"ghost-{uuid.uuid4().hex[:10]}"
+            with own_redis.paused():
+                refused = await asyncio.wait_for(attempt(gateway, user), 15)
+            assert refused == 1013
+
+            async def admitted_again() -> bool:
+                outcome = await attempt(gateway, user)
+                if isinstance(outcome, ClientConnection):
+                    await outcome.close()
+                    return True
+                held = await in_thread(lambda: live_leases(client, user))()
+                assert outcome != 4029, f"a user with no connection refused 4029; {held} live lease(s)"
+                return False  # 1013 while Redis comes back: retry
+
+            await eventually(admitted_again, timeout=15, interval=0.2, what="the user to be admitted")
+
+            def nothing_left() -> bool:
+                members = [m for key in client.scan_iter("ws:worker:*") for m in client.smembers(key)]
+                return live_leases(client, user) == 0 and not any(user.encode() in m for m in members)
+
+            await eventually(in_thread(nothing_left), timeout=10, what="no lease, no worker-set member")
+        finally:
+            client.close()
+
+
 async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
     """FLUSHALL (Redis restarted without persistence) under limit 1: a newcomer gets in, the
-    established connection is not closed at its next renewal, and further newcomers are refused."""
+    established connection is not closed at its next renewal, the newcomer is (4029 user_limit,
+    within a beat of the established place coming back), and further newcomers are refused."""
     server = RedisServer()
     server.start()
     try:
@@ -214,19 +267,23 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
             client.flushall()
             newcomer = await attempt(gateway, user)
             assert isinstance(newcomer, ClientConnection), "Redis forgot the place: the newcomer fits"
-            # The next beat (every 0.5 s here) takes the established place back.
-            await eventually(
-                in_thread(lambda: live_places(client, user) == 2),
-                timeout=10,
-                what="the established place back",
-            )
+            # The next beat (every 0.5 s here) takes the established place back and ends the newcomer.
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(newcomer.recv(), 10)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4029, "user_limit")
+            assert live_places(client, user) == 1
+            await established.send('{"type":"ping"}')
+            assert json.loads(await asyncio.wait_for(established.recv(), 10)) == {"type": "pong"}
             assert await attempt(gateway, user) == 4029
-            for ws in (established, newcomer):
-                await ws.send('{"type":"ping"}')
-                assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
             await established.close()
-            assert await attempt(gateway, user) == 4029  # still at the limit with the newcomer
-            await newcomer.close()
+            await eventually(
+                in_thread(lambda: live_places(client, user) == 0), timeout=10, what="the place released"
+            )
+            again = await attempt(gateway, user)
+            assert isinstance(again, ClientConnection)
+            await again.close()
             client.close()
     finally:
         server.close()
