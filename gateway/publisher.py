@@ -150,6 +150,9 @@ class Publisher:
         self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
     def publish(self, user_id: str, payload: Any) -> Published:
+        if not self._history.enabled:  # one command: no pipeline to build
+            channel, data = _channel(self._prefix, user_id), _checked(payload, self._limit)
+            return Published(int(self._client.publish(channel, data)))
         return self.publish_many([(user_id, payload)])[0]
 
     def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
@@ -219,6 +222,9 @@ class AsyncPublisher:
         self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
     async def publish(self, user_id: str, payload: Any) -> Published:
+        if not self._history.enabled:  # one command: no pipeline to build
+            channel, data = _channel(self._prefix, user_id), _checked(payload, self._limit)
+            return Published(int(await self._client.publish(channel, data)))
         return (await self.publish_many([(user_id, payload)]))[0]
 
     async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
