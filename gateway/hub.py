@@ -139,7 +139,7 @@ class Hub:
         if gap is not None:
             metrics.MESSAGES_REPLAYED.inc(len(entries))
             for offset, data in enumerate(entries, gap.offset + 1):
-                self._history(user_id, wire.history_message(gap.epoch, offset, data), outboxes)
+                self._history(user_id, wire.HistoryMessage(gap.epoch, offset, data), outboxes)
         for payload in held or ():
             self._route(user_id, payload, outboxes)
 
@@ -204,19 +204,19 @@ class Hub:
             else:
                 self._invalid_utf8(len(outboxes))
         elif payload[1:2] == b"H":
-            self._history(user_id, payload, outboxes)
+            message = wire.parse_history(payload)
+            if message is None:
+                metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
+            else:
+                self._history(user_id, message, outboxes)
         elif payload[1:2] == b"C":
             control.apply(payload, outboxes)
         else:  # a kind of the gateway's own messages this worker does not know
             metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
 
-    def _history(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
-        message = wire.parse_history(payload)
-        if message is None:
-            metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
-            return
+    def _history(self, user_id: str, message: wire.HistoryMessage, outboxes: list[Outbox]) -> None:
         last = self._last.get(user_id)
-        if last is not None and last.epoch == message.epoch and message.offset <= last.offset:
+        if last is not None and last.covers(message.epoch, message.offset):
             # Delivered already: by a gap fill that read it before it arrived live.
             metrics.MESSAGES_DROPPED.labels("duplicate").inc(len(outboxes))
             return
@@ -275,7 +275,7 @@ class Hub:
 def _replayed(outbox: Outbox, message: wire.HistoryMessage) -> bool:
     """Whether a resumed socket's replay carried ``message`` already (its live copy came late)."""
     last = outbox.replayed
-    if last is not None and last.epoch == message.epoch and message.offset <= last.offset:
+    if last is not None and last.covers(message.epoch, message.offset):
         metrics.MESSAGES_DROPPED.labels("duplicate").inc()
         return True
     outbox.replayed = None  # past the replay: nothing later can be a copy of it

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -142,16 +142,30 @@ class Limiter:
     async def _acquire_after_settling(self, conns_key: str, args: list[Any]) -> Any:
         """The unsettled releases, then the acquire, in one round trip: this worker's next
         admission of that user never finds the place an abandoned acquire took."""
+        results = await self._settle_then(
+            lambda pipe: self._acquire(keys=[conns_key, self._worker_key], args=args, client=pipe)
+        )
+        return results[-1]
+
+    async def _settle_then(self, then: Callable[[Any], Awaitable[Any]] | None = None) -> list[Any]:
+        """One pipeline: release the unsettled admissions' places, then ``then``'s command. If
+        Redis does not answer, the batch stays unsettled and the error is raised."""
         batch, self.unsettled = self.unsettled, {}
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                await self._queue_releases(pipe, batch)
-                await self._acquire(keys=[conns_key, self._worker_key], args=args, client=pipe)
+                for connection_id, user_id in batch.items():
+                    await self._release(
+                        keys=[keys.connections_key(self._prefix, user_id), self._worker_key],
+                        args=[self._now(), connection_id, user_id, self._lease_ms],
+                        client=pipe,
+                    )
+                if then is not None:
+                    await then(pipe)
                 results: list[Any] = await pipe.execute()
         except BaseException:
             self.unsettled = {**batch, **self.unsettled}
             raise
-        return results[-1]
+        return results
 
     def _unsettle(self, lease: Lease) -> None:
         if len(self.unsettled) >= _MAX_UNSETTLED:
@@ -161,26 +175,11 @@ class Limiter:
                 log.warning("too many unsettled admissions: the oldest ones' places lapse on their own")
         self.unsettled[lease.connection_id] = lease.user_id
 
-    async def _queue_releases(self, pipe: Any, batch: dict[str, str]) -> None:
-        for connection_id, user_id in batch.items():
-            await self._release(
-                keys=[keys.connections_key(self._prefix, user_id), self._worker_key],
-                args=[self._now(), connection_id, user_id, self._lease_ms],
-                client=pipe,
-            )
-
     async def settle(self) -> None:
         """Release the unsettled admissions' places; raises if Redis does not answer (they stay)."""
         if not self.unsettled:
             return
-        batch, self.unsettled = self.unsettled, {}
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                await self._queue_releases(pipe, batch)
-                await pipe.execute()
-        except BaseException:
-            self.unsettled = {**batch, **self.unsettled}
-            raise
+        await self._settle_then()
         self._dropping = False
 
     async def release(self, lease: Lease) -> None:

@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError
 
 from gateway import control_client
 from gateway import settings_table as table
+from gateway.history.position import format_position
 from gateway.keys import connections_key, history_key, history_meta_key, is_valid_user_id, user_channel
 from gateway.payload_limit import PayloadTooLarge
 from gateway.settings_parsers import SettingsError
@@ -52,11 +53,6 @@ class Published(int):
         published = super().__new__(cls, receivers)
         published.position = position
         return published
-
-
-def position(epoch: str, offset: int) -> str:
-    """Opaque to clients; the gateway parses it back (gateway/history/position.py)."""
-    return f"{offset}-{epoch}"
 
 
 class _History:
@@ -84,7 +80,7 @@ def _raised(reply: Any) -> Any:
 def _published(reply: list[Any]) -> Published:
     epoch, offset, receivers = reply
     text = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-    return Published(int(receivers), position(text, int(offset)))
+    return Published(int(receivers), format_position(text, int(offset)))
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -123,12 +119,39 @@ def _url(redis_url: str | None) -> str:
     return table.REDIS_URL.from_environ() if redis_url is None else redis_url
 
 
-def _encoded(prefix: str, limit: int, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, str, bytes]]:
-    # Every message is checked before any is sent, so a bad one leaves the batch unsent.
-    return [(user_id, _channel(prefix, user_id), _checked(payload, limit)) for user_id, payload in messages]
+class _Options:
+    """What the two publishers share: the prefix, the payload limit and the history options,
+    and how messages become commands. Only the client and its awaits differ."""
+
+    def __init__(
+        self,
+        prefix: str | None,
+        max_payload_size: int | None,
+        history: bool,
+        history_length: int,
+        history_ttl: float,
+    ) -> None:
+        self._limit = _limit(max_payload_size)
+        self._prefix = _prefix(prefix)
+        self._history = _History(history, history_length, history_ttl)
+
+    def _plain(self, user_id: str, payload: Any) -> tuple[str, bytes]:
+        return _channel(self._prefix, user_id), _checked(payload, self._limit)
+
+    def _encoded(self, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, str, bytes]]:
+        # Every message is checked before any is sent, so a bad one leaves the batch unsent.
+        return [(user_id, *self._plain(user_id, payload)) for user_id, payload in messages]
+
+    def _calls(self, encoded: list[tuple[str, str, bytes]]) -> list[tuple[list[str], list[Any]]]:
+        return [self._history.args(self._prefix, *message) for message in encoded]
 
 
-class Publisher:
+def _no_script(replies: list[Any]) -> list[int]:
+    """The calls Redis did not run because it lost its script cache (a restart)."""
+    return [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+
+
+class Publisher(_Options):
     """Synchronous publisher. ``publish`` returns a ``Published``: how many gateway workers
     received the message, and its ``position`` in the user's history."""
 
@@ -142,31 +165,27 @@ class Publisher:
         history_length: int = DEFAULT_HISTORY_LENGTH,
         history_ttl: float = DEFAULT_HISTORY_TTL,
     ) -> None:
-        self._limit = _limit(max_payload_size)
-        self._prefix = _prefix(prefix)
-        self._history = _History(history, history_length, history_ttl)
+        super().__init__(prefix, max_payload_size, history, history_length, history_ttl)
         self._client = client or redis.Redis.from_url(_url(redis_url))
         self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
         self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
     def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
-            channel, data = _channel(self._prefix, user_id), _checked(payload, self._limit)
-            return Published(int(self._client.publish(channel, data)))
+            return Published(int(self._client.publish(*self._plain(user_id, payload))))
         return self.publish_many([(user_id, payload)])[0]
 
     def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
         """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
-        encoded = _encoded(self._prefix, self._limit, messages)
-        history = self._history
-        if not history.enabled:
+        encoded = self._encoded(messages)
+        if not self._history.enabled:
             pipeline = self._client.pipeline(transaction=False)
             for _, channel, data in encoded:
                 pipeline.publish(channel, data)
             return [Published(int(n)) for n in pipeline.execute()]
-        calls = [history.args(self._prefix, *message) for message in encoded]
+        calls = self._calls(encoded)
         replies = self._evalsha(calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        missing = _no_script(replies)
         if missing:
             # Redis lost its script cache (a restart): none of those ran; load it and run them.
             self._client.script_load(_PUBLISH_LUA)
@@ -200,7 +219,7 @@ class Publisher:
         self._client.close()
 
 
-class AsyncPublisher:
+class AsyncPublisher(_Options):
     """asyncio publisher. ``publish`` returns a ``Published``: how many gateway workers received
     the message, and its ``position`` in the user's history."""
 
@@ -214,31 +233,27 @@ class AsyncPublisher:
         history_length: int = DEFAULT_HISTORY_LENGTH,
         history_ttl: float = DEFAULT_HISTORY_TTL,
     ) -> None:
-        self._limit = _limit(max_payload_size)
-        self._prefix = _prefix(prefix)
-        self._history = _History(history, history_length, history_ttl)
+        super().__init__(prefix, max_payload_size, history, history_length, history_ttl)
         self._client = client or aioredis.Redis.from_url(_url(redis_url))
         self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
         self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
 
     async def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
-            channel, data = _channel(self._prefix, user_id), _checked(payload, self._limit)
-            return Published(int(await self._client.publish(channel, data)))
+            return Published(int(await self._client.publish(*self._plain(user_id, payload))))
         return (await self.publish_many([(user_id, payload)]))[0]
 
     async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
         """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
-        encoded = _encoded(self._prefix, self._limit, messages)
-        history = self._history
-        if not history.enabled:
+        encoded = self._encoded(messages)
+        if not self._history.enabled:
             pipeline = self._client.pipeline(transaction=False)
             for _, channel, data in encoded:
                 pipeline.publish(channel, data)
             return [Published(int(n)) for n in await pipeline.execute()]
-        calls = [history.args(self._prefix, *message) for message in encoded]
+        calls = self._calls(encoded)
         replies = await self._evalsha(calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        missing = _no_script(replies)
         if missing:
             # Redis lost its script cache (a restart): none of those ran; load it and run them.
             await self._client.script_load(_PUBLISH_LUA)

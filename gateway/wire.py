@@ -45,14 +45,19 @@ def parse_history(payload: bytes) -> HistoryMessage | None:
     """The parts of a history message; None when ``payload`` is not a well-formed one."""
     if not payload.startswith(HISTORY):
         return None
-    parts = payload[2:].split(b" ", 2)
-    if len(parts) != 3 or not parts[0] or not parts[1].isdigit():
+    # Indexes, not split: the data, the bulk of the message, is copied once.
+    epoch_end = payload.find(b" ", 2)
+    offset_end = payload.find(b" ", epoch_end + 1) if epoch_end > 2 else -1
+    if offset_end < 0:
+        return None
+    offset = payload[epoch_end + 1 : offset_end]
+    if not offset.isdigit():
         return None
     try:
-        epoch = parts[0].decode("ascii")
+        epoch = payload[2:epoch_end].decode("ascii")
     except UnicodeDecodeError:
         return None
-    return HistoryMessage(epoch, int(parts[1]), parts[2])
+    return HistoryMessage(epoch, int(offset), payload[offset_end + 1 :])
 
 
 def control_command(command: str, argument: str | None = None) -> bytes:

@@ -24,12 +24,15 @@ def _json_value(data: bytes) -> bytes:
     # Parsed as text: given bytes, json guesses UTF-16 or UTF-32 from NUL bytes, and UTF-8 text
     # that parses that way is not JSON as sent. Replayed entries were not checked on the way in
     # as live ones are: never fail on one.
-    text = data.decode(errors="replace")
+    try:
+        text, as_sent = data.decode(), True
+    except UnicodeDecodeError:
+        text, as_sent = data.decode(errors="replace"), False
     try:
         json.loads(text, parse_constant=_refuse_constant)
     except ValueError:
         return json.dumps(text, ensure_ascii=False).encode()
-    return text.encode()
+    return data if as_sent else text.encode()
 
 
 def message(data: bytes, position: str | None = None) -> bytes:

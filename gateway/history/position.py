@@ -16,6 +16,10 @@ class Position(NamedTuple):
     epoch: str
     offset: int
 
+    def covers(self, epoch: str, offset: int) -> bool:
+        """Whether a message at (``epoch``, ``offset``) is at or before this position."""
+        return epoch == self.epoch and offset <= self.offset
+
 
 def format_position(epoch: str, offset: int) -> str:
     return f"{offset}-{epoch}"

@@ -76,4 +76,4 @@ def is_replayed(frame: bytes, last: Position) -> bool:
     """A frame queued live that the replay up to ``last`` already carries."""
     text = envelope.position_of(frame)
     position = parse_position(text) if text is not None else None
-    return position is not None and position.epoch == last.epoch and position.offset <= last.offset
+    return position is not None and last.covers(position.epoch, position.offset)

@@ -31,18 +31,8 @@ EC_PUBLIC_PEM = (
 )
 
 
-@pytest.mark.parametrize(
-    ("env", "variable"),
-    [
-        ({"WEBSOCKET_PORT": "eighty"}, "WEBSOCKET_PORT"),
-        ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
-        ({"JWT_SECRET_KEY": ""}, "JWT_SECRET_KEY"),
-        ({"JWT_SECRET_KEY": "x"}, "JWT_SECRET_KEY"),
-        ({"JWT_SECRET_KEY": GARBAGE_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
-        ({"JWT_SECRET_KEY": EC_PUBLIC_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
-    ],
-)
-def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], variable: str) -> None:
+def refused_start_up(env: dict[str, str]) -> str:
+    """Run gunicorn with ``env``; it must exit 2 with one line on stderr, which is returned."""
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
         cwd=ROOT,
@@ -55,7 +45,22 @@ def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], varia
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"gateway: invalid setting {variable}:")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"WEBSOCKET_PORT": "eighty"}, "WEBSOCKET_PORT"),
+        ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
+        ({"JWT_SECRET_KEY": ""}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": "x"}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": GARBAGE_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
+        ({"JWT_SECRET_KEY": EC_PUBLIC_PEM, "JWT_ALGORITHM": "RS256"}, "JWT_SECRET_KEY"),
+    ],
+)
+def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], variable: str) -> None:
+    assert refused_start_up(env).startswith(f"gateway: invalid setting {variable}:")
 
 
 def test_a_missing_upstream_internal_stops_start_up_with_one_line(tmp_path: Path) -> None:
@@ -65,25 +70,9 @@ def test_a_missing_upstream_internal_stops_start_up_with_one_line(tmp_path: Path
         "from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol\n"
         "del WebSocketsSansIOProtocol.pause_writing\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "JWT_SECRET_KEY": SECRET,
-            "WEBSOCKET_PORT": str(free_port()),
-            "PYTHONPATH": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("gateway: incompatible dependency: uvicorn ")
-    assert "lacks WebSocketsSansIOProtocol.pause_writing" in lines[0]
+    line = refused_start_up({"WEBSOCKET_PORT": str(free_port()), "PYTHONPATH": str(tmp_path)})
+    assert line.startswith("gateway: incompatible dependency: uvicorn ")
+    assert "lacks WebSocketsSansIOProtocol.pause_writing" in line
 
 
 async def test_a_second_gateway_on_a_taken_port_stops_instead_of_sharing_it(
