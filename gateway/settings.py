@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway import jwt_keys
 from gateway import settings_table as table
+from gateway.redis_topology import Topology
 from gateway.settings_parsers import Setting, SettingsError, flag
 from gateway.settings_table import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 
@@ -34,6 +35,9 @@ class Settings:
     max_connections_per_user: int
     idle_timeout: float
     redis_url: str
+    redis_cluster_nodes: tuple[tuple[str, int], ...]
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str | None
     channel_prefix: str
     jwt_secret_key: str
     jwt_algorithm: str
@@ -56,6 +60,14 @@ class Settings:
     client_messages_per_second: float
     history_replay_cap: int
 
+    @property
+    def topology(self) -> Topology:
+        """One Redis, a Cluster or Sentinel (gateway/redis_topology.py); raises SettingsError when
+        the Redis settings contradict each other."""
+        return Topology(
+            self.redis_url, self.redis_cluster_nodes, self.redis_sentinels, self.redis_sentinel_master
+        )
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Every variable of the table; the first bad one raises SettingsError naming it."""
@@ -66,7 +78,9 @@ class Settings:
         if flag().parse(_FAIL_OPEN, env.get(_FAIL_OPEN), False):
             raise SettingsError(f"{_FAIL_OPEN}: removed; admission needs Redis and fails closed (1013)")
         values |= _read(env, _REST)
-        return cls(**values)
+        settings = cls(**values)
+        _ = settings.topology  # checks the Redis settings against each other
+        return settings
 
 
 def _read(env: Mapping[str, str], settings: tuple[Setting[Any], ...]) -> dict[str, Any]:

@@ -203,6 +203,25 @@ def url(schemes: tuple[str, ...]) -> Parser[str]:
     return Parser(f"a {shown} URL", parse)
 
 
+def host_ports() -> Parser[tuple[tuple[str, int], ...]]:
+    """``host:port[,host:port...]``; unset or empty means none."""
+
+    def parse(
+        name: str, raw: str | None, default: tuple[tuple[str, int], ...]
+    ) -> tuple[tuple[str, int], ...]:
+        if not raw:
+            return default
+        found = []
+        for item in raw.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise SettingsError(f"{name}: a comma-separated list of host:port, got {item.strip()!r}")
+            found.append((host.strip("[]"), int(port)))
+        return tuple(found)
+
+    return Parser("comma-separated `host:port` list", parse)
+
+
 def json_strings(what: str, example: str) -> Parser[tuple[str, ...]]:
     """A JSON list of non-empty strings."""
 

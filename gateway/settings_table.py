@@ -18,6 +18,7 @@ from gateway.settings_parsers import (
     byte_size,
     choice,
     flag,
+    host_ports,
     integer,
     json_strings,
     name_part,
@@ -69,6 +70,32 @@ REDIS_URL = Setting(
     "redis://localhost:6379",
     url(("redis", "rediss", "unix")),
     "Redis for pub/sub and limits; the publisher library and the CLI read it too",
+)
+REDIS_CLUSTER_NODES = Setting(
+    "REDIS_CLUSTER_NODES",
+    "redis_cluster_nodes",
+    (),
+    host_ports(),
+    "Redis Cluster mode: some of the cluster's nodes (the rest is discovered); user channels are "
+    "shard channels (SSUBSCRIBE / SPUBLISH); `REDIS_URL` then gives only the scheme (`rediss` for "
+    "TLS) and the credentials",
+    shown="unset: one Redis",
+)
+REDIS_SENTINELS = Setting(
+    "REDIS_SENTINELS",
+    "redis_sentinels",
+    (),
+    host_ports(),
+    "Sentinel mode: the sentinels to ask for the master `REDIS_SENTINEL_MASTER`; `REDIS_URL` then "
+    "gives only the scheme, credentials and database",
+    shown="unset: one Redis",
+)
+REDIS_SENTINEL_MASTER = Setting(
+    "REDIS_SENTINEL_MASTER",
+    "redis_sentinel_master",
+    None,
+    optional_text("a master name known to the sentinels"),
+    "the master's name in Sentinel mode; required with `REDIS_SENTINELS`",
 )
 REDIS_CHANNEL_PREFIX = Setting(
     "REDIS_CHANNEL_PREFIX",
@@ -254,6 +281,9 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_MAX_CONNECTIONS_PER_USER,
     WEBSOCKET_IDLE_TIMEOUT,
     REDIS_URL,
+    REDIS_CLUSTER_NODES,
+    REDIS_SENTINELS,
+    REDIS_SENTINEL_MASTER,
     REDIS_CHANNEL_PREFIX,
     JWT_SECRET_KEY,
     JWT_ALGORITHM,

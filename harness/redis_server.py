@@ -12,15 +12,17 @@ from collections.abc import Iterator
 
 import redis
 
-from harness.ports import free_port
+from harness.ports import free_cluster_port, free_port
 from harness.waiting import wait_for
 
 
 class RedisServer:
     """A private redis-server on a free port; can be killed, paused and restarted on the same port."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, *extra_args: str) -> None:
+        # Extra redis-server options, e.g. ("--cluster-enabled", "yes") for a cluster node.
+        self.extra_args = extra_args
+        self.port = free_cluster_port() if "--cluster-enabled" in extra_args else free_port()
         self.dir = tempfile.mkdtemp(prefix="gateway-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -31,7 +33,7 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        args += ["--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
+        args += ["--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log"), *self.extra_args]
         self.process = subprocess.Popen(
             [binary, *args],
             stdout=subprocess.DEVNULL,
@@ -58,6 +60,13 @@ class RedisServer:
             yield
         finally:
             os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: a crashed server, which answers nothing (no RST for connections in flight)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

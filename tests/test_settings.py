@@ -246,3 +246,28 @@ def test_the_documented_bounds_are_the_enforced_ones() -> None:
                 Settings.from_environ({**BASE, row.variable: str(outside)})
         checked += 1
     assert checked >= 15
+
+
+def test_the_redis_topology_is_one_of_single_cluster_or_sentinel() -> None:
+    base = {"JWT_SECRET_KEY": "k" * 64}
+    assert Settings.from_environ(base).topology.mode == "single"
+    cluster = Settings.from_environ({**base, "REDIS_CLUSTER_NODES": "10.0.0.1:7000, [::1]:7001"})
+    assert cluster.redis_cluster_nodes == (("10.0.0.1", 7000), ("::1", 7001))
+    assert cluster.topology.mode == "cluster"
+    sentinel = {**base, "REDIS_SENTINELS": "s1:26379,s2:26379", "REDIS_SENTINEL_MASTER": "main"}
+    assert Settings.from_environ(sentinel).topology.mode == "sentinel"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REDIS_CLUSTER_NODES": "a:1", "REDIS_SENTINELS": "b:2", "REDIS_SENTINEL_MASTER": "m"}, "not both"),
+        ({"REDIS_SENTINELS": "b:2"}, "REDIS_SENTINEL_MASTER: required"),
+        ({"REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_MASTER: set only with REDIS_SENTINELS"),
+        ({"REDIS_CLUSTER_NODES": "a"}, "REDIS_CLUSTER_NODES: a comma-separated list of host:port"),
+        ({"REDIS_SENTINELS": "a:99999", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS: a comma"),
+    ],
+)
+def test_contradicting_redis_settings_stop_start_up(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_environ({"JWT_SECRET_KEY": "k" * 64, **env})

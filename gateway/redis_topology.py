@@ -1,0 +1,113 @@
+"""Which Redis the gateway, the publisher library and the CLI talk to: one server (``REDIS_URL``),
+a Redis Cluster (``REDIS_CLUSTER_NODES``) or the master the sentinels name (``REDIS_SENTINELS`` with
+``REDIS_SENTINEL_MASTER``). In the last two, ``REDIS_URL`` gives only the scheme (``rediss`` for
+TLS), the credentials and, for Sentinel, the database.
+
+Command clients are built here for every mode; pub/sub is the broker's (gateway/broker/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
+
+from gateway import settings_table as table
+from gateway.settings_parsers import SettingsError
+
+Mode = Literal["single", "cluster", "sentinel"]
+HostPorts = tuple[tuple[str, int], ...]
+# What a command client is in each mode; scripts, pipelines and single-key commands work on all.
+AsyncClient = aioredis.Redis | aioredis.RedisCluster
+SyncClient = redis.Redis | redis.RedisCluster
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    url: str
+    cluster_nodes: HostPorts = ()
+    sentinels: HostPorts = ()
+    sentinel_master: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cluster_nodes and self.sentinels:
+            raise SettingsError("REDIS_CLUSTER_NODES and REDIS_SENTINELS: set one of them, not both")
+        if self.sentinels and not self.sentinel_master:
+            raise SettingsError("REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS")
+        if self.sentinel_master and not self.sentinels:
+            raise SettingsError("REDIS_SENTINEL_MASTER: set only with REDIS_SENTINELS")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Topology:
+        return cls(
+            table.REDIS_URL.from_environ(environ),
+            table.REDIS_CLUSTER_NODES.from_environ(environ),
+            table.REDIS_SENTINELS.from_environ(environ),
+            table.REDIS_SENTINEL_MASTER.from_environ(environ),
+        )
+
+    @property
+    def mode(self) -> Mode:
+        if self.cluster_nodes:
+            return "cluster"
+        return "sentinel" if self.sentinels else "single"
+
+    def describe(self) -> str:
+        """For log lines and errors: where Redis is, without credentials."""
+        if self.mode == "single":
+            parts = urlsplit(self.url)
+            return (
+                f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+            )
+        listed = ",".join(f"{host}:{port}" for host, port in self.cluster_nodes or self.sentinels)
+        return (
+            f"cluster {listed}" if self.mode == "cluster" else f"sentinel {self.sentinel_master} via {listed}"
+        )
+
+    def node_options(self) -> dict[str, Any]:
+        """Credentials, TLS and database from ``REDIS_URL``, for the nodes of a cluster or Sentinel set."""
+        parts = urlsplit(self.url)
+        options: dict[str, Any] = {}
+        if parts.username:
+            options["username"] = unquote(parts.username)
+        if parts.password:
+            options["password"] = unquote(parts.password)
+        if parts.scheme == "rediss":
+            options["ssl"] = True
+        return options
+
+    def async_client(self, **options: Any) -> AsyncClient:
+        """A command client; ``options`` are redis-py connection options (timeouts, client_name...)."""
+        if self.mode == "cluster":
+            nodes = [ClusterNode(host, port) for host, port in self.cluster_nodes]
+            return aioredis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
+        if self.mode == "sentinel":
+            from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+            return cast(aioredis.Redis, self._master(AsyncSentinel, options))
+        return aioredis.Redis.from_url(self.url, **options)
+
+    def sync_client(self, **options: Any) -> SyncClient:
+        if self.mode == "cluster":
+            from redis.cluster import ClusterNode as SyncClusterNode
+
+            node: Any = SyncClusterNode  # untyped in redis-py
+            nodes = [node(host, port) for host, port in self.cluster_nodes]
+            return redis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
+        if self.mode == "sentinel":
+            from redis.sentinel import Sentinel
+
+            return cast(redis.Redis, self._master(Sentinel, options))
+        return redis.Redis.from_url(self.url, **options)
+
+    def _master(self, sentinel_class: Any, options: dict[str, Any]) -> Any:
+        """A client of the master the sentinels name now; it asks them again after an error."""
+        sentinel = sentinel_class(
+            list(self.sentinels), sentinel_kwargs={"socket_timeout": 2}, **self.node_options()
+        )
+        return sentinel.master_for(self.sentinel_master, **options)
