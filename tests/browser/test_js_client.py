@@ -63,6 +63,7 @@ window.startProbe = async (name, url, spec) => {
   client.on('state', (state, detail) =>
     p.events.push(['state', state, detail ? [detail.code, detail.reason] : null]));
   client.on('recovery', (recovery) => p.events.push(['recovery', recovery]));
+  if (spec.closeOn) client.on('state', (state) => { if (state === spec.closeOn) client.close(); });
   p.client = client;
   window.probes[name] = p;
   client.connect();
@@ -463,3 +464,14 @@ async def test_a_reconnect_with_nothing_to_resume_from_tells_the_app_to_refetch(
     # (the scripted server closes the second connection too)
     assert [s[0] for s in _states(view)][:4] == ["connecting", "open", "reconnecting", "open"]
     await page.evaluate("stopProbe('nopos')")
+
+
+async def test_a_handler_that_closes_the_client_on_reconnecting_stops_the_retry(
+    page: Page, close_server: CloseServer
+) -> None:
+    """close() from inside a "state" handler wins over the reconnect the client was deciding."""
+    url = close_server.url(1012, [_frame(None, "hello")])
+    await _start(page, "handler-close", url, "someone", fakeTimers=True, closeOn="reconnecting")
+    view = await _until(page, "handler-close", lambda v: v["state"] == "closed", "closed")
+    assert [s[0] for s in _states(view)] == ["connecting", "open", "reconnecting", "closed"]
+    assert view["retries"] == [] and len(view["sockets"]) == 1

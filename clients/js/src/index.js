@@ -109,6 +109,7 @@ export class GatewayClient {
     this._attempt = 0; // connections in a row that ended before the gateway admitted them
     this._timer = null; // the pending reconnect
     this._refreshTimer = null;
+    this._lateRefreshes = 0; // refreshes in a row that found the new token already due
     this._waitingForPlace = false;
     this._placeChannel = null; // BroadcastChannel shared with this user's other clients
     this._run = 0; // bumped by close(), so work started before it is dropped
@@ -221,7 +222,10 @@ export class GatewayClient {
       return;
     }
     if (frame === null || typeof frame !== "object") return;
+    const ws = this._ws;
     if (!this._admitted) this._onAdmitted(frame);
+    // A handler of "state" or "recovery" may have closed the client: deliver nothing more.
+    if (this._ws !== ws) return;
     if (frame.type === "message") {
       const position = typeof frame.position === "string" ? frame.position : undefined;
       if (position !== undefined) {
@@ -246,8 +250,10 @@ export class GatewayClient {
     this._attempt = 0;
     this._stopWaitingForPlace();
     const resumed = this._state === "reconnecting";
+    const ws = this._ws;
+    this._scheduleRefresh(ws);
     this._setState("open");
-    this._scheduleRefresh(this._ws);
+    if (this._ws !== ws) return;
     // Without a position there is nothing to resume from: whatever was published while the
     // client was away is lost to it, so the app must refetch as after an unrecovered resume.
     if (resumed && frame.type !== "recovery") {
@@ -281,8 +287,9 @@ export class GatewayClient {
       delay = this._backoff();
     }
     this._attempt += 1;
-    this._setState(this._state === "connecting" ? "connecting" : "reconnecting", detail);
+    // Scheduled before the state is emitted, so that a handler's close() cancels it.
     this._schedule(delay);
+    this._setState(this._state === "connecting" ? "connecting" : "reconnecting", detail);
   }
 
   _schedule(delay) {
@@ -303,6 +310,7 @@ export class GatewayClient {
 
   _stop(detail) {
     this._run += 1;
+    this._token = null; // connect() after a stop starts with a new token
     this._cancelTimers();
     this._stopWaitingForPlace();
     this._setState("closed", detail);
@@ -310,8 +318,18 @@ export class GatewayClient {
 
   _scheduleRefresh(ws) {
     if (this._refreshTimer !== null) this._clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     if (this._refreshAt === Infinity) return;
-    const delay = Math.max(MIN_REFRESH_DELAY_MS, this._refreshAt - this._now());
+    let delay = this._refreshAt - this._now();
+    if (delay < MIN_REFRESH_DELAY_MS) {
+      // Due already: the token service gave an old token, or this clock runs ahead of the
+      // gateway's. Ask again with growing delays; at worst the gateway closes with 4001 at exp.
+      const cap = Math.max(this._refreshMargin, MIN_REFRESH_DELAY_MS);
+      delay = Math.min(cap, MIN_REFRESH_DELAY_MS * 2 ** Math.min(this._lateRefreshes, 30));
+      this._lateRefreshes += 1;
+    } else {
+      this._lateRefreshes = 0;
+    }
     this._refreshTimer = this._setTimeout(() => this._refresh(ws), delay);
   }
 
