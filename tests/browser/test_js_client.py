@@ -6,27 +6,25 @@ for, so every retry rule is checked without waiting it out."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
 import pytest
-import pytest_asyncio
+from playwright.sync_api import Browser, Page
 
 from gateway import close_codes
 from gateway.close_codes import Retry
-from gateway.publisher import AsyncPublisher
+from gateway.publisher import Publisher
 from harness.app_page import AppPage, serving_app_page
-from harness.browser import Browser, Page
+from harness.browser import new_page
 from harness.close_server import CloseServer, running_close_server
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
-from harness.waiting import eventually, in_thread
-
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+from harness.waiting import wait_for
 
 # Installed in the page once: startProbe(name, url, spec) creates a GatewayClient whose getToken
 # fetches /token from the app page (spec.tokens: one {ttl, forged} per call, the last repeats).
@@ -116,55 +114,50 @@ def close_server() -> Iterator[CloseServer]:
         yield server
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    browser = Browser()
-    await browser.start()
-    try:
-        yield browser
-    finally:
-        await browser.close()
-
-
-async def _open_page(browser: Browser, url: str) -> Page:
-    page = await browser.new_page(url)
-    await page.evaluate(PROBE_JS)
+def _load_app(page: Page, url: str) -> Page:
+    page.goto(url)
+    page.add_script_tag(content=PROBE_JS)
     return page
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def page(browser: Browser, app_page: AppPage) -> Page:
-    return await _open_page(browser, app_page.url)
+@pytest.fixture
+def app(page: Page, app_page: AppPage) -> Page:
+    """The app's page, with the probes installed."""
+    return _load_app(page, app_page.url)
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def publisher(redis_server: RedisServer) -> AsyncIterator[AsyncPublisher]:
-    publisher = AsyncPublisher(redis_server.url, history_length=1000)
+@pytest.fixture
+def publisher(redis_server: RedisServer) -> Iterator[Publisher]:
+    publisher = Publisher(redis_server.url, history_length=1000)
     yield publisher
-    await publisher.aclose()
+    publisher.close()
 
 
-async def _start(page: Page, name: str, url: str, user: str, **spec: Any) -> None:
-    await page.evaluate(
-        f"startProbe({json.dumps(name)}, {json.dumps(url)}, {json.dumps({**spec, 'user': user})})"
-    )
+def _start(page: Page, name: str, url: str, user: str, **spec: Any) -> None:
+    page.evaluate("([name, url, spec]) => startProbe(name, url, spec)", [name, url, {**spec, "user": user}])
 
 
-async def _view(page: Page, name: str) -> View:
-    view: View = await page.evaluate(f"probeView({json.dumps(name)})")
+def _view(page: Page, name: str) -> View:
+    view: View = page.evaluate("(name) => probeView(name)", name)
     return view
 
 
-async def _until(
-    page: Page, name: str, condition: Callable[[View], bool], what: str, timeout: float = 10
-) -> View:
+def _run_retry(page: Page, name: str) -> None:
+    page.evaluate("(name) => runRetry(name)", name)
+
+
+def _stop(page: Page, name: str) -> None:
+    page.evaluate("(name) => stopProbe(name)", name)
+
+
+def _until(page: Page, name: str, condition: Callable[[View], bool], what: str, timeout: float = 10) -> View:
     seen: View = {}
 
-    async def check() -> bool:
-        seen.update(await _view(page, name))
+    def check() -> bool:
+        seen.update(_view(page, name))
         return condition(seen)
 
-    await eventually(check, timeout=timeout, what=f"{name}: {what}")
+    wait_for(check, timeout=timeout, what=f"{name}: {what}")
     return seen
 
 
@@ -184,19 +177,19 @@ def _is_open(view: View) -> bool:
     return bool(view["state"] == "open")
 
 
-async def test_messages_arrive_in_publish_order_with_their_positions(
-    page: Page, gateway: Gateway, publisher: AsyncPublisher, redis_server: RedisServer, user: str
+def test_messages_arrive_in_publish_order_with_their_positions(
+    app: Page, gateway: Gateway, publisher: Publisher, redis_server: RedisServer, user: str
 ) -> None:
     """JSON and text payloads with their positions, and a plain publish without one; the token
     travels in the bearer subprotocol, the client asks for envelopes."""
-    await _start(page, "delivery", gateway.ws_url, user)
-    await _until(page, "delivery", _is_open, "open")
-    first = await publisher.publish(user, {"n": 1})
-    second = await publisher.publish(user, "not json")
-    plain = AsyncPublisher(redis_server.url, history=False)
-    await plain.publish(user, {"n": 3})
-    await plain.aclose()
-    view = await _until(page, "delivery", lambda v: len(_messages(v)) == 3, "three messages")
+    _start(app, "delivery", gateway.ws_url, user)
+    _until(app, "delivery", _is_open, "open")
+    first = publisher.publish(user, {"n": 1})
+    second = publisher.publish(user, "not json")
+    plain = Publisher(redis_server.url, history=False)
+    plain.publish(user, {"n": 3})
+    plain.close()
+    view = _until(app, "delivery", lambda v: len(_messages(v)) == 3, "three messages")
     assert _messages(view) == [[{"n": 1}, first.position], ["not json", second.position], [{"n": 3}, None]]
     assert view["position"] == second.position
     [socket] = view["sockets"]
@@ -204,123 +197,124 @@ async def test_messages_arrive_in_publish_order_with_their_positions(
     assert jwt.decode(socket["protocols"][1], options={"verify_signature": False})["sub"] == user
     assert "envelope=1" in socket["url"] and "token=" not in socket["url"]
     assert _states(view) == [["connecting", None], ["open", None]]
-    await page.evaluate("stopProbe('delivery')")
+    _stop(app, "delivery")
 
 
-async def test_the_token_is_refreshed_in_band_across_its_expiry_with_no_reconnect(
-    page: Page, gateway: Gateway, publisher: AsyncPublisher, user: str
+def test_the_token_is_refreshed_in_band_across_its_expiry_with_no_reconnect(
+    app: Page, gateway: Gateway, publisher: Publisher, user: str
 ) -> None:
     """Tokens that live 2 to 3 s: the session outlives the first one on the same socket."""
-    await _start(page, "refresh", gateway.ws_url, user, tokens=[{"ttl": 3}])
-    view = await _until(page, "refresh", _is_open, "open")
+    _start(app, "refresh", gateway.ws_url, user, tokens=[{"ttl": 3}])
+    view = _until(app, "refresh", _is_open, "open")
     first_exp = jwt.decode(view["sockets"][0]["protocols"][1], options={"verify_signature": False})["exp"]
-    # The gateway closes at exp (4001) unless a refresh came first: wait until well past it.
-    await eventually(in_thread(lambda: time.time() > first_exp + 1.0), timeout=6, what="the first exp")
-    published = await publisher.publish(user, {"after": "expiry"})
-    view = await _until(page, "refresh", lambda v: len(_messages(v)) == 1, "the message after expiry")
+    # The gateway closes at exp (4001) unless a refresh came first: wait until well past it,
+    # polling the page, since its fetches of /token wait for this thread to serve the harness's
+    # request filter (Playwright's sync API dispatches only inside its calls).
+    _until(app, "refresh", lambda v: time.time() > first_exp + 1.0, "the first exp", timeout=6)
+    published = publisher.publish(user, {"after": "expiry"})
+    view = _until(app, "refresh", lambda v: len(_messages(v)) == 1, "the message after expiry")
     assert _messages(view) == [[{"after": "expiry"}, published.position]]
     assert len(view["sockets"]) == 1 and view["sockets"][0]["close"] is None
     assert view["tokens"] >= 2
     assert _states(view) == [["connecting", None], ["open", None]]
-    await page.evaluate("stopProbe('refresh')")
+    _stop(app, "refresh")
 
 
-async def test_a_forged_token_is_told_4401_and_the_client_stops(
-    page: Page, gateway: Gateway, user: str
-) -> None:
-    await _start(page, "forged", gateway.ws_url, user, tokens=[{"forged": True}], fakeTimers=True)
-    view = await _until(page, "forged", lambda v: v["state"] == "closed", "closed")
+def test_a_forged_token_is_told_4401_and_the_client_stops(app: Page, gateway: Gateway, user: str) -> None:
+    _start(app, "forged", gateway.ws_url, user, tokens=[{"forged": True}], fakeTimers=True)
+    view = _until(app, "forged", lambda v: v["state"] == "closed", "closed")
     assert view["sockets"][0]["close"] == [4401, "token_invalid"]
     assert _states(view)[-1] == ["closed", [4401, "token_invalid"]]
     assert view["retries"] == [] and len(view["sockets"]) == 1
 
 
-async def test_a_page_of_another_origin_is_told_4403_and_the_client_stops(
+def test_a_page_of_another_origin_is_told_4403_and_the_client_stops(
     browser: Browser, app_page: AppPage, gateway: Gateway, user: str
 ) -> None:
-    foreign = await _open_page(browser, app_page.other_origin_url)
-    await _start(foreign, "foreign", gateway.ws_url, user, fakeTimers=True)
-    view = await _until(foreign, "foreign", lambda v: v["state"] == "closed", "closed")
+    """The same app from http://localhost: an origin the gateway's CORS_ORIGINS does not list."""
+    with new_page(browser) as (page, _log):
+        foreign = _load_app(page, app_page.other_origin_url)
+        _start(foreign, "foreign", gateway.ws_url, user, fakeTimers=True)
+        view = _until(foreign, "foreign", lambda v: v["state"] == "closed", "closed")
     assert view["sockets"][0]["close"] == [4403, "origin_forbidden"]
     assert view["retries"] == [] and len(view["sockets"]) == 1
 
 
-async def test_an_expired_token_is_replaced_by_a_new_one_at_once(
-    page: Page, gateway: Gateway, user: str
-) -> None:
+def test_an_expired_token_is_replaced_by_a_new_one_at_once(app: Page, gateway: Gateway, user: str) -> None:
     """4001: call getToken again and reconnect with no delay."""
-    await _start(page, "expired", gateway.ws_url, user, tokens=[{"ttl": -60}, {}], fakeTimers=True)
-    view = await _until(page, "expired", lambda v: v["retries"] == [0], "a reconnect with no delay")
+    _start(app, "expired", gateway.ws_url, user, tokens=[{"ttl": -60}, {}], fakeTimers=True)
+    view = _until(app, "expired", lambda v: v["retries"] == [0], "a reconnect with no delay")
     assert view["sockets"][0]["close"][0] == 4001
-    await page.evaluate("runRetry('expired')")
-    view = await _until(page, "expired", _is_open, "open with the new token")
+    _run_retry(app, "expired")
+    view = _until(app, "expired", _is_open, "open with the new token")
     assert view["tokens"] == 2 and len(view["sockets"]) == 2
-    await page.evaluate("stopProbe('expired')")
+    _stop(app, "expired")
 
 
-async def test_a_backend_disconnect_4003_stops_the_client(
-    page: Page, gateway: Gateway, publisher: AsyncPublisher, user: str
+def test_a_backend_disconnect_4003_stops_the_client(
+    app: Page, gateway: Gateway, publisher: Publisher, user: str
 ) -> None:
-    await _start(page, "logout", gateway.ws_url, user, fakeTimers=True)
-    await _until(page, "logout", _is_open, "open")
-    assert await publisher.disconnect(user) == 1
-    view = await _until(page, "logout", lambda v: v["state"] == "closed", "closed")
+    _start(app, "logout", gateway.ws_url, user, fakeTimers=True)
+    _until(app, "logout", _is_open, "open")
+    assert publisher.disconnect(user) == 1
+    view = _until(app, "logout", lambda v: v["state"] == "closed", "closed")
     assert _states(view)[-1] == ["closed", [4003, "disconnected"]]
     assert view["retries"] == [] and len(view["sockets"]) == 1
 
 
-async def test_the_user_limit_4029_waits_until_another_tab_frees_a_place(
-    page: Page, gateway: Gateway, publisher: AsyncPublisher, user: str
+def test_the_user_limit_4029_waits_until_another_tab_frees_a_place(
+    app: Page, gateway: Gateway, publisher: Publisher, user: str
 ) -> None:
     """The second client of a one-place user waits half to all of userLimitDelay; when the first
     closes (another tab of the same browser), it tries again within 0-2 s."""
-    await _start(page, "holder", gateway.ws_url, user)
-    await _until(page, "holder", _is_open, "open")
-    await _start(page, "waiter", gateway.ws_url, user, fakeTimers=True, random=0.5)
-    view = await _until(page, "waiter", lambda v: v["retries"] != [], "a retry")
+    _start(app, "holder", gateway.ws_url, user)
+    _until(app, "holder", _is_open, "open")
+    _start(app, "waiter", gateway.ws_url, user, fakeTimers=True, random=0.5)
+    view = _until(app, "waiter", lambda v: v["retries"] != [], "a retry")
     assert view["sockets"][0]["close"] == [4029, "user_limit"]
     assert view["retries"] == [22500] and view["state"] == "connecting"
-    await page.evaluate("stopProbe('holder')")
-    await _until(page, "waiter", lambda v: v["retries"] == [1000], "the wake-up: a 0-2 s retry")
+    _stop(app, "holder")
+    _until(app, "waiter", lambda v: v["retries"] == [1000], "the wake-up: a 0-2 s retry")
 
-    async def place_free() -> bool:
-        return (await publisher.online([user]))[user] == 0
-
-    await eventually(place_free, what="the holder's place back")
-    await page.evaluate("runRetry('waiter')")
-    view = await _until(page, "waiter", _is_open, "admitted")
+    wait_for(lambda: publisher.online([user])[user] == 0, what="the holder's place back")
+    _run_retry(app, "waiter")
+    view = _until(app, "waiter", _is_open, "admitted")
     assert len(view["sockets"]) == 2
-    await page.evaluate("stopProbe('waiter')")
+    _stop(app, "waiter")
 
 
-async def test_a_restart_on_the_same_port_mid_stream_loses_and_doubles_nothing(
-    page: Page, gateway: Gateway, publisher: AsyncPublisher, user: str
+def test_a_restart_on_the_same_port_mid_stream_loses_and_doubles_nothing(
+    app: Page, gateway: Gateway, publisher: Publisher, user: str
 ) -> None:
     """SIGTERM (1012 draining), gunicorn started again on the same port, while messages are
     published with history throughout: the client resumes with since, every message once, in order."""
     options = {"minDelay": 50, "maxDelay": 250}
-    await _start(page, "resume", gateway.ws_url, user, options=options, random=0.1)
-    await _until(page, "resume", _is_open, "open")
-    reopened = asyncio.Event()
+    _start(app, "resume", gateway.ws_url, user, options=options, random=0.1)
+    _until(app, "resume", _is_open, "open")
+    reopened = threading.Event()
     published: list[str | None] = []
 
-    async def stream() -> None:
+    def stream() -> None:
+        """About 100 messages a second (a live backend's pace), until 50 after the reopen."""
         after_reopen = 0
         for seq in range(5000):  # bounded: about 50 s at most
-            published.append((await publisher.publish(user, {"seq": seq})).position)
-            await asyncio.sleep(0.01)
+            published.append(publisher.publish(user, {"seq": seq}).position)
+            time.sleep(0.01)
             after_reopen += reopened.is_set()
             if after_reopen >= 50:
                 return
 
-    streaming = asyncio.create_task(stream())
-    await _until(page, "resume", lambda v: len(_messages(v)) >= 50, "the stream flowing")
-    await asyncio.to_thread(gateway.stop)
-    await asyncio.to_thread(gateway.start)
-    await _until(page, "resume", lambda v: len(_states(v)) == 4, "open again", timeout=20)
-    reopened.set()
-    await asyncio.wait_for(streaming, 30)
-    view = await _until(page, "resume", lambda v: len(_messages(v)) == len(published), "every message")
+    streaming = threading.Thread(target=stream, name="stream")
+    streaming.start()
+    try:
+        _until(app, "resume", lambda v: len(_messages(v)) >= 50, "the stream flowing")
+        gateway.stop()
+        gateway.start()
+        _until(app, "resume", lambda v: len(_states(v)) == 4, "open again", timeout=20)
+    finally:
+        reopened.set()
+        streaming.join(60)
+    view = _until(app, "resume", lambda v: len(_messages(v)) == len(published), "every message")
     assert [m[0]["seq"] for m in _messages(view)] == list(range(len(published)))
     assert [m[1] for m in _messages(view)] == published
     assert _states(view) == [
@@ -334,7 +328,7 @@ async def test_a_restart_on_the_same_port_mid_stream_loses_and_doubles_nothing(
     assert view["duplicates"] == 0
     assert view["sockets"][0]["close"] == [1012, "draining"]
     assert "since=" not in view["sockets"][0]["url"] and "since=" in view["sockets"][-1]["url"]
-    await page.evaluate("stopProbe('resume')")
+    _stop(app, "resume")
 
 
 def _expected_rules() -> dict[int, Retry]:
@@ -360,17 +354,17 @@ _DELAYS = {
 }
 
 
-async def test_every_close_code_gets_the_retry_rule_of_the_close_code_table(
-    page: Page, close_server: CloseServer
+def test_every_close_code_gets_the_retry_rule_of_the_close_code_table(
+    app: Page, close_server: CloseServer
 ) -> None:
     rules = _expected_rules()
     for code in rules:
         url = close_server.url("abort" if code == 1006 else code)
-        await _start(page, f"code-{code}", url, "someone", fakeTimers=True, random=0.5)
+        _start(app, f"code-{code}", url, "someone", fakeTimers=True, random=0.5)
     firsts: dict[int, View] = {}
     for code in rules:
-        firsts[code] = await _until(
-            page, f"code-{code}", lambda v: v["state"] == "closed" or v["retries"] != [], "a decision"
+        firsts[code] = _until(
+            app, f"code-{code}", lambda v: v["state"] == "closed" or v["retries"] != [], "a decision"
         )
     for code, rule in rules.items():
         view = firsts[code]
@@ -381,29 +375,29 @@ async def test_every_close_code_gets_the_retry_rule_of_the_close_code_table(
             assert _states(view)[-1] == ["closed", [code, "scripted"]], code
         else:
             assert (view["state"], view["retries"]) == ("connecting", [_DELAYS[rule][0]]), code
-            await page.evaluate(f"runRetry('code-{code}')")
+            _run_retry(app, f"code-{code}")
     for code, rule in rules.items():
         if rule is Retry.GIVE_UP:
             continue
-        view = await _until(page, f"code-{code}", lambda v: len(v["retries"]) == 1, "a second decision")
+        view = _until(app, f"code-{code}", lambda v: len(v["retries"]) == 1, "a second decision")
         assert view["retries"] == [_DELAYS[rule][1]], code
         # Only 4001 asks for a new token; every other retry reuses the one it has.
         assert view["tokens"] == (2 if rule is Retry.NEW_TOKEN else 1), code
-        await page.evaluate(f"stopProbe('code-{code}')")
+        _stop(app, f"code-{code}")
     assert close_server.count(4008) == 2
 
 
-async def test_the_back_off_doubles_up_to_max_delay(page: Page, close_server: CloseServer) -> None:
-    await _start(page, "backoff", close_server.url(1013), "someone", fakeTimers=True, random=1.0)
+def test_the_back_off_doubles_up_to_max_delay(app: Page, close_server: CloseServer) -> None:
+    _start(app, "backoff", close_server.url(1013), "someone", fakeTimers=True, random=1.0)
     delays = []
     for attempt in range(7):
-        view = await _until(
-            page, "backoff", lambda v, n=attempt: len(v["sockets"]) == n + 1 and v["retries"] != [], "a retry"
+        view = _until(
+            app, "backoff", lambda v, n=attempt: len(v["sockets"]) == n + 1 and v["retries"] != [], "a retry"
         )
         delays.extend(view["retries"])
-        await page.evaluate("runRetry('backoff')")
+        _run_retry(app, "backoff")
     assert delays == [1000, 2000, 4000, 8000, 16000, 30000, 30000]
-    await page.evaluate("stopProbe('backoff')")
+    _stop(app, "backoff")
 
 
 def _frame(position: str | None, data: Any) -> str:
@@ -413,8 +407,8 @@ def _frame(position: str | None, data: Any) -> str:
     return json.dumps(frame)
 
 
-async def test_no_message_at_or_before_the_last_position_is_ever_emitted(
-    page: Page, close_server: CloseServer
+def test_no_message_at_or_before_the_last_position_is_ever_emitted(
+    app: Page, close_server: CloseServer
 ) -> None:
     """A server that repeats and reorders: only newer positions pass; a new epoch starts again."""
     frames = [
@@ -426,52 +420,52 @@ async def test_no_message_at_or_before_the_last_position_is_ever_emitted(
         _frame("1-bb", "new epoch"),
         _frame(None, "plain"),
     ]
-    await _start(page, "dedup", close_server.url(4401, frames), "someone", fakeTimers=True)
-    view = await _until(page, "dedup", lambda v: v["state"] == "closed", "closed")
+    _start(app, "dedup", close_server.url(4401, frames), "someone", fakeTimers=True)
+    view = _until(app, "dedup", lambda v: v["state"] == "closed", "closed")
     assert _messages(view) == [[1, "1-aa"], [2, "2-aa"], [3, "3-aa"], ["new epoch", "1-bb"], ["plain", None]]
     assert view["duplicates"] == 2 and view["position"] == "1-bb"
 
 
-async def test_an_unrecovered_resume_forgets_the_old_position(page: Page, close_server: CloseServer) -> None:
+def test_an_unrecovered_resume_forgets_the_old_position(app: Page, close_server: CloseServer) -> None:
     frames = [
         json.dumps({"type": "recovery", "recovered": False, "replayed": 0, "reason": "epoch"}),
         _frame("2-cc", "x"),
     ]
-    await _start(
-        page,
+    _start(
+        app,
         "unrecovered",
         close_server.url(4401, frames),
         "someone",
         fakeTimers=True,
         options={"position": "5-cc"},
     )
-    view = await _until(page, "unrecovered", lambda v: v["state"] == "closed", "closed")
+    view = _until(app, "unrecovered", lambda v: v["state"] == "closed", "closed")
     assert "since=5-cc" in view["sockets"][0]["url"]
     assert _recoveries(view) == [{"recovered": False, "replayed": 0, "reason": "epoch"}]
     assert _messages(view) == [["x", "2-cc"]]
 
 
-async def test_a_reconnect_with_nothing_to_resume_from_tells_the_app_to_refetch(
-    page: Page, close_server: CloseServer
+def test_a_reconnect_with_nothing_to_resume_from_tells_the_app_to_refetch(
+    app: Page, close_server: CloseServer
 ) -> None:
     """Only plain messages so far: no position, so the reconnect cannot ask for what it missed."""
-    await _start(page, "nopos", close_server.url(1012, [_frame(None, "plain")]), "someone", fakeTimers=True)
-    await _until(page, "nopos", lambda v: v["retries"] != [], "a retry")
-    await page.evaluate("runRetry('nopos')")
-    view = await _until(page, "nopos", lambda v: len(_messages(v)) == 2, "the second connection's message")
+    _start(app, "nopos", close_server.url(1012, [_frame(None, "plain")]), "someone", fakeTimers=True)
+    _until(app, "nopos", lambda v: v["retries"] != [], "a retry")
+    _run_retry(app, "nopos")
+    view = _until(app, "nopos", lambda v: len(_messages(v)) == 2, "the second connection's message")
     assert "since=" not in view["sockets"][1]["url"]
     assert _recoveries(view) == [{"recovered": False, "replayed": 0, "reason": "no_position"}]
     # (the scripted server closes the second connection too)
     assert [s[0] for s in _states(view)][:4] == ["connecting", "open", "reconnecting", "open"]
-    await page.evaluate("stopProbe('nopos')")
+    _stop(app, "nopos")
 
 
-async def test_a_handler_that_closes_the_client_on_reconnecting_stops_the_retry(
-    page: Page, close_server: CloseServer
+def test_a_handler_that_closes_the_client_on_reconnecting_stops_the_retry(
+    app: Page, close_server: CloseServer
 ) -> None:
     """close() from inside a "state" handler wins over the reconnect the client was deciding."""
     url = close_server.url(1012, [_frame(None, "hello")])
-    await _start(page, "handler-close", url, "someone", fakeTimers=True, closeOn="reconnecting")
-    view = await _until(page, "handler-close", lambda v: v["state"] == "closed", "closed")
+    _start(app, "handler-close", url, "someone", fakeTimers=True, closeOn="reconnecting")
+    view = _until(app, "handler-close", lambda v: v["state"] == "closed", "closed")
     assert [s[0] for s in _states(view)] == ["connecting", "open", "reconnecting", "closed"]
     assert view["retries"] == [] and len(view["sockets"]) == 1
