@@ -266,7 +266,8 @@ def test_the_user_limit_4029_waits_until_another_tab_frees_a_place(
     app: Page, gateway: Gateway, publisher: Publisher, user: str
 ) -> None:
     """The second client of a one-place user waits half to all of userLimitDelay; when the first
-    closes (another tab of the same browser), it tries again within 0-2 s."""
+    closes, it tries again within 0-2 s. Both live in one page here; tabs of one origin share the
+    BroadcastChannel that carries the news the same way."""
     _start(app, "holder", gateway.ws_url, user)
     _until(app, "holder", _is_open, "open")
     _start(app, "waiter", gateway.ws_url, user, fakeTimers=True, random=0.5)
