@@ -334,7 +334,11 @@ def test_a_restart_on_the_same_port_mid_stream_loses_and_doubles_nothing(
 
 def _expected_rules() -> dict[int, Retry]:
     """The close-code table's rule per code, as the client follows it."""
-    rules = {r.close_code: r.retry for r in close_codes.ALL if r.close_code is not None}
+    rules: dict[int, Retry] = {}
+    for refusal in close_codes.ALL:
+        if refusal.close_code is not None:
+            # A client decides by the code alone: every reason with one code has one rule.
+            assert rules.setdefault(refusal.close_code, refusal.retry) is refusal.retry, refusal
     rules.setdefault(4401, Retry.GIVE_UP)
     rules.setdefault(4403, Retry.GIVE_UP)
     # The client's one departure from the table: after a backend ended the user's sessions it

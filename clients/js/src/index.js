@@ -12,19 +12,20 @@ const STOP = "stop"; // reconnecting would not help: the app decides
 
 const RULES = new Map([
   [1001, RECONNECT], // going_away, idle_timeout
+  [1002, STOP], // protocol_error
   [1007, STOP], // invalid_utf8
   [1008, BACKOFF], // policy_violation
   [1009, STOP], // message_too_big
-  [1011, BACKOFF], // internal_error
+  [1011, BACKOFF], // internal_error, ping_timeout
   [1012, RECONNECT], // draining
   [1013, BACKOFF], // redis_unavailable, overloaded
-  [4001, NEW_TOKEN], // session_expired
+  [4001, NEW_TOKEN], // session_expired, token_expired
   // disconnected: a backend ended the user's sessions (logout, revoked access). The app decides
   // whether there is a session to come back to; its connect() fetches a new token.
   [4003, STOP],
   [4008, RECONNECT], // slow_consumer
   [4029, WAIT_FOR_PLACE], // user_limit
-  [4401, STOP], // token missing or invalid
+  [4401, STOP], // token_missing, token_invalid, token_wrong_user
   [4403, STOP], // Origin not allowed
 ]);
 
