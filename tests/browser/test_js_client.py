@@ -50,8 +50,9 @@ window.startProbe = async (name, url, spec) => {
   options.WebSocket = class extends WebSocket {
     constructor(url, protocols) {
       super(url, protocols);
-      const record = { url, protocols, protocol: null, close: null };
+      const record = { url, protocols, protocol: null, close: null, refreshed: 0 };
       p.sockets.push(record);
+      this.addEventListener('message', (e) => { record.refreshed += e.data.includes('"refreshed"'); });
       this.addEventListener('open', () => { record.protocol = this.protocol; });
       this.addEventListener('close', (e) => { record.close = [e.code, e.reason]; });
     }
@@ -215,7 +216,7 @@ def test_the_token_is_refreshed_in_band_across_its_expiry_with_no_reconnect(
     view = _until(app, "refresh", lambda v: len(_messages(v)) == 1, "the message after expiry")
     assert _messages(view) == [[{"after": "expiry"}, published.position]]
     assert len(view["sockets"]) == 1 and view["sockets"][0]["close"] is None
-    assert view["tokens"] >= 2
+    assert view["tokens"] >= 2 and view["sockets"][0]["refreshed"] >= 1  # the gateway's acks
     assert _states(view) == [["connecting", None], ["open", None]]
     _stop(app, "refresh")
 
