@@ -121,10 +121,20 @@ def _load_app(page: Page, url: str) -> Page:
     return page
 
 
+@pytest.fixture(scope="module")
+def app_tab(browser: Browser, app_page: AppPage) -> Iterator[Page]:
+    """One page for the module: a page costs about half a second, a probe nothing."""
+    with new_page(browser) as (page, _log):
+        yield _load_app(page, app_page.url)
+
+
 @pytest.fixture
-def app(page: Page, app_page: AppPage) -> Page:
-    """The app's page, with the probes installed."""
-    return _load_app(page, app_page.url)
+def app(app_tab: Page) -> Iterator[Page]:
+    """The app's page, with the probes installed; every probe a test started is closed after it."""
+    yield app_tab
+    app_tab.evaluate(
+        "() => { Object.values(window.probes).forEach((p) => p.client.close()); window.probes = {}; }"
+    )
 
 
 @pytest.fixture
