@@ -55,6 +55,7 @@ class Settings:
     max_pending_handshakes: int
     client_messages_per_second: float
     history_replay_cap: int
+    dev_console: bool
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
