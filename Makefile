@@ -32,6 +32,7 @@ test: $(STAMP)
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
 	scripts/ensure-prometheus
+	scripts/ensure-chromium
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
 
@@ -45,6 +46,7 @@ upgrade-check:
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
 	scripts/ensure-prometheus
+	scripts/ensure-chromium
 	scripts/upgrade-check $(PYTEST_ARGS)
 
 # Every scenario against the gateway and the Python alternatives; writes loadtest/results/.

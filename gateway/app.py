@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway import health, keys, metrics
+from gateway import dev_console, health, keys, metrics
 from gateway.auth import Authenticator
 from gateway.broker.redis import RedisBroker
 from gateway.endpoint import WebSocketEndpoint
@@ -131,6 +131,8 @@ def create_app(settings: Settings) -> GatewayApp:
         )
         gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings), reader)
         app.state.gateway = gateway  # for the worker's drain on shutdown
+        if settings.dev_console:
+            dev_console.warn()
         broker.start()
         limiter.start()
         tally = asyncio.create_task(_flush_tally_every(0.5), name="gateway-metrics-tally")
@@ -156,4 +158,6 @@ def create_app(settings: Settings) -> GatewayApp:
         Route("/healthz/websocket", health.websocket),
         Route("/metrics", metrics_endpoint),
     ]
+    if settings.dev_console:
+        routes += dev_console.routes()
     return GatewayApp(Starlette(routes=routes, lifespan=lifespan))

@@ -20,7 +20,6 @@ MAX_TOKEN_LENGTH = 4096
 class Identity:
     user_id: str
     expires_at: float
-    via_subprotocol: bool
 
 
 class AuthError(Exception):
@@ -35,6 +34,17 @@ class AuthError(Exception):
 class _Carried:
     token: str
     via_subprotocol: bool
+
+
+def offers_bearer(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the client offered the ``bearer`` subprotocol: a browser, which must have it selected
+    in the accept and can read a refusal only as a close code after the upgrade."""
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            first, _, _ = value.partition(b",")
+            if first.strip().lower() == b"bearer":
+                return True
+    return False
 
 
 def extract_token(query_string: bytes, headers: list[tuple[bytes, bytes]]) -> _Carried:
@@ -78,7 +88,7 @@ class Authenticator:
 
     def authenticate(self, query_string: bytes, headers: list[tuple[bytes, bytes]]) -> Identity:
         carried = extract_token(query_string, headers)
-        return Identity(*self.validate(carried.token), via_subprotocol=carried.via_subprotocol)
+        return Identity(*self.validate(carried.token))
 
     def validate(self, token: str) -> tuple[str, float]:
         """Return ``(user_id, expires_at)`` of a valid token, or raise AuthError."""

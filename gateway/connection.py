@@ -260,17 +260,24 @@ class Connection:
             self._refresh(message.get("token"))
 
     def _refresh(self, token: object) -> None:
+        """A valid token of the same user extends the session to the later of the two exps; any
+        other ends it with that token's refusal, whose label says why."""
+        if token is None or token == "":
+            self.end(close_codes.TOKEN_MISSING)
+            return
         if not isinstance(token, str):
-            self.end(close_codes.POLICY_VIOLATION)
+            self.end(close_codes.TOKEN_INVALID)
             return
         try:
             user_id, expires_at = self._authenticator.validate(token)
         except AuthError as exc:
-            # An expired token gets the rule for one (fetch a new token), not a back-off.
-            expired = exc.refusal is close_codes.TOKEN_EXPIRED
-            self.end(close_codes.SESSION_EXPIRED if expired else close_codes.POLICY_VIOLATION)
+            self.end(exc.refusal)  # token_invalid (4401) or token_expired (4001)
             return
         if user_id != self.user_id:
-            self.end(close_codes.POLICY_VIOLATION)
+            self.end(close_codes.TOKEN_WRONG_USER)
             return
         self._expires_at = max(self._expires_at, expires_at)
+        if self.envelope:
+            # Only where every frame is typed JSON: in raw mode any frame may be a payload, and an
+            # ack could not be told from one published with the same bytes.
+            self.push(b'{"type":"refreshed","exp":%d}' % int(self._expires_at), time.monotonic())

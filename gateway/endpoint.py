@@ -2,7 +2,8 @@
 
 origin -> token -> capacity -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo
 in reverse.
-Refusals before the upgrade cost no Redis command; the connection joins the hub before it
+Origin and token refusals cost no Redis command (an HTTP status, or for a browser that offered the
+bearer subprotocol, an accept closed at once); the connection joins the hub before it
 subscribes, so nothing published after the subscription is confirmed can miss it.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from starlette.types import Receive, Scope, Send
 
 from gateway import close_codes, metrics
-from gateway.auth import AuthError
+from gateway.auth import AuthError, offers_bearer
 from gateway.broker import BrokerUnavailable
 from gateway.close_codes import Refusal
 from gateway.connection import Connection
@@ -38,14 +39,18 @@ class WebSocketEndpoint:
         if (await receive())["type"] != "websocket.connect":
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        # A browser offers the bearer subprotocol: it must see it selected, and can read a token or
+        # Origin refusal only as a close code after the upgrade (4401, 4001, 4403).
+        subprotocol = "bearer" if offers_bearer(headers) else None
+        refuse = _deny if subprotocol is None else _refusal_closer(subprotocol)
 
         if not _origin_allowed(headers, gateway.settings.cors_origins):
-            await _deny(scope, send, close_codes.ORIGIN_FORBIDDEN, "origin not allowed")
+            await refuse(scope, send, close_codes.ORIGIN_FORBIDDEN, "origin not allowed")
             return
         try:
             identity = gateway.authenticator.authenticate(scope["query_string"], headers)
         except AuthError as exc:
-            await _deny(scope, send, exc.refusal, str(exc))
+            await refuse(scope, send, exc.refusal, str(exc))
             return
         options = parse_options(scope["query_string"])  # envelope, since: before the query goes
         # Every open socket keeps its scope for life: the request headers and the query string
@@ -54,7 +59,6 @@ class WebSocketEndpoint:
         del headers[:]
         scope["query_string"] = b""
 
-        subprotocol = "bearer" if identity.via_subprotocol else None
         if gateway.draining:
             await _refuse_after_upgrade(scope, send, subprotocol, close_codes.DRAINING)
             return
@@ -208,9 +212,20 @@ async def _deny(scope: Scope, send: Send, refusal: Refusal, detail: str) -> None
     await send({"type": "websocket.http.response.body", "body": f"{refusal.reason}\n".encode()})
 
 
-async def _refuse_after_upgrade(scope: Scope, send: Send, subprotocol: str | None, refusal: Refusal) -> None:
-    """Accept and close at once: a browser can read a close code, not a refused handshake."""
-    _count_refusal(scope, refusal, refusal.meaning)
+def _refusal_closer(subprotocol: str) -> Callable[[Scope, Send, Refusal, str], Awaitable[None]]:
+    async def close(scope: Scope, send: Send, refusal: Refusal, detail: str) -> None:
+        await _refuse_after_upgrade(scope, send, subprotocol, refusal, detail)
+
+    return close
+
+
+async def _refuse_after_upgrade(
+    scope: Scope, send: Send, subprotocol: str | None, refusal: Refusal, detail: str = ""
+) -> None:
+    """Accept and close at once: a browser can read a close code, not a refused handshake. The
+    socket never reaches the hub, the limiter or Redis; a peer that does not answer the close
+    frame is reset after the protocol's close deadline."""
+    _count_refusal(scope, refusal, detail or refusal.meaning)
     assert refusal.close_code is not None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     await send({"type": "websocket.close", "code": refusal.close_code, "reason": refusal.reason})

@@ -59,6 +59,7 @@ class Settings:
     max_pending_handshakes: int
     client_messages_per_second: float
     history_replay_cap: int
+    dev_console: bool
 
     @property
     def topology(self) -> Topology:

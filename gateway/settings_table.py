@@ -240,6 +240,14 @@ WEBSOCKET_CLIENT_MESSAGES_PER_SECOND = Setting(
     number(0.1, 10_000.0),
     "client messages, pings and pongs allowed per second (bursts of twice that); beyond: 1008",
 )
+WEBSOCKET_DEV_CONSOLE = Setting(
+    "WEBSOCKET_DEV_CONSOLE",
+    "dev_console",
+    False,
+    flag(),
+    "development only (`make run` sets it): `/dev`, a page that connects with the JS client, mints"
+    " tokens for any user and publishes to them; loopback clients only; never in production",
+)
 # Read by gunicorn.conf.py, not part of Settings.
 WEBSOCKET_HISTORY_REPLAY_CAP = Setting(
     "WEBSOCKET_HISTORY_REPLAY_CAP",
@@ -305,6 +313,7 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_MAX_PENDING_HANDSHAKES,
     WEBSOCKET_CLIENT_MESSAGES_PER_SECOND,
     WEBSOCKET_HISTORY_REPLAY_CAP,
+    WEBSOCKET_DEV_CONSOLE,
     FORWARDED_ALLOW_IPS,
     PROMETHEUS_MULTIPROC_DIR,
     LOG_FORMAT,

@@ -11,4 +11,5 @@ clients and waits that drive them. Never shipped (pyproject packages ``gateway*`
 - stalled_client.py  a raw client that stops reading, and the server's side of its socket
 - metrics.py         scrape and value: /metrics as a dict of samples
 - nginx.py           nginx with the repository's load-balancer config
+- browser.py         headless Chromium (Debian's, driven by Playwright) and pages limited to loopback
 """

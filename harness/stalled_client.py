@@ -14,8 +14,8 @@ from websockets.uri import parse_uri
 class StalledClient:
     """A real WebSocket client that completes the handshake, then never reads again."""
 
-    def __init__(self, url: str) -> None:
-        self.protocol = ClientProtocol(parse_uri(url))
+    def __init__(self, url: str, subprotocols: list[str] | None = None) -> None:
+        self.protocol = ClientProtocol(parse_uri(url), subprotocols=subprotocols)  # type: ignore[arg-type]
         self.sock = socket.socket()
         # A tiny receive window, so the server's buffers fill quickly.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -24,8 +24,13 @@ class StalledClient:
         self.protocol.send_request(self.protocol.connect())
         self.sock.sendall(b"".join(self.protocol.data_to_send()))
         self.sock.settimeout(10)
-        while not any(isinstance(e, Response) for e in self._read_some()):
-            pass
+        # Frames that came in the same read as the response (a close at once) are kept for later.
+        self._pending: list[object] = []
+        while True:
+            events = self._read_some()
+            if any(isinstance(e, Response) for e in events):
+                self._pending = [e for e in events if not isinstance(e, Response)]
+                break
 
     @property
     def port(self) -> int:
@@ -33,6 +38,9 @@ class StalledClient:
         return int(self.sock.getsockname()[1])
 
     def _read_some(self) -> list[object]:
+        if self._pending:
+            events, self._pending = self._pending, []
+            return events
         try:
             data = self.sock.recv(65536)
         except ConnectionResetError:
@@ -115,6 +123,18 @@ def _server_socket(server_port: int, client_port: int) -> list[str] | None:
                 if inode != "0":
                     return fields
     return None
+
+
+def server_held_ports(server_port: int) -> set[int]:
+    """The client ports of every connection the server's process still holds, in one read."""
+    held: set[int] = set()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == server_port and fields[9] != "0":
+                held.add(int(fields[2].split(":")[1], 16))
+    return held
 
 
 def server_holds_socket(server_port: int, client_port: int) -> bool:

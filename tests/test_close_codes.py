@@ -10,10 +10,24 @@ def test_readme_carries_the_current_table() -> None:
     assert close_codes.markdown_table() in (ROOT / "README.md").read_text()
 
 
-def test_every_refusal_has_exactly_one_signal_and_a_unique_reason() -> None:
+def test_every_refusal_has_a_close_code_and_a_unique_reason() -> None:
+    """A browser reads every refusal as a close code; only handshake refusals also have an HTTP
+    status (for clients that did not offer the bearer subprotocol)."""
     reasons = [r.reason for r in close_codes.ALL]
     assert len(reasons) == len(set(reasons))
+    with_status = {r.reason for r in close_codes.ALL if r.http_status is not None}
+    assert with_status == {"token_missing", "token_invalid", "token_expired", "origin_forbidden"}
     for refusal in close_codes.ALL:
-        assert (refusal.http_status is None) != (refusal.close_code is None), refusal.reason
-        if refusal.close_code is not None:
-            assert refusal.close_code in {1001, 1007, 1008, 1009, 1011, 1012, 1013, 4001, 4003, 4008, 4029}
+        assert refusal.close_code in {
+            *(1001, 1002, 1007, 1008, 1009, 1011, 1012, 1013),
+            *(4001, 4003, 4008, 4029, 4401, 4403),
+        }, refusal.reason
+        assert len(refusal.reason) <= 123  # a close frame's reason: 123 bytes at most (RFC 6455 5.5)
+
+
+def test_one_close_code_has_one_retry_rule() -> None:
+    """Clients decide by the code (the reason is for people and metrics): equal codes, equal rule."""
+    rules: dict[int | None, set[close_codes.Retry]] = {}
+    for refusal in close_codes.ALL:
+        rules.setdefault(refusal.close_code, set()).add(refusal.retry)
+    assert {code: rule for code, rule in rules.items() if len(rule) > 1} == {}

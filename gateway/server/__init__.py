@@ -2,6 +2,7 @@
 websockets, redis-py or prometheus_client past their public API, and why.
 
 - ``protocol.py``: uvicorn's WebSocket protocol, adapted; each socket's ``Link`` to the app.
+  ``slots.py``: the lean inbox and flag it puts in place of uvicorn's per-socket queue and event.
 - ``http.py``: uvicorn's HTTP protocol with a deadline on every request's headers.
 - ``worker.py``: the gunicorn worker (uvicorn-worker's, with the process's settings and the app
   built from them) and the drain hook: uvicorn's shutdown, which first runs ``gateway.drain``.
@@ -20,7 +21,9 @@ passes flow control; the handshake freed after the accept), ``send_receive_event
 ``handle_parser_exception`` (invalid UTF-8 closes with 1007, closes carry the table's reason),
 ``handle_connect`` (hands the Link over), ``data_received`` (activity clock, unparsable
 handshakes answered), ``handle_ping`` and ``handle_pong`` (the message budget, bounded pongs),
-``keepalive_timeout`` (a ping timeout tells the app), ``on_task_complete`` (a lingering socket is reset).
+``keepalive_timeout`` (a ping timeout tells the app and closes with the ping_timeout label),
+``shutdown`` (what is left closes with 1001 going_away), ``on_task_complete`` (a lingering
+socket is reset).
 State it reads or replaces: ``queue`` and ``writable`` (leaner per-socket objects), ``conn``,
 ``transport``, ``loop``, ``scope``, ``handshake_initiated``, ``handshake_complete``,
 ``close_sent``, ``close_timer``, ``read_paused``, ``disconnected``, ``frames``,
@@ -50,7 +53,7 @@ gunicorn ``Logger``: ``error_log``, which the gateway's own loggers write throug
 
 websockets ``ServerProtocol``, the sans-I/O connection protocol.py drives directly:
 ``handshake_exc`` (a rejected handshake), ``extensions`` (compression on), ``send_text``,
-``send_close`` and ``data_to_send`` (frames written in one batch), ``state`` and ``close_sent``
+``send_close``, ``fail`` and ``data_to_send`` (frames written in one batch), ``state`` and ``close_sent``
 (what may still be sent, which close went out), ``logger`` (a quieter one).
 
 websockets ``State``: ``OPEN``, data frames only while open.

@@ -26,6 +26,7 @@ from websockets.protocol import State
 
 from gateway import close_codes, metrics
 from gateway.link import offer_link
+from gateway.server.slots import Flag, Inbox
 
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.
@@ -34,7 +35,10 @@ _INBOUND_LOG = logging.getLogger("gateway.inbound")
 
 
 # Closes websockets (or this module) decides on a client frame, with their table entry.
-_PROTOCOL_CLOSES = {r.close_code: r for r in (close_codes.MESSAGE_TOO_BIG, close_codes.INVALID_UTF8)}
+_PROTOCOL_CLOSES = {
+    r.close_code: r
+    for r in (close_codes.PROTOCOL_ERROR, close_codes.MESSAGE_TOO_BIG, close_codes.INVALID_UTF8)
+}
 
 # How long a closing socket may take to finish (the peer echoing a close frame, or reading what
 # is still buffered for it) before it is reset: a peer that does not read would hold it for good.
@@ -51,71 +55,11 @@ def _text_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
-class _Inbox:
-    """What uvicorn needs of its per-socket asyncio.Queue (put_nowait, get, empty), at a tenth of
-    the memory: a Queue carries three deques and an Event, about 2.5 KiB for every open socket."""
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.pop(0)
-
-
-class _Flag:
-    """What uvicorn needs of its per-socket asyncio.Event (set, clear, is_set, wait), without the
-    Event's deque of waiters."""
-
-    __slots__ = ("_set", "_waiters")
-
-    def __init__(self) -> None:
-        self._set = True
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> bool:
-        if not self._set:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
-        return True
-
-
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue = _Inbox()  # type: ignore[assignment]
-        self.writable = _Flag()  # type: ignore[assignment]
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
         self.conn.logger = _PROTOCOL_LOG
         self.last_activity = self.loop.time()
         self.on_writable: Callable[[], None] | None = None
@@ -227,12 +171,37 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def keepalive_timeout(self) -> None:
         giving_up = not (self.close_sent or self.transport.is_closing())
+        if giving_up:
+            # uvicorn's close reads "keepalive ping timeout": send the table's label instead, and
+            # let uvicorn's own timeout (which returns early once close_sent is set) reset its timers.
+            self._close_now(close_codes.PING_TIMEOUT, fail=True)
         super().keepalive_timeout()
         if giving_up:
             # uvicorn closes the transport and tells the app nothing: the user's place would be
             # held until the idle timeout, and for good while the transport cannot flush.
             self.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})
             self._abort_later()
+
+    def shutdown(self) -> None:
+        """What is still open when uvicorn shuts down (the drain skipped or outrun) closes with the
+        table's 1001 going_away, not uvicorn's bare 1012; the app hears of it as uvicorn's does."""
+        if self.handshake_complete and not self.close_sent and self.conn.state is State.OPEN:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1001})
+            self._close_now(close_codes.GOING_AWAY, fail=False)
+        super().shutdown()
+
+    def _close_now(self, refusal: close_codes.Refusal, fail: bool) -> None:
+        """Close with ``refusal``'s code and label, counted, as uvicorn would have: failing the
+        connection (a dead peer) or a plain close frame; then the transport closes."""
+        assert refusal.close_code is not None
+        metrics.REJECTIONS.labels(refusal.reason).inc()
+        if fail:
+            self.conn.fail(refusal.close_code, refusal.reason)
+        else:
+            self.conn.send_close(refusal.close_code, refusal.reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
 
     def _abort_later(self) -> None:
         """A closing transport flushes its buffer first, which a peer that does not read never

@@ -25,7 +25,7 @@ _GC_FIRST_GENERATION = 10_000
 
 
 class _DrainingServer(Server):
-    """uvicorn's Server, draining WebSockets before it closes what is left with 1012 at once."""
+    """uvicorn's Server, draining WebSockets before it closes what is left (1001 going_away) at once."""
 
     def __init__(self, config: Config, before_shutdown: Callable[[], Awaitable[None]]) -> None:
         super().__init__(config)

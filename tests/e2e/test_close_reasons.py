@@ -7,10 +7,12 @@ import asyncio
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Close
+from websockets.frames import Close, Frame, Opcode
 
-from harness.gateway_process import running_gateway
+from harness.gateway_process import Gateway, running_gateway
+from harness.metrics import scrape, value
 from harness.redis_server import RedisServer
+from harness.stalled_client import StalledClient
 from harness.tokens import make_token
 
 
@@ -43,3 +45,30 @@ async def test_refusals_after_the_upgrade_carry_their_reason(redis_server: Redis
                 await second.close()
         finally:
             await first.close()
+
+
+def test_a_peer_that_never_answers_pings_reads_ping_timeout(redis_server: RedisServer) -> None:
+    """A client that reads but never sends (so never pongs) gets 1011 ping_timeout, counted;
+    not uvicorn's own wording."""
+    with running_gateway(
+        redis_server.url, workers=1, WEBSOCKET_PING_INTERVAL="1", WEBSOCKET_PING_TIMEOUT="1"
+    ) as gateway:
+        client = StalledClient(f"{gateway.ws_url}?token={make_token('reasons-deaf')}")
+        try:
+            close = client.close_frame()  # reads the pings, answers none
+        finally:
+            client.close()
+        assert close is not None and (close.code, close.reason) == (1011, "ping_timeout")
+        assert value(scrape(gateway), "websocket_rejections_total", reason="ping_timeout") == 1
+
+
+def test_a_frame_that_breaks_the_protocol_reads_protocol_error(gateway_one: Gateway) -> None:
+    """An unmasked client frame (RFC 6455 5.1) is closed with 1002 protocol_error, not with
+    websockets' own wording."""
+    client = StalledClient(f"{gateway_one.ws_url}?token={make_token('reasons-unmasked')}")
+    try:
+        client.sock.sendall(Frame(Opcode.TEXT, b"{}").serialize(mask=False))
+        close = client.close_frame()
+    finally:
+        client.close()
+    assert close is not None and (close.code, close.reason) == (1002, "protocol_error")

@@ -133,4 +133,4 @@ async def test_a_refresh_with_an_expired_token_is_answered_4001(gateway_one: Gat
         await ws.send(json.dumps({"type": "refresh", "token": make_token(user, ttl=-60)}))
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
-    assert (ws.close_code, ws.close_reason) == (4001, "session_expired")
+    assert (ws.close_code, ws.close_reason) == (4001, "token_expired")
