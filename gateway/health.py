@@ -23,14 +23,23 @@ async def liveness(request: Request) -> Response:
 
 
 async def redis(request: Request) -> Response:
+    """Commands answered and the pub/sub connection ready; in Sentinel mode also which master the
+    sentinels name (``host:port``; null when they name none reachable)."""
     gateway: Gateway = request.state.gateway
+    extra: dict[str, str | None] = {}
+    if gateway.sentinel is not None:
+        try:
+            host, port = await asyncio.wait_for(gateway.sentinel.master(), _REDIS_PING_TIMEOUT)
+        except (RedisError, OSError, TimeoutError):
+            return JSONResponse({"redis": "unavailable", "master": None}, status_code=503)
+        extra["master"] = f"{host}:{port}"
     try:
         await asyncio.wait_for(gateway.redis.ping(), _REDIS_PING_TIMEOUT)
     except (RedisError, OSError, TimeoutError):
-        return JSONResponse({"redis": "unavailable"}, status_code=503)
+        return JSONResponse({"redis": "unavailable", **extra}, status_code=503)
     if not gateway.broker.ready:
-        return JSONResponse({"redis": "reconnecting"}, status_code=503)
-    return JSONResponse({"redis": "ok"})
+        return JSONResponse({"redis": "reconnecting", **extra}, status_code=503)
+    return JSONResponse({"redis": "ok", **extra})
 
 
 async def websocket(request: Request) -> Response:

@@ -16,6 +16,7 @@ from gateway.broker import Broker
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
+from gateway.sentinel_mode import SentinelRedis
 from gateway.settings import Settings
 
 
@@ -31,6 +32,8 @@ class Gateway:
     limiter: Limiter
     authenticator: Authenticator
     history_reader: HistoryReader
+    # Sentinel mode's parts (the health check asks them which master is current); None otherwise.
+    sentinel: SentinelRedis | None = field(default=None)
     draining: bool = field(default=False)
     pending_handshakes: int = field(default=0)
     # Sent with every accept: which worker holds the socket (also its pub/sub client's name).

@@ -24,3 +24,16 @@ async def confirmation(future: asyncio.Future[bool]) -> None:
 def batched(command: str, channels: list[bytes]) -> list[tuple[Any, ...]]:
     step = _CHANNELS_PER_COMMAND
     return [(command, *channels[i : i + step]) for i in range(0, len(channels), step)]
+
+
+def pubsub_options(worker_id: str) -> dict[str, Any]:
+    """Connection options of a worker's pub/sub connection, in every mode."""
+    # RESP2: messages arrive as plain arrays; under RESP3 redis-py routes each one through
+    # its push-notification handlers, which format a debug string per message.
+    return {
+        "protocol": 2,
+        "socket_connect_timeout": 5,
+        # Bounds the connection handshake; message reads pass their own (infinite) timeout.
+        "socket_timeout": 5,
+        "client_name": f"gateway-sub:{worker_id}",
+    }
