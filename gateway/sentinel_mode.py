@@ -7,9 +7,10 @@ them at once when the sentinels switch masters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from gateway.broker import LocalUsers, MessageHandler, Resubscribed
 from gateway.broker.commands import pubsub_options
@@ -62,7 +63,11 @@ class SentinelRedis:
             self._topology.master_name,
             broker,
             pool,
-            [self.client.connection_pool, self.probe_client.connection_pool],
+            [
+                cast(SentinelConnectionPool, client.connection_pool)
+                for client in (self.client, self.probe_client)
+            ],
+            self._worker_id,
         )
         return broker
 

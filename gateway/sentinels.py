@@ -15,16 +15,20 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.asyncio.sentinel import Sentinel as _AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as _AsyncSentinelPool
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from redis.sentinel import Sentinel as _SyncSentinel
 
 Address = tuple[str, int]
 # For the connections to the sentinels themselves: a sentinel that does not answer within a second
-# is left out (the others are asked at the same time).
-_SENTINEL_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
+# is left out (the others are asked at the same time), and not asked again: redis-py's clients
+# otherwise retry three times with back-off, which made one dead sentinel cost every connect ~4 s.
+_SENTINEL_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
 
 
 def _newest(states: list[Any], check: Any, service_name: str) -> Address:
@@ -40,7 +44,8 @@ class AsyncSentinels(_AsyncSentinel):
     ``node_options`` (credentials, TLS) are for the master's connections."""
 
     def __init__(self, sentinels: list[Address], **node_options: Any) -> None:
-        super().__init__(sentinels, sentinel_kwargs=_SENTINEL_OPTIONS, **node_options)  # type: ignore[no-untyped-call]
+        options = {**_SENTINEL_OPTIONS, "retry": AsyncRetry(NoBackoff(), 0)}
+        super().__init__(sentinels, sentinel_kwargs=options, **node_options)  # type: ignore[no-untyped-call]
 
     def master(self, service_name: str, **options: Any) -> aioredis.Redis:
         """A client of the master: every new connection asks the sentinels, and a connection that
@@ -70,7 +75,8 @@ class SyncSentinels(_SyncSentinel):
     """``AsyncSentinels`` for blocking clients (the publisher library, the CLI)."""
 
     def __init__(self, sentinels: list[Address], **node_options: Any) -> None:
-        super().__init__(sentinels, sentinel_kwargs=_SENTINEL_OPTIONS, **node_options)  # type: ignore[no-untyped-call]
+        options = {**_SENTINEL_OPTIONS, "retry": Retry(NoBackoff(), 0)}
+        super().__init__(sentinels, sentinel_kwargs=options, **node_options)  # type: ignore[no-untyped-call]
 
     def master(self, service_name: str, **options: Any) -> redis.Redis:
         return cast(redis.Redis, self.master_for(service_name, **options))  # type: ignore[no-untyped-call]

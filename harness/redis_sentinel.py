@@ -30,7 +30,7 @@ _QUORUM = 2
 _SERVER_OPTIONS = ("--repl-diskless-sync-delay", "0")
 
 
-class _Sentinel:
+class Sentinel:
     """One sentinel process with its own config file and directory."""
 
     def __init__(self, master_port: int) -> None:
@@ -64,6 +64,12 @@ class _Sentinel:
         with self.client() as client:
             return client.execute_command(*command)
 
+    def kill(self) -> None:
+        """SIGKILL: a crashed sentinel."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -80,7 +86,7 @@ class RedisSentinelSet:
     def __init__(self) -> None:
         self.master = RedisServer(*_SERVER_OPTIONS)
         self.replica: RedisServer | None = None
-        self.sentinels: list[_Sentinel] = []
+        self.sentinels: list[Sentinel] = []
 
     @property
     def sentinel_addresses(self) -> str:
@@ -101,7 +107,7 @@ class RedisSentinelSet:
         self.replica = RedisServer(*_SERVER_OPTIONS, "--replicaof", "127.0.0.1", str(self.master.port))
         self.replica.start()
         wait_for(self._replica_in_sync, timeout=20, what="the replica to sync with the master")
-        self.sentinels = [_Sentinel(self.master.port) for _ in range(3)]
+        self.sentinels = [Sentinel(self.master.port) for _ in range(3)]
         for sentinel in self.sentinels:
             sentinel.start()
         wait_for(self.healthy, timeout=30, what="the sentinels to see each other and the replica")
@@ -154,7 +160,7 @@ class RedisSentinelSet:
             return False
         return True
 
-    def _live(self) -> list[_Sentinel]:
+    def _live(self) -> list[Sentinel]:
         return [s for s in self.sentinels if s.process is not None and s.process.poll() is None]
 
     def _live_replicas_of(self, master_port: int) -> int:
@@ -194,7 +200,7 @@ class RedisSentinelSet:
         (made a replica) only some seconds later: ``wait_demoted``."""
         _, old_port = self.current_master()
         new = next(server for server in self.servers if server.port != old_port)
-        self.sentinels[0].ask("SENTINEL", "FAILOVER", MASTER_NAME)
+        self._live()[0].ask("SENTINEL", "FAILOVER", MASTER_NAME)
         wait_for(lambda: self._all_name(new.port), timeout=timeout, what="the sentinels to switch the master")
         return new
 

@@ -19,7 +19,7 @@ import logging
 import random
 from collections.abc import Sequence
 
-from redis.asyncio.connection import Connection, ConnectionPool
+from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 from redis.exceptions import RedisError
 
@@ -44,7 +44,8 @@ class MasterFollower:
         master_name: str,
         broker: RedisBroker,
         pubsub_pool: SentinelConnectionPool,
-        command_pools: Sequence[ConnectionPool],
+        command_pools: Sequence[SentinelConnectionPool],
+        worker_id: str,
     ) -> None:
         self._sentinels = sentinels
         self._addresses = list(addresses)
@@ -52,6 +53,7 @@ class MasterFollower:
         self._broker = broker
         self._pubsub_pool = pubsub_pool
         self._command_pools = command_pools
+        self._client_name = f"gateway-sentinel:{worker_id}"
         # The master as last named by the sentinels (None until first asked).
         self.master: Address | None = None
         self._task: asyncio.Task[None] | None = None
@@ -76,7 +78,14 @@ class MasterFollower:
             delay = min(delay * 2, _BACKOFF_CAP)
 
     async def _listen(self, host: str, port: int) -> None:
-        conn = Connection(host=host, port=port, protocol=2, socket_connect_timeout=1, socket_timeout=1)
+        conn = Connection(
+            host=host,
+            port=port,
+            protocol=2,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            client_name=self._client_name,
+        )
         try:
             await conn.connect()  # type: ignore[no-untyped-call]
             await conn.send_command("SUBSCRIBE", _SWITCH)
@@ -108,14 +117,17 @@ class MasterFollower:
             await self.follow((fields[3], int(fields[4])))
 
     async def follow(self, master: Address) -> None:
-        """The sentinels name ``master``: move every connection still elsewhere to it."""
+        """The sentinels name ``master``: move every connection still on another server to it."""
         previous, self.master = self.master, master
-        if previous is None or previous == master:
-            return
-        log.warning("redis master moved from %s:%d to %s:%d", *previous, *master)
-        # Commands in flight on the old master fail and are retried once on a new connection,
-        # which asks the sentinels (every command the gateway sends is safe to repeat).
+        moved = previous is not None and previous != master
+        if previous is not None and moved:
+            log.warning("redis master moved from %s:%d to %s:%d", *previous, *master)
         for pool in self._command_pools:
-            await pool.disconnect()
-        if self._pubsub_pool.master_address != master or not self._broker.ready:
+            if pool.master_address not in (None, master):
+                # Commands in flight on the old master fail and are retried once on a new
+                # connection, which asks the sentinels (every command the gateway sends is safe
+                # to repeat).
+                await pool.disconnect()
+        # A broker between tries (its master was killed) tries the new one now, not after its back-off.
+        if self._pubsub_pool.master_address not in (None, master) or (moved and not self._broker.ready):
             self._broker.reconnect_now()

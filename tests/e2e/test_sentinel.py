@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel as SentinelClient
 from websockets.asyncio.client import ClientConnection
 
 from gateway.publisher import Publisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
-from harness.redis_sentinel import RedisSentinelSet, running_sentinel
+from harness.metrics import scrape, value
+from harness.redis_sentinel import RedisSentinelSet, Sentinel, running_sentinel
 from harness.redis_server import RedisServer, live_leases
 from harness.waiting import eventually, in_thread
 
@@ -40,7 +41,7 @@ def gateway_env(sentinels: RedisSentinelSet) -> dict[str, str]:
 def publisher(sentinels: RedisSentinelSet) -> Publisher:
     """The publisher library on a redis-py Sentinel client (it follows the master by itself)."""
     addresses = [("127.0.0.1", s.port) for s in sentinels.sentinels]
-    client = Sentinel(addresses, socket_timeout=2).master_for(sentinels.master_name, socket_timeout=5)
+    client = SentinelClient(addresses, socket_timeout=2).master_for(sentinels.master_name, socket_timeout=5)
     return Publisher(client=client)
 
 
@@ -62,9 +63,20 @@ def pubsub_connections(server: RedisServer) -> int:
     return sum(1 for entry in listed if entry["name"].startswith("gateway-sub:"))
 
 
+def followers(sentinel: Sentinel) -> int:
+    """Gateway workers listening for +switch-master on one sentinel."""
+    with sentinel.client() as client:
+        listed = client.client_list(_type="pubsub")
+    return sum(1 for entry in listed if entry["name"].startswith("gateway-sentinel:"))
+
+
 def health(gateway: Gateway) -> tuple[int, dict[str, object]]:
     status, body = gateway.get("/healthz/redis")
     return status, json.loads(body)
+
+
+def reconnects(gateway: Gateway) -> float:
+    return value(scrape(gateway), "websocket_redis_reconnects_total")
 
 
 def role(server: RedisServer) -> str:
@@ -90,6 +102,7 @@ async def test_a_gateway_behind_sentinel_admits_and_delivers_from_the_master_the
         assert pubsub_connections(master) == 2
         assert sentinel_set.replica is not None
         assert pubsub_connections(sentinel_set.replica) == 0
+        assert reconnects(gateway) == 0
         for ws in sockets:
             await ws.close()
 
@@ -119,6 +132,7 @@ async def test_a_killed_master_costs_seconds_of_delivery_and_no_socket(
             timeout=10,
             what="/healthz/redis to name the new master",
         )
+        assert reconnects(gateway) == 2  # one per worker
         other = f"{user}-after"
         others = await open_sockets(gateway, other, LIMIT)
         assert await admit(gateway.ws_url, other) == 4029
@@ -146,6 +160,7 @@ async def test_a_failover_with_the_old_master_alive_moves_pubsub_at_once(
         )
         # Still a master: the move came from +switch-master, not from the demotion.
         assert role(old) == "master"
+        assert reconnects(gateway) == 2  # one per worker
         publisher(sentinel_set).publish(user, {"after": "switch"})
         await received(sockets, {"after": "switch"})
         other = f"{user}-after"
@@ -157,4 +172,40 @@ async def test_a_failover_with_the_old_master_alive_moves_pubsub_at_once(
         assert all(ws.close_code is None for ws in sockets)
         assert health(gateway) == (200, {"redis": "ok", "master": f"127.0.0.1:{new.port}"})
         for ws in [*sockets, admitted]:
+            await ws.close()
+
+
+async def test_workers_whose_sentinel_dies_listen_on_another_and_still_follow_a_failover(
+    sentinel_set: RedisSentinelSet, user: str
+) -> None:
+    """Every sentinel a worker listens on is SIGKILLed (at least one is left: two workers); each
+    worker listens on a survivor, and a failover there still moves its pub/sub connection at once."""
+    _, old_port = sentinel_set.current_master()
+    old = sentinel_set.server_at(old_port)
+    with running_gateway("redis://", workers=2, **gateway_env(sentinel_set)) as gateway:
+        sockets = await open_sockets(gateway, user, 2)
+        await eventually(
+            in_thread(lambda: sum(followers(s) for s in sentinel_set.sentinels) == 2),
+            timeout=5,
+            what="both workers to listen on a sentinel",
+        )
+        listened = [s for s in sentinel_set.sentinels if followers(s) > 0]
+        for sentinel in listened:
+            sentinel.kill()
+        survivors = [s for s in sentinel_set.sentinels if s not in listened]
+        await eventually(
+            in_thread(lambda: sum(followers(s) for s in survivors) == 2),
+            timeout=5,
+            what="both workers to listen on a surviving sentinel",
+        )
+        new = sentinel_set.failover_and_wait()
+        await eventually(
+            in_thread(lambda: pubsub_connections(new) == 2 and pubsub_connections(old) == 0),
+            timeout=3,
+            what="every worker's pub/sub connection to move to the new master",
+        )
+        publisher(sentinel_set).publish(user, {"after": "switch"})
+        await received(sockets, {"after": "switch"})
+        assert all(ws.close_code is None for ws in sockets)
+        for ws in sockets:
             await ws.close()
