@@ -152,11 +152,16 @@ async def test_a_failover_with_the_old_master_alive_moves_pubsub_at_once(
     old = sentinel_set.server_at(old_port)
     with running_gateway("redis://", workers=2, **gateway_env(sentinel_set)) as gateway:
         sockets = await open_sockets(gateway, user, 2)
+        asked_at = time.monotonic()
         new = sentinel_set.failover_and_wait()
+        switched_after = time.monotonic() - asked_at
         await eventually(
             in_thread(lambda: pubsub_connections(new) == 2 and pubsub_connections(old) == 0),
             timeout=3,
             what="every worker's pub/sub connection to move to the new master",
+        )
+        print(
+            f"switched after {switched_after:.1f} s, pub/sub moved after {time.monotonic() - asked_at:.1f} s"
         )
         # Still a master: the move came from +switch-master, not from the demotion.
         assert role(old) == "master"
