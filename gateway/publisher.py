@@ -162,6 +162,11 @@ class _Options:
         return control_client.disconnect_call(self._prefix, user_id, connection_id, self._sharded)
 
 
+def _sentinel_of(client: Any) -> Any:
+    """The sentinels' clients behind a master's client (they outlive it unless closed)."""
+    return getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+
+
 class Publisher(_Options):
     """Synchronous publisher. ``publish`` returns a ``Published``: how many gateway workers
     received the message, and its ``position`` in the user's history."""
@@ -179,8 +184,10 @@ class Publisher(_Options):
         sentinels: str | None = None,
         sentinel_master: str | None = None,
     ) -> None:
+        built = client is None
         if client is None:
             client = _topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client()
+        self._sentinel = _sentinel_of(client) if built else None
         sharded = isinstance(client, redis.RedisCluster)
         super().__init__(prefix, max_payload_size, history, history_length, history_ttl, sharded)
         self._client: SyncClient = client
@@ -216,6 +223,8 @@ class Publisher(_Options):
 
     def close(self) -> None:
         self._client.close()
+        if self._sentinel is not None:
+            self._sentinel.close()
 
 
 class AsyncPublisher(_Options):
@@ -235,8 +244,10 @@ class AsyncPublisher(_Options):
         sentinels: str | None = None,
         sentinel_master: str | None = None,
     ) -> None:
+        built = client is None
         if client is None:
             client = _topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client()
+        self._sentinel = _sentinel_of(client) if built else None
         sharded = isinstance(client, aioredis.RedisCluster)
         super().__init__(prefix, max_payload_size, history, history_length, history_ttl, sharded)
         self._client: AsyncClient = client
@@ -273,3 +284,5 @@ class AsyncPublisher(_Options):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
