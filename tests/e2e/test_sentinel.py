@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from redis.sentinel import Sentinel as SentinelClient
 from websockets.asyncio.client import ClientConnection
 
 from gateway.publisher import Publisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value
+from harness.paths import ROOT
 from harness.redis_sentinel import RedisSentinelSet, Sentinel, running_sentinel
 from harness.redis_server import RedisServer, live_leases
 from harness.waiting import eventually, in_thread
@@ -39,10 +42,30 @@ def gateway_env(sentinels: RedisSentinelSet) -> dict[str, str]:
 
 
 def publisher(sentinels: RedisSentinelSet) -> Publisher:
-    """The publisher library on a redis-py Sentinel client (it follows the master by itself)."""
-    addresses = [("127.0.0.1", s.port) for s in sentinels.sentinels]
-    client = SentinelClient(addresses, socket_timeout=2).master_for(sentinels.master_name, socket_timeout=5)
-    return Publisher(client=client)
+    """The publisher library through the sentinels (it follows the master by itself)."""
+    return Publisher(sentinels=sentinels.sentinel_addresses, sentinel_master=sentinels.master_name)
+
+
+def publish_once(sentinels: RedisSentinelSet, user: str, data: object) -> None:
+    publisher_ = publisher(sentinels)
+    try:
+        publisher_.publish(user, data)
+    finally:
+        publisher_.close()
+
+
+async def cli(sentinels: RedisSentinelSet, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway ...`` with the gateway's Sentinel variables (REDIS_URL unset)."""
+    env = {
+        **os.environ,
+        "REDIS_SENTINELS": sentinels.sentinel_addresses,
+        "REDIS_SENTINEL_MASTER": sentinels.master_name,
+    }
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "-m", "gateway", *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 async def open_sockets(gateway: Gateway, user: str, count: int) -> list[ClientConnection]:
@@ -96,7 +119,7 @@ async def test_a_gateway_behind_sentinel_admits_and_delivers_from_the_master_the
         assert await admit(gateway.ws_url, user) == 4029
         with master.client() as client:
             assert live_leases(client, user) == LIMIT
-        publisher(sentinel_set).publish(user, {"hello": 1})
+        publish_once(sentinel_set, user, {"hello": 1})
         await received(sockets, {"hello": 1})
         assert health(gateway) == (200, {"redis": "ok", "master": f"{host}:{port}"})
         assert pubsub_connections(master) == 2
@@ -110,9 +133,9 @@ async def test_a_gateway_behind_sentinel_admits_and_delivers_from_the_master_the
 async def test_a_killed_master_costs_seconds_of_delivery_and_no_socket(
     sentinel_set: RedisSentinelSet, user: str
 ) -> None:
-    """SIGKILL the master: the sentinels promote the replica; what is published to it right after
-    reaches every socket (live, or through the gap fill), no socket closes, and admission counts
-    places on the new master."""
+    """SIGKILL the master: the sentinels promote the replica; what the library publishes right after
+    reaches every socket (live, or through the gap fill), then what the CLI publishes; no socket
+    closes, and admission counts places on the new master (the CLI's online reads them)."""
     with running_gateway("redis://", workers=2, **gateway_env(sentinel_set)) as gateway:
         sockets = await open_sockets(gateway, user, LIMIT)
         publish = publisher(sentinel_set)
@@ -133,11 +156,16 @@ async def test_a_killed_master_costs_seconds_of_delivery_and_no_socket(
             what="/healthz/redis to name the new master",
         )
         assert reconnects(gateway) == 2  # one per worker
+        done = await cli(sentinel_set, "publish", user, '{"n": 2}')
+        assert done.returncode == 0, done.stderr
+        await received(sockets, {"n": 2})
         other = f"{user}-after"
         others = await open_sockets(gateway, other, LIMIT)
         assert await admit(gateway.ws_url, other) == 4029
         with new.client() as client:
             assert live_leases(client, other) == LIMIT
+        assert (await cli(sentinel_set, "online", other)).stdout == f"{other}\t{LIMIT}\n"
+        publish.close()
         for ws in sockets + others:
             await ws.close()
 
@@ -166,7 +194,7 @@ async def test_a_failover_with_the_old_master_alive_moves_pubsub_at_once(
         # Still a master: the move came from +switch-master, not from the demotion.
         assert role(old) == "master"
         assert reconnects(gateway) == 2  # one per worker
-        publisher(sentinel_set).publish(user, {"after": "switch"})
+        publish_once(sentinel_set, user, {"after": "switch"})
         await received(sockets, {"after": "switch"})
         other = f"{user}-after"
         (admitted,) = await open_sockets(gateway, other, 1)
@@ -209,7 +237,7 @@ async def test_workers_whose_sentinel_dies_listen_on_another_and_still_follow_a_
             timeout=3,
             what="every worker's pub/sub connection to move to the new master",
         )
-        publisher(sentinel_set).publish(user, {"after": "switch"})
+        publish_once(sentinel_set, user, {"after": "switch"})
         await received(sockets, {"after": "switch"})
         assert all(ws.close_code is None for ws in sockets)
         for ws in sockets:
