@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.broker.sentinel import SentinelBroker
 from gateway.state import Gateway
 
 _REDIS_PING_TIMEOUT = 1.0
@@ -27,9 +28,9 @@ async def redis(request: Request) -> Response:
     sentinels name (``host:port``; null when they name none reachable)."""
     gateway: Gateway = request.state.gateway
     extra: dict[str, str | None] = {}
-    if gateway.sentinel is not None:
+    if isinstance(gateway.broker, SentinelBroker):
         try:
-            host, port = await asyncio.wait_for(gateway.sentinel.master(), _REDIS_PING_TIMEOUT)
+            host, port = await asyncio.wait_for(gateway.broker.master(), _REDIS_PING_TIMEOUT)
         except (RedisError, OSError, TimeoutError):
             return JSONResponse({"redis": "unavailable", "master": None}, status_code=503)
         extra["master"] = f"{host}:{port}"

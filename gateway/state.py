@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
 from gateway.auth import Authenticator
 from gateway.broker import Broker
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
-from gateway.sentinel_mode import SentinelRedis
+from gateway.redis_topology import AsyncClient
 from gateway.settings import Settings
 
 
@@ -26,14 +24,12 @@ class Gateway:
 
     settings: Settings
     worker_id: str
-    redis: aioredis.Redis
+    redis: AsyncClient
     hub: Hub
     broker: Broker
     limiter: Limiter
     authenticator: Authenticator
     history_reader: HistoryReader
-    # Sentinel mode's parts (the health check asks them which master is current); None otherwise.
-    sentinel: SentinelRedis | None = field(default=None)
     draining: bool = field(default=False)
     pending_handshakes: int = field(default=0)
     # Sent with every accept: which worker holds the socket (also its pub/sub client's name).

@@ -8,6 +8,8 @@ it, and what is published to the new master never reaches a subscriber of the ol
 ``MasterFollower`` listens for ``+switch-master`` on one sentinel (the next one after an error) and
 at once moves the command connections and the pub/sub connection to the new master; the broker then
 subscribes every local user again and the gap fill runs, as after any loss.
+
+``SentinelBroker`` is ``RedisBroker`` on such connections, with its follower.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import itertools
 import logging
 import random
 from collections.abc import Sequence
+from typing import cast
 
+import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 from redis.exceptions import RedisError
 
+from gateway.broker import LocalUsers, MessageHandler, Resubscribed
+from gateway.broker.commands import pubsub_options
 from gateway.broker.redis import RedisBroker
+from gateway.redis_topology import Topology
 from gateway.sentinels import Address, AsyncSentinels
 from gateway.tasks import cancel_and_wait
 
@@ -131,3 +138,52 @@ class MasterFollower:
         # A broker between tries (its master was killed) tries the new one now, not after its back-off.
         if self._pubsub_pool.master_address not in (None, master) or (moved and not self._broker.ready):
             self._broker.reconnect_now()
+
+
+class SentinelBroker(RedisBroker):
+    """``RedisBroker`` on the master the sentinels name, following it with a ``MasterFollower``
+    that also moves ``command_clients`` (made by ``AsyncSentinels.master``)."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        sentinels: AsyncSentinels,
+        prefix: str,
+        worker_id: str,
+        probe_client: aioredis.Redis,
+        on_message: MessageHandler,
+        users: LocalUsers,
+        probe_interval: float,
+        on_resubscribed: Resubscribed,
+        command_clients: Sequence[aioredis.Redis],
+    ) -> None:
+        pool = sentinels.pubsub_pool(topology.master_name, **pubsub_options(worker_id))
+        super().__init__(
+            topology.url,
+            prefix,
+            worker_id,
+            probe_client,
+            on_message,
+            users,
+            probe_interval,
+            on_resubscribed=on_resubscribed,
+            pool=pool,
+        )
+        self._sentinels = sentinels
+        self._master_name = topology.master_name
+        pools = [cast(SentinelConnectionPool, client.connection_pool) for client in command_clients]
+        self._follower = MasterFollower(
+            sentinels, topology.sentinels, topology.master_name, self, pool, pools, worker_id
+        )
+
+    def start(self) -> None:
+        super().start()
+        self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+        await super().stop()
+
+    async def master(self) -> Address:
+        """The master the sentinels name now (``MasterNotFoundError`` when none is reachable)."""
+        return await self._sentinels.discover_master(self._master_name)
