@@ -36,7 +36,6 @@ def gateway_env(sentinels: RedisSentinelSet) -> dict[str, str]:
     return {
         "REDIS_SENTINELS": sentinels.sentinel_addresses,
         "REDIS_SENTINEL_MASTER": sentinels.master_name,
-        "REDIS_PROBE_INTERVAL": "0.5",
         "WEBSOCKET_MAX_CONNECTIONS_PER_USER": str(LIMIT),
     }
 
