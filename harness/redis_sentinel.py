@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ class Sentinel:
         with open(self.config, "w") as file:
             file.write("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
+        self.stopped = False
 
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -63,6 +65,18 @@ class Sentinel:
     def ask(self, *command: Any) -> Any:
         with self.client() as client:
             return client.execute_command(*command)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP: the sentinel hears and says nothing (and misses what the others decide)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.stopped = True
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+            self.stopped = False
 
     def kill(self) -> None:
         """SIGKILL: a crashed sentinel."""
@@ -123,7 +137,7 @@ class RedisSentinelSet:
 
     def current_master(self) -> tuple[str, int]:
         """The master's address as the first answering sentinel names it."""
-        for sentinel in self.sentinels:
+        for sentinel in self._live():
             try:
                 host, port = sentinel.ask("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
             except (redis.RedisError, TypeError, ValueError):
@@ -161,7 +175,9 @@ class RedisSentinelSet:
         return True
 
     def _live(self) -> list[Sentinel]:
-        return [s for s in self.sentinels if s.process is not None and s.process.poll() is None]
+        return [
+            s for s in self.sentinels if s.process is not None and s.process.poll() is None and not s.stopped
+        ]
 
     def _live_replicas_of(self, master_port: int) -> int:
         return sum(
