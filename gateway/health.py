@@ -25,14 +25,16 @@ async def liveness(request: Request) -> Response:
 
 async def redis(request: Request) -> Response:
     """Commands answered and the pub/sub connection ready; in Sentinel mode also which master the
-    sentinels name (``host:port``; null when they name none reachable)."""
+    sentinels name (``host:port``), or ``no_master`` when they name none (they do not answer, or a
+    failover is under way)."""
     gateway: Gateway = request.state.gateway
     extra: dict[str, str | None] = {}
     if isinstance(gateway.broker, SentinelBroker):
         try:
             host, port = await asyncio.wait_for(gateway.broker.master(), _REDIS_PING_TIMEOUT)
         except (RedisError, OSError, TimeoutError):
-            return JSONResponse({"redis": "unavailable", "master": None}, status_code=503)
+            # Sentinels down, or a failover under way: no new connection can find the master.
+            return JSONResponse({"redis": "no_master", "master": None}, status_code=503)
         extra["master"] = f"{host}:{port}"
     try:
         await asyncio.wait_for(gateway.redis.ping(), _REDIS_PING_TIMEOUT)

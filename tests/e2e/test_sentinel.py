@@ -4,6 +4,7 @@ killed, or failed over while alive, and the sockets stay open while delivery and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -51,6 +52,12 @@ def publish_once(sentinels: RedisSentinelSet, user: str, data: object) -> None:
         publisher_.publish(user, data)
     finally:
         publisher_.close()
+
+
+def publish_once_direct(server: RedisServer, user: str, data: object) -> None:
+    """The library on a client of one server (the sentinels are not asked)."""
+    with server.client() as client:
+        Publisher(client=client).publish(user, data)
 
 
 async def cli(sentinels: RedisSentinelSet, *args: str) -> subprocess.CompletedProcess[str]:
@@ -110,7 +117,8 @@ async def test_a_gateway_behind_sentinel_admits_and_delivers_from_the_master_the
     sentinel_set: RedisSentinelSet, user: str
 ) -> None:
     """Sockets admitted against the named master; the library's publishes reach them; the limit
-    holds; /healthz/redis names the master; the replica holds no pub/sub connection."""
+    holds; /healthz/redis names the master; the replica holds no pub/sub connection. With every
+    sentinel silent, health says Redis is unavailable but delivery goes on."""
     host, port = sentinel_set.current_master()
     master = sentinel_set.server_at(port)
     with running_gateway("redis://", workers=2, **gateway_env(sentinel_set)) as gateway:
@@ -125,6 +133,13 @@ async def test_a_gateway_behind_sentinel_admits_and_delivers_from_the_master_the
         assert sentinel_set.replica is not None
         assert pubsub_connections(sentinel_set.replica) == 0
         assert reconnects(gateway) == 0
+        # Every sentinel silent: health says so, and delivery (already connected) goes on.
+        with contextlib.ExitStack() as paused:
+            for sentinel in sentinel_set.sentinels:
+                paused.enter_context(sentinel.paused())
+            assert health(gateway) == (503, {"redis": "no_master", "master": None})
+            publish_once_direct(master, user, {"hello": 2})
+            await received(sockets, {"hello": 2})
         for ws in sockets:
             await ws.close()
 
