@@ -63,6 +63,7 @@ class MasterFollower:
         self._client_name = f"gateway-sentinel:{worker_id}"
         # The master as last named by the sentinels (None until first asked).
         self.master: Address | None = None
+        self._listening = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -77,10 +78,16 @@ class MasterFollower:
         start = random.randrange(len(self._addresses))  # spread the workers over the sentinels
         for turn in itertools.count(start):
             host, port = self._addresses[turn % len(self._addresses)]
+            self._listening = False
             try:
                 await self._listen(host, port)
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("sentinel %s:%d: no +switch-master feed: %s", host, port, type(exc).__name__)
+            except Exception:
+                # A bug, not a sentinel: the worker must not stay deaf to failovers for good.
+                log.exception("sentinel %s:%d: follower failed; listening again", host, port)
+            if self._listening:  # it worked for a while: the next sentinel at once
+                delay = _BACKOFF_FIRST
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
 
@@ -97,6 +104,7 @@ class MasterFollower:
             await conn.connect()  # type: ignore[no-untyped-call]
             await conn.send_command("SUBSCRIBE", _SWITCH)
             await conn.read_response()
+            self._listening = True
             # Listening from now on; a switch missed while not listening shows here (none is named
             # while the master is down: the switch will be heard).
             with contextlib.suppress(MasterNotFoundError):
