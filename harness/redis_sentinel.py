@@ -198,16 +198,24 @@ class RedisSentinelSet:
         except (redis.RedisError, TypeError, ValueError):
             return False
 
-    def kill_master_and_wait_for_failover(self, timeout: float = 30) -> RedisServer:
-        """SIGKILL the master, then wait until every sentinel names the replica and it reports
-        role master; the new master."""
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the master; the server the sentinels should promote (``wait_for_failover``)."""
         _, old_port = self.current_master()
         old = self.server_at(old_port)
-        new = next(server for server in self.servers if server is not old)
         old.kill()
+        return next(server for server in self.servers if server is not old)
+
+    def wait_for_failover(self, new: RedisServer, timeout: float = 30) -> None:
+        """Wait until every sentinel names ``new`` and it reports role master."""
         wait_for(
             lambda: self._all_name(new.port), timeout=timeout, what="the sentinels to promote the replica"
         )
+
+    def kill_master_and_wait_for_failover(self, timeout: float = 30) -> RedisServer:
+        """SIGKILL the master, then wait until every sentinel names the replica and it reports
+        role master; the new master."""
+        new = self.kill_master()
+        self.wait_for_failover(new, timeout)
         return new
 
     def failover_and_wait(self, timeout: float = 30) -> RedisServer:

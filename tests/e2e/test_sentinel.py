@@ -149,14 +149,18 @@ async def test_a_killed_master_costs_seconds_of_delivery_and_no_socket(
 ) -> None:
     """SIGKILL the master: the sentinels promote the replica; what the library publishes right after
     reaches every socket (live, or through the gap fill), then what the CLI publishes; no socket
-    closes, and admission counts places on the new master (the CLI's online reads them)."""
+    closes. Admission answers 1013 until the promotion, then counts places on the new master (the
+    CLI's online reads them)."""
     with running_gateway("redis://", workers=2, **gateway_env(sentinel_set)) as gateway:
         sockets = await open_sockets(gateway, user, LIMIT)
         publish = publisher(sentinel_set)
         publish.publish(user, {"n": 0})
         await received(sockets, {"n": 0})
         killed_at = time.monotonic()
-        new = sentinel_set.kill_master_and_wait_for_failover()
+        new = sentinel_set.kill_master()
+        # No master until the replica is promoted: admission fails closed.
+        assert await admit(gateway.ws_url, f"{user}-during") == 1013
+        await asyncio.to_thread(sentinel_set.wait_for_failover, new)
         promoted_after = time.monotonic() - killed_at
         publish.publish(user, {"n": 1})
         await received(sockets, {"n": 1}, timeout=15)
