@@ -51,7 +51,13 @@ class ShardState:
     node: str
     slots: str
     channels: int
-    pubsub: str  # "ready", "reconnecting", or "none" (no local user there, no connection)
+    pubsub: str  # "ready", "opening", "reconnecting", or "none" (no local user there)
+
+
+def _pubsub_state(shard: Shard | None) -> str:
+    if shard is None:
+        return "none"
+    return "ready" if shard.ready else "opening" if shard.opening else "reconnecting"
 
 
 class ClusterBroker(Broker):
@@ -92,7 +98,12 @@ class ClusterBroker(Broker):
     @property
     def ready(self) -> bool:
         """The slot map is known and every master holding a local user has its connection ready."""
-        return self._map_ok and all(shard.ready for shard in self._shards.values())
+        return self._map_ok and all(shard.ready or shard.opening for shard in self._shards.values())
+
+    @property
+    def map_ok(self) -> bool:
+        """The last reading of the slot map succeeded."""
+        return self._map_ok
 
     @property
     def channel_count(self) -> int:
@@ -110,7 +121,7 @@ class ClusterBroker(Broker):
                     node=address_text(address),
                     slots=",".join(f"{a}-{b}" for a, b in ranges),
                     channels=len(shard.users) if shard is not None else 0,
-                    pubsub="none" if shard is None else "ready" if shard.ready else "reconnecting",
+                    pubsub=_pubsub_state(shard),
                 )
             )
         return states

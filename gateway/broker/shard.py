@@ -24,6 +24,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
+from gateway import keys
 from gateway.broker import BrokerUnavailable
 from gateway.broker.commands import confirmation
 from gateway.broker.ledger import Entry, Ledger
@@ -43,8 +44,7 @@ class Shard:
     def __init__(self, address: Address, links: ShardLinks, prefix: str, hooks: ShardHooks) -> None:
         self.address = address
         self.links = links
-        self._prefix_len = len(prefix) + 1
-        self._prefix = prefix
+        self._prefix, self._prefix_len = prefix, len(prefix) + 1
         self._hooks = hooks
         # Users routed here (subscribed, or to be): the broker's to add, move and drop.
         self.users: set[str] = set()
@@ -61,7 +61,7 @@ class Shard:
         self._control = b""
         self._ready = False
         # Until its first connection fails, subscriptions queue for it (it is being opened).
-        self._opening = True
+        self.opening = True
         self._lost_at: float | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -84,7 +84,7 @@ class Shard:
 
     async def subscribe(self, user_id: str) -> None:
         self.users.add(user_id)
-        if not (self._ready or self._opening):
+        if not (self._ready or self.opening):
             raise BrokerUnavailable(f"pub/sub connection to {self.name} is down")
         if user_id in self._to_unsubscribe:
             future = self._to_unsubscribe.pop(user_id)
@@ -99,7 +99,7 @@ class Shard:
         await confirmation(future)
 
     async def confirmed(self, user_id: str) -> None:
-        if not (self._ready or self._opening):
+        if not (self._ready or self.opening):
             raise BrokerUnavailable(f"pub/sub connection to {self.name} is down")
         future = self._pending.get(user_id)
         if future is not None:
@@ -152,7 +152,7 @@ class Shard:
                 log.exception("redis pub/sub session with %s failed; reconnecting", self.name)
             was_ready = self._ready
             await self._teardown()
-            self._opening = False
+            self.opening = False
             if was_ready:
                 self.links.count_reconnect(self._hooks.label(self.address))
                 self._lost_at = time.monotonic()
@@ -237,8 +237,7 @@ class Shard:
             self._hooks.on_resubscribed(user_id)
 
     def _refused(self, exc: ResponseError) -> None:
-        """An error answering the oldest command: none of its channels is held (MOVED: the
-        slot is elsewhere; CLUSTERDOWN: nobody serves it now)."""
+        """An error answers the oldest command: none of its channels is held (MOVED, CLUSTERDOWN)."""
         head = self._ledger.refused()
         if head is None:
             raise exc
@@ -289,14 +288,12 @@ class Shard:
             if not future.done():
                 future.set_result(False)
         self._pending.clear()
-        self._to_subscribe.clear()
-        self._to_unsubscribe.clear()
-        self._ledger.clear()
-        self.displaced.clear()
+        for collection in (self._to_subscribe, self._to_unsubscribe, self._ledger, self.displaced):
+            collection.clear()
         self._dirty.clear()
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
 
     def _channel(self, user_id: str) -> bytes:
-        return f"{self._prefix}:{user_id}".encode()
+        return keys.user_channel(self._prefix, user_id).encode()
