@@ -5,8 +5,8 @@ slot moved under subscribed users."""
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
