@@ -5,6 +5,11 @@
 
 - single: a bounded ``BlockingConnectionPool`` (an admission storm queues for a connection) and
   ``RedisBroker`` with a probe connection of its own.
+- cluster: a ``RedisCluster`` command client and ``ClusterBroker`` (gateway/broker/cluster.py).
+  redis-py's cluster client has no blocking pool: past ``max_connections`` per node it raises
+  instead of queueing, so the bound is wider than the single mode's (an admission that meets it
+  is refused with 1013, like any Redis error). It retries a command after a connection error or
+  a MOVED on its own, re-reading the slot map, with a short back-off.
 - sentinel: the single mode's bounded pool and probe connection, each connection made to the
   master the sentinels name (gateway/sentinels.py), and ``SentinelBroker``
   (gateway/broker/sentinel.py), which also moves the command connections at a switch.
@@ -17,16 +22,19 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.broker import Broker, LocalUsers, MessageHandler, Resubscribed
+from gateway.broker.cluster import ClusterBroker
 from gateway.broker.redis import RedisBroker
 from gateway.broker.sentinel import SentinelBroker
 from gateway.redis_topology import AsyncClient
 from gateway.settings import Settings
 
 _COMMAND_CONNECTIONS = 16
+# Per node and worker, in cluster mode (see above).
+_CLUSTER_NODE_CONNECTIONS = 64
 
 
 def _retry_once_on_a_fresh_connection() -> Retry:
@@ -54,6 +62,8 @@ class RedisParts:
 
 
 def build_redis(settings: Settings, worker_id: str) -> RedisParts:
+    if settings.topology.mode == "cluster":
+        return _cluster(settings, worker_id)
     if settings.topology.mode == "sentinel":
         return _sentinel(settings, worker_id)
     return _single(settings, worker_id)
@@ -94,6 +104,29 @@ def _single(settings: Settings, worker_id: str) -> RedisParts:
         )
 
     return RedisParts(client, broker, [probe_client.aclose, client.aclose])
+
+
+def _cluster(settings: Settings, worker_id: str) -> RedisParts:
+    client = settings.topology.async_client(
+        max_connections=_CLUSTER_NODE_CONNECTIONS,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        client_name=f"gateway:{worker_id}",
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+    )
+
+    def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
+        return ClusterBroker(
+            settings.topology,
+            settings.channel_prefix,
+            worker_id,
+            on_message,
+            users,
+            settings.redis_probe_interval,
+            on_resubscribed=on_resubscribed,
+        )
+
+    return RedisParts(client, broker, [client.aclose])
 
 
 def _sentinel(settings: Settings, worker_id: str) -> RedisParts:
