@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -19,6 +19,9 @@ from redis.asyncio.cluster import ClusterNode
 
 from gateway import settings_table as table
 from gateway.settings_parsers import SettingsError
+
+if TYPE_CHECKING:
+    from gateway.sentinels import AsyncSentinels
 
 Mode = Literal["single", "cluster", "sentinel"]
 HostPorts = tuple[tuple[str, int], ...]
@@ -87,9 +90,7 @@ class Topology:
             nodes = [ClusterNode(host, port) for host, port in self.cluster_nodes]
             return aioredis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
         if self.mode == "sentinel":
-            from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-
-            return cast(aioredis.Redis, self._master(AsyncSentinel, options))
+            return self.async_sentinels().master(self.master_name, **options)
         return aioredis.Redis.from_url(self.url, **options)
 
     def sync_client(self, **options: Any) -> SyncClient:
@@ -100,14 +101,26 @@ class Topology:
             nodes = [node(host, port) for host, port in self.cluster_nodes]
             return redis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
         if self.mode == "sentinel":
-            from redis.sentinel import Sentinel
+            from gateway.sentinels import SyncSentinels
 
-            return cast(redis.Redis, self._master(Sentinel, options))
+            return SyncSentinels(list(self.sentinels), **self.node_options(), **self._database()).master(
+                self.master_name, **options
+            )
         return redis.Redis.from_url(self.url, **options)
 
-    def _master(self, sentinel_class: Any, options: dict[str, Any]) -> Any:
-        """A client of the master the sentinels name now; it asks them again after an error."""
-        sentinel = sentinel_class(
-            list(self.sentinels), sentinel_kwargs={"socket_timeout": 2}, **self.node_options()
-        )
-        return sentinel.master_for(self.sentinel_master, **options)
+    def _database(self) -> dict[str, int]:
+        """Sentinel mode: the database number in ``REDIS_URL``'s path (``redis://:pw@/2``), if any."""
+        path = urlsplit(self.url).path.strip("/")
+        return {"db": int(path)} if path.isdigit() else {}
+
+    @property
+    def master_name(self) -> str:
+        """``REDIS_SENTINEL_MASTER`` (Sentinel mode only)."""
+        assert self.sentinel_master is not None
+        return self.sentinel_master
+
+    def async_sentinels(self) -> AsyncSentinels:
+        """The sentinels, to ask for the master (Sentinel mode); see gateway/sentinels.py."""
+        from gateway.sentinels import AsyncSentinels
+
+        return AsyncSentinels(list(self.sentinels), **self.node_options(), **self._database())

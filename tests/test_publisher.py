@@ -76,10 +76,13 @@ async def test_async_publish_many_sends_nothing_when_one_message_is_bad(
     pubsub.close()
 
 
-def test_publisher_refuses_an_unusable_user_id(redis_server: RedisServer) -> None:
-    publisher = Publisher(redis_server.url, history=False)
+@pytest.mark.parametrize("bad", ["two words", "a{b}", "}x"])
+@pytest.mark.parametrize("history", [True, False])
+def test_publisher_refuses_an_unusable_user_id(redis_server: RedisServer, bad: str, history: bool) -> None:
+    """A brace would move the user's keys to another Redis Cluster slot than its channel."""
+    publisher = Publisher(redis_server.url, history=history)
     with pytest.raises(ValueError):
-        publisher.publish("two words", "x")
+        publisher.publish(bad, "x")
     publisher.close()
 
 

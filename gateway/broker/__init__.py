@@ -27,8 +27,8 @@ Implementations, one per Redis topology, chosen by ``gateway/app.py`` from the s
   checks it). The only one today.
 - ``cluster.py`` (to come): Redis Cluster, shard channels (SSUBSCRIBE), one pub/sub connection per
   master owning a slot of a local user, following failovers and slot migrations.
-- Sentinel: ``sentinel.py``, or only a connection factory handed to ``RedisBroker``, since after
-  discovery it is one server again.
+- ``sentinel.py``: ``SentinelBroker``, ``RedisBroker`` on a connection to the master the sentinels
+  name, moved at once when they switch masters (``+switch-master``).
 
 History and recovery sit above the broker, between it and the hub (``on_message`` goes through
 them), and do not know which implementation delivers. Control commands (disconnect a user

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from gateway import keys, metrics
 from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
-from gateway.broker.commands import batched, confirmation, ignore
+from gateway.broker.commands import batched, confirmation, ignore, pubsub_options
 from gateway.broker.probe import Probe
 from gateway.tasks import cancel_and_wait
 
@@ -54,17 +54,10 @@ class RedisBroker(Broker):
         users: LocalUsers,
         probe_interval: float,
         on_resubscribed: Resubscribed | None = None,
+        pool: ConnectionPool | None = None,
     ) -> None:
-        # RESP2: messages arrive as plain arrays; under RESP3 redis-py routes each one through
-        # its push-notification handlers, which format a debug string per message.
-        self._pool: ConnectionPool = ConnectionPool.from_url(
-            redis_url,
-            protocol=2,
-            socket_connect_timeout=5,
-            # Bounds the connection handshake; message reads pass their own (infinite) timeout.
-            socket_timeout=5,
-            client_name=f"gateway-sub:{worker_id}",
-        )
+        # Sentinel mode passes a pool that asks the sentinels at each connect (broker/sentinel.py).
+        self._pool: ConnectionPool = pool or ConnectionPool.from_url(redis_url, **pubsub_options(worker_id))
         self._prefix = prefix
         self._prefix_len = len(prefix) + 1
         self._control = keys.control_channel(prefix, worker_id).encode()
@@ -92,6 +85,8 @@ class RedisBroker(Broker):
         self._ready = False
         self._lost_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        # Set by reconnect_now: ends the session, or the back-off wait, at once.
+        self._move = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -101,6 +96,11 @@ class RedisBroker(Broker):
     @property
     def channel_count(self) -> int:
         return self._channels
+
+    def reconnect_now(self) -> None:
+        """The master moved: reconnect (where the pool says) at once, not after the back-off;
+        every user is subscribed again and the gap fill runs, as after any loss."""
+        self._move.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gateway-subscriber")
@@ -171,10 +171,12 @@ class RedisBroker(Broker):
                 metrics.REDIS_RECONNECTS.inc()
                 self._lost_at = time.monotonic()
                 delay = _BACKOFF_FIRST
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._move.wait(), delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
 
     async def _session(self) -> None:
+        self._move.clear()
         conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         self._conn = conn
         await conn.connect()  # type: ignore[no-untyped-call]
@@ -193,6 +195,7 @@ class RedisBroker(Broker):
             asyncio.create_task(self._read(conn), name="gateway-subscriber-reader"),
             asyncio.create_task(self._write_changes(), name="gateway-subscriber-writer"),
             asyncio.create_task(self._probe.run(), name="gateway-subscriber-probe"),
+            asyncio.create_task(self._move.wait(), name="gateway-subscriber-move"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

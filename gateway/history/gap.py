@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.history import envelope
 from gateway.history.position import Position
-from gateway.history.reader import HistoryReader
+from gateway.history.reader import HistoryReader, Reading
 from gateway.hub import Hub
 
 log = logging.getLogger("gateway.history")
 
 # Users read in one pipelined round trip.
 _BATCH = 500
+# Pauses before reading again after a connection error; then the gap is given up.
+_RETRY_DELAYS = (0.2, 0.5, 1.0)
 
 
 class GapFiller:
@@ -56,7 +60,7 @@ class GapFiller:
             users, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
             gaps = [(user_id, start) for user_id in users if (start := self._start(user_id)) is not None]
             try:
-                readings = await self._reader.read_many([(u, epoch, after) for u, (epoch, after) in gaps])
+                readings = await self._read([(u, epoch, after) for u, (epoch, after) in gaps])
             except RedisError as exc:
                 log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
                 for user_id, _ in gaps:
@@ -70,6 +74,16 @@ class GapFiller:
                 # The entries run up to the history's current offset, consecutive.
                 start = Position(reading.epoch, reading.offset - len(reading.entries))
                 self._hub.release(user_id, start, reading.entries)
+
+    async def _read(self, gaps: list[tuple[str, str, int]]) -> list[Reading]:
+        """A read that meets a connection error is tried again: on a Redis Cluster the pub/sub
+        connection can follow a failover a moment before the command client learns of it."""
+        for delay in _RETRY_DELAYS:
+            try:
+                return await self._reader.read_many(gaps)
+            except (RedisConnectionError, RedisTimeoutError):
+                await asyncio.sleep(delay)
+        return await self._reader.read_many(gaps)
 
     def _start(self, user_id: str) -> tuple[str, int] | None:
         """(epoch, offset) to read after, or ("", time) for a user with no position yet."""
