@@ -68,6 +68,10 @@ class GapFiller:
                 continue
             for (user_id, _), reading in zip(gaps, readings, strict=True):
                 if reading.result != "ok":
+                    if reading.result == "future":
+                        # Behind what was delivered here: a failover lost the history's last
+                        # entries (replication is asynchronous); the next offsets are new messages.
+                        self._hub.forget_position(user_id)
                     self._not_filled(user_id, reading.result)
                     continue
                 metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
