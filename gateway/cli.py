@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     publish.add_argument("user")
     publish.add_argument("json", help="the payload, sent byte for byte; must be valid JSON")
-    publish.add_argument("--no-history", action="store_true", help="a plain PUBLISH: not recoverable")
+    publish.add_argument(
+        "--no-history", action="store_true", help="a plain PUBLISH (SPUBLISH on a cluster): not recoverable"
+    )
     connections = commands.add_parser("connections", help="list a user's live connections cluster-wide")
     connections.add_argument("user")
     disconnect = commands.add_parser(
