@@ -13,8 +13,9 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from gateway.limiter import Limiter, release_worker
+from gateway.limiter import Limiter, LimiterUnavailable, release_worker
 from gateway.redis_topology import AsyncClient, Topology
+from harness.ports import free_port
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import leases_key, live_leases
 
@@ -128,3 +129,15 @@ def test_a_users_lease_keys_share_the_slot_of_its_channel(user: str) -> None:
     for suffix in ("conns", "recovery", "history", "meta", "worker:host-1-2"):
         assert key_slot(f"{{ws:{user}}}:{suffix}".encode()) == channel_slot
     assert key_slot(leases_key(user).encode()) == channel_slot
+
+
+async def test_a_cluster_out_of_reach_fails_closed(user: str) -> None:
+    """No node answers: the cluster client raises RedisClusterException (not a RedisError), and
+    admission still fails closed with LimiterUnavailable (1013), not an internal error."""
+    topology = Topology("redis://", cluster_nodes=(("127.0.0.1", free_port()),))
+    client = topology.async_client(socket_connect_timeout=1)
+    limiter = Limiter(client, "ws", "w-1", LIMIT, 30.0)
+    with pytest.raises(LimiterUnavailable):
+        await limiter.acquire(user, _never_lost)
+    assert limiter.leases == {}
+    await client.aclose()
