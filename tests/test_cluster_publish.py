@@ -16,6 +16,8 @@ import pytest
 import redis
 
 from gateway import wire
+from gateway.history.position import parse_position
+from gateway.history.reader import HistoryReader
 from gateway.limiter import Limiter
 from gateway.publisher import AsyncPublisher, Publisher
 from gateway.redis_topology import AsyncClient, Topology
@@ -181,3 +183,22 @@ async def test_the_cli_in_cluster_mode(
         assert _next(pubsub) == wire.control_command("disconnect", None)
     assert live_leases(sync, user) == 0
     assert not sync.hgetall(leases_key(user)) or all(int(v) < 0 for v in sync.hvals(leases_key(user)))
+
+
+async def test_history_reads_per_slot_on_a_cluster(
+    cluster: RedisCluster, gateway_client: AsyncClient
+) -> None:
+    """The gateway's history reader (recovery, gap fill) reads users on every node in one call."""
+    users = _users(cluster, 6)
+    publisher = Publisher(cluster_nodes=cluster.startup_nodes)
+    first = publisher.publish_many([(user, f"first {user}") for user in users])
+    publisher.publish_many([(user, f"second {user}") for user in users])
+    publisher.close()
+    gaps = []
+    for user, published in zip(users, first, strict=True):
+        assert published.position is not None
+        position = parse_position(published.position)
+        assert position is not None
+        gaps.append((user, position.epoch, position.offset))
+    readings = await HistoryReader(gateway_client, "ws", replay_cap=100).read_many(gaps)
+    assert [(r.result, r.entries) for r in readings] == [("ok", [f"second {u}".encode()]) for u in users]
