@@ -1,6 +1,6 @@
-"""A gap fill after a failover whose promoted replica lost the last history entries: the
-history's offset went back, and what is published next must reach the user, not be dropped as a
-copy of what the old master delivered."""
+"""Gap fills after a failover whose promoted replica lacked the newest history: the offset went
+back (what is published next must not be dropped as a copy), or the whole history was lost and
+began again (what the new one holds must be delivered)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,50 @@ async def test_messages_after_a_history_that_went_back_are_delivered(
         )
         sync.close()
     finally:
+        publisher.close()
+        await broker.stop()
+        await gap.stop()
+        await client.aclose()
+
+
+async def test_a_history_that_began_again_while_the_worker_was_deaf_is_delivered(
+    own_redis: RedisServer, user: str
+) -> None:
+    """The history is lost (as when a replica is promoted before it got the user's first
+    entries) and three messages start a new one while the worker's pub/sub connection is gone:
+    the gap fill delivers them, in order, before what follows."""
+    client = aioredis.Redis.from_url(own_redis.url)
+    hub = Hub()
+    gap = GapFiller(hub, HistoryReader(client, "ws", 100))
+    broker = RedisBroker(
+        own_redis.url, "ws", f"test-{user}", client, hub.deliver, hub.user_ids, 1.0, gap.resubscribed
+    )
+    broker.start()
+    publisher = Publisher(own_redis.url)
+    sync = own_redis.client()
+    try:
+        await eventually(lambda: _now(broker.ready), what="the broker")
+        socket = Socket()
+        hub.add(user, socket)
+        await broker.subscribe(user)
+        for n in range(1, 3):
+            publisher.publish(user, f"m{n}")
+        await eventually(lambda: _now(len(socket.frames) == 2), what="two messages")
+        sync.delete(keys.history_key("ws", user), keys.history_meta_key("ws", user))
+        # Without yielding to the loop: the worker cannot subscribe again before these.
+        sync.client_kill_filter(_type="pubsub")
+        for n in range(1, 4):
+            publisher.publish(user, f"new{n}")
+        await eventually(lambda: _now(broker.ready), timeout=10, what="a new connection")
+        await eventually(
+            in_thread(lambda: dict(sync.pubsub_numsub(f"ws:{user}"))[f"ws:{user}".encode()] == 1),
+            what="resubscribed",
+        )
+        publisher.publish(user, "after")
+        await eventually(lambda: _now(socket.frames[-1:] == [b"after"]), what="the message after")
+        assert socket.frames == [b"m1", b"m2", b"new1", b"new2", b"new3", b"after"]
+    finally:
+        sync.close()
         publisher.close()
         await broker.stop()
         await gap.stop()
