@@ -1,7 +1,8 @@
 """Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
 
-Imports only redis, the key names, the payload limit, the settings table and the control scripts
-(``control_client``), so services can depend on it cheaply. ``disconnect`` and ``online`` are the
+Imports only redis, the key names, the payload limit, the settings table, the topology
+(``redis_topology``) and the scripts (``scripts``, ``control_client``), so services can depend on it
+cheaply. ``disconnect`` and ``online`` are the
 control calls (README "Control"). What is not passed is read as the gateway reads it: ``REDIS_URL``,
 ``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with ``REDIS_SENTINEL_MASTER``,
 ``REDIS_CHANNEL_PREFIX`` and ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else the table's defaults; a bad value

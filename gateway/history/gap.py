@@ -59,21 +59,47 @@ class GapFiller:
         while self._waiting:
             users, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
             gaps = [(user_id, start) for user_id in users if (start := self._start(user_id)) is not None]
-            try:
-                readings = await self._read([(u, epoch, after) for u, (epoch, after) in gaps])
-            except RedisError as exc:
-                log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
-                for user_id, _ in gaps:
-                    self._not_filled(user_id, "unavailable")
-                continue
-            for (user_id, _), reading in zip(gaps, readings, strict=True):
-                if reading.result != "ok":
-                    self._not_filled(user_id, reading.result)
-                    continue
-                metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
-                # The entries run up to the history's current offset, consecutive.
-                start = Position(reading.epoch, reading.offset - len(reading.entries))
-                self._hub.release(user_id, start, reading.entries)
+            renewed: list[tuple[str, tuple[str, int]]] = []
+            for (user_id, _), reading in await self._readings(gaps):
+                joined = self._hub.joined_at(user_id)
+                if reading.result == "epoch" and joined is not None:
+                    # The history was lost and began again (on a cluster: a failover before the
+                    # replica had it): every entry of the new one since the user joined here is
+                    # new to this worker. Envelope sockets still learn that the old one is gone.
+                    self._hub.notify(user_id, envelope.recovery(False, 0, "epoch"))
+                    renewed.append((user_id, ("", joined)))
+                else:
+                    self._settle(user_id, reading)
+            for (user_id, _), reading in await self._readings(renewed):
+                self._settle(user_id, reading)
+
+    async def _readings(
+        self, gaps: list[tuple[str, tuple[str, int]]]
+    ) -> list[tuple[tuple[str, tuple[str, int]], Reading]]:
+        """Each gap with its reading; none when Redis fails (those users are not filled)."""
+        if not gaps:
+            return []
+        try:
+            readings = await self._read([(u, epoch, after) for u, (epoch, after) in gaps])
+        except RedisError as exc:
+            log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
+            for user_id, _ in gaps:
+                self._not_filled(user_id, "unavailable")
+            return []
+        return list(zip(gaps, readings, strict=True))
+
+    def _settle(self, user_id: str, reading: Reading) -> None:
+        if reading.result != "ok":
+            if reading.result == "future":
+                # Behind what was delivered here: a failover lost the history's last entries
+                # (replication is asynchronous), so the next offsets are new messages.
+                self._hub.forget_position(user_id)
+            self._not_filled(user_id, reading.result)
+            return
+        metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
+        # The entries run up to the history's current offset, consecutive.
+        start = Position(reading.epoch, reading.offset - len(reading.entries))
+        self._hub.release(user_id, start, reading.entries)
 
     async def _read(self, gaps: list[tuple[str, str, int]]) -> list[Reading]:
         """A read that meets a connection error is tried again: on a Redis Cluster the pub/sub
