@@ -155,7 +155,8 @@ def test_the_cluster_bench_compares_one_redis_with_a_cluster(tmp_path: Path) -> 
         pytest.skip("the gateway's cluster broker (gateway/broker/cluster.py) is not merged yet")
     from loadtest.bench import cluster
 
-    argv = ["--users", "6", "--per-user", "2", "--messages", "60", "--rounds", "1", "--out", str(tmp_path)]
+    argv = ["--users", "6", "--per-user", "2", "--messages", "60", "--rounds", "1"]
+    argv += ["--processes", "1", "--out", str(tmp_path)]
     assert cluster.main(argv) == 0
     results = json.loads((tmp_path / "cluster.json").read_text())
     for mode in ("single", "cluster"):

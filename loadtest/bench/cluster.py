@@ -1,10 +1,10 @@
 """python -m loadtest.bench.cluster: the same fan-out through one Redis and through a Redis Cluster.
 
-One run, same gateway worker count, users, sockets and messages: first against one redis-server
-(PUBLISH / SUBSCRIBE), then against a 3-master Redis Cluster (SPUBLISH to the master serving each
-user's slot / SSUBSCRIBE). The messages go out as fast as Redis takes them (loadtest/bench/clients.py's
-pipelined publisher); deliveries/s = deliveries / (last receipt - first publish), median of the rounds.
-Per cluster node: the bytes it sent its clients (INFO stats total_net_output_bytes), the deliveries
+One run, same gateway worker count, users, sockets and messages, on one redis-server (PUBLISH /
+SUBSCRIBE) and on a 3-master Redis Cluster (SPUBLISH to the master serving each user's slot /
+SSUBSCRIBE), both gateways up at once and their rounds alternated. The messages go out as fast
+as Redis takes them (loadtest/bench/clients.py's pipelined publisher); deliveries/s = deliveries
+/ (last receipt - first publish), median of the rounds. Per cluster node: the bytes it sent its clients (INFO stats total_net_output_bytes), the deliveries
 of the users whose slots it serves, and the messages its cluster bus forwarded. Then, without the
 gateway, what a plain PUBLISH broadcast would cost the same cluster against SPUBLISH (see
 ``loadtest/bench/cluster_bus.py``). Writes cluster.json and cluster.md to --out.
@@ -13,9 +13,12 @@ gateway, what a plain PUBLISH broadcast would cost the same cluster against SPUB
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import redis
 
 from harness.paths import ROOT
-from harness.redis_cluster import RedisCluster, running_cluster
+from harness.redis_cluster import running_cluster
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
 from loadtest.bench import cluster_bus
@@ -34,13 +37,13 @@ from loadtest.bench.targets import running
 
 @dataclass(frozen=True)
 class Sizes:
-    users: int = 300
+    users: int = 500
     per_user: int = 2
-    messages: int = 6000
+    messages: int = 20000
     rounds: int = 3
     workers: int = 2
     masters: int = 3
-    processes: int = 1
+    processes: int = 2
     batch: int = 100
     pipelines: int = 4
     quiet: float = 2.0
@@ -109,66 +112,81 @@ def _round(
     }
 
 
-def _fan_out(redis_url: str, nodes: dict[str, redis.Redis], sizes: Sizes, **env: str) -> dict[str, Any]:
-    """Connect every user's sockets through one gateway, then ``rounds`` bursts; the median round."""
-    slots = slot_ranges(next(iter(nodes.values()))) if env.get("REDIS_CLUSTER_NODES") else None
-    users = [f"u{i}" for i in range(sizes.users)]
-    pairs = [(u, make_token(u)) for u in users for _ in range(sizes.per_user)]
-    per_worker = sizes.users * sizes.per_user + 1000
-    with running("gateway", redis_url, sizes.workers, per_worker, **env) as server:
-        pool = ClientPool("gateway", server.port, sizes.processes)
-        try:
-            opened = pool.connect(pairs, concurrency=100)
-            if opened["opened"] != len(pairs):
-                raise RuntimeError(f"{opened['failed']} of {len(pairs)} sockets failed: {opened['errors']}")
-            rounds = [
-                _round(pool, nodes, redis_url, slots, users, sizes, seed) for seed in range(sizes.rounds)
-            ]
-        finally:
-            pool.close()
-    median = sorted(rounds, key=lambda r: r["deliveries_per_second"])[len(rounds) // 2]
-    return median | {"rounds": [r["deliveries_per_second"] for r in rounds]}
+class _Setup:
+    """One gateway on one Redis topology with every user's sockets connected through it."""
+
+    def __init__(self, name: str, redis_url: str, nodes: dict[str, redis.Redis], sizes: Sizes) -> None:
+        self.name, self.redis_url, self.nodes, self.sizes = name, redis_url, nodes, sizes
+        self.users = [f"u{i}" for i in range(sizes.users)]
+        self.slots: list[list[Any]] | None = None
+        self.rounds: list[dict[str, Any]] = []
+        self.clients: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def connected(self, **env: str) -> Iterator[_Setup]:
+        if env.get("REDIS_CLUSTER_NODES"):
+            self.slots = slot_ranges(next(iter(self.nodes.values())))
+        pairs = [(u, make_token(u)) for u in self.users for _ in range(self.sizes.per_user)]
+        per_worker = len(pairs) + 1000
+        with running("gateway", self.redis_url, self.sizes.workers, per_worker, **env) as server:
+            self.pool = ClientPool("gateway", server.port, self.sizes.processes)
+            try:
+                opened = self.pool.connect(pairs, concurrency=100)
+                if opened["opened"] != len(pairs):
+                    raise RuntimeError(f"{self.name}: {opened['failed']} sockets failed: {opened['errors']}")
+                # The gateway's own connections to each node while the sockets are held (less ours).
+                self.clients = {
+                    a: int(c.info("clients")["connected_clients"]) - 1 for a, c in self.nodes.items()
+                }
+                yield self
+            finally:
+                self.pool.close()
+
+    def run_round(self, seed: int) -> None:
+        self.rounds.append(
+            _round(self.pool, self.nodes, self.redis_url, self.slots, self.users, self.sizes, seed)
+        )
+
+    def result(self) -> dict[str, Any]:
+        """The median round, with every round's deliveries/s."""
+        median = sorted(self.rounds, key=lambda r: r["deliveries_per_second"])[len(self.rounds) // 2]
+        each = [r["deliveries_per_second"] for r in self.rounds]
+        return median | {"rounds": each, "redis_clients": self.clients}
 
 
 def run(sizes: Sizes, log: Any = print) -> dict[str, Any]:
+    """Both setups up at once and their rounds alternated, so a change in the machine's load
+    falls on both."""
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {_cpus()} CPUs",
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
         "sizes": asdict(sizes),
     }
-    single = RedisServer()
-    single.start()
-    try:
-        with single.client() as client:
-            results["single"] = _fan_out(single.url, {f"127.0.0.1:{single.port}": client}, sizes)
-    finally:
-        single.close()
-    log(f"single Redis: {results['single']['deliveries_per_second']:.0f} deliveries/s")
-    with running_cluster(masters=sizes.masters) as cluster:
-        masters = _masters(cluster)
-        try:
-            first = next(iter(masters))
-            env = {"REDIS_CLUSTER_NODES": cluster.startup_nodes}
-            results["cluster"] = _fan_out(f"redis://{first}", masters, sizes, **env)
-            log(f"cluster: {results['cluster']['deliveries_per_second']:.0f} deliveries/s")
-            results["broadcast"] = compare_broadcast(masters, sizes.users, sizes.messages)
-        finally:
-            for client in masters.values():
-                client.close()
+    with contextlib.ExitStack() as stack:
+        single = RedisServer()
+        single.start()
+        stack.callback(single.close)
+        single_nodes = {f"127.0.0.1:{single.port}": stack.enter_context(single.client())}
+        cluster = stack.enter_context(running_cluster(masters=sizes.masters))
+        masters = {f"127.0.0.1:{node.port}": stack.enter_context(node.client()) for node in cluster.nodes}
+        env = {"REDIS_CLUSTER_NODES": cluster.startup_nodes}
+        setups = [
+            stack.enter_context(_Setup("single", single.url, single_nodes, sizes).connected()),
+            stack.enter_context(
+                _Setup("cluster", f"redis://{next(iter(masters))}", masters, sizes).connected(**env)
+            ),
+        ]
+        for seed in range(sizes.rounds):
+            for setup in setups:
+                setup.run_round(seed)
+                log(f"{setup.name}: {setup.rounds[-1]['deliveries_per_second']:.0f} deliveries/s")
+        for setup in setups:
+            results[setup.name] = setup.result()
+        results["broadcast"] = compare_broadcast(masters, sizes.users, sizes.messages)
     results["ratio"] = (
         results["cluster"]["deliveries_per_second"] / results["single"]["deliveries_per_second"]
     )
     return results
-
-
-def _masters(cluster: RedisCluster) -> dict[str, redis.Redis]:
-    return {f"127.0.0.1:{node.port}": node.client() for node in cluster.nodes}
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -186,23 +204,29 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {_each(cluster)} |",
         f"| cluster / one Redis | {results['ratio']:.2f}x | |",
         "",
+        f"Gateway connections to Redis while the sockets are held: one Redis {_total(single)}, "
+        f"the cluster's masters {_total(cluster)} in all.",
+        "",
         "Per cluster master, the median round (out = INFO stats total_net_output_bytes; bus = publish",
         "messages its cluster bus received):",
         "",
         "| master | messages published to it | deliveries of its users | out bytes "
-        "| bytes per delivery | bus publish in |",
-        "|---|---|---|---|---|---|",
+        "| bytes per delivery | bus publish in | gateway connections |",
+        "|---|---|---|---|---|---|---|",
     ]
+    clients = cluster["redis_clients"]
     for address, node in cluster["nodes"].items():
         per = node["out_bytes_per_owned_delivery"]
-        lines.append(
-            f"| {address.rpartition(':')[2]} | {node['published_here']} | {node['owned_deliveries']} | "
-            f"{node['out_bytes']} | {per:.1f} | {node['publish_received'] + node['publishshard_received']} |"
-            if per is not None
-            else f"| {address.rpartition(':')[2]} | 0 | 0 | {node['out_bytes']} | - | - |"
-        )
+        bus = node["publish_received"] + node["publishshard_received"]
+        cells = [address.rpartition(":")[2], node["published_here"], node["owned_deliveries"]]
+        cells += [node["out_bytes"], "-" if per is None else f"{per:.1f}", bus, clients[address]]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     lines += ["", cluster_bus.markdown(results["broadcast"])]
     return "\n".join(lines) + "\n"
+
+
+def _total(result: dict[str, Any]) -> int:
+    return sum(result["redis_clients"].values())
 
 
 def _each(result: dict[str, Any]) -> str:
@@ -217,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=defaults.messages, help="messages per round")
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="gateway workers, both runs")
+    parser.add_argument("--processes", type=int, default=defaults.processes, help="client processes")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
     args = parser.parse_args(argv)
     sizes = Sizes(

@@ -40,10 +40,13 @@ def slot_ranges(client: redis.Redis) -> list[list[Any]]:
 
 
 def bus_counters(client: redis.Redis) -> dict[str, int]:
-    """Publish messages the node's bus received (CLUSTER INFO lists a type once it is non-zero) and
-    the bytes the node's process wrote (-1 where /proc/PID/io cannot be read)."""
-    info = _command(client, "CLUSTER", "INFO")
-    text = info.decode() if isinstance(info, bytes) else str(info)
+    """Publish messages the node's bus received (CLUSTER INFO lists a type once it is non-zero; none
+    on a Redis without cluster mode) and the bytes the node's process wrote (-1 where /proc/PID/io
+    cannot be read)."""
+    text = ""
+    if int(client.info("cluster")["cluster_enabled"]):
+        info = _command(client, "CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
     fields = dict(line.split(":", 1) for line in text.split("\r\n") if ":" in line)
     pid = int(client.info("server")["process_id"])
     written = -1
