@@ -4,10 +4,11 @@ One run, same gateway worker count, users, sockets and messages, on one redis-se
 SUBSCRIBE) and on a 3-master Redis Cluster (SPUBLISH to the master serving each user's slot /
 SSUBSCRIBE), both gateways up at once and their rounds alternated. The messages go out as fast
 as Redis takes them (loadtest/bench/clients.py's pipelined publisher); deliveries/s = deliveries
-/ (last receipt - first publish), median of the rounds. Per cluster node: the bytes it sent its clients (INFO stats total_net_output_bytes), the deliveries
-of the users whose slots it serves, and the messages its cluster bus forwarded. Then, without the
-gateway, what a plain PUBLISH broadcast would cost the same cluster against SPUBLISH (see
-``loadtest/bench/cluster_bus.py``). Writes cluster.json and cluster.md to --out.
+/ (last receipt - first publish), median of the rounds. Per cluster node: the bytes it sent its
+clients (INFO stats total_net_output_bytes), the deliveries of the users whose slots it serves,
+and the publish messages its cluster bus received. Then, without the gateway, what a plain
+PUBLISH broadcast would cost the same cluster against SPUBLISH (loadtest/bench/cluster_bus.py).
+Writes cluster.json and cluster.md to --out.
 """
 
 from __future__ import annotations
