@@ -93,8 +93,8 @@ def pre_fork(server, worker):  # type: ignore[no-untyped-def]
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     """A worker is gone, however it died: drop its live gauges and release its leases at once."""
-    import redis
     from prometheus_client import multiprocess
+    from redis.exceptions import RedisError
 
     from gateway import keys
     from gateway.limiter import release_worker
@@ -104,9 +104,10 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
     worker_id = keys.worker_id(worker.gateway_instance_id, worker.pid)
     try:
-        with redis.Redis.from_url(_settings.redis_url, socket_timeout=2, socket_connect_timeout=2) as client:
+        # One Redis, a Cluster or Sentinel's master, as the workers reach it.
+        with _settings.topology.sync_client(socket_timeout=2, socket_connect_timeout=2) as client:
             released = release_worker(client, _settings.channel_prefix, worker_id)
-    except (redis.RedisError, OSError) as exc:
+    except (RedisError, OSError) as exc:
         logging.getLogger("gunicorn.error").warning(
             "could not release the leases of worker %s (%s); they lapse on their own",
             worker.pid,

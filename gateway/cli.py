@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import redis
 
@@ -15,21 +16,26 @@ from gateway import keys
 from gateway import settings_table as table
 from gateway.auth import issue_token
 from gateway.publisher import PayloadTooLarge, Publisher
+from gateway.redis_topology import Topology
 from gateway.settings import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    publish = commands.add_parser("publish", help="publish JSON to a user (REDIS_URL, REDIS_CHANNEL_PREFIX)")
+    publish = commands.add_parser(
+        "publish", help="publish JSON to a user (REDIS_URL or REDIS_CLUSTER_NODES or REDIS_SENTINELS...)"
+    )
     publish.add_argument("user")
     publish.add_argument("json", help="the payload, sent byte for byte; must be valid JSON")
-    publish.add_argument("--no-history", action="store_true", help="a plain PUBLISH: not recoverable")
+    publish.add_argument(
+        "--no-history", action="store_true", help="a plain PUBLISH (SPUBLISH on a cluster): not recoverable"
+    )
     connections = commands.add_parser("connections", help="list a user's live connections cluster-wide")
     connections.add_argument("user")
     disconnect = commands.add_parser(
         "disconnect",
-        help="close a user's connections on every host with 4003 (REDIS_URL, REDIS_CHANNEL_PREFIX)",
+        help="close a user's connections on every host with 4003 (the Redis settings, REDIS_CHANNEL_PREFIX)",
     )
     disconnect.add_argument("user")
     disconnect.add_argument(
@@ -50,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             parser.error("JSON: not valid JSON")
         try:
-            # REDIS_URL, REDIS_CHANNEL_PREFIX and WEBSOCKET_MAX_PAYLOAD_SIZE, read as the gateway does.
+            # The Redis settings, REDIS_CHANNEL_PREFIX and WEBSOCKET_MAX_PAYLOAD_SIZE, read as the
+            # gateway does.
             publisher = Publisher(history=not args.no_history)
         except SettingsError as exc:
             print(f"invalid setting {exc}", file=sys.stderr)
@@ -62,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"not published: {exc}", file=sys.stderr)
             return 2
         except (redis.RedisError, OSError) as exc:
-            print(
-                f"not published: Redis at {table.REDIS_URL.from_environ()} does not answer ({exc})",
-                file=sys.stderr,
-            )
+            print(f"not published: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
             return 1
         finally:
             publisher.close()
@@ -75,15 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "connections":
         try:
-            url, prefix = table.REDIS_URL.from_environ(), table.REDIS_CHANNEL_PREFIX.from_environ()
+            topology, prefix = Topology.from_environ(), table.REDIS_CHANNEL_PREFIX.from_environ()
         except SettingsError as exc:
             print(f"invalid setting {exc}", file=sys.stderr)
             return 2
         _say_which_redis()
         try:
-            return _print_connections(url, prefix, args.user)
+            return _print_connections(topology, prefix, args.user)
         except (redis.RedisError, OSError) as exc:
-            print(f"Redis at {url} does not answer ({exc})", file=sys.stderr)
+            print(f"Redis at {topology.describe()} does not answer ({exc})", file=sys.stderr)
             return 1
 
     if args.command in ("disconnect", "online"):
@@ -101,17 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _where() -> str:
+    try:
+        return Topology.from_environ().describe()
+    except SettingsError:
+        return "?"
+
+
 def _say_which_redis() -> None:
-    """Without REDIS_URL the default is used: say so, or a user may read another Redis's answer."""
-    if table.REDIS_URL.variable not in os.environ:
+    """Without any Redis setting the default is used: say so, or a user may read another Redis's
+    answer."""
+    variables = (table.REDIS_URL, table.REDIS_CLUSTER_NODES, table.REDIS_SENTINELS)
+    if not any(setting.variable in os.environ for setting in variables):
         print(f"REDIS_URL is unset: using {table.REDIS_URL.default_value()}", file=sys.stderr)
 
 
-def _print_connections(url: str, prefix: str, user_id: str) -> int:
+def _print_connections(topology: Topology, prefix: str, user_id: str) -> int:
     """One line per lease: connection id (worker and sequence) and the seconds it has left."""
     key = keys.connections_key(prefix, user_id)
-    with redis.Redis.from_url(url, socket_timeout=5) as client:
-        seconds, micros = client.time()
+    with topology.sync_client(socket_timeout=5) as client:
+        # The clock of the node that holds the key (any node's would do: they share time).
+        node: Any = client
+        if isinstance(client, redis.RedisCluster):
+            node = client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
+        seconds, micros = node.time()
         now_ms = seconds * 1000 + micros // 1000
         leases: dict[bytes, bytes] = client.hgetall(key)
     live = sorted((conn.decode(), int(deadline) - now_ms) for conn, deadline in leases.items())
@@ -138,6 +155,9 @@ def _control(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
+    except (redis.RedisError, OSError) as exc:
+        print(f"{args.command}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
+        return 1
     finally:
         publisher.close()
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway import keys, wire
-from gateway.limiter import load_script
+from gateway.scripts import Call, LuaScript
 
 DISCONNECT = "disconnect"
 # One online() call answers at most this many users: a bounded pipeline, a bounded reply.
@@ -23,8 +23,8 @@ MAX_ONLINE_USERS = 1000
 # next renewal. The socket's own release removes it as soon as it closes.
 _TOMBSTONE_MS = 3_600_000
 
-DISCONNECT_SCRIPT = load_script("disconnect.lua")
-ONLINE_SCRIPT = load_script("online.lua")
+DISCONNECT_SCRIPT = LuaScript.load("disconnect.lua")
+ONLINE_SCRIPT = LuaScript.load("online.lua")
 
 
 def checked_user(user_id: str) -> str:
@@ -46,22 +46,16 @@ def checked_connection_id(connection_id: str) -> str:
     return connection_id
 
 
-def disconnect_call(
-    prefix: str, user_id: str, connection_id: str | None
-) -> tuple[list[str], list[str | int | bytes]]:
-    """KEYS and ARGV of the disconnect script."""
+def disconnect_call(prefix: str, user_id: str, connection_id: str | None, sharded: bool) -> Call:
+    """The disconnect script's call; ``sharded``: on a Redis Cluster (SPUBLISH)."""
     checked_user(user_id)
     if connection_id is not None:
         checked_connection_id(connection_id)
     # Bytes, not str: redis-py would encode the 0xFF mark as UTF-8.
     message = wire.control_command(DISCONNECT, connection_id)
-    return [keys.connections_key(prefix, user_id)], [
-        "",
-        keys.user_channel(prefix, user_id),
-        message,
-        connection_id or "",
-        _TOMBSTONE_MS,
-    ]
+    channel = keys.user_channel(prefix, user_id)
+    args = ["", channel, message, connection_id or "", _TOMBSTONE_MS, "1" if sharded else ""]
+    return Call(DISCONNECT_SCRIPT, [keys.connections_key(prefix, user_id)], args)
 
 
 def online_users(user_ids: Iterable[str]) -> list[str]:
@@ -74,3 +68,8 @@ def online_users(user_ids: Iterable[str]) -> list[str]:
     for user_id in users:
         checked_user(user_id)
     return users
+
+
+def online_calls(prefix: str, users: list[str]) -> list[Call]:
+    """One read-only script call per user: each on the user's own slot."""
+    return [Call(ONLINE_SCRIPT, [keys.connections_key(prefix, user_id)], [""]) for user_id in users]

@@ -1,24 +1,43 @@
-"""Every Redis channel and key name, shared by the gateway and the publisher."""
+"""Every Redis channel and key name, shared by the gateway and the publisher.
+
+A user's keys carry the user's channel as hash tag (``{ws:alice}:conns``): they share the slot of
+the shard channel ``ws:alice`` on a Redis Cluster, so one script can touch them and publish to the
+user. No script touches keys of two slots, in any mode.
+"""
 
 from __future__ import annotations
+
+from redis.crc import key_slot
 
 
 def user_channel(prefix: str, user_id: str) -> str:
     return f"{prefix}:{user_id}"
 
 
+def user_slot(prefix: str, user_id: str) -> int:
+    """The Redis Cluster slot of the user's channel and of every key of the user."""
+    return key_slot(user_channel(prefix, user_id).encode())
+
+
 def connections_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:conns:{user_id}"
+    """The user's leases: a hash, connection id -> deadline (gateway/limiter.py)."""
+    return f"{{{user_channel(prefix, user_id)}}}:conns"
 
 
 def recovery_key(prefix: str, user_id: str) -> str:
     """For one lease time after Redis lost its data: the user's places restored by a renewal, and
     those ended for them as over the limit (gateway/lua/renew.lua)."""
-    return f"{prefix}:recovery:{user_id}"
+    return f"{{{user_channel(prefix, user_id)}}}:recovery"
 
 
-def worker_leases_key(prefix: str, worker_id: str) -> str:
-    """The set of "connection-id user" a worker holds, so its master can release them."""
+def worker_leases_key(worker_id: str, tag: str) -> str:
+    """The set of "connection-id user" a worker holds in one slot, so its master can release them:
+    ``tag`` is the channel of one user of that slot, the first the worker admitted there."""
+    return f"{{{tag}}}:worker:{worker_id}"
+
+
+def worker_tags_key(prefix: str, worker_id: str) -> str:
+    """The set of the tags of a worker's ``worker_leases_key`` sets, one per slot it holds leases in."""
     return f"{prefix}:worker:{worker_id}"
 
 
@@ -33,10 +52,13 @@ def control_channel(prefix: str, worker_id: str) -> str:
 
 
 def is_valid_user_id(user_id: str) -> bool:
-    """User ids become channel names: keep them printable, bounded and out of our namespace."""
+    """User ids become channel names and hash tags: keep them printable, bounded, out of our
+    namespace and free of braces (a brace would move the user's keys to another slot)."""
     return (
         0 < len(user_id) <= 256
         and user_id.isprintable()
+        and "{" not in user_id
+        and "}" not in user_id
         and not user_id.startswith(("conns:", "ctl:", "worker:"))
         and not any(c.isspace() for c in user_id)
     )

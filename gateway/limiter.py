@@ -1,9 +1,13 @@
-"""The cluster-wide per-user connection limit: leases in the Redis hash ``{prefix}:conns:{user}``.
+"""The cluster-wide per-user connection limit: leases in the Redis hash ``{prefix:user}:conns``.
 
 Each connection holds a lease (a field whose value is its deadline on the Redis clock). A worker
-renews all its leases in one pipelined round trip per beat, so a killed worker's or host's places
-come back once its leases lapse; gunicorn's master also releases a dead worker's leases at once,
-from the set ``{prefix}:worker:{worker id}`` the worker keeps (see ``release_worker``).
+renews all its leases every beat, one script call per hash slot its users live in, pipelined (on
+a Redis Cluster the client sends each call to the node of its slot), so a killed worker's or
+host's places come back once its leases lapse. gunicorn's master also releases a dead worker's
+leases at once (``release_worker``): the worker lists them per slot in ``{tag}:worker:{worker id}``
+(the tag is the channel of one of its users in that slot, so a script can write the list with the
+user's leases), and those tags in ``{prefix}:worker:{worker id}``, added before the first lease of
+a slot is taken and again every beat.
 """
 
 from __future__ import annotations
@@ -11,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway import keys
+from gateway import keys, scripts
+from gateway.redis_topology import AsyncClient, SyncClient
+from gateway.scripts import Call, LuaScript
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.limiter")
@@ -30,6 +33,10 @@ _RENEW_CHUNK = 500
 # Admissions whose acquire may still run, to be released; past this many (a long Redis outage
 # with a storm of retries) the oldest are left to lapse on their own, one lease time at most.
 _MAX_UNSETTLED = 10_000
+
+ACQUIRE = LuaScript.load("acquire.lua")
+RENEW = LuaScript.load("renew.lua")
+RELEASE = LuaScript.load("release.lua")
 
 
 class LimiterUnavailable(Exception):
@@ -51,19 +58,14 @@ class Lease:
         return f"{self.connection_id} {self.user_id}"
 
 
-def load_script(name: str) -> str:
-    """One of the lease scripts in gateway/lua, after the helpers they share."""
-    lua = resources.files("gateway").joinpath("lua")
-    return lua.joinpath("_prelude.lua").read_text() + lua.joinpath(name).read_text()
-
-
 class Limiter:
-    """``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis server's
+    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/redis_topology.py).
+    ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis server's
     clock, the one clock every host shares. Tests pass their own to move time without sleeping."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncClient,
         prefix: str,
         worker_id: str,
         limit: int,
@@ -73,15 +75,16 @@ class Limiter:
         self._client = client
         self._clock = clock
         self._prefix = prefix
-        self._worker_key = keys.worker_leases_key(prefix, worker_id)
+        self._tags_key = keys.worker_tags_key(prefix, worker_id)
         self._worker_id = worker_id
         self._limit = limit
         self._lease_ms = int(lease_ttl * 1000)
         self._beat = lease_ttl / 3
         self._ids = itertools.count(1)
-        self._acquire = client.register_script(load_script("acquire.lua"))
-        self._renew = client.register_script(load_script("renew.lua"))
-        self._release = client.register_script(load_script("release.lua"))
+        # Slot -> the tag of this worker's lease list there, kept for the worker's life, and the
+        # tags Redis has confirmed in the worker's tag set.
+        self._tags: dict[int, str] = {}
+        self._announced: set[str] = set()
         self.leases: dict[str, Lease] = {}
         # Connection id -> user id of admissions whose acquire went out and whose answer never
         # came back (a timeout, a broken connection, a cancelled handshake): Redis may run it
@@ -96,6 +99,26 @@ class Limiter:
     def _now(self) -> int | str:
         """The scripts' ARGV[1]: "" lets Redis read its own clock."""
         return "" if self._clock is None else self._clock()
+
+    def _tag(self, user_id: str) -> str:
+        channel = keys.user_channel(self._prefix, user_id)
+        return self._tags.setdefault(keys.user_slot(self._prefix, user_id), channel)
+
+    def _index_key(self, user_id: str) -> str:
+        return keys.worker_leases_key(self._worker_id, self._tag(user_id))
+
+    def _lease_keys(self, user_id: str) -> list[str]:
+        """The user's leases and this worker's list of its leases in the user's slot."""
+        return [keys.connections_key(self._prefix, user_id), self._index_key(user_id)]
+
+    async def _name_tags(self, tags: set[str]) -> None:
+        """Add tags to the worker's tag set, before the first lease of their slot (so the master
+        finds every lease the worker may hold) and every beat (Redis may have lost the set)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.sadd(self._tags_key, *tags)
+            pipe.pexpire(self._tags_key, self._lease_ms)
+            await pipe.execute()
+        self._announced |= tags
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
@@ -120,13 +143,17 @@ class Limiter:
         Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
-        conns_key = keys.connections_key(self._prefix, user_id)
         args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms]
         try:
-            if self.unsettled:
-                taken, _, now = await self._acquire_after_settling(conns_key, args)
-            else:
-                taken, _, now = await self._acquire(keys=[conns_key, self._worker_key], args=args)
+            if self._tag(user_id) not in self._announced:
+                await self._name_tags({self._tag(user_id)})
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(type(exc).__name__) from exc
+        try:
+            # The unsettled releases go first, in the same round trip: this worker's next
+            # admission of that user never finds the place an abandoned acquire took.
+            replies = await self._settle_then(Call(ACQUIRE, self._lease_keys(user_id), args))
+            taken, _, now = replies[-1]
         except (RedisError, OSError) as exc:
             self._unsettle(lease)
             raise LimiterUnavailable(type(exc).__name__) from exc
@@ -139,33 +166,20 @@ class Limiter:
         self.leases[lease.connection_id] = lease
         return lease
 
-    async def _acquire_after_settling(self, conns_key: str, args: list[Any]) -> Any:
-        """The unsettled releases, then the acquire, in one round trip: this worker's next
-        admission of that user never finds the place an abandoned acquire took."""
-        results = await self._settle_then(
-            lambda pipe: self._acquire(keys=[conns_key, self._worker_key], args=args, client=pipe)
-        )
-        return results[-1]
-
-    async def _settle_then(self, then: Callable[[Any], Awaitable[Any]] | None = None) -> list[Any]:
-        """One pipeline: release the unsettled admissions' places, then ``then``'s command. If
-        Redis does not answer, the batch stays unsettled and the error is raised."""
+    async def _settle_then(self, then: Call | None = None) -> list[Any]:
+        """One pipeline: release the unsettled admissions' places, then ``then``. A user's calls
+        share a slot, so they reach one node in this order. If Redis does not answer, the batch
+        stays unsettled and the error is raised."""
         batch, self.unsettled = self.unsettled, {}
+        calls = [
+            Call(RELEASE, self._lease_keys(user_id), [self._now(), connection_id, user_id, self._lease_ms])
+            for connection_id, user_id in batch.items()
+        ]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for connection_id, user_id in batch.items():
-                    await self._release(
-                        keys=[keys.connections_key(self._prefix, user_id), self._worker_key],
-                        args=[self._now(), connection_id, user_id, self._lease_ms],
-                        client=pipe,
-                    )
-                if then is not None:
-                    await then(pipe)
-                results: list[Any] = await pipe.execute()
+            return await scripts.run(self._client, calls + ([then] if then else []))
         except BaseException:
             self.unsettled = {**batch, **self.unsettled}
             raise
-        return results
 
     def _unsettle(self, lease: Lease) -> None:
         if len(self.unsettled) >= _MAX_UNSETTLED:
@@ -190,46 +204,47 @@ class Limiter:
         """
         if self.leases.pop(lease.connection_id, None) is None:
             return
-        conns_key = keys.connections_key(self._prefix, lease.user_id)
         tombstone_ms = self._lease_ms if self._renewal_unsettled else 0
+        args = [self._now(), lease.connection_id, lease.user_id, tombstone_ms]
         try:
-            await self._release(
-                keys=[conns_key, self._worker_key],
-                args=[self._now(), lease.connection_id, lease.user_id, tombstone_ms],
-            )
+            await scripts.run(self._client, [Call(RELEASE, self._lease_keys(lease.user_id), args)])
         except (RedisError, OSError) as exc:
             log.warning("lease release failed (%s); it lapses on its own", type(exc).__name__)
 
+    def _renew_calls(self, leases: list[Lease]) -> tuple[list[list[Lease]], list[Call]]:
+        """One call per slot (per chunk of a crowded slot): a script touches one slot only."""
+        by_slot: dict[str, list[Lease]] = {}
+        for lease in leases:
+            by_slot.setdefault(self._index_key(lease.user_id), []).append(lease)
+        chunks: list[list[Lease]] = []
+        calls: list[Call] = []
+        now_arg = self._now()
+        for index_key, group in by_slot.items():
+            for i in range(0, len(group), _RENEW_CHUNK):
+                chunk = group[i : i + _RENEW_CHUNK]
+                user_keys = [
+                    key
+                    for user in (lease.user_id for lease in chunk)
+                    for key in (
+                        keys.connections_key(self._prefix, user),
+                        keys.recovery_key(self._prefix, user),
+                    )
+                ]
+                first = min(lease.until for lease in chunk)
+                args = [now_arg, self._limit, self._lease_ms, first, *(lease.member for lease in chunk)]
+                chunks.append(chunk)
+                calls.append(Call(RENEW, [index_key, *user_keys], args))
+        return chunks, calls
+
     async def renew(self) -> None:
-        """Extend every lease in one round trip; end the connections whose place was lost."""
+        """Extend every lease, one pipelined round trip per node; end the connections whose
+        place was lost. Then the worker's tag set, which Redis may have lost with the rest."""
         leases = list(self.leases.values())
         if not leases:
             return
-        chunks = [leases[i : i + _RENEW_CHUNK] for i in range(0, len(leases), _RENEW_CHUNK)]
+        chunks, calls = self._renew_calls(leases)
         self._renewal_unsettled = True
-        now_arg = self._now()
-        async with self._client.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
-                user_keys = [
-                    key
-                    for lease in chunk
-                    for key in (
-                        keys.connections_key(self._prefix, lease.user_id),
-                        keys.recovery_key(self._prefix, lease.user_id),
-                    )
-                ]
-                await self._renew(
-                    keys=[self._worker_key, *user_keys],
-                    args=[
-                        now_arg,
-                        self._limit,
-                        self._lease_ms,
-                        min(lease.until for lease in chunk),
-                        *(lease.member for lease in chunk),
-                    ],
-                    client=pipe,
-                )
-            results: list[Any] = await pipe.execute()
+        results = await scripts.run(self._client, calls)
         self._renewal_unsettled = False
         for chunk, (now, lost_ids, revoked_ids) in zip(chunks, results, strict=True):
             until = now + self._lease_ms
@@ -246,6 +261,7 @@ class Limiter:
                 if revoked is not None and revoked.on_revoked is not None:
                     log.warning("a disconnect's command missed this worker: closing that connection now")
                     revoked.on_revoked()
+        await self._name_tags({self._tag(lease.user_id) for lease in leases})
 
     async def _heartbeat(self) -> None:
         while True:
@@ -260,14 +276,24 @@ class Limiter:
                 log.warning("lease renewal failed (%s); retrying next beat", type(exc).__name__)
 
 
-def release_worker(client: redis.Redis, prefix: str, worker_id: str) -> int:
-    """Release every lease a dead worker held; gunicorn's master calls it in ``child_exit``."""
-    worker_key = keys.worker_leases_key(prefix, worker_id)
-    members: set[bytes] = client.smembers(worker_key)  # type: ignore[assignment]
-    with client.pipeline(transaction=False) as pipe:
+def release_worker(client: SyncClient, prefix: str, worker_id: str) -> int:
+    """Release every lease a dead worker held; gunicorn's master calls it in ``child_exit``.
+    Three round trips (per node on a cluster): the tags, the lists, the releases."""
+    tags_key = keys.worker_tags_key(prefix, worker_id)
+    tags: set[bytes] = client.smembers(tags_key)  # type: ignore[assignment]
+    index_keys = [keys.worker_leases_key(worker_id, tag.decode()) for tag in tags]
+    pipe: Any = client.pipeline(transaction=False)
+    for index_key in index_keys:
+        pipe.smembers(index_key)
+    lists: list[set[bytes]] = pipe.execute() if index_keys else []
+    pipe = client.pipeline(transaction=False)
+    released = 0
+    for members in lists:
         for member in members:
             connection_id, _, user_id = member.decode().partition(" ")
             pipe.hdel(keys.connections_key(prefix, user_id), connection_id)
-        pipe.delete(worker_key)
-        pipe.execute()
-    return len(members)
+            released += 1
+    for key in [*index_keys, tags_key]:
+        pipe.delete(key)
+    pipe.execute()
+    return released

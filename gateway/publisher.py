@@ -1,46 +1,50 @@
 """Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
 
-Imports only redis, the key names, the payload limit, the settings table and the control scripts
-(``control_client``), so services can depend on it cheaply. ``disconnect`` and ``online`` are the
+Imports only redis, the key names, the payload limit, the settings table, the topology
+(``redis_topology``) and the scripts (``scripts``, ``control_client``), so services can depend on it
+cheaply. ``disconnect`` and ``online`` are the
 control calls (README "Control"). What is not passed is read as the gateway reads it: ``REDIS_URL``,
+``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with ``REDIS_SENTINEL_MASTER``,
 ``REDIS_CHANNEL_PREFIX`` and ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else the table's defaults; a bad value
 raises ``SettingsError`` (a ``ValueError``) naming the variable. A payload over the limit raises
 ``PayloadTooLarge`` before anything is sent: the gateway would drop it.
 
+Which Redis: ``cluster_nodes="host:port,..."`` (a Redis Cluster) or ``sentinels="host:port,..."``
+with ``sentinel_master=name`` (the master Sentinel names, found again after a failover), in the
+variables' format; ``redis_url`` alone means that one Redis; with none of the three, the variables
+decide. A given ``client`` (``redis.Redis`` or ``redis.RedisCluster``) is used as it is. On a
+cluster every publish is an ``SPUBLISH`` to the user's shard channel (history on or off).
+
 With ``history`` (the default) each message is written to the user's bounded history and
 published in one atomic step (gateway/lua/publish.lua), so a client that reconnects with
 ``since=<position>`` gets what it missed; the result's ``position`` is the message's place in it.
-``history=False`` publishes plainly, as a bare ``PUBLISH`` would.
+``history=False`` publishes plainly, as a bare ``PUBLISH`` (``SPUBLISH`` on a cluster) would.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Iterable
-from importlib import resources
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
-from gateway import control_client
+from gateway import control_client, scripts
 from gateway import settings_table as table
 from gateway.history.position import format_position
-from gateway.keys import connections_key, history_key, history_meta_key, is_valid_user_id, user_channel
+from gateway.keys import history_key, history_meta_key, is_valid_user_id, user_channel
 from gateway.payload_limit import PayloadTooLarge
+from gateway.redis_topology import AsyncClient, SyncClient, Topology
+from gateway.scripts import Call, LuaScript
 from gateway.settings_parsers import SettingsError
 
 __all__ = ["AsyncPublisher", "PayloadTooLarge", "Published", "Publisher", "SettingsError", "encode_payload"]
 
 DEFAULT_HISTORY_LENGTH = 100
 DEFAULT_HISTORY_TTL = 300.0
-_PUBLISH_LUA = resources.files("gateway").joinpath("lua", "publish.lua").read_text()
-# EVALSHA, and the script loaded only when Redis says it lacks it: redis-py's Script in a
-# pipeline would ask SCRIPT EXISTS first, one more round trip per batch.
-_PUBLISH_SHA = hashlib.sha1(_PUBLISH_LUA.encode()).hexdigest()
+_PUBLISH = LuaScript.load("publish.lua", prelude=False)
 
 
 class Published(int):
@@ -65,16 +69,11 @@ class _History:
         self.length = str(length)
         self.ttl_ms = str(max(1, int(ttl * 1000)))
 
-    def args(self, prefix: str, user_id: str, channel: str, data: bytes) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of gateway/lua/publish.lua for one message."""
+    def call(self, prefix: str, sharded: bool, user_id: str, channel: str, data: bytes) -> Call:
+        """The call of gateway/lua/publish.lua for one message."""
         keys = [history_meta_key(prefix, user_id), history_key(prefix, user_id)]
-        return keys, [channel, data, self.length, self.ttl_ms, secrets.token_hex(4)]
-
-
-def _raised(reply: Any) -> Any:
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
+        shard = "1" if sharded else ""
+        return Call(_PUBLISH, keys, [channel, data, self.length, self.ttl_ms, secrets.token_hex(4), shard])
 
 
 def _published(reply: list[Any]) -> Published:
@@ -115,8 +114,19 @@ def _prefix(prefix: str | None) -> str:
     return table.REDIS_CHANNEL_PREFIX.from_environ() if prefix is None else prefix
 
 
-def _url(redis_url: str | None) -> str:
-    return table.REDIS_URL.from_environ() if redis_url is None else redis_url
+def _topology(
+    redis_url: str | None, cluster_nodes: str | None, sentinels: str | None, sentinel_master: str | None
+) -> Topology:
+    """What is passed, else the variables (all of them when no Redis is named)."""
+    if redis_url is None and cluster_nodes is None and sentinels is None:
+        return Topology.from_environ()
+    given = {
+        table.REDIS_CLUSTER_NODES.variable: cluster_nodes,
+        table.REDIS_SENTINELS.variable: sentinels,
+        table.REDIS_SENTINEL_MASTER.variable: sentinel_master,
+    }
+    url = table.REDIS_URL.from_environ() if redis_url is None else redis_url
+    return Topology.from_environ({table.REDIS_URL.variable: url, **{k: v for k, v in given.items() if v}})
 
 
 class _Options:
@@ -130,10 +140,14 @@ class _Options:
         history: bool,
         history_length: int,
         history_ttl: float,
+        sharded: bool,
     ) -> None:
         self._limit = _limit(max_payload_size)
         self._prefix = _prefix(prefix)
         self._history = _History(history, history_length, history_ttl)
+        # A Redis Cluster: user channels are shard channels.
+        self._sharded = sharded
+        self._publish = "SPUBLISH" if sharded else "PUBLISH"
 
     def _plain(self, user_id: str, payload: Any) -> tuple[str, bytes]:
         return _channel(self._prefix, user_id), _checked(payload, self._limit)
@@ -142,13 +156,16 @@ class _Options:
         # Every message is checked before any is sent, so a bad one leaves the batch unsent.
         return [(user_id, *self._plain(user_id, payload)) for user_id, payload in messages]
 
-    def _calls(self, encoded: list[tuple[str, str, bytes]]) -> list[tuple[list[str], list[Any]]]:
-        return [self._history.args(self._prefix, *message) for message in encoded]
+    def _calls(self, encoded: list[tuple[str, str, bytes]]) -> list[Call]:
+        return [self._history.call(self._prefix, self._sharded, *message) for message in encoded]
+
+    def _disconnect_call(self, user_id: str, connection_id: str | None) -> Call:
+        return control_client.disconnect_call(self._prefix, user_id, connection_id, self._sharded)
 
 
-def _no_script(replies: list[Any]) -> list[int]:
-    """The calls Redis did not run because it lost its script cache (a restart)."""
-    return [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+def _sentinel_of(client: Any) -> Any:
+    """The sentinels' clients behind a master's client (they outlive it unless closed)."""
+    return getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
 
 
 class Publisher(_Options):
@@ -159,64 +176,56 @@ class Publisher(_Options):
         self,
         redis_url: str | None = None,
         prefix: str | None = None,
-        client: redis.Redis | None = None,
+        client: SyncClient | None = None,
         max_payload_size: int | None = None,
         history: bool = True,
         history_length: int = DEFAULT_HISTORY_LENGTH,
         history_ttl: float = DEFAULT_HISTORY_TTL,
+        cluster_nodes: str | None = None,
+        sentinels: str | None = None,
+        sentinel_master: str | None = None,
     ) -> None:
-        super().__init__(prefix, max_payload_size, history, history_length, history_ttl)
-        self._client = client or redis.Redis.from_url(_url(redis_url))
-        self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
-        self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
+        built = client is None
+        if client is None:
+            client = _topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client()
+        self._sentinel = _sentinel_of(client) if built else None
+        sharded = isinstance(client, redis.RedisCluster)
+        super().__init__(prefix, max_payload_size, history, history_length, history_ttl, sharded)
+        self._client: SyncClient = client
 
     def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
-            return Published(int(self._client.publish(*self._plain(user_id, payload))))
+            client: Any = self._client  # execute_command is untyped on a cluster client
+            return Published(int(client.execute_command(self._publish, *self._plain(user_id, payload))))
         return self.publish_many([(user_id, payload)])[0]
 
     def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
         """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
         encoded = self._encoded(messages)
         if not self._history.enabled:
-            pipeline = self._client.pipeline(transaction=False)
+            pipeline: Any = self._client.pipeline(transaction=False)
             for _, channel, data in encoded:
-                pipeline.publish(channel, data)
+                pipeline.execute_command(self._publish, channel, data)
             return [Published(int(n)) for n in pipeline.execute()]
-        calls = self._calls(encoded)
-        replies = self._evalsha(calls)
-        missing = _no_script(replies)
-        if missing:
-            # Redis lost its script cache (a restart): none of those ran; load it and run them.
-            self._client.script_load(_PUBLISH_LUA)
-            for i, reply in zip(missing, self._evalsha([calls[i] for i in missing]), strict=True):
-                replies[i] = reply
-        return [_published(_raised(reply)) for reply in replies]
-
-    def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        pipeline = self._client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipeline.evalsha(_PUBLISH_SHA, len(keys), *keys, *args)
-        return list(pipeline.execute(raise_on_error=False))
+        return [_published(reply) for reply in scripts.run_sync(self._client, self._calls(encoded))]
 
     def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their
         places now; how many live connections it reached (0: none, a no-op)."""
-        keys, args = control_client.disconnect_call(self._prefix, user_id, connection_id)
-        return int(self._disconnect(keys=keys, args=args))
+        return int(scripts.run_sync(self._client, [self._disconnect_call(user_id, connection_id)])[0])
 
     def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
         users = control_client.online_users(user_ids)
         if not users:
             return {}
-        pipeline = self._client.pipeline(transaction=False)
-        for user_id in users:
-            self._online(keys=[connections_key(self._prefix, user_id)], args=[""], client=pipeline)
-        return {user_id: int(n) for user_id, n in zip(users, pipeline.execute(), strict=True)}
+        counts = scripts.run_sync(self._client, control_client.online_calls(self._prefix, users))
+        return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     def close(self) -> None:
         self._client.close()
+        if self._sentinel is not None:
+            self._sentinel.close()
 
 
 class AsyncPublisher(_Options):
@@ -227,62 +236,54 @@ class AsyncPublisher(_Options):
         self,
         redis_url: str | None = None,
         prefix: str | None = None,
-        client: aioredis.Redis | None = None,
+        client: AsyncClient | None = None,
         max_payload_size: int | None = None,
         history: bool = True,
         history_length: int = DEFAULT_HISTORY_LENGTH,
         history_ttl: float = DEFAULT_HISTORY_TTL,
+        cluster_nodes: str | None = None,
+        sentinels: str | None = None,
+        sentinel_master: str | None = None,
     ) -> None:
-        super().__init__(prefix, max_payload_size, history, history_length, history_ttl)
-        self._client = client or aioredis.Redis.from_url(_url(redis_url))
-        self._disconnect = self._client.register_script(control_client.DISCONNECT_SCRIPT)
-        self._online = self._client.register_script(control_client.ONLINE_SCRIPT)
+        built = client is None
+        if client is None:
+            client = _topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client()
+        self._sentinel = _sentinel_of(client) if built else None
+        sharded = isinstance(client, aioredis.RedisCluster)
+        super().__init__(prefix, max_payload_size, history, history_length, history_ttl, sharded)
+        self._client: AsyncClient = client
 
     async def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
-            return Published(int(await self._client.publish(*self._plain(user_id, payload))))
+            channel, data = self._plain(user_id, payload)
+            return Published(int(await self._client.execute_command(self._publish, channel, data)))
         return (await self.publish_many([(user_id, payload)]))[0]
 
     async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
         """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
         encoded = self._encoded(messages)
         if not self._history.enabled:
-            pipeline = self._client.pipeline(transaction=False)
-            for _, channel, data in encoded:
-                pipeline.publish(channel, data)
-            return [Published(int(n)) for n in await pipeline.execute()]
-        calls = self._calls(encoded)
-        replies = await self._evalsha(calls)
-        missing = _no_script(replies)
-        if missing:
-            # Redis lost its script cache (a restart): none of those ran; load it and run them.
-            await self._client.script_load(_PUBLISH_LUA)
-            for i, reply in zip(missing, await self._evalsha([calls[i] for i in missing]), strict=True):
-                replies[i] = reply
-        return [_published(_raised(reply)) for reply in replies]
-
-    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        pipeline = self._client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipeline.evalsha(_PUBLISH_SHA, len(keys), *keys, *args)
-        return list(await pipeline.execute(raise_on_error=False))
+            async with self._client.pipeline(transaction=False) as pipeline:
+                for _, channel, data in encoded:
+                    pipeline.execute_command(self._publish, channel, data)
+                counts = await pipeline.execute()
+            return [Published(int(n)) for n in counts]
+        return [_published(reply) for reply in await scripts.run(self._client, self._calls(encoded))]
 
     async def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their
         places now; how many live connections it reached (0: none, a no-op)."""
-        keys, args = control_client.disconnect_call(self._prefix, user_id, connection_id)
-        return int(await self._disconnect(keys=keys, args=args))
+        return int((await scripts.run(self._client, [self._disconnect_call(user_id, connection_id)]))[0])
 
     async def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
         users = control_client.online_users(user_ids)
         if not users:
             return {}
-        async with self._client.pipeline(transaction=False) as pipeline:
-            for user_id in users:
-                await self._online(keys=[connections_key(self._prefix, user_id)], args=[""], client=pipeline)
-            counts = await pipeline.execute()
+        counts = await scripts.run(self._client, control_client.online_calls(self._prefix, users))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()

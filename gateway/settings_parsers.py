@@ -178,15 +178,16 @@ def choice(options: Collection[str]) -> Parser[str]:
 
 
 def name_part() -> Parser[str]:
-    """A piece of a Redis key: the gateway puts ':' between the pieces itself."""
+    """A piece of a Redis key: the gateway puts ':' between the pieces itself, and braces around
+    the hash tags of Redis Cluster."""
 
     def parse(name: str, raw: str | None, default: str) -> str:
         value = default if raw is None else raw
-        if not value or ":" in value or any(c.isspace() for c in value):
-            raise SettingsError(f"{name}: a non-empty name without ':' or spaces")
+        if not value or any(c in ":{}" or c.isspace() for c in value):
+            raise SettingsError(f"{name}: a non-empty name without ':', braces or spaces")
         return value
 
-    return Parser("a non-empty name without `:` or spaces", parse)
+    return Parser("a non-empty name without `:`, braces or spaces", parse)
 
 
 def url(schemes: tuple[str, ...]) -> Parser[str]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 
@@ -89,10 +90,20 @@ def command_calls(client: redis.Redis) -> dict[str, int]:
     }
 
 
-def live_leases(client: redis.Redis, user: str) -> int:
+def leases_key(user: str, prefix: str = "ws") -> str:
+    """The hash of a user's leases (gateway/keys.py connections_key)."""
+    return f"{{{prefix}:{user}}}:conns"
+
+
+def live_leases(client: redis.Redis | redis.RedisCluster, user: str, prefix: str = "ws") -> int:
     """The user's places in the limit: leases whose deadline is ahead of the Redis clock (not a
     lapsed lease, nor the tombstone of a close that raced a renewal)."""
-    seconds, micros = client.time()
+    key = leases_key(user, prefix)
+    # On a cluster, the clock of the node that holds the key.
+    on_node: Any = client
+    if isinstance(client, redis.RedisCluster):
+        on_node = client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
+    seconds, micros = on_node.time()
     now = seconds * 1000 + micros // 1000
-    deadlines: list[bytes] = client.hvals(f"ws:conns:{user}")  # type: ignore[assignment]
+    deadlines: list[bytes] = client.hvals(key)  # type: ignore[assignment]
     return sum(1 for deadline in deadlines if int(deadline) > now)

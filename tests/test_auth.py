@@ -87,6 +87,7 @@ def _rsa_keys() -> tuple[bytes, str]:
         ("numeric sub", _token({"sub": 42, "exp": int(time.time()) + 3600}), close_codes.TOKEN_INVALID),
         ("sub with spaces", _token(_valid_claims(sub="a b")), close_codes.TOKEN_INVALID),
         ("sub in our namespace", _token(_valid_claims(sub="ctl:x")), close_codes.TOKEN_INVALID),
+        ("sub with a brace", _token(_valid_claims(sub="a{b}")), close_codes.TOKEN_INVALID),
         ("garbage", "garbage", close_codes.TOKEN_INVALID),
         ("oversized", "a" * 10_000, close_codes.TOKEN_INVALID),
     ],

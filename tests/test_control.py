@@ -16,7 +16,7 @@ from gateway.close_codes import Refusal
 from gateway.hub import Hub
 from gateway.publisher import AsyncPublisher, Publisher
 from harness.paths import ROOT
-from harness.redis_server import RedisServer, live_leases
+from harness.redis_server import RedisServer, leases_key, live_leases
 
 
 class RecordingConnection:
@@ -114,7 +114,7 @@ def test_disconnect_frees_the_live_places_and_publishes_the_command(
 ) -> None:
     client = redis_server.client()
     now = _now_ms(client)
-    key = f"ws:conns:{user}"
+    key = leases_key(user)
     client.hset(
         key,
         mapping={"h-1:1": now + 30_000, "h-2:4": now + 30_000, "lapsed:1": now - 1, "gone:1": -(now + 5000)},
@@ -141,9 +141,9 @@ def test_disconnect_of_a_user_with_no_connections_is_a_no_op_returning_0(
     publisher = Publisher(redis_server.url)
     assert publisher.disconnect(user) == 0
     client = redis_server.client()
-    assert not client.exists(f"ws:conns:{user}")
+    assert not client.exists(leases_key(user))
     # Leases but no worker listening (a dead host's): the places are freed, but nobody was reached.
-    client.hset(f"ws:conns:{user}", "dead:1", _now_ms(client) + 30_000)
+    client.hset(leases_key(user), "dead:1", _now_ms(client) + 30_000)
     assert publisher.disconnect(user) == 0
     assert live_leases(client, user) == 0
     publisher.close()
@@ -154,8 +154,8 @@ def test_online_counts_only_live_leases_per_user(redis_server: RedisServer, user
     client = redis_server.client()
     now = _now_ms(client)
     other = f"{user}-other"
-    client.hset(f"ws:conns:{user}", mapping={"a:1": now + 30_000, "a:2": now + 30_000, "b:1": now - 10})
-    client.hset(f"ws:conns:{other}", mapping={"b:2": -(now + 5000)})
+    client.hset(leases_key(user), mapping={"a:1": now + 30_000, "a:2": now + 30_000, "b:1": now - 10})
+    client.hset(leases_key(other), mapping={"b:2": -(now + 5000)})
     publisher = Publisher(redis_server.url)
     assert publisher.online([user, other, f"{user}-nobody", user]) == {
         user: 2,
@@ -169,9 +169,9 @@ def test_online_counts_only_live_leases_per_user(redis_server: RedisServer, user
 
 async def test_async_disconnect_and_online(redis_server: RedisServer, user: str) -> None:
     client = redis_server.client()
-    client.hset(f"ws:conns:{user}", "a:1", _now_ms(client) + 30_000)
+    client.hset(leases_key(user), "a:1", _now_ms(client) + 30_000)
     pubsub = _listen(redis_server, f"notify:{user}")
-    client.hset(f"notify:conns:{user}", "a:1", _now_ms(client) + 30_000)
+    client.hset(leases_key(user, "notify"), "a:1", _now_ms(client) + 30_000)
     publisher = AsyncPublisher(redis_server.url, prefix="notify")
     assert await publisher.online([user]) == {user: 1}
     assert await publisher.disconnect(user) == 1
@@ -194,7 +194,7 @@ def test_online_answers_a_thousand_users_and_refuses_more(redis_server: RedisSer
     publisher.close()
 
 
-@pytest.mark.parametrize("bad", ["", "has space", "a" * 257, "ctl:w-1", "conns:x", "new\nline"])
+@pytest.mark.parametrize("bad", ["", "has space", "a" * 257, "ctl:w-1", "conns:x", "new\nline", "a{b}", "x}"])
 def test_invalid_user_ids_are_refused_before_anything_is_sent(redis_server: RedisServer, bad: str) -> None:
     publisher = Publisher(redis_server.url)
     with pytest.raises(ValueError, match="user id"):
@@ -226,7 +226,7 @@ def _cli(server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_online_and_disconnect(redis_server: RedisServer, user: str) -> None:
     client = redis_server.client()
     now = _now_ms(client)
-    client.hset(f"ws:conns:{user}", mapping={"h-1:1": now + 30_000, "h-1:2": now + 30_000})
+    client.hset(leases_key(user), mapping={"h-1:1": now + 30_000, "h-1:2": now + 30_000})
     online = _cli(redis_server, "online", user, f"{user}-2")
     assert (online.returncode, online.stdout) == (0, f"{user}\t2\n{user}-2\t0\n")
     one = _cli(redis_server, "disconnect", user, "--connection", "h-1:2")

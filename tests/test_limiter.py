@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,8 +17,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.limiter import Lease, Limiter, LimiterUnavailable, load_script, release_worker
-from harness.redis_server import RedisServer, command_calls, live_leases
+from gateway.limiter import Lease, Limiter, LimiterUnavailable, release_worker
+from gateway.scripts import LuaScript
+from harness.redis_server import RedisServer, command_calls, leases_key, live_leases
 from harness.waiting import wait_for
 
 LIMIT = 3
@@ -58,7 +60,7 @@ async def test_places_up_to_the_limit_then_refusal_and_release_frees_one(
     leases = [await limiter.acquire(user, _never_lost) for _ in range(LIMIT)]
     assert all(leases)
     assert await limiter.acquire(user, _never_lost) is None
-    assert await client.hlen(f"ws:conns:{user}") == LIMIT
+    assert await client.hlen(leases_key(user)) == LIMIT
     first = leases[0]
     assert first is not None
     await limiter.release(first)
@@ -73,12 +75,27 @@ async def test_the_limit_holds_across_workers(client: aioredis.Redis, user: str)
     assert sum(r is not None for r in results) == LIMIT
 
 
+async def test_leases_under_the_old_key_names_neither_count_nor_block(
+    client: aioredis.Redis, user: str
+) -> None:
+    """A rolling upgrade: an old worker's leases in ``ws:conns:{user}`` are not seen by the new
+    scripts (the user may briefly exceed the limit), and the new ones leave them alone."""
+    now_ms = int(time.time() * 1000)
+    old = {f"old-1:{i}": now_ms + 30_000 for i in range(LIMIT)}
+    await client.hset(f"ws:conns:{user}", mapping=old)  # type: ignore[arg-type]
+    limiter = _limiter(client, f"w-{user}")
+    assert all([await limiter.acquire(user, _never_lost) for _ in range(LIMIT)])
+    assert await limiter.acquire(user, _never_lost) is None
+    assert await client.hlen(f"ws:conns:{user}") == LIMIT
+    await client.delete(f"ws:conns:{user}")
+
+
 async def test_every_key_has_a_ttl(client: aioredis.Redis, user: str) -> None:
     """Nothing is written without a TTL: a lost host leaves nothing behind for ever."""
     worker = f"w-{user}"
     limiter = _limiter(client, worker, lease_ttl=30)
     assert await limiter.acquire(user, _never_lost)
-    for key in (f"ws:conns:{user}", f"ws:worker:{worker}"):
+    for key in (leases_key(user), f"{{ws:{user}}}:worker:{worker}", f"ws:worker:{worker}"):
         assert 0 < await client.pttl(key) <= 30_000, key
 
 
@@ -118,10 +135,11 @@ async def test_renew_extends_each_users_key_once(
     await limiter.renew()
     after = command_calls(monitor)
     assert after.get("hset", 0) - before.get("hset", 0) == 4
-    # One per user key, and one for the worker's own set.
-    assert after.get("pexpire", 0) - before.get("pexpire", 0) == 2 + 1
-    assert await client.pttl(f"ws:conns:{user}") > 25_000
-    assert await client.pttl(f"ws:conns:{user}-b") > 25_000
+    # One per user key; one per slot for the worker's list there (two users: two slots), and
+    # one for the worker's set of those slots.
+    assert after.get("pexpire", 0) - before.get("pexpire", 0) == 2 + 2 + 1
+    assert await client.pttl(leases_key(user)) > 25_000
+    assert await client.pttl(leases_key(f"{user}-b")) > 25_000
     monitor.close()
 
 
@@ -139,15 +157,15 @@ async def test_a_lapsed_lease_is_taken_again_or_its_connection_ended(
     # No renewal for longer than the lease (the outage); an admission then drops the lapsed field.
     clock.ms = kept.until
     assert await other.acquire(user, _never_lost)
-    assert not await client.hexists(f"ws:conns:{user}", kept.connection_id)
+    assert not await client.hexists(leases_key(user), kept.connection_id)
     await slow.renew()
     assert ended == []
-    assert await client.hexists(f"ws:conns:{user}", kept.connection_id)
+    assert await client.hexists(leases_key(user), kept.connection_id)
 
     clock.ms = kept.until  # the lease lapses again
     for _ in range(LIMIT - 1):
         assert await other.acquire(user, _never_lost)
-    assert not await client.hexists(f"ws:conns:{user}", kept.connection_id)
+    assert not await client.hexists(leases_key(user), kept.connection_id)
     await slow.renew()
     assert ended == ["kept"]
     assert kept.connection_id not in slow.leases
@@ -198,7 +216,7 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
         await established.renew()
         assert ended == []
         for lease in held:
-            assert lease is not None and await client.hexists(f"ws:conns:{user}", lease.connection_id)
+            assert lease is not None and await client.hexists(leases_key(user), lease.connection_id)
         assert await newcomers.acquire(user, _never_lost) is None
         await newcomers.renew()
         assert ended == ["newcomer"] * (LIMIT - 1)
@@ -247,8 +265,17 @@ async def test_after_redis_loses_its_data_a_user_never_stays_over_the_limit(user
         server.close()
 
 
+def _worker_members(client: redis.Redis, worker: str) -> set[bytes]:
+    """Every "connection-id user" the worker lists, in all the slots it named."""
+    tags: set[bytes] = client.smembers(f"ws:worker:{worker}")  # type: ignore[assignment]
+    members: set[bytes] = set()
+    for tag in tags:
+        members |= client.smembers(f"{{{tag.decode()}}}:worker:{worker}")  # type: ignore[arg-type]
+    return members
+
+
 def _live_fields(client: redis.Redis, user: str, now: int) -> list[bytes]:
-    fields: dict[bytes, bytes] = client.hgetall(f"ws:conns:{user}")  # type: ignore[assignment]
+    fields: dict[bytes, bytes] = client.hgetall(leases_key(user))  # type: ignore[assignment]
     return [field for field, deadline in fields.items() if int(deadline) > now]
 
 
@@ -264,7 +291,8 @@ async def test_an_acquire_that_times_out_on_a_stalled_redis_leaves_no_place(user
     worker = f"w-{user}"
     try:
         limiter = Limiter(client, "ws", worker, 1, 30.0, clock=clock)
-        warm = await limiter.acquire(f"{user}-warm", _never_lost)  # scripts loaded, connection idle
+        # Scripts loaded, the user's slot named in the worker's set, the connection idle.
+        warm = await limiter.acquire(user, _never_lost)
         assert warm is not None
         await limiter.release(warm)
         with server.paused():
@@ -274,7 +302,7 @@ async def test_an_acquire_that_times_out_on_a_stalled_redis_leaves_no_place(user
         assert again is not None, f"refused: live {_live_fields(sync, user, clock.ms)}"
         await limiter.release(again)
         assert _live_fields(sync, user, clock.ms) == []
-        assert sync.smembers(f"ws:worker:{worker}") == set()
+        assert _worker_members(sync, worker) == set()
     finally:
         await client.aclose()
         sync.close()
@@ -292,7 +320,7 @@ async def test_an_acquire_cancelled_in_flight_is_undone_by_the_heartbeat(user: s
     worker = f"w-{user}"
     try:
         limiter = Limiter(client, "ws", worker, 1, 30.0, clock=clock)
-        warm = await limiter.acquire(f"{user}-warm", _never_lost)
+        warm = await limiter.acquire(user, _never_lost)
         assert warm is not None
         await limiter.release(warm)
         with server.paused():
@@ -300,10 +328,10 @@ async def test_an_acquire_cancelled_in_flight_is_undone_by_the_heartbeat(user: s
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(limiter.acquire(user, _never_lost), 1.0)
         ghost = f"{worker}:2"
-        wait_for(lambda: sync.hexists(f"ws:conns:{user}", ghost), what="Redis to run the acquire")
+        wait_for(lambda: sync.hexists(leases_key(user), ghost), what="Redis to run the acquire")
         await limiter.settle()
         assert _live_fields(sync, user, clock.ms) == []
-        assert sync.smembers(f"ws:worker:{worker}") == set()
+        assert _worker_members(sync, worker) == set()
         other = Limiter(client, "ws", f"o-{user}", 1, 30.0, clock=clock)
         assert await other.acquire(user, _never_lost) is not None
     finally:
@@ -321,8 +349,8 @@ async def test_release_worker_frees_every_place_of_a_dead_worker(
         assert await limiter.acquire(user, _never_lost)
     with redis.Redis.from_url(redis_server.url) as sync_client:
         assert release_worker(sync_client, "ws", worker) == LIMIT
-    assert await client.hlen(f"ws:conns:{user}") == 0
-    assert not await client.exists(f"ws:worker:{worker}")
+    assert await client.hlen(leases_key(user)) == 0
+    assert not await client.exists(f"ws:worker:{worker}", f"{{ws:{user}}}:worker:{worker}")
 
 
 async def test_redis_out_of_reach_fails_closed(user: str) -> None:
@@ -345,18 +373,18 @@ class LeaseScripts(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.client = redis.Redis(port=self.server.port)
-        self.acquire_script = self.client.register_script(load_script("acquire.lua"))
-        self.renew_script = self.client.register_script(load_script("renew.lua"))
-        self.release_script = self.client.register_script(load_script("release.lua"))
-        self.disconnect_script = self.client.register_script(load_script("disconnect.lua"))
+        self.acquire_script = self.client.register_script(LuaScript.load("acquire.lua").text)
+        self.renew_script = self.client.register_script(LuaScript.load("renew.lua").text)
+        self.release_script = self.client.register_script(LuaScript.load("release.lua").text)
+        self.disconnect_script = self.client.register_script(LuaScript.load("disconnect.lua").text)
         self.user = uuid.uuid4().hex
         # A worker holding the user, as far as the disconnect script's PUBLISH can tell.
         self.listener = self.client.pubsub()
         self.listener.subscribe(f"ws:{self.user}")
         assert self.listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
-        self.key = f"ws:conns:{self.user}"
-        self.worker_key = f"ws:worker:{self.user}"
-        self.recovery_key = f"ws:recovery:{self.user}"
+        self.key = f"{{ws:{self.user}}}:conns"
+        self.worker_key = f"{{ws:{self.user}}}:worker:w"
+        self.recovery_key = f"{{ws:{self.user}}}:recovery"
         self.now = 1_000_000
         self.model: dict[str, int] = {}  # field -> lease deadline, or -(forget time) once released
         self.known: dict[str, int] = {}  # what the worker holds -> deadline Redis last confirmed

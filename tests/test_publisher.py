@@ -76,10 +76,13 @@ async def test_async_publish_many_sends_nothing_when_one_message_is_bad(
     pubsub.close()
 
 
-def test_publisher_refuses_an_unusable_user_id(redis_server: RedisServer) -> None:
-    publisher = Publisher(redis_server.url, history=False)
+@pytest.mark.parametrize("bad", ["two words", "a{b}", "}x"])
+@pytest.mark.parametrize("history", [True, False])
+def test_publisher_refuses_an_unusable_user_id(redis_server: RedisServer, bad: str, history: bool) -> None:
+    """A brace would move the user's keys to another Redis Cluster slot than its channel."""
+    publisher = Publisher(redis_server.url, history=history)
     with pytest.raises(ValueError):
-        publisher.publish("two words", "x")
+        publisher.publish(bad, "x")
     publisher.close()
 
 
@@ -292,3 +295,22 @@ def test_the_publisher_imports_nothing_heavy() -> None:
     assert "gateway.publisher" in loaded
     assert not heavy & loaded
     assert not {m for m in loaded if m.startswith("cryptography.hazmat")}
+
+
+def test_a_named_redis_wins_over_the_topology_variables(
+    redis_server: RedisServer, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Publisher(url)`` publishes to that Redis even where the environment names a cluster."""
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", "127.0.0.1:1")
+    pubsub = _listen(redis_server, f"ws:{user}")
+    publisher = Publisher(redis_server.url, history=False)
+    assert publisher.publish(user, "here") == 1
+    publisher.close()
+    pubsub.close()
+
+
+def test_a_sentinel_set_without_a_master_name_is_refused() -> None:
+    with pytest.raises(SettingsError, match="REDIS_SENTINEL_MASTER"):
+        Publisher(sentinels="127.0.0.1:26379")
+    with pytest.raises(SettingsError, match="REDIS_CLUSTER_NODES"):
+        Publisher(cluster_nodes="not a node list")

@@ -4,14 +4,13 @@ on the user's own keys only, bounded by a cap on the entries returned."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any, NamedTuple
 
-import redis.asyncio as aioredis
+from gateway import keys, scripts
+from gateway.redis_topology import AsyncClient
+from gateway.scripts import Call, LuaScript
 
-from gateway import keys
-
-_READ_LUA = resources.files("gateway").joinpath("lua", "history_read.lua").read_text()
+_READ = LuaScript.load("history_read.lua", prelude=False)
 
 
 class Reading(NamedTuple):
@@ -25,23 +24,27 @@ class Reading(NamedTuple):
 
 
 class HistoryReader:
-    def __init__(self, client: aioredis.Redis, prefix: str, replay_cap: int) -> None:
+    def __init__(self, client: AsyncClient, prefix: str, replay_cap: int) -> None:
         self._client = client
         self._prefix = prefix
         self.replay_cap = replay_cap
-        self._script = client.register_script(_READ_LUA)
 
     async def read(self, user_id: str, epoch: str, after: int) -> Reading:
         return (await self.read_many([(user_id, epoch, after)]))[0]
 
     async def read_many(self, gaps: Sequence[tuple[str, str, int]]) -> list[Reading]:
-        """(user id, epoch, offset) each; one round trip for all. Raises RedisError."""
-        pipeline = self._client.pipeline(transaction=False)
-        for user_id, epoch, after in gaps:
-            prefix = self._prefix
-            user_keys = [keys.history_meta_key(prefix, user_id), keys.history_key(prefix, user_id)]
-            await self._script(user_keys, [epoch, after, self.replay_cap], client=pipeline)
-        return [_reading(reply) for reply in await pipeline.execute()]
+        """(user id, epoch, offset) each; one round trip for all (per node on a cluster: each
+        call reads one user's keys). Raises RedisError."""
+        prefix = self._prefix
+        calls = [
+            Call(
+                _READ,
+                [keys.history_meta_key(prefix, user_id), keys.history_key(prefix, user_id)],
+                [epoch, after, self.replay_cap],
+            )
+            for user_id, epoch, after in gaps
+        ]
+        return [_reading(reply) for reply in await scripts.run(self._client, calls)]
 
 
 def _reading(reply: list[Any]) -> Reading:

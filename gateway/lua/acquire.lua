@@ -1,6 +1,6 @@
 -- Take one place in a user's connection limit, or refuse.
--- KEYS[1]  {prefix}:conns:{user}   hash: connection id -> lease deadline (ms, Redis clock)
--- KEYS[2]  {prefix}:worker:{id}    set of "connection-id user" this worker holds
+-- KEYS[1]  {prefix:user}:conns   hash: connection id -> lease deadline (ms, Redis clock)
+-- KEYS[2]  {tag}:worker:{id}     set of "connection-id user" this worker holds in this slot
 -- ARGV[1]  now in ms, or "" for the Redis server's clock (tests pass a value to jump time)
 -- ARGV[2]  connection id
 -- ARGV[3]  user id

@@ -3,12 +3,13 @@
 -- A freed place becomes a tombstone rather than going: a renewal of it on its way finds the
 -- tombstone and leaves it, where a missing field would look like a lease Redis lost and be taken
 -- again. The connection's own release removes it once the socket has closed.
--- KEYS[1]  {prefix}:conns:{user}
+-- KEYS[1]  {prefix:user}:conns
 -- ARGV[1]  now in ms, or "" for the Redis server's clock
 -- ARGV[2]  the user's channel
 -- ARGV[3]  the control message (gateway/wire.py: \xffC disconnect [connection id])
 -- ARGV[4]  one connection id, or "" for every connection of the user
 -- ARGV[5]  how long the tombstones last, in ms
+-- ARGV[6]  "1" on a Redis Cluster: SPUBLISH to the user's shard channel; else PUBLISH
 -- Returns the number of live connections the command reached: the live leases it freed, or 0
 -- when no worker holds the user. A worker that misses the command (its pub/sub connection was
 -- being re-established) finds the tombstones at its next lease renewal and ends those
@@ -36,7 +37,7 @@ end
 if #named > 0 then
   keep_for(KEYS[1], keep)
 end
-if redis.call('PUBLISH', ARGV[2], ARGV[3]) == 0 then
+if redis.call(ARGV[6] == '1' and 'SPUBLISH' or 'PUBLISH', ARGV[2], ARGV[3]) == 0 then
   return 0
 end
 return live

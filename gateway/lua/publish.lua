@@ -9,6 +9,8 @@
 -- ARGV[3]      length cap (entries)
 -- ARGV[4]      age cap in ms (also the keys' TTL, refreshed here)
 -- ARGV[5]      a random token from the publisher, used only when a new epoch is born
+-- ARGV[6]      "1" on a Redis Cluster: SPUBLISH to the user's shard channel (same slot as the
+--              keys); else PUBLISH
 -- Returns {epoch, offset, receivers}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local t = redis.call('TIME')
@@ -24,5 +26,6 @@ redis.call('HSET', KEYS[1], 'age', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'd', ARGV[2], 't', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local receivers = redis.call('PUBLISH', ARGV[1], '\255H' .. epoch .. ' ' .. offset .. ' ' .. ARGV[2])
+local publish = ARGV[6] == '1' and 'SPUBLISH' or 'PUBLISH'
+local receivers = redis.call(publish, ARGV[1], '\255H' .. epoch .. ' ' .. offset .. ' ' .. ARGV[2])
 return {epoch, offset, receivers}

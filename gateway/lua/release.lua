@@ -1,8 +1,8 @@
 -- Give back one connection's place. While a renewal of it may still be on its way, the field
 -- becomes a tombstone instead of going, so that renewal does not take the place again (to it, a
 -- missing field looks like a lease Redis lost).
--- KEYS[1]  {prefix}:conns:{user}
--- KEYS[2]  {prefix}:worker:{id}
+-- KEYS[1]  {prefix:user}:conns
+-- KEYS[2]  {tag}:worker:{id}  this worker's leases in this slot (gateway/limiter.py)
 -- ARGV[1]  now in ms, or "" for the Redis server's clock
 -- ARGV[2]  connection id
 -- ARGV[3]  user id

@@ -1,4 +1,4 @@
--- Extend every lease one worker holds, in one call per beat: three commands per lease, two for
+-- Extend every lease one worker holds in one slot, in one call per beat: three commands per lease, two for
 -- a further lease of a user whose key this call already extended. Needs Redis 7.0 (PEXPIRE GT).
 -- A field is extended if present (a lapsed one too: an admission would have removed it, so none
 -- happened since it lapsed and the count is what it was), never if a tombstone: that connection
@@ -9,14 +9,14 @@
 -- A missing field is taken again:
 --  * when no lease of this call can have lapsed yet (now < ARGV[4]): Redis lost it (restarted
 --    without persistence, flushed) and the established connection keeps its place, recorded as
---    restored for one lease time in {prefix}:recovery:{user}, unless the user's restored places
+--    restored for one lease time in {prefix:user}:recovery, unless the user's restored places
 --    already fill the limit. Newcomers admitted into the emptied hash then give way: while the
 --    user is over the limit, the live places not restored, latest deadline first, become
 --    tombstones marked "over the limit" there, and their workers end them at their next renewal;
 --  * otherwise only under the limit (it lapsed, and its place may rightly be someone else's).
--- KEYS[1]      {prefix}:worker:{id}      set of "connection-id user" this worker holds
--- KEYS[2i]     {prefix}:conns:{user}     for the i-th connection below
--- KEYS[2i+1]   {prefix}:recovery:{user}  connection id -> restored until (ms), or -(ms) ended as
+-- KEYS[1]      {tag}:worker:{id}         set of "connection-id user" this worker holds in this slot
+-- KEYS[2i]     {prefix:user}:conns       for the i-th connection below, all in that slot
+-- KEYS[2i+1]   {prefix:user}:recovery    connection id -> restored until (ms), or -(ms) ended as
 --                                        over the limit
 -- ARGV[1]      now in ms, or "" for the Redis server's clock
 -- ARGV[2]      limit

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness.gateway_process import Gateway, running_gateway
-from harness.redis_server import RedisServer
+from harness.redis_server import RedisServer, leases_key
 from harness.tokens import make_token
 from harness.waiting import eventually, in_thread
 
@@ -85,8 +85,8 @@ async def test_handshakes_waiting_on_redis_when_sigterm_arrives_are_closed_with_
         assert counter(gateway, "websocket_connections_total", status="accepted") == accepted
         assert counter(gateway, "websocket_rejections_total", reason="draining") == drained + HANDSHAKES
         client = own_redis.client()
-        assert [client.hlen(f"ws:conns:{user}") for user in users] == [0] * HANDSHAKES
-        assert not list(client.scan_iter("ws:worker:*"))
+        assert [client.hlen(leases_key(user)) for user in users] == [0] * HANDSHAKES
+        assert not list(client.scan_iter("{*}:worker:*"))
         client.close()
 
 
@@ -124,7 +124,7 @@ async def test_a_client_that_leaves_while_admission_waits_is_never_counted_accep
         await eventually(all_done, timeout=15, what="every admission to finish")
         client = own_redis.client()
         await eventually(
-            in_thread(lambda: sum(int(client.hlen(f"ws:conns:{user}")) for user in users) == 0),
+            in_thread(lambda: sum(int(client.hlen(leases_key(user))) for user in users) == 0),
             timeout=10,
             what="every lease to be released",
         )

@@ -19,7 +19,7 @@ from gateway.publisher import AsyncPublisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value
-from harness.redis_server import RedisServer, live_leases
+from harness.redis_server import RedisServer, leases_key, live_leases
 from harness.waiting import eventually
 
 LIMIT = 5
@@ -44,9 +44,9 @@ async def open_socket(gateway: Gateway, user: str) -> ClientConnection:
 
 async def open_with_id(gateway: Gateway, user: str, client: redis.Redis) -> tuple[ClientConnection, str]:
     """A socket and its lease's connection id: the field its admission added to the user's hash."""
-    before = set(await asyncio.to_thread(client.hkeys, f"ws:conns:{user}"))
+    before = set(await asyncio.to_thread(client.hkeys, leases_key(user)))
     ws = await open_socket(gateway, user)
-    (added,) = set(await asyncio.to_thread(client.hkeys, f"ws:conns:{user}")) - before
+    (added,) = set(await asyncio.to_thread(client.hkeys, leases_key(user))) - before
     return ws, added.decode()
 
 
@@ -131,7 +131,7 @@ async def test_a_worker_that_missed_the_command_ends_the_connection_at_its_next_
     (missed, missed_id), (kept, _) = await open_with_id(a, user, client), await open_with_id(a, user, client)
     seconds, micros = client.time()
     now = int(seconds) * 1000 + int(micros) // 1000
-    client.hset(f"ws:conns:{user}", missed_id, -(now + 3_600_000))  # what disconnect.lua writes
+    client.hset(leases_key(user), missed_id, -(now + 3_600_000))  # what disconnect.lua writes
     assert await close_code(missed, timeout=float(LEASE) * 3) == (4003, "disconnected")
     await still_served(kept)
     assert live_leases(client, user) == 1

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
-from harness.redis_server import RedisServer, live_leases
+from harness.redis_server import RedisServer, leases_key, live_leases
 from harness.waiting import eventually, in_thread
 
 LIMIT = 5
@@ -221,7 +221,7 @@ async def test_an_admission_that_times_out_on_a_paused_redis_leaves_no_place_beh
             assert isinstance(warm, ClientConnection)
             await warm.close()
             await eventually(
-                in_thread(lambda: client.hlen(f"ws:conns:{warm_user}") == 0),
+                in_thread(lambda: client.hlen(leases_key(warm_user)) == 0),
                 timeout=10,
                 what="the warm-up lease to be released",
             )
@@ -243,7 +243,7 @@ async def test_an_admission_that_times_out_on_a_paused_redis_leaves_no_place_beh
             await eventually(admitted_again, timeout=15, interval=0.2, what="the user to be admitted")
 
             def nothing_left() -> bool:
-                members = [m for key in client.scan_iter("ws:worker:*") for m in client.smembers(key)]
+                members = [m for key in client.scan_iter("{*}:worker:*") for m in client.smembers(key)]
                 return live_leases(client, user) == 0 and not any(user.encode() in m for m in members)
 
             await eventually(in_thread(nothing_left), timeout=10, what="no lease, no worker-set member")

@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
-from harness.redis_server import RedisServer
+from harness.redis_server import RedisServer, leases_key
 from harness.waiting import eventually, in_thread
 
 WORKERS = 2
@@ -56,7 +56,7 @@ async def test_after_hup_a_dying_old_worker_has_its_leases_released_at_once(
         client = redis_server.client()
 
         def places_held() -> int:
-            return sum(int(client.hlen(f"ws:conns:{user}")) for user in users)
+            return sum(int(client.hlen(leases_key(user))) for user in users)
 
         # The drain spreads the closes over 30 s: most sockets still hold their place.
         assert places_held() > 0

@@ -19,7 +19,7 @@ from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value
 from harness.paths import ROOT
-from harness.redis_server import RedisServer, live_leases
+from harness.redis_server import RedisServer, leases_key, live_leases
 from harness.stalled_client import StalledClient
 from harness.tokens import make_token
 from harness.waiting import eventually, in_thread
@@ -212,7 +212,7 @@ async def test_a_vanished_peer_is_closed_and_releases_its_place(redis_server: Re
         try:
             assert peer.stdout is not None and peer.stdout.readline().strip() == "open"
             client = redis_server.client()
-            assert client.hlen(f"ws:conns:{user}") == 1
+            assert client.hlen(leases_key(user)) == 1
             os.kill(peer.pid, signal.SIGSTOP)
 
             def released() -> bool:
@@ -268,7 +268,9 @@ async def test_drain_closes_every_socket_with_1012_spread_over_the_window(
         assert exited_in < graceful_timeout
         client = redis_server.client()
         # No lease left: at most the tombstone of a close that raced a renewal (gone in a lease time).
-        assert [v for key in client.keys("ws:conns:drain-*") for v in client.hvals(key) if int(v) >= 0] == []
+        assert [
+            v for key in client.keys("{ws:drain-*}:conns") for v in client.hvals(key) if int(v) >= 0
+        ] == []
         assert client.pubsub_channels("ws:drain-*") == []
         client.close()
 

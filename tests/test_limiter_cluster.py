@@ -1,0 +1,130 @@
+"""The Limiter on a real Redis Cluster (3 masters): several hosts, each with its own cluster
+client, share the per-user limit. A script whose keys span two slots never reaches Redis: the
+cluster client refuses it (and Redis would answer CROSSSLOT), so every test here also proves that
+no lease script crosses slots."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from gateway.limiter import Limiter, release_worker
+from gateway.redis_topology import AsyncClient, Topology
+from harness.redis_cluster import RedisCluster, running_cluster
+from harness.redis_server import leases_key, live_leases
+
+LIMIT = 3
+HOSTS = 5
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with running_cluster(masters=3) as started:
+        yield started
+
+
+@pytest.fixture
+def sync(cluster: RedisCluster) -> Iterator[redis.RedisCluster]:
+    client = cluster.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def clients(cluster: RedisCluster) -> AsyncIterator[list[AsyncClient]]:
+    """One command client per host, as each gateway host builds it."""
+    topology = Topology("redis://", cluster_nodes=tuple(("127.0.0.1", n.port) for n in cluster.nodes))
+    made = [topology.async_client(socket_timeout=5) for _ in range(HOSTS)]
+    yield made
+    for client in made:
+        await client.aclose()
+
+
+def _users_on_every_master(cluster: RedisCluster, count: int) -> list[str]:
+    """``count`` fresh users whose slots are served by at least two different masters."""
+    users = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    owners = {cluster.master_of(f"ws:{user}").port for user in users}
+    assert len(owners) >= 2, "the users should span several nodes"
+    return users
+
+
+def _never_lost() -> None:
+    raise AssertionError("no lease should be lost here")
+
+
+async def test_the_limit_is_exact_under_100_simultaneous_attempts_across_hosts(
+    cluster: RedisCluster, clients: list[AsyncClient], sync: redis.RedisCluster
+) -> None:
+    """100 acquires at once, spread over five hosts' limiters, for four users on several nodes:
+    each user gets exactly LIMIT places, and Redis holds exactly those."""
+    users = _users_on_every_master(cluster, 4)
+    limiters = [Limiter(client, "ws", f"host{i}-1", LIMIT, 30.0) for i, client in enumerate(clients)]
+    attempts = [(limiters[i % HOSTS], users[i % len(users)]) for i in range(100)]
+    results = await asyncio.gather(*(limiter.acquire(user, _never_lost) for limiter, user in attempts))
+    for user in users:
+        taken = [lease for lease in results if lease is not None and lease.user_id == user]
+        assert len(taken) == LIMIT, user
+        assert live_leases(sync, user) == LIMIT
+
+
+async def test_a_release_frees_the_place_for_another_host(
+    clients: list[AsyncClient], sync: redis.RedisCluster, user: str
+) -> None:
+    a, b = Limiter(clients[0], "ws", "a-1", 1, 30.0), Limiter(clients[1], "ws", "b-1", 1, 30.0)
+    held = await a.acquire(user, _never_lost)
+    assert held is not None
+    assert await b.acquire(user, _never_lost) is None
+    await a.release(held)
+    assert live_leases(sync, user) == 0
+    assert await b.acquire(user, _never_lost) is not None
+
+
+async def test_renewal_keeps_every_lease_on_every_node_alive(
+    cluster: RedisCluster, clients: list[AsyncClient]
+) -> None:
+    """A worker with users on all three masters renews for longer than the lease time: every
+    place is still its own, another host is refused each of them."""
+    clock = [1_700_000_000_000]
+    users = _users_on_every_master(cluster, 12)
+    worker = Limiter(clients[0], "ws", f"w-{uuid.uuid4().hex[:8]}", 1, 1.0, clock=lambda: clock[0])
+    for user in users:
+        assert await worker.acquire(user, _never_lost) is not None
+    for _ in range(5):
+        clock[0] += 400  # inside the 1 s lease: only the renewals keep the places
+        await worker.renew()
+    other = Limiter(clients[1], "ws", "o-1", 1, 1.0, clock=lambda: clock[0])
+    for user in users:
+        assert await other.acquire(user, _never_lost) is None, user
+    assert len(worker.leases) == len(users)
+
+
+async def test_release_worker_frees_a_killed_workers_places_on_every_node(
+    cluster: RedisCluster, clients: list[AsyncClient], sync: redis.RedisCluster
+) -> None:
+    """The worker dies without releasing anything (its limiter is simply dropped); gunicorn's
+    master releases all its places, whatever node they live on, and leaves no key behind."""
+    users = _users_on_every_master(cluster, 30)
+    worker_id = f"dead-{uuid.uuid4().hex[:8]}"
+    dead = Limiter(clients[0], "ws", worker_id, LIMIT, 30.0)
+    for user in users:
+        assert await dead.acquire(user, _never_lost) is not None
+    assert release_worker(sync, "ws", worker_id) == len(users)
+    for user in users:
+        assert live_leases(sync, user) == 0, user
+    assert not sync.exists(f"ws:worker:{worker_id}")
+    assert not any(sync.exists(f"{{ws:{user}}}:worker:{worker_id}") for user in users)
+    survivor = Limiter(clients[1], "ws", "s-1", 1, 30.0)
+    assert all([await survivor.acquire(user, _never_lost) for user in users])
+
+
+def test_a_users_lease_keys_share_the_slot_of_its_channel(user: str) -> None:
+    """What lets one script write a user's leases and SPUBLISH to the user's shard channel."""
+    channel_slot = key_slot(f"ws:{user}".encode())
+    for suffix in ("conns", "recovery", "history", "meta", "worker:host-1-2"):
+        assert key_slot(f"{{ws:{user}}}:{suffix}".encode()) == channel_slot
+    assert key_slot(leases_key(user).encode()) == channel_slot
