@@ -11,10 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,25 +19,15 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import health, keys, metrics
 from gateway.auth import Authenticator
-from gateway.broker.redis import RedisBroker
 from gateway.endpoint import WebSocketEndpoint
 from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
+from gateway.redis_wiring import build_redis
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.tasks import cancel_and_wait
-
-_COMMAND_CONNECTIONS = 16
-
-
-def _retry_once_on_a_fresh_connection() -> Retry:
-    """After a Redis restart every idle pooled connection is stale, and without this each one
-    would fail one command (a refused admission) before being replaced. Every command the
-    gateway sends is safe to repeat: the lease scripts are idempotent per connection id, and a
-    repeated probe is harmless. Timeouts are not repeated: Redis is slow, not gone."""
-    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 async def _flush_tally_every(seconds: float) -> None:
@@ -92,40 +78,13 @@ def create_app(settings: Settings) -> GatewayApp:
         # Under gunicorn the master sets the instance id, so it can name a dead worker's leases.
         instance = os.environ.get("GATEWAY_INSTANCE_ID") or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         worker_id = keys.worker_id(instance, os.getpid())
-        # Bounded: an admission storm queues for a connection instead of opening hundreds.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=_COMMAND_CONNECTIONS,
-            timeout=5,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            client_name=f"gateway:{worker_id}",
-            retry=_retry_once_on_a_fresh_connection(),
-        )
-        client = aioredis.Redis.from_pool(pool)
-        # The probe has a connection of its own: queued behind an admission storm for a pooled
-        # one, it would come back late and tear down a healthy pub/sub connection.
-        probe_client = aioredis.Redis.from_url(
-            settings.redis_url,
-            single_connection_client=True,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            client_name=f"gateway-probe:{worker_id}",
-            retry=_retry_once_on_a_fresh_connection(),
-        )
+        # One Redis or a Cluster: gateway/redis_wiring.py knows the difference.
+        parts = build_redis(settings, worker_id)
+        client = parts.client
         hub = Hub(settings.max_payload_size)
         reader = HistoryReader(client, settings.channel_prefix, settings.history_replay_cap)
         gap_filler = GapFiller(hub, reader)
-        broker = RedisBroker(
-            settings.redis_url,
-            settings.channel_prefix,
-            worker_id,
-            probe_client,
-            hub.deliver,
-            hub.user_ids,
-            settings.redis_probe_interval,
-            on_resubscribed=gap_filler.resubscribed,
-        )
+        broker = parts.broker(hub.deliver, hub.user_ids, gap_filler.resubscribed)
         limiter = Limiter(
             client, settings.channel_prefix, worker_id, settings.max_connections_per_user, settings.lease_ttl
         )
@@ -143,8 +102,7 @@ def create_app(settings: Settings) -> GatewayApp:
             await limiter.stop()
             await broker.stop()
             await gap_filler.stop()
-            await probe_client.aclose()
-            await client.aclose()
+            await parts.aclose()
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.render()

@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.broker.cluster import ClusterBroker
 from gateway.state import Gateway
 
 _REDIS_PING_TIMEOUT = 1.0
@@ -24,6 +25,8 @@ async def liveness(request: Request) -> Response:
 
 async def redis(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
+    if isinstance(gateway.broker, ClusterBroker):
+        return _cluster(gateway.broker)
     try:
         await asyncio.wait_for(gateway.redis.ping(), _REDIS_PING_TIMEOUT)
     except (RedisError, OSError, TimeoutError):
@@ -31,6 +34,29 @@ async def redis(request: Request) -> Response:
     if not gateway.broker.ready:
         return JSONResponse({"redis": "reconnecting"}, status_code=503)
     return JSONResponse({"redis": "ok"})
+
+
+def _cluster(broker: ClusterBroker) -> Response:
+    """Redis Cluster: every master of the slot map, by number, address and slots, with the state
+    of this worker's pub/sub connection to it ("none": no local user there, so no connection).
+    503 when the slot map cannot be read, or a master holding a local user's channel is
+    unreachable (those users hear nothing); a master with no local user does not count here."""
+    shards = [
+        {
+            "shard": state.index,
+            "node": state.node,
+            "slots": state.slots,
+            "channels": state.channels,
+            "pubsub": state.pubsub,
+        }
+        for state in broker.shard_states()
+    ]
+    if not broker.map_ok:
+        return JSONResponse({"redis": "unavailable", "shards": shards}, status_code=503)
+    down = [shard["node"] for shard in shards if shard["pubsub"] == "reconnecting"]
+    if down:
+        return JSONResponse({"redis": "reconnecting", "unreachable": down, "shards": shards}, status_code=503)
+    return JSONResponse({"redis": "ok", "shards": shards})
 
 
 async def websocket(request: Request) -> Response:

@@ -44,6 +44,18 @@ REDIS_RECONNECTS = Counter(
 REDIS_DISCONNECTED = Counter(
     "websocket_redis_disconnected_seconds", "Time workers spent without a pub/sub connection (messages lost)."
 )
+# Redis Cluster: the same, per master (its number in the slot map, ordered by lowest slot; a
+# promoted replica keeps it): bounded by the number of masters, never a node address or a user.
+REDIS_SHARD_RECONNECTS = Counter(
+    "websocket_redis_shard_reconnects",
+    "Redis Cluster: times a worker lost its pub/sub connection to a master, by master number.",
+    ["shard"],
+)
+REDIS_SHARD_DISCONNECTED = Counter(
+    "websocket_redis_shard_disconnected_seconds",
+    "Redis Cluster: time workers spent without their pub/sub connection to a master, by master number.",
+    ["shard"],
+)
 DELIVERY_LATENCY = Histogram(
     "websocket_delivery_latency_seconds",
     "From reading a message off Redis to writing it to the socket, for the oldest frame of a write; "

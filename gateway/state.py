@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
 from gateway.auth import Authenticator
 from gateway.broker import Broker
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
+from gateway.redis_topology import AsyncClient
 from gateway.settings import Settings
 
 
@@ -25,7 +24,7 @@ class Gateway:
 
     settings: Settings
     worker_id: str
-    redis: aioredis.Redis
+    redis: AsyncClient
     hub: Hub
     broker: Broker
     limiter: Limiter

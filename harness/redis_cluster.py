@@ -108,6 +108,35 @@ class RedisCluster:
         )
         return self.owner(slots[0])
 
+    def reshard(self, source: RedisServer, target: RedisServer, slots: int | None = None) -> None:
+        """Move ``slots`` of ``source``'s slots (all of them by default) to ``target`` with
+        ``redis-cli --cluster reshard``, then wait until every node agrees."""
+        ids = {}
+        for node in (source, target):
+            with node.client() as client:
+                ids[node.port] = client.execute_command("CLUSTER", "MYID").decode()
+        with source.client() as client:
+            owned = sum(1 for port in _slot_owners(client).values() if port == source.port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "reshard",
+                f"127.0.0.1:{source.port}",
+                "--cluster-from",
+                ids[source.port],
+                "--cluster-to",
+                ids[target.port],
+                "--cluster-slots",
+                str(owned if slots is None else slots),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        wait_for(self.healthy, timeout=30, what="every node to agree on the moved slots")
+
     def close(self) -> None:
         for node in self.nodes:
             node.close()

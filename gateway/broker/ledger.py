@@ -1,0 +1,71 @@
+"""What a ``Shard`` (gateway/broker/shard.py) wrote on its pub/sub connection and Redis has not
+answered yet, so each reply is matched to its command.
+
+Redis answers commands in order, one ``ssubscribe``/``sunsubscribe`` per channel named, or one
+error for the whole command. An ``sunsubscribe`` that is not the next answer expected was pushed
+by the node on its own (the slot moved away); an error belongs to the oldest unanswered command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.broker.commands import by_slot
+
+# A channel to write: its confirmation awaited (None: nobody waits), and whether its
+# confirmation ends a gap (a re-subscription, so the gap fill runs).
+Entry = tuple[bytes, asyncio.Future[bool] | None, bool]
+
+
+@dataclass(slots=True)
+class Written:
+    """One SSUBSCRIBE or SUNSUBSCRIBE, until Redis answered each of its channels."""
+
+    subscribe: bool
+    channels: list[bytes]
+    futures: list[asyncio.Future[bool] | None]
+    resubscribe: list[bool]
+    answered: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    future: asyncio.Future[bool] | None
+    resubscribe: bool
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._written: deque[Written] = deque()
+
+    def commands(self, entries: list[Entry], subscribe: bool = True) -> list[tuple[Any, ...]]:
+        """One command per slot (and per thousand channels), each recorded before it is written."""
+        commands: list[tuple[Any, ...]] = []
+        for group in by_slot(entries):
+            written = Written(
+                subscribe, [c for c, _, _ in group], [f for _, f, _ in group], [r for _, _, r in group]
+            )
+            self._written.append(written)
+            commands.append(("SSUBSCRIBE" if subscribe else "SUNSUBSCRIBE", *written.channels))
+        return commands
+
+    def answered(self, channel: bytes, subscribe: bool) -> Answer | None:
+        """The entry this reply answers, or None when it answers nothing written (a push)."""
+        head = self._written[0] if self._written else None
+        if head is None or head.subscribe != subscribe or head.channels[head.answered] != channel:
+            return None
+        i = head.answered
+        head.answered += 1
+        if head.answered == len(head.channels):
+            self._written.popleft()
+        return Answer(head.futures[i], head.resubscribe[i])
+
+    def refused(self) -> Written | None:
+        """An error reply: the oldest command unanswered, which failed as a whole."""
+        return self._written.popleft() if self._written else None
+
+    def clear(self) -> None:
+        self._written.clear()

@@ -1,0 +1,123 @@
+"""A worker's Redis parts for each topology: the command client and the pub/sub broker.
+
+``build_redis(settings, worker_id)`` is the one place that knows the modes; the lifespan in
+``gateway/app.py`` only wires what it returns.
+
+- single: a bounded ``BlockingConnectionPool`` (an admission storm queues for a connection) and
+  ``RedisBroker`` with a probe connection of its own.
+- cluster: a ``RedisCluster`` command client and ``ClusterBroker`` (gateway/broker/cluster.py).
+  redis-py's cluster client has no blocking pool: past ``max_connections`` per node it raises
+  instead of queueing, so the bound is wider than the single mode's (an admission that meets it
+  is refused with 1013, like any Redis error). It retries a command after a connection error or
+  a MOVED on its own, re-reading the slot map, with a short back-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.broker import Broker, LocalUsers, MessageHandler, Resubscribed
+from gateway.broker.cluster import ClusterBroker
+from gateway.broker.redis import RedisBroker
+from gateway.redis_topology import AsyncClient
+from gateway.settings import Settings
+
+_COMMAND_CONNECTIONS = 16
+# Per node and worker, in cluster mode (see above).
+_CLUSTER_NODE_CONNECTIONS = 64
+
+
+def _retry_once_on_a_fresh_connection() -> Retry:
+    """After a Redis restart every idle pooled connection is stale, and without this each one
+    would fail one command (a refused admission) before being replaced. Every command the
+    gateway sends is safe to repeat: the lease scripts are idempotent per connection id, and a
+    repeated probe is harmless. Timeouts are not repeated: Redis is slow, not gone."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+BrokerFactory = Callable[[MessageHandler, LocalUsers, Resubscribed], Broker]
+
+
+@dataclass
+class RedisParts:
+    client: AsyncClient
+    # Builds the broker once the hub and the gap fill exist (they need the client).
+    broker: BrokerFactory
+    # Called at shutdown, after the broker stopped.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            await close()
+
+
+def build_redis(settings: Settings, worker_id: str) -> RedisParts:
+    if settings.topology.mode == "cluster":
+        return _cluster(settings, worker_id)
+    return _single(settings, worker_id)
+
+
+def _single(settings: Settings, worker_id: str) -> RedisParts:
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=_COMMAND_CONNECTIONS,
+        timeout=5,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        client_name=f"gateway:{worker_id}",
+        retry=_retry_once_on_a_fresh_connection(),
+    )
+    client = aioredis.Redis.from_pool(pool)
+    # The probe has a connection of its own: queued behind an admission storm for a pooled
+    # one, it would come back late and tear down a healthy pub/sub connection.
+    probe_client = aioredis.Redis.from_url(
+        settings.redis_url,
+        single_connection_client=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        client_name=f"gateway-probe:{worker_id}",
+        retry=_retry_once_on_a_fresh_connection(),
+    )
+
+    def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
+        return RedisBroker(
+            settings.redis_url,
+            settings.channel_prefix,
+            worker_id,
+            probe_client,
+            on_message,
+            users,
+            settings.redis_probe_interval,
+            on_resubscribed=on_resubscribed,
+        )
+
+    return RedisParts(client, broker, [probe_client.aclose, client.aclose])
+
+
+def _cluster(settings: Settings, worker_id: str) -> RedisParts:
+    client = settings.topology.async_client(
+        max_connections=_CLUSTER_NODE_CONNECTIONS,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        client_name=f"gateway:{worker_id}",
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+    )
+
+    def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
+        return ClusterBroker(
+            settings.topology,
+            settings.channel_prefix,
+            worker_id,
+            on_message,
+            users,
+            settings.redis_probe_interval,
+            on_resubscribed=on_resubscribed,
+        )
+
+    return RedisParts(client, broker, [client.aclose])

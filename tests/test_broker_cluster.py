@@ -1,0 +1,294 @@
+"""ClusterBroker against a real 3-master Redis Cluster: shard channels batched per slot, one pub/sub
+connection per master holding a local user (closed with its last), a deaf one replaced alone, a
+slot moved under subscribed users."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.crc import key_slot
+
+from gateway.broker import BrokerUnavailable
+from gateway.broker.cluster import ClusterBroker
+from gateway.close_codes import Refusal
+from gateway.hub import Hub
+from gateway.redis_topology import Topology
+from harness.redis_cluster import RedisCluster, running_cluster
+from harness.redis_server import RedisServer, command_calls
+from harness.waiting import eventually, in_thread
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with running_cluster(3) as cluster:
+        yield cluster
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.resubscribed: list[str] = []
+
+    def __call__(self, user_id: str, payload: bytes) -> None:
+        self.messages.append((user_id, payload))
+
+    def of(self, user_id: str) -> list[bytes]:
+        return [payload for user, payload in self.messages if user == user_id]
+
+
+class Socket:
+    envelope = False
+
+    def push(self, payload: bytes, received_at: float) -> None:
+        pass
+
+    def end(self, reason: Refusal) -> None:
+        pass
+
+
+class Local:
+    """Admission around the broker, as gateway/endpoint.py does it: the hub says first or last."""
+
+    def __init__(self, hub: Hub, broker: ClusterBroker, worker_id: str) -> None:
+        self.hub = hub
+        self.broker = broker
+        self.worker_id = worker_id
+
+    async def join(self, user_id: str) -> Socket:
+        socket = Socket()
+        first = self.hub.add(user_id, socket)
+        try:
+            if first:
+                await self.broker.subscribe(user_id)
+            else:
+                await self.broker.confirmed(user_id)
+        except BaseException:
+            self.leave(user_id, socket)
+            raise
+        return socket
+
+    def leave(self, user_id: str, socket: Socket) -> None:
+        if self.hub.remove(user_id, socket):
+            self.broker.unsubscribe(user_id)
+
+
+@contextlib.asynccontextmanager
+async def _local(cluster: RedisCluster, inbox: Inbox, probe_interval: float = 1.0) -> AsyncIterator[Local]:
+    hub = Hub()
+    worker_id = f"test-{uuid.uuid4().hex[:8]}"
+    nodes = tuple(("127.0.0.1", node.port) for node in cluster.nodes)
+    broker = ClusterBroker(
+        Topology("redis://", cluster_nodes=nodes),
+        "ws",
+        worker_id,
+        inbox,
+        hub.user_ids,
+        probe_interval,
+        on_resubscribed=inbox.resubscribed.append,
+    )
+    broker.start()
+    try:
+        await eventually(lambda: _now(broker.ready), what="the slot map to be read")
+        yield Local(hub, broker, worker_id)
+    finally:
+        await broker.stop()
+
+
+async def _now(value: object) -> object:
+    return value
+
+
+def _users_on(cluster: RedisCluster, master: RedisServer, count: int, run: str) -> list[str]:
+    """``count`` user ids whose channels live on ``master`` now."""
+    with master.client() as client:
+        ranges = [
+            (int(start), int(end))
+            for start, end, owner, *_ in client.execute_command("CLUSTER", "SLOTS")
+            if int(owner[1]) == master.port
+        ]
+    users = []
+    for i in range(100_000):
+        user = f"{run}-{i}"
+        slot = key_slot(f"ws:{user}".encode())
+        if any(start <= slot <= end for start, end in ranges):
+            users.append(user)
+            if len(users) == count:
+                return users
+    raise AssertionError(f"fewer than {count} users found on {master.port}")
+
+
+def _pubsub_connections(node: RedisServer, worker_id: str) -> list[dict[str, object]]:
+    with node.client() as client:
+        return [c for c in client.client_list() if c.get("name") == f"gateway-sub:{worker_id}"]
+
+
+def _masters(cluster: RedisCluster) -> list[RedisServer]:
+    ports = {cluster.owner(slot).port for slot in (0, 8000, 16383)}
+    return [node for node in cluster.nodes if node.port in ports]
+
+
+async def test_users_on_every_master_get_their_messages_over_one_connection_per_master(
+    cluster: RedisCluster,
+) -> None:
+    """30 users over three masters: each gets exactly what SPUBLISH sent it; each master sees one
+    pub/sub connection of the worker, subscribed to its users plus one control channel."""
+    inbox = Inbox()
+    run = uuid.uuid4().hex[:8]
+    users = [f"{run}-{i}" for i in range(30)]
+    async with _local(cluster, inbox) as local:
+        await asyncio.gather(*(local.join(user) for user in users))
+        with cluster.client() as client:
+            for user in users:
+                assert client.execute_command("SPUBLISH", f"ws:{user}", f"for {user}") == 1
+        await eventually(lambda: _now(len(inbox.messages) == 30), what="every message")
+        assert sorted(inbox.messages) == sorted((u, f"for {u}".encode()) for u in users)
+        on: dict[int, int] = defaultdict(int)
+        for user in users:
+            on[cluster.master_of(f"ws:{user}").port] += 1
+        for node in _masters(cluster):
+            connections = _pubsub_connections(node, local.worker_id)
+            assert len(connections) == 1, node.port
+            assert int(str(connections[0]["ssub"])) == on[node.port] + 1
+        assert inbox.resubscribed == []
+
+
+async def test_subscribes_of_one_tick_go_out_as_one_ssubscribe_per_slot(cluster: RedisCluster) -> None:
+    """40 users in 4 slots, admitted at once on open connections: 4 SSUBSCRIBE commands."""
+    inbox = Inbox()
+    run = uuid.uuid4().hex[:8]
+    by_slot: dict[int, list[str]] = defaultdict(list)
+    for i in range(400_000):
+        user = f"{run}-{i}"
+        by_slot[key_slot(f"ws:{user}".encode())].append(user)
+    slots = [slot for slot, found in by_slot.items() if len(found) >= 10]
+    chosen = [slots[0], slots[1], slots[len(slots) // 2], slots[-1]]
+    users = [user for slot in chosen for user in by_slot[slot][:10]]
+    assert len({cluster.owner(slot).port for slot in chosen}) >= 2
+    async with _local(cluster, inbox) as local:
+        # One user per master first: its connection is open before the batch.
+        warm = [by_slot[slot][10] for slot in chosen]
+        await asyncio.gather(*(local.join(user) for user in warm))
+        masters = _masters(cluster)
+        before = [command_calls(node.client()).get("ssubscribe", 0) for node in masters]
+        await asyncio.gather(*(local.join(user) for user in users))
+        after = [command_calls(node.client()).get("ssubscribe", 0) for node in masters]
+        assert sum(after) - sum(before) == len(chosen)
+
+
+async def test_the_last_user_on_a_master_closes_its_connection(cluster: RedisCluster) -> None:
+    """A master's connection opens with its first local user and closes after its last."""
+    inbox = Inbox()
+    master = _masters(cluster)[0]
+    run = uuid.uuid4().hex[:8]
+    first, second = _users_on(cluster, master, 2, run)
+    async with _local(cluster, inbox) as local:
+        assert _pubsub_connections(master, local.worker_id) == []
+        a = await local.join(first)
+        b = await local.join(second)
+        assert len(_pubsub_connections(master, local.worker_id)) == 1
+        local.leave(first, a)
+        with cluster.client() as client:
+            client.execute_command("SPUBLISH", f"ws:{second}", b"still here")
+        await eventually(lambda: _now(inbox.of(second) == [b"still here"]), what="the message")
+        local.leave(second, b)
+        await eventually(
+            in_thread(lambda: _pubsub_connections(master, local.worker_id) == []),
+            what="the connection to close",
+        )
+        assert local.broker.channel_count == 0
+
+
+async def test_a_deaf_master_connection_is_replaced_and_the_others_keep_delivering(
+    cluster: RedisCluster,
+) -> None:
+    """One master paused (its sockets open, answering nothing): its probe fails, the worker
+    reports not ready, the other masters' users keep receiving; once it answers again its users
+    are subscribed again on a new connection and reported for the gap fill."""
+    inbox = Inbox()
+    paused, other = _masters(cluster)[:2]
+    run = uuid.uuid4().hex[:8]
+    (deaf_user,) = _users_on(cluster, paused, 1, run)
+    (live_user,) = _users_on(cluster, other, 1, run + "x")
+    async with _local(cluster, inbox, probe_interval=0.3) as local:
+        await local.join(deaf_user)
+        await local.join(live_user)
+        (old,) = _pubsub_connections(paused, local.worker_id)
+        with paused.paused():
+            await eventually(lambda: _now(not local.broker.ready), timeout=5, what="the probe to fail")
+            with other.client() as client:  # the cluster client could ask the paused node
+                client.execute_command("SPUBLISH", f"ws:{live_user}", b"meanwhile")
+            await eventually(lambda: _now(inbox.of(live_user) == [b"meanwhile"]), what="other masters")
+        await eventually(lambda: _now(local.broker.ready), timeout=15, what="a new connection")
+        (new,) = _pubsub_connections(paused, local.worker_id)
+        assert new["id"] != old["id"]
+        assert deaf_user in inbox.resubscribed
+        with cluster.client() as client:
+            client.execute_command("SPUBLISH", f"ws:{deaf_user}", b"after")
+        await eventually(lambda: _now(inbox.of(deaf_user) == [b"after"]), what="delivery again")
+
+
+async def test_subscribe_fails_closed_while_a_master_is_unreachable(cluster: RedisCluster) -> None:
+    """A user whose master's connection is down is refused at once, not admitted deaf."""
+    inbox = Inbox()
+    master = _masters(cluster)[2]
+    run = uuid.uuid4().hex[:8]
+    first, second = _users_on(cluster, master, 2, run)
+    async with _local(cluster, inbox, probe_interval=0.3) as local:
+        await local.join(first)
+        with master.paused():
+            await eventually(lambda: _now(not local.broker.ready), timeout=5, what="the probe to fail")
+            with pytest.raises(BrokerUnavailable):
+                await local.join(second)
+            assert local.hub.user_ids() == [first]
+        await eventually(lambda: _now(local.broker.ready), timeout=15, what="a new connection")
+        await local.join(second)
+
+
+async def test_users_whose_slots_migrate_are_subscribed_on_the_new_master() -> None:
+    """Slots of one master moved to another (redis-cli --cluster reshard) under subscribed users:
+    the node drops their channels, the broker subscribes them on the new owner and reports them
+    for the gap fill, its other users stay where they were."""
+    inbox = Inbox()
+    with running_cluster(3) as cluster:
+        source, target = _masters(cluster)[:2]
+        lowest = _lowest_slots(source, 40)
+        run = uuid.uuid4().hex[:8]
+        moving = [u for u in (f"{run}-{i}" for i in range(200_000)) if _slot(u) in lowest][:4]
+        staying = _users_on(cluster, source, 30, run + "s")
+        staying = [u for u in staying if _slot(u) not in lowest][:2]
+        async with _local(cluster, inbox) as local:
+            await asyncio.gather(*(local.join(user) for user in moving + staying))
+            await asyncio.to_thread(cluster.reshard, source, target, len(lowest))
+            await eventually(
+                lambda: _now(set(inbox.resubscribed) >= set(moving)), timeout=10, what="re-subscriptions"
+            )
+            for node, users in ((target, moving), (source, staying)):
+                with node.client() as client:
+                    for user in users:
+                        assert client.execute_command("SPUBLISH", f"ws:{user}", b"here") == 1, user
+            await eventually(lambda: _now(len(inbox.messages) == 6), what="delivery after the move")
+            assert sorted(user for user, _ in inbox.messages) == sorted(moving + staying)
+            assert local.broker.ready
+            for node in (source, target):
+                assert len(_pubsub_connections(node, local.worker_id)) == 1
+
+
+def _slot(user: str) -> int:
+    return key_slot(f"ws:{user}".encode())
+
+
+def _lowest_slots(master: RedisServer, count: int) -> set[int]:
+    """The ``count`` lowest slots of a master: those ``redis-cli --cluster reshard`` moves first."""
+    with master.client() as client:
+        owned = sorted(
+            slot
+            for start, end, owner, *_ in client.execute_command("CLUSTER", "SLOTS")
+            if int(owner[1]) == master.port
+            for slot in range(int(start), int(end) + 1)
+        )
+    return set(owned[:count])
