@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,8 +60,11 @@ async def test_the_cluster_profile_delivers_spublish_and_the_cli_through_the_clu
         ["redis-cli", "cluster", "info"], service_name="redis-cluster-1"
     )
     assert code == 0 and "cluster_state:ok" in stdout and "cluster_size:3" in stdout, stdout
+    port = cluster_stack.get_service_port("gateway-cluster", 8080)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/redis", timeout=5) as response:
+        assert response.status == 200  # every master answers and the pub/sub connections are up
     user = f"user-{uuid.uuid4().hex[:12]}"
-    url = f"ws://127.0.0.1:{cluster_stack.get_service_port('gateway-cluster', 8080)}/ws"
+    url = f"ws://127.0.0.1:{port}/ws"
     async with connect(f"{url}?token={make_token(user, secret=SECRET)}", open_timeout=20) as ws:
         stdout, _, code = cluster_stack.exec_in_container(
             ["redis-cli", "-c", "SPUBLISH", f"ws:{user}", "raw"], service_name="redis-cluster-1"
