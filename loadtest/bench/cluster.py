@@ -134,7 +134,10 @@ class _Setup:
             try:
                 opened = self.pool.connect(pairs, concurrency=100)
                 if opened["opened"] != len(pairs):
-                    raise RuntimeError(f"{self.name}: {opened['failed']} sockets failed: {opened['errors']}")
+                    log = server.log_path.read_text(errors="replace")[-4000:]
+                    raise RuntimeError(
+                        f"{self.name}: {opened['failed']} sockets failed: {opened['errors']}\n{log}"
+                    )
                 # The gateway's own connections to each node while the sockets are held (less ours).
                 self.clients = {
                     a: int(c.info("clients")["connected_clients"]) - 1 for a, c in self.nodes.items()
