@@ -94,11 +94,11 @@ def pre_fork(server, worker):  # type: ignore[no-untyped-def]
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     """A worker is gone, however it died: drop its live gauges and release its leases at once."""
     from prometheus_client import multiprocess
-    from redis.exceptions import RedisError
 
     from gateway import keys
     from gateway.limiter import release_worker
     from gateway.metrics_archive import archive_dead_worker
+    from gateway.redis_topology import UNAVAILABLE
 
     multiprocess.mark_process_dead(worker.pid)
     archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
@@ -107,7 +107,7 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
         # One Redis, a Cluster or Sentinel's master, as the workers reach it.
         with _settings.topology.sync_client(socket_timeout=2, socket_connect_timeout=2) as client:
             released = release_worker(client, _settings.channel_prefix, worker_id)
-    except (RedisError, OSError) as exc:
+    except UNAVAILABLE as exc:
         logging.getLogger("gunicorn.error").warning(
             "could not release the leases of worker %s (%s); they lapse on their own",
             worker.pid,

@@ -16,7 +16,7 @@ from gateway import keys
 from gateway import settings_table as table
 from gateway.auth import issue_token
 from gateway.publisher import PayloadTooLarge, Publisher
-from gateway.redis_topology import Topology
+from gateway.redis_topology import UNAVAILABLE, Topology
 from gateway.settings import Settings, SettingsError
 
 
@@ -55,20 +55,16 @@ def main(argv: list[str] | None = None) -> int:
             json.loads(args.json)
         except ValueError:
             parser.error("JSON: not valid JSON")
-        try:
-            # The Redis settings, REDIS_CHANNEL_PREFIX and WEBSOCKET_MAX_PAYLOAD_SIZE, read as the
-            # gateway does.
-            publisher = Publisher(history=not args.no_history)
-        except SettingsError as exc:
-            print(f"invalid setting {exc}", file=sys.stderr)
-            return 2
         _say_which_redis()
+        publisher = _publisher("not published", history=not args.no_history)
+        if isinstance(publisher, int):
+            return publisher
         try:
             receivers = publisher.publish(args.user, args.json)
         except PayloadTooLarge as exc:
             print(f"not published: {exc}", file=sys.stderr)
             return 2
-        except (redis.RedisError, OSError) as exc:
+        except UNAVAILABLE as exc:
             print(f"not published: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
             return 1
         finally:
@@ -86,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         _say_which_redis()
         try:
             return _print_connections(topology, prefix, args.user)
-        except (redis.RedisError, OSError) as exc:
+        except UNAVAILABLE as exc:
             print(f"Redis at {topology.describe()} does not answer ({exc})", file=sys.stderr)
             return 1
 
@@ -139,12 +135,24 @@ def _print_connections(topology: Topology, prefix: str, user_id: str) -> int:
     return 0
 
 
-def _control(args: argparse.Namespace) -> int:
+def _publisher(failure: str, history: bool = True) -> Publisher | int:
+    """A publisher configured as the gateway is (the Redis settings, REDIS_CHANNEL_PREFIX,
+    WEBSOCKET_MAX_PAYLOAD_SIZE), or the exit status after one line: a cluster client connects
+    at once."""
     try:
-        publisher = Publisher()
+        return Publisher(history=history)
     except SettingsError as exc:
         print(f"invalid setting {exc}", file=sys.stderr)
         return 2
+    except UNAVAILABLE as exc:
+        print(f"{failure}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
+        return 1
+
+
+def _control(args: argparse.Namespace) -> int:
+    publisher = _publisher(args.command)
+    if isinstance(publisher, int):
+        return publisher
     try:
         if args.command == "disconnect":
             reached = publisher.disconnect(args.user, args.connection)
@@ -155,7 +163,7 @@ def _control(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
-    except (redis.RedisError, OSError) as exc:
+    except UNAVAILABLE as exc:
         print(f"{args.command}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
         return 1
     finally:

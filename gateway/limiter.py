@@ -19,10 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from gateway import keys, scripts
-from gateway.redis_topology import AsyncClient, SyncClient
+from gateway.redis_topology import UNAVAILABLE, AsyncClient, SyncClient
 from gateway.scripts import Call, LuaScript
 from gateway.tasks import cancel_and_wait
 
@@ -128,7 +126,7 @@ class Limiter:
         self._task = None
         try:
             await self.settle()  # a handshake the shutdown cancelled in its acquire
-        except (RedisError, OSError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("unsettled admissions not released (%s); they lapse on their own", type(exc).__name__)
 
     async def acquire(
@@ -147,14 +145,14 @@ class Limiter:
         try:
             if self._tag(user_id) not in self._announced:
                 await self._name_tags({self._tag(user_id)})
-        except (RedisError, OSError) as exc:
+        except UNAVAILABLE as exc:
             raise LimiterUnavailable(type(exc).__name__) from exc
         try:
             # The unsettled releases go first, in the same round trip: this worker's next
             # admission of that user never finds the place an abandoned acquire took.
             replies = await self._settle_then(Call(ACQUIRE, self._lease_keys(user_id), args))
             taken, _, now = replies[-1]
-        except (RedisError, OSError) as exc:
+        except UNAVAILABLE as exc:
             self._unsettle(lease)
             raise LimiterUnavailable(type(exc).__name__) from exc
         except asyncio.CancelledError:
@@ -208,7 +206,7 @@ class Limiter:
         args = [self._now(), lease.connection_id, lease.user_id, tombstone_ms]
         try:
             await scripts.run(self._client, [Call(RELEASE, self._lease_keys(lease.user_id), args)])
-        except (RedisError, OSError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("lease release failed (%s); it lapses on its own", type(exc).__name__)
 
     def _renew_calls(self, leases: list[Lease]) -> tuple[list[list[Lease]], list[Call]]:
@@ -268,11 +266,11 @@ class Limiter:
             await asyncio.sleep(self._beat)
             try:
                 await self.settle()
-            except (RedisError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("unsettled admissions not released (%s); retrying next beat", type(exc).__name__)
             try:
                 await self.renew()
-            except (RedisError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("lease renewal failed (%s); retrying next beat", type(exc).__name__)
 
 

@@ -25,6 +25,9 @@ HostPorts = tuple[tuple[str, int], ...]
 # What a command client is in each mode; scripts, pipelines and single-key commands work on all.
 AsyncClient = aioredis.Redis | aioredis.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
+# What a command raises when Redis is out of reach: a cluster client that reaches no node raises
+# RedisClusterException, which is not a RedisError.
+UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 
 @dataclass(frozen=True, slots=True)

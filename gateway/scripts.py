@@ -7,17 +7,29 @@ go as raw EVALSHA commands, which a cluster pipeline routes by their keys, node 
 Redis did not run because it lacks the script (a restart, a new node, a failover) is run again
 after SCRIPT LOAD, which a cluster client sends to every master. Every call's keys must share one
 hash slot: a cluster client refuses anything else before sending it.
+
+A cluster pipeline leaves a connection error in the reply of each call sent to a node it could not
+reach (a master killed, its replica not yet known) rather than retrying: those calls go again one
+by one through the client, which finds the new master and retries as for any command. A call may
+then run twice, as redis-py's own retries may run any command twice: every script here is safe to
+repeat, except that a history publish could be written twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
 
-from redis.exceptions import NoScriptError
+import redis
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, RedisError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.redis_topology import AsyncClient, SyncClient
 
@@ -42,9 +54,12 @@ class Call(NamedTuple):
     args: Sequence[Any]
 
 
-def _queue(pipeline: Any, calls: Sequence[Call]) -> None:
+def _queue(pipeline: Any, calls: Sequence[Call], client: Any = None) -> None:
+    """``client``: a synchronous cluster client, whose pipeline would otherwise ask a node
+    (COMMAND GETKEYS) where each EVALSHA goes, one round trip per call (redis-py 8.1)."""
     for script, keys, args in calls:
-        pipeline.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        route = {"target_nodes": client.get_node_from_key(keys[0])} if client is not None and keys else {}
+        pipeline.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **route)
 
 
 def _missing(replies: Sequence[Any]) -> list[int]:
@@ -57,6 +72,54 @@ def _checked(replies: list[Any], raise_on_error: bool) -> list[Any]:
             if isinstance(reply, Exception):
                 raise reply
     return replies
+
+
+# A node out of reach, or a slot that moved: the client's own command path handles these.
+_CUT_OFF = (RedisConnectionError, RedisTimeoutError, MovedError, AskError, TryAgainError, ClusterDownError)
+
+
+def _cut_off(client: Any, replies: Sequence[Any]) -> list[int]:
+    if not isinstance(client, redis.RedisCluster | aioredis.RedisCluster):
+        return []  # a plain pipeline raises a connection error, and its client retries
+    return [i for i, reply in enumerate(replies) if isinstance(reply, _CUT_OFF)]
+
+
+async def _alone(client: Any, call: Call) -> Any:
+    command = ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+    try:
+        try:
+            return await client.execute_command(*command)
+        except NoScriptError:
+            await client.script_load(call.script.text)
+            return await client.execute_command(*command)
+    except RedisError as exc:
+        return exc
+
+
+def _alone_sync(client: Any, call: Call) -> Any:
+    command = ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+    try:
+        try:
+            return client.execute_command(*command)
+        except NoScriptError:
+            client.script_load(call.script.text)
+            return client.execute_command(*command)
+    except RedisError as exc:
+        return exc
+
+
+def _by_slot(calls: Sequence[Call], indices: list[int]) -> list[list[int]]:
+    """Calls again one slot after another in order (a user's release before its acquire), the
+    slots at once."""
+    groups: dict[int, list[int]] = {}
+    for i in indices:
+        groups.setdefault(key_slot(calls[i].keys[0].encode()) if calls[i].keys else -1, []).append(i)
+    return list(groups.values())
+
+
+async def _again(client: Any, calls: Sequence[Call], group: list[int], replies: list[Any]) -> None:
+    for i in group:
+        replies[i] = await _alone(client, calls[i])
 
 
 async def run(client: AsyncClient, calls: Sequence[Call], raise_on_error: bool = True) -> list[Any]:
@@ -75,6 +138,9 @@ async def run(client: AsyncClient, calls: Sequence[Call], raise_on_error: bool =
             _queue(pipeline, [calls[i] for i in missing])
             for i, reply in zip(missing, await pipeline.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
+    await asyncio.gather(
+        *(_again(client, calls, group, replies) for group in _by_slot(calls, _cut_off(client, replies)))
+    )
     return _checked(replies, raise_on_error)
 
 
@@ -82,15 +148,21 @@ def run_sync(client: SyncClient, calls: Sequence[Call], raise_on_error: bool = T
     """``run`` for a synchronous client."""
     if not calls:
         return []
+    cluster = client if isinstance(client, redis.RedisCluster) else None
     pipeline: Any = client.pipeline(transaction=False)
-    _queue(pipeline, calls)
-    replies = list(pipeline.execute(raise_on_error=False))
+    _queue(pipeline, calls, cluster)
+    try:
+        replies = list(pipeline.execute(raise_on_error=False))
+    except _CUT_OFF as exc:  # a sync cluster pipeline raises these: every call goes again
+        replies = [exc] * len(calls)
     missing = _missing(replies)
     if missing:
         for script in {calls[i].script for i in missing}:
             client.script_load(script.text)
         pipeline = client.pipeline(transaction=False)
-        _queue(pipeline, [calls[i] for i in missing])
+        _queue(pipeline, [calls[i] for i in missing], cluster)
         for i, reply in zip(missing, pipeline.execute(raise_on_error=False), strict=True):
             replies[i] = reply
+    for i in _cut_off(client, replies):
+        replies[i] = _alone_sync(client, calls[i])
     return _checked(replies, raise_on_error)

@@ -73,3 +73,26 @@ def test_a_redis_that_does_not_answer_is_one_line(command: list[str]) -> None:
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and url in lines[0] and "does not answer" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["publish", "alice", "{}"], ["connections", "alice"], ["online", "alice"], ["disconnect", "alice"]],
+)
+def test_a_cluster_that_does_not_answer_is_one_line(command: list[str]) -> None:
+    """A cluster client that reaches no node raises RedisClusterException, not a RedisError."""
+    node = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "REDIS_CLUSTER_NODES": node}
+    env.pop("REDIS_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and f"cluster {node}" in lines[0] and "does not answer" in lines[0], result.stderr

@@ -13,8 +13,10 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from gateway.limiter import Limiter, release_worker
+from gateway.limiter import RELEASE, Limiter, LimiterUnavailable, release_worker
+from gateway.publisher import Publisher
 from gateway.redis_topology import AsyncClient, Topology
+from harness.ports import free_port
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import leases_key, live_leases
 
@@ -128,3 +130,47 @@ def test_a_users_lease_keys_share_the_slot_of_its_channel(user: str) -> None:
     for suffix in ("conns", "recovery", "history", "meta", "worker:host-1-2"):
         assert key_slot(f"{{ws:{user}}}:{suffix}".encode()) == channel_slot
     assert key_slot(leases_key(user).encode()) == channel_slot
+
+
+async def test_a_cluster_out_of_reach_fails_closed(user: str) -> None:
+    """No node answers: the cluster client raises RedisClusterException (not a RedisError), and
+    admission still fails closed with LimiterUnavailable (1013), not an internal error."""
+    topology = Topology("redis://", cluster_nodes=(("127.0.0.1", free_port()),))
+    client = topology.async_client(socket_connect_timeout=1)
+    limiter = Limiter(client, "ws", "w-1", LIMIT, 30.0)
+    with pytest.raises(LimiterUnavailable):
+        await limiter.acquire(user, _never_lost)
+    assert limiter.leases == {}
+    await client.aclose()
+
+
+async def test_the_limiter_keeps_working_after_a_master_failover(user: str) -> None:
+    """A master is SIGKILLed and its replica promoted: the clients' pipelines to the dead master
+    fail, and the new master has no script cache (scripts replicate as their effects), so the calls
+    go again and get NOSCRIPT; the scripts are loaded and run, and a user of the failed-over slots
+    is admitted, renewed and released as before, and published to."""
+    with running_cluster(masters=3, replicas=1) as cluster:
+        topology = Topology("redis://", cluster_nodes=tuple(("127.0.0.1", n.port) for n in cluster.nodes))
+        client = topology.async_client(socket_timeout=5)
+        try:
+            limiter = Limiter(client, "ws", "w-1", 1, 30.0)
+            held = await limiter.acquire(user, _never_lost)
+            assert held is not None
+            await limiter.release(held)
+            publisher = Publisher(cluster_nodes=cluster.startup_nodes)
+            assert publisher.publish(user, "before").position is not None
+            promoted = cluster.kill_master_and_wait_for_failover(cluster.master_of(f"ws:{user}"))
+            # The publisher's pipeline to the dead master is cut off, and goes again to the new one.
+            assert publisher.publish(user, "after").position is not None
+            publisher.close()
+            with promoted.client() as raw:
+                assert raw.script_exists(RELEASE.sha) == [False]  # the NOSCRIPT path is taken
+            again = await limiter.acquire(user, _never_lost)
+            assert again is not None
+            await limiter.renew()
+            assert await limiter.acquire(user, _never_lost) is None
+            await limiter.release(again)
+            with cluster.client() as sync_client:
+                assert live_leases(sync_client, user) == 0
+        finally:
+            await client.aclose()

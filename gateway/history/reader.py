@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+
 from gateway import keys, scripts
 from gateway.redis_topology import AsyncClient
 from gateway.scripts import Call, LuaScript
@@ -44,7 +47,11 @@ class HistoryReader:
             )
             for user_id, epoch, after in gaps
         ]
-        return [_reading(reply) for reply in await scripts.run(self._client, calls)]
+        try:
+            replies = await scripts.run(self._client, calls)
+        except RedisClusterException as exc:  # no node reached: not a RedisError
+            raise RedisConnectionError(str(exc)) from exc
+        return [_reading(reply) for reply in replies]
 
 
 def _reading(reply: list[Any]) -> Reading:
