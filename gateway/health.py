@@ -26,7 +26,7 @@ async def liveness(request: Request) -> Response:
 async def redis(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     if isinstance(gateway.broker, ClusterBroker):
-        return _cluster(gateway.broker)
+        return cluster_status(gateway.broker)
     try:
         await asyncio.wait_for(gateway.redis.ping(), _REDIS_PING_TIMEOUT)
     except (RedisError, OSError, TimeoutError):
@@ -36,7 +36,7 @@ async def redis(request: Request) -> Response:
     return JSONResponse({"redis": "ok"})
 
 
-def _cluster(broker: ClusterBroker) -> Response:
+def cluster_status(broker: ClusterBroker) -> Response:
     """Redis Cluster: every master of the slot map, by number, address and slots, with the state
     of this worker's pub/sub connection to it ("none": no local user there, so no connection).
     503 when the slot map cannot be read, or a master holding a local user's channel is

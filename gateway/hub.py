@@ -116,6 +116,11 @@ class Hub:
     def last_delivered(self, user_id: str) -> Position | None:
         return self._last.get(user_id)
 
+    def forget_position(self, user_id: str) -> None:
+        """The user's history went back (a promoted replica lacked its last entries): what is
+        published next reuses offsets delivered here, and is no copy of them."""
+        self._last.pop(user_id, None)
+
     def joined_at(self, user_id: str) -> int | None:
         """When the user's first connection here arrived, ms on the wall clock."""
         return self._joined.get(user_id)

@@ -38,7 +38,8 @@ from gateway.tasks import cancel_and_wait
 log = logging.getLogger("gateway.subscriber")
 
 _BACKOFF_FIRST = 0.1
-_BACKOFF_CAP = 2.0
+# Capped low: while a master is dead, the map is read until it names the promoted replica.
+_BACKOFF_CAP = 1.0
 # The map is read at least this often (new masters, moved slots nobody told us about).
 _REFRESH_EVERY = 10.0
 

@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.history import envelope
 from gateway.history.position import Position
-from gateway.history.reader import HistoryReader
+from gateway.history.reader import HistoryReader, Reading
 from gateway.hub import Hub
 
 log = logging.getLogger("gateway.history")
 
 # Users read in one pipelined round trip.
 _BATCH = 500
+# Pauses before reading again after a connection error; then the gap is given up.
+_RETRY_DELAYS = (0.2, 0.5, 1.0)
 
 
 class GapFiller:
@@ -55,21 +59,57 @@ class GapFiller:
         while self._waiting:
             users, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
             gaps = [(user_id, start) for user_id in users if (start := self._start(user_id)) is not None]
+            renewed: list[tuple[str, tuple[str, int]]] = []
+            for (user_id, _), reading in await self._readings(gaps):
+                joined = self._hub.joined_at(user_id)
+                if reading.result == "epoch" and joined is not None:
+                    # The history was lost and began again (on a cluster: a failover before the
+                    # replica had it): every entry of the new one since the user joined here is
+                    # new to this worker. Envelope sockets still learn that the old one is gone.
+                    self._hub.notify(user_id, envelope.recovery(False, 0, "epoch"))
+                    renewed.append((user_id, ("", joined)))
+                else:
+                    self._settle(user_id, reading)
+            for (user_id, _), reading in await self._readings(renewed):
+                self._settle(user_id, reading)
+
+    async def _readings(
+        self, gaps: list[tuple[str, tuple[str, int]]]
+    ) -> list[tuple[tuple[str, tuple[str, int]], Reading]]:
+        """Each gap with its reading; none when Redis fails (those users are not filled)."""
+        if not gaps:
+            return []
+        try:
+            readings = await self._read([(u, epoch, after) for u, (epoch, after) in gaps])
+        except RedisError as exc:
+            log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
+            for user_id, _ in gaps:
+                self._not_filled(user_id, "unavailable")
+            return []
+        return list(zip(gaps, readings, strict=True))
+
+    def _settle(self, user_id: str, reading: Reading) -> None:
+        if reading.result != "ok":
+            if reading.result == "future":
+                # Behind what was delivered here: a failover lost the history's last entries
+                # (replication is asynchronous), so the next offsets are new messages.
+                self._hub.forget_position(user_id)
+            self._not_filled(user_id, reading.result)
+            return
+        metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
+        # The entries run up to the history's current offset, consecutive.
+        start = Position(reading.epoch, reading.offset - len(reading.entries))
+        self._hub.release(user_id, start, reading.entries)
+
+    async def _read(self, gaps: list[tuple[str, str, int]]) -> list[Reading]:
+        """A read that meets a connection error is tried again: on a Redis Cluster the pub/sub
+        connection can follow a failover a moment before the command client learns of it."""
+        for delay in _RETRY_DELAYS:
             try:
-                readings = await self._reader.read_many([(u, epoch, after) for u, (epoch, after) in gaps])
-            except RedisError as exc:
-                log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
-                for user_id, _ in gaps:
-                    self._not_filled(user_id, "unavailable")
-                continue
-            for (user_id, _), reading in zip(gaps, readings, strict=True):
-                if reading.result != "ok":
-                    self._not_filled(user_id, reading.result)
-                    continue
-                metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
-                # The entries run up to the history's current offset, consecutive.
-                start = Position(reading.epoch, reading.offset - len(reading.entries))
-                self._hub.release(user_id, start, reading.entries)
+                return await self._reader.read_many(gaps)
+            except (RedisConnectionError, RedisTimeoutError):
+                await asyncio.sleep(delay)
+        return await self._reader.read_many(gaps)
 
     def _start(self, user_id: str) -> tuple[str, int] | None:
         """(epoch, offset) to read after, or ("", time) for a user with no position yet."""

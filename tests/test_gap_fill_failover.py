@@ -1,0 +1,126 @@
+"""Gap fills after a failover whose promoted replica lacked the newest history: the offset went
+back (what is published next must not be dropped as a copy), or the whole history was lost and
+began again (what the new one holds must be delivered)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from gateway import keys
+from gateway.broker.redis import RedisBroker
+from gateway.close_codes import Refusal
+from gateway.history.gap import GapFiller
+from gateway.history.reader import HistoryReader
+from gateway.hub import Hub
+from gateway.publisher import Publisher
+from harness.redis_server import RedisServer
+from harness.waiting import eventually, in_thread
+
+
+class Socket:
+    envelope = False
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def push(self, payload: bytes, received_at: float) -> None:
+        self.frames.append(payload)
+
+    def end(self, reason: Refusal) -> None:
+        pass
+
+
+async def _now(value: object) -> object:
+    return value
+
+
+async def test_messages_after_a_history_that_went_back_are_delivered(
+    own_redis: RedisServer, user: str
+) -> None:
+    """Offsets 1-5 delivered; the history comes back holding 1-3 (as on a replica promoted before
+    it got 4 and 5); the next publishes take offsets 4 and 5 again and reach the socket."""
+    client = aioredis.Redis.from_url(own_redis.url)
+    hub = Hub()
+    gap = GapFiller(hub, HistoryReader(client, "ws", 100))
+    broker = RedisBroker(
+        own_redis.url, "ws", f"test-{user}", client, hub.deliver, hub.user_ids, 1.0, gap.resubscribed
+    )
+    broker.start()
+    publisher = Publisher(own_redis.url)
+    try:
+        await eventually(lambda: _now(broker.ready), what="the broker")
+        socket = Socket()
+        hub.add(user, socket)
+        await broker.subscribe(user)
+        for n in range(1, 6):
+            publisher.publish(user, f"m{n}")
+        await eventually(lambda: _now(len(socket.frames) == 5), what="five messages")
+        # The promoted replica's history: entries 1-3, offset 3, the same epoch.
+        sync = own_redis.client()
+        history, meta = keys.history_key("ws", user), keys.history_meta_key("ws", user)
+        entries = sync.xrange(history)[:3]
+        sync.delete(history)
+        for entry_id, fields in entries:
+            sync.xadd(history, fields, id=entry_id)
+        sync.hset(meta, "offset", 3)
+        sync.client_kill_filter(_type="pubsub")
+        await eventually(lambda: _now(not broker.ready), what="the connection to drop")
+        await eventually(lambda: _now(broker.ready), timeout=10, what="a new connection")
+        await eventually(
+            in_thread(lambda: dict(sync.pubsub_numsub(f"ws:{user}"))[f"ws:{user}".encode()] == 1),
+            what="resubscribed",
+        )
+        publisher.publish(user, "after")
+        await eventually(
+            lambda: _now(socket.frames[-1:] == [b"after"]), what="the message after the failover"
+        )
+        sync.close()
+    finally:
+        publisher.close()
+        await broker.stop()
+        await gap.stop()
+        await client.aclose()
+
+
+async def test_a_history_that_began_again_while_the_worker_was_deaf_is_delivered(
+    own_redis: RedisServer, user: str
+) -> None:
+    """The history is lost (as when a replica is promoted before it got the user's first
+    entries) and three messages start a new one while the worker's pub/sub connection is gone:
+    the gap fill delivers them, in order, before what follows."""
+    client = aioredis.Redis.from_url(own_redis.url)
+    hub = Hub()
+    gap = GapFiller(hub, HistoryReader(client, "ws", 100))
+    broker = RedisBroker(
+        own_redis.url, "ws", f"test-{user}", client, hub.deliver, hub.user_ids, 1.0, gap.resubscribed
+    )
+    broker.start()
+    publisher = Publisher(own_redis.url)
+    sync = own_redis.client()
+    try:
+        await eventually(lambda: _now(broker.ready), what="the broker")
+        socket = Socket()
+        hub.add(user, socket)
+        await broker.subscribe(user)
+        for n in range(1, 3):
+            publisher.publish(user, f"m{n}")
+        await eventually(lambda: _now(len(socket.frames) == 2), what="two messages")
+        sync.delete(keys.history_key("ws", user), keys.history_meta_key("ws", user))
+        # Without yielding to the loop: the worker cannot subscribe again before these.
+        sync.client_kill_filter(_type="pubsub")
+        for n in range(1, 4):
+            publisher.publish(user, f"new{n}")
+        await eventually(lambda: _now(broker.ready), timeout=10, what="a new connection")
+        await eventually(
+            in_thread(lambda: dict(sync.pubsub_numsub(f"ws:{user}"))[f"ws:{user}".encode()] == 1),
+            what="resubscribed",
+        )
+        publisher.publish(user, "after")
+        await eventually(lambda: _now(socket.frames[-1:] == [b"after"]), what="the message after")
+        assert socket.frames == [b"m1", b"m2", b"new1", b"new2", b"new3", b"after"]
+    finally:
+        sync.close()
+        publisher.close()
+        await broker.stop()
+        await gap.stop()
+        await client.aclose()
