@@ -49,12 +49,14 @@ upgrade-check:
 	scripts/ensure-chromium
 	scripts/upgrade-check $(PYTEST_ARGS)
 
-# Every scenario against the gateway and the Python alternatives; writes loadtest/results/.
+# Every scenario against the gateway and the Python alternatives, history's cost, one Redis against
+# a Redis Cluster; writes loadtest/results/.
 bench:
 	scripts/bootstrap test,bench
 	scripts/ensure-redis-server
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench.history
+	.venv/bin/python -m loadtest.bench.cluster
 
 # Locust, headless and bounded in time, against a gateway it starts (or TARGET_URL); LOADTEST_ARGS
 # passes options to loadtest/run.py (--users, --run-time, ...).

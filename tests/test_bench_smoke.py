@@ -120,3 +120,50 @@ def test_the_history_bench_measures_both_modes(tmp_path: Path) -> None:
     assert results["publish"]["history"]["redis_commands_per_publish"] > 1.0
     assert results["fan_out"]["history"]["messages"] == 20
     assert "messages/s delivered" in (tmp_path / "history.md").read_text()
+
+
+def test_a_plain_publish_on_a_cluster_crosses_the_bus_and_spublish_does_not() -> None:
+    """loadtest/bench/cluster_bus.py at a tiny size: every PUBLISH reaches every other master over
+    the cluster bus; an SPUBLISH reaches none, and its master writes far less."""
+    from harness.redis_cluster import running_cluster
+    from loadtest.bench.cluster_bus import compare_broadcast
+
+    with running_cluster(masters=3) as cluster:
+        masters = {f"127.0.0.1:{node.port}": node.client() for node in cluster.nodes}
+        try:
+            # Enough messages that the bus's own pings (2 kB each, several a second) are noise.
+            results = compare_broadcast(masters, users=6, messages=300)
+        finally:
+            for client in masters.values():
+                client.close()
+    broadcast, sharded = results["broadcast"], results["sharded"]
+    assert broadcast["delivered"] == sharded["delivered"] == 300
+    for address, node in broadcast["nodes"].items():
+        assert node["publish_received"] == 300 - node["published_here"]
+        assert sharded["nodes"][address]["publishshard_received"] == 0
+    written = [(node["written"], sharded["nodes"][a]["written"]) for a, node in broadcast["nodes"].items()]
+    if all(b >= 0 for b, _ in written):  # /proc/PID/io readable
+        assert sum(b for b, _ in written) > 2 * sum(s for _, s in written)
+
+
+@pytest.mark.timeout(120)
+def test_the_cluster_bench_compares_one_redis_with_a_cluster(tmp_path: Path) -> None:
+    """loadtest/bench/cluster.py at a tiny size: both fan-outs deliver everything, and each master
+    carries only the deliveries of the users whose slots it serves."""
+    from loadtest.bench import cluster
+
+    argv = ["--users", "6", "--per-user", "2", "--messages", "60", "--rounds", "1"]
+    argv += ["--processes", "1", "--out", str(tmp_path)]
+    assert cluster.main(argv) == 0
+    results = json.loads((tmp_path / "cluster.json").read_text())
+    for mode in ("single", "cluster"):
+        assert results[mode]["delivered"] == results[mode]["expected"] == 120
+        assert results[mode]["deliveries_per_second"] > 0
+    nodes = results["cluster"]["nodes"].values()
+    assert sum(node["owned_deliveries"] for node in nodes) == 120
+    for node in nodes:
+        assert node["publish_received"] == 0  # nothing crossed the cluster bus
+        if node["owned_deliveries"] == 0:
+            assert node["out_bytes"] < 2000  # replies to the gateway's own commands only
+    assert results["ratio"] > 0
+    assert "cluster / one Redis" in (tmp_path / "cluster.md").read_text()

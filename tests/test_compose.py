@@ -280,3 +280,49 @@ def test_nginx_proxies_websockets_with_long_timeouts_and_the_client_address() ->
     directives = "\n".join(line.partition("#")[0] for line in text.splitlines())
     leaks = re.findall(r"\$(?:request|request_uri|args|query_string|arg_\w+)(?!\w)", directives)
     assert leaks == [], "these would put tokens in the access log"
+
+
+def test_the_cluster_profile_adds_a_redis_cluster_and_a_gateway_on_it_and_changes_nothing_else(
+    compose: dict[str, Any],
+) -> None:
+    """`docker compose up` runs what it ran before; `--profile cluster` adds six cluster nodes on
+    fixed addresses, the one-shot create over all of them, and a gateway whose REDIS_CLUSTER_NODES
+    name cluster nodes and which starts only once the cluster is created."""
+    from gateway.redis_topology import Topology
+
+    services = compose["services"]
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert default == {"redis", "gateway", "lb", "prometheus", "grafana", "publisher"}
+    cluster = {name for name, service in services.items() if "cluster" in service.get("profiles", [])}
+    nodes = {name for name in cluster if re.fullmatch(r"redis-cluster-\d", name)}
+    assert cluster == nodes | {"redis-cluster-create", "gateway-cluster"} and len(nodes) == 6
+
+    subnet = ipaddress.ip_network(compose["networks"]["default"]["ipam"]["config"][0]["subnet"])
+    fixed = [
+        service["networks"]["default"]["ipv4_address"]
+        for service in services.values()
+        if "ipv4_address" in service.get("networks", {}).get("default", {})
+    ]
+    assert len(fixed) == len(set(fixed)), "two services on one fixed address"
+    addresses = {services[name]["networks"]["default"]["ipv4_address"] for name in nodes}
+    assert all(ipaddress.ip_address(a) in subnet for a in addresses)
+    for name in nodes:
+        command = services[name]["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert "healthcheck" in services[name]
+
+    create = services["redis-cluster-create"]
+    script = create["command"][0]
+    assert set(re.findall(r"(\d+\.\d+\.\d+\.\d+):6379", script.partition("--cluster create")[2])) == addresses
+    assert "--cluster-replicas 1" in script and "--cluster-yes" in script
+    assert {n: c["condition"] for n, c in create["depends_on"].items()} == dict.fromkeys(
+        nodes, "service_healthy"
+    )
+
+    gateway = services["gateway-cluster"]
+    topology = Topology.from_environ(interpolate(gateway["environment"], {**env_example(), **SECRETS}))
+    assert topology.mode == "cluster"
+    assert {host for host, port in topology.cluster_nodes} <= addresses
+    assert gateway["depends_on"]["redis-cluster-create"]["condition"] == "service_completed_successfully"
+    assert gateway["image"] == services["gateway"]["image"]
+    assert set(services["gateway"]["environment"]) - {"FORWARDED_ALLOW_IPS"} <= set(gateway["environment"])

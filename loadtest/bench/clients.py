@@ -221,8 +221,10 @@ class ClientPool:
 async def _publish(job: dict[str, Any]) -> dict[str, Any]:
     publisher = make_publisher(job["target"], job["redis_url"])
     try:
-        # One warm-up publish to nobody, so connection set-up is not in the measurement.
-        await publisher.publish("bench-nobody", "0|0")
+        # One warm-up publish to nobody, so connection set-up is not in the measurement (not on a
+        # cluster: the pipelined publishes there never use the library's connection).
+        if not job.get("slots"):
+            await publisher.publish("bench-nobody", "0|0")
         if job.get("batch"):
             return await _publish_pipelined(publisher, job)
         return await _publish_one_by_one(publisher, job)
@@ -266,9 +268,24 @@ async def _publish_one_by_one(publisher: Publisher, job: dict[str, Any]) -> dict
     return {"sent": count - errors, "errors": errors, "seconds": seconds, "started_ns": started_ns}
 
 
-def _resp_publish(channel: str, data: bytes) -> bytes:
+def _resp_publish(channel: str, data: bytes, command: bytes = b"PUBLISH") -> bytes:
     name = channel.encode()
-    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(name), name, len(data), data)
+    return b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(command),
+        command,
+        len(name),
+        name,
+        len(data),
+        data,
+    )
+
+
+def _node_of(channel: str, slots: list[list[Any]]) -> str:
+    """The "host:port" serving a shard channel, from ``CLUSTER SLOTS`` ranges [start, end, address]."""
+    from redis.crc import key_slot
+
+    slot = key_slot(channel.encode())
+    return next(str(address) for start, end, address in slots if start <= slot <= end)
 
 
 async def _publish_pipelined(publisher: Publisher, job: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +293,9 @@ async def _publish_pipelined(publisher: Publisher, job: dict[str, Any]) -> dict[
 
     Every message is encoded beforehand the way the target's library encodes it (the stamps are
     not read in a fan-out), then the PUBLISH commands go out ``batch`` per write on one
-    connection, with at most ``concurrency`` batches awaiting their replies.
+    connection, with at most ``concurrency`` batches awaiting their replies. With ``slots`` (a
+    Redis Cluster's slot ranges) each message is an SPUBLISH (or ``command``) to the master serving
+    its channel's slot, one connection and one such window per master, all masters at once.
     """
     from urllib.parse import urlsplit
 
@@ -284,59 +303,94 @@ async def _publish_pipelined(publisher: Publisher, job: dict[str, Any]) -> dict[
     rng = random.Random(job.get("seed", 7))
     count: int = job["count"]
     batch: int = job["batch"]
-    batches: list[tuple[int, bytes]] = []
-    for first in range(0, count, batch):
-        size = min(count, first + batch) - first
-        commands = [
-            _resp_publish(*await publisher.encode(rng.choice(users), f"{seq}|{time.monotonic_ns()}"))
-            for seq in range(first, first + size)
-        ]
-        batches.append((size, b"".join(commands)))
+    slots: list[list[Any]] | None = job.get("slots")
     where = urlsplit(job["redis_url"])
-    reader, writer = await asyncio.open_connection(where.hostname, where.port or 6379)
-    window = asyncio.Semaphore(job.get("concurrency", 4))
-    errors = 0
-
-    async def read_replies() -> None:
-        # Each reply to PUBLISH is one line: ":<receivers>" or "-<error>".
-        nonlocal errors
-        for size, _ in batches:
-            for _ in range(size):
-                line = await reader.readline()
-                if not line.startswith(b":"):
-                    errors += 1
-            window.release()
-
+    single = f"{where.hostname}:{where.port or 6379}"
+    per_node: dict[str, list[bytes]] = {}
+    for seq in range(count):
+        channel, data = await publisher.encode(rng.choice(users), f"{seq}|{time.monotonic_ns()}")
+        if slots is None:
+            per_node.setdefault(single, []).append(_resp_publish(channel, data))
+        else:
+            per_node.setdefault(_node_of(channel, slots), []).append(
+                _resp_publish(channel, data, job.get("command", "SPUBLISH").encode())
+            )
+    lanes = [
+        _Lane(address, [(len(c[i : i + batch]), b"".join(c[i : i + batch])) for i in range(0, len(c), batch)])
+        for address, c in per_node.items()
+    ]
     try:
-        if where.path.strip("/") not in ("", "0"):
-            writer.write(b"SELECT %s\r\n" % where.path.strip("/").encode())
-            await reader.readline()
-        # Redis's counters at the start, so the Redis cost is over the fan-out alone.
-        writer.write(b"INFO stats\r\n")
-        size = int((await reader.readline())[1:])
-        info = (await reader.readexactly(size + 2)).decode()
-        redis_before = {
-            key: int(value)
-            for key, _, value in (line.partition(":") for line in info.split("\r\n"))
-            if key in ("total_commands_processed", "total_net_output_bytes")
-        }
-        replies = asyncio.create_task(read_replies())
+        for lane in lanes:
+            await lane.open(where.path.strip("/"))
         started = time.monotonic()
         started_ns = time.monotonic_ns()
-        for _, pipelined in batches:
-            await window.acquire()
-            writer.write(pipelined)
-        await asyncio.wait_for(replies, 60)
+        await asyncio.wait_for(asyncio.gather(*(lane.run(job.get("concurrency", 4)) for lane in lanes)), 60)
         seconds = time.monotonic() - started
     finally:
-        writer.close()
+        for lane in lanes:
+            lane.close()
+    errors = sum(lane.errors for lane in lanes)
+    by_node = {lane.address: lane.redis_before for lane in lanes}
     return {
         "sent": count - errors,
         "errors": errors,
         "seconds": seconds,
         "started_ns": started_ns,
-        "redis_before": redis_before,
+        "redis_before": by_node.get(single, {}),
+        "redis_before_by_node": by_node,
+        "sent_by_node": {lane.address: sum(size for size, _ in lane.batches) for lane in lanes},
     }
+
+
+class _Lane:
+    """One Redis connection carrying its share of the publishes, ``batch`` commands per write."""
+
+    def __init__(self, address: str, batches: list[tuple[int, bytes]]) -> None:
+        self.address = address
+        self.batches = batches
+        self.errors = 0
+        self.redis_before: dict[str, int] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self, database: str) -> None:
+        host, _, port = self.address.rpartition(":")
+        self._reader, self._writer = await asyncio.open_connection(host, int(port))
+        if database not in ("", "0"):
+            self._writer.write(b"SELECT %s\r\n" % database.encode())
+            await self._reader.readline()
+        # Redis's counters at the start, so the Redis cost is over the fan-out alone.
+        self._writer.write(b"INFO stats\r\n")
+        size = int((await self._reader.readline())[1:])
+        info = (await self._reader.readexactly(size + 2)).decode()
+        self.redis_before = {
+            key: int(value)
+            for key, _, value in (line.partition(":") for line in info.split("\r\n"))
+            if key in ("total_commands_processed", "total_net_output_bytes")
+        }
+
+    async def run(self, concurrency: int) -> None:
+        assert self._reader is not None and self._writer is not None
+        reader, writer = self._reader, self._writer
+        window = asyncio.Semaphore(concurrency)
+
+        async def read_replies() -> None:
+            # Each reply to (S)PUBLISH is one line: ":<receivers>" or "-<error>".
+            for size, _ in self.batches:
+                for _ in range(size):
+                    if not (await reader.readline()).startswith(b":"):
+                        self.errors += 1
+                window.release()
+
+        replies = asyncio.create_task(read_replies())
+        for _, pipelined in self.batches:
+            await window.acquire()
+            writer.write(pipelined)
+        await replies
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _publisher_main(pipe: Connection, job: dict[str, Any]) -> None:

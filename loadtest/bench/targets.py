@@ -137,10 +137,13 @@ def raise_file_limit() -> None:
 
 
 @contextlib.contextmanager
-def running(target: str, redis_url: str, workers: int = 2, max_per_worker: int = 30000) -> Iterator[Server]:
+def running(
+    target: str, redis_url: str, workers: int = 2, max_per_worker: int = 30000, **env: str
+) -> Iterator[Server]:
+    """``env`` (the gateway only): more settings, such as ``REDIS_CLUSTER_NODES``."""
     raise_file_limit()
     if target == "gateway":
-        with _running_gateway(redis_url, workers, max_per_worker) as server:
+        with _running_gateway(redis_url, workers, max_per_worker, **env) as server:
             yield server
     else:
         with _running_alternative(target, redis_url, workers) as server:
@@ -148,12 +151,13 @@ def running(target: str, redis_url: str, workers: int = 2, max_per_worker: int =
 
 
 @contextlib.contextmanager
-def _running_gateway(redis_url: str, workers: int, max_per_worker: int) -> Iterator[Server]:
+def _running_gateway(redis_url: str, workers: int, max_per_worker: int, **env: str) -> Iterator[Server]:
     gateway = Gateway(
         redis_url,
         workers,
         WEBSOCKET_MAX_CONNECTIONS_PER_WORKER=str(max_per_worker),
         WEBSOCKET_IDLE_TIMEOUT="600",
+        **env,
     )
     try:
         gateway.start()

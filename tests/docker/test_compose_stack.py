@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import socket
 import tempfile
 import urllib.request
 import uuid
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness.docker_engine import engine_problem
 from harness.gateway_process import running_gateway
 from harness.paths import ROOT
 from harness.tokens import make_token
@@ -28,26 +27,7 @@ from harness.waiting import eventually, in_thread
 pytestmark = pytest.mark.docker
 
 
-def _engine_problem() -> str | None:
-    """Why no Docker engine can be used here, or None. Only a local socket is probed."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if not host.startswith("unix://"):
-        return None  # tcp:// or ssh://: testcontainers finds out itself
-    path = host.removeprefix("unix://")
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(3)
-            s.connect(path)
-            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            reply = s.recv(64)
-    except OSError as exc:
-        return f"no Docker engine reachable at {host}: {exc.strerror or exc}"
-    if b" 200 " not in reply:
-        return f"the Docker engine at {host} does not answer /_ping: {reply[:40]!r}"
-    return None
-
-
-_problem = _engine_problem()
+_problem = engine_problem()
 if _problem is not None:
     pytest.skip(_problem, allow_module_level=True)
 pytest.importorskip("testcontainers", reason="testcontainers is not installed: pip install -e '.[docker]'")
