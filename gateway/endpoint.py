@@ -106,7 +106,11 @@ class WebSocketEndpoint:
                 await admission.release()  # before the close: a client that retries finds its place
                 await _refuse_after_upgrade(scope, send, subprotocol, refusal)
                 return
-            await _serve(send, subprotocol, gateway.accept_headers, connection, link, admission.release)
+            gateway.serving += 1
+            try:
+                await _serve(send, subprotocol, gateway.accept_headers, connection, link, admission.release)
+            finally:
+                gateway.serving -= 1
         finally:
             await admission.release()
 

@@ -32,6 +32,9 @@ class Gateway:
     history_reader: HistoryReader
     draining: bool = field(default=False)
     pending_handshakes: int = field(default=0)
+    # Accepted sockets whose ASGI task has not returned: a connection leaves the hub (releasing
+    # its place) before its close frame goes out, and the drain must wait for that frame too.
+    serving: int = field(default=0)
     # Sent with every accept: which worker holds the socket (also its pub/sub client's name).
     accept_headers: list[tuple[bytes, bytes]] = field(init=False)
 
