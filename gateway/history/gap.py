@@ -17,7 +17,6 @@ import asyncio
 import logging
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
@@ -25,6 +24,7 @@ from gateway.history import envelope
 from gateway.history.position import Position
 from gateway.history.reader import HistoryReader, Reading
 from gateway.hub import Hub
+from gateway.redis_topology import UNAVAILABLE
 
 log = logging.getLogger("gateway.history")
 
@@ -81,7 +81,7 @@ class GapFiller:
             return []
         try:
             readings = await self._read([(u, epoch, after) for u, (epoch, after) in gaps])
-        except RedisError as exc:
+        except UNAVAILABLE as exc:
             log.warning("gap fill failed for %d users: %s", len(gaps), type(exc).__name__)
             for user_id, _ in gaps:
                 self._not_filled(user_id, "unavailable")

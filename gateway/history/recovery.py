@@ -13,13 +13,12 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs
 
-from redis.exceptions import RedisError
-
 from gateway import close_codes, metrics
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, format_position, parse_position
 from gateway.history.reader import HistoryReader
+from gateway.redis_topology import UNAVAILABLE
 
 
 class Options(NamedTuple):
@@ -53,7 +52,7 @@ async def resume(reader: HistoryReader, connection: Resumable, since: str) -> Re
         return None
     try:
         reading = await reader.read(connection.user_id, position.epoch, position.offset)
-    except RedisError:
+    except UNAVAILABLE:
         return close_codes.REDIS_UNAVAILABLE  # 1013: retrying later with the same position works
     if reading.result != "ok":
         _not_recovered(connection, reading.result)
