@@ -4,7 +4,7 @@ Each connection holds a lease (a field whose value is its deadline on the Redis 
 renews all its leases every beat, one script call per hash slot its users live in, pipelined (on
 a Redis Cluster the client sends each call to the node of its slot), so a killed worker's or
 host's places come back once its leases lapse. gunicorn's master also releases a dead worker's
-leases at once (``release_worker``): the worker lists them per slot in ``{tag}:worker:{worker id}``
+leases at once (gateway/worker_leases.py): the worker lists them per slot in ``{tag}:worker:{worker id}``
 (the tag is the channel of one of its users in that slot, so a script can write the list with the
 user's leases), and those tags in ``{prefix}:worker:{worker id}``, added before the first lease of
 a slot is taken and again every beat.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import keys, scripts
-from gateway.redis_topology import UNAVAILABLE, AsyncClient, SyncClient
+from gateway.redis_topology import UNAVAILABLE, AsyncClient
 from gateway.scripts import Call, LuaScript
 from gateway.tasks import cancel_and_wait
 
@@ -273,25 +273,3 @@ class Limiter:
             except UNAVAILABLE as exc:
                 log.warning("lease renewal failed (%s); retrying next beat", type(exc).__name__)
 
-
-def release_worker(client: SyncClient, prefix: str, worker_id: str) -> int:
-    """Release every lease a dead worker held; gunicorn's master calls it in ``child_exit``.
-    Three round trips (per node on a cluster): the tags, the lists, the releases."""
-    tags_key = keys.worker_tags_key(prefix, worker_id)
-    tags: set[bytes] = client.smembers(tags_key)  # type: ignore[assignment]
-    index_keys = [keys.worker_leases_key(worker_id, tag.decode()) for tag in tags]
-    pipe: Any = client.pipeline(transaction=False)
-    for index_key in index_keys:
-        pipe.smembers(index_key)
-    lists: list[set[bytes]] = pipe.execute() if index_keys else []
-    pipe = client.pipeline(transaction=False)
-    released = 0
-    for members in lists:
-        for member in members:
-            connection_id, _, user_id = member.decode().partition(" ")
-            pipe.hdel(keys.connections_key(prefix, user_id), connection_id)
-            released += 1
-    for key in [*index_keys, tags_key]:
-        pipe.delete(key)
-    pipe.execute()
-    return released
