@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,8 @@ class Limiter:
         # tags Redis has confirmed in the worker's tag set.
         self._tags: dict[int, str] = {}
         self._announced: set[str] = set()
+        # Until then (monotonic) the tag set lives: an idle worker stops renewing it, and it lapses.
+        self._announced_until = 0.0
         self.leases: dict[str, Lease] = {}
         # Connection id -> user id of admissions whose acquire went out and whose answer never
         # came back (a timeout, a broken connection, a cancelled handshake): Redis may run it
@@ -112,11 +115,14 @@ class Limiter:
     async def _name_tags(self, tags: set[str]) -> None:
         """Add tags to the worker's tag set, before the first lease of their slot (so the master
         finds every lease the worker may hold) and every beat (Redis may have lost the set)."""
+        sent = time.monotonic()
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.sadd(self._tags_key, *tags)
             pipe.pexpire(self._tags_key, self._lease_ms)
             await pipe.execute()
-        self._announced |= tags
+        # Once it may have lapsed, only these are known in it; half a lease time is a safe margin.
+        self._announced = tags | (self._announced if sent < self._announced_until else set())
+        self._announced_until = sent + self._lease_ms / 2000
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
@@ -143,8 +149,9 @@ class Limiter:
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
         args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms]
         try:
-            if self._tag(user_id) not in self._announced:
-                await self._name_tags({self._tag(user_id)})
+            tag = self._tag(user_id)
+            if tag not in self._announced or time.monotonic() >= self._announced_until:
+                await self._name_tags({tag, *(self._tag(held.user_id) for held in self.leases.values())})
         except UNAVAILABLE as exc:
             raise LimiterUnavailable(type(exc).__name__) from exc
         try:
@@ -272,4 +279,3 @@ class Limiter:
                 await self.renew()
             except UNAVAILABLE as exc:
                 log.warning("lease renewal failed (%s); retrying next beat", type(exc).__name__)
-
