@@ -16,11 +16,14 @@ def release_worker(client: SyncClient, prefix: str, worker_id: str) -> int:
     Three round trips (per node on a cluster): the tags, the lists, the releases."""
     tags_key = keys.worker_tags_key(prefix, worker_id)
     tags: set[bytes] = client.smembers(tags_key)  # type: ignore[assignment]
-    index_keys = [keys.worker_leases_key(worker_id, tag.decode()) for tag in tags]
+    # A tag is a channel, with no space; a worker of the previous release kept its leases,
+    # "connection-id user", in this same set.
+    listed = {tag for tag in tags if b" " in tag}
+    index_keys = [keys.worker_leases_key(worker_id, tag.decode()) for tag in tags - listed]
     pipe: Any = client.pipeline(transaction=False)
     for index_key in index_keys:
         pipe.smembers(index_key)
-    lists: list[set[bytes]] = pipe.execute() if index_keys else []
+    lists: list[set[bytes]] = [listed, *(pipe.execute() if index_keys else [])]
     pipe = client.pipeline(transaction=False)
     released = 0
     for members in lists:

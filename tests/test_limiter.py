@@ -607,3 +607,18 @@ async def test_release_worker_finds_a_lease_taken_after_the_tag_set_lapsed(
     with redis.Redis.from_url(redis_server.url) as sync_client:
         assert release_worker(sync_client, "ws", worker) == 1
     assert await client.hlen(leases_key(user)) == 0
+
+
+async def test_release_worker_frees_leases_listed_under_the_old_format(
+    client: aioredis.Redis, redis_server: RedisServer, user: str
+) -> None:
+    """A worker of the previous release listed "connection-id user" in ``ws:worker:<id>`` itself,
+    the key that now lists tags: a master upgraded first must still free those places at once."""
+    worker = f"w-{user}"
+    connection_id = f"{worker}:1"
+    await client.hset(leases_key(user), connection_id, int(time.time() * 1000) + 30_000)
+    await client.sadd(f"ws:worker:{worker}", f"{connection_id} {user}")
+    with redis.Redis.from_url(redis_server.url) as sync_client:
+        assert release_worker(sync_client, "ws", worker) == 1
+    assert await client.hlen(leases_key(user)) == 0
+    assert not await client.exists(f"ws:worker:{worker}")
