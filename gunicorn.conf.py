@@ -96,9 +96,9 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 
     from gateway import keys
-    from gateway.limiter import release_worker
     from gateway.metrics_archive import archive_dead_worker
     from gateway.redis_topology import UNAVAILABLE
+    from gateway.worker_leases import release_worker
 
     multiprocess.mark_process_dead(worker.pid)
     archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)

@@ -4,7 +4,7 @@ Each connection holds a lease (a field whose value is its deadline on the Redis 
 renews all its leases every beat, one script call per hash slot its users live in, pipelined (on
 a Redis Cluster the client sends each call to the node of its slot), so a killed worker's or
 host's places come back once its leases lapse. gunicorn's master also releases a dead worker's
-leases at once (``release_worker``): the worker lists them per slot in ``{tag}:worker:{worker id}``
+leases at once (gateway/worker_leases.py): the worker lists them per slot in ``{tag}:worker:{worker id}``
 (the tag is the channel of one of its users in that slot, so a script can write the list with the
 user's leases), and those tags in ``{prefix}:worker:{worker id}``, added before the first lease of
 a slot is taken and again every beat.
@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import keys, scripts
-from gateway.redis_topology import UNAVAILABLE, AsyncClient, SyncClient
+from gateway.redis_topology import UNAVAILABLE, AsyncClient
 from gateway.scripts import Call, LuaScript
 from gateway.tasks import cancel_and_wait
 
@@ -83,6 +84,8 @@ class Limiter:
         # tags Redis has confirmed in the worker's tag set.
         self._tags: dict[int, str] = {}
         self._announced: set[str] = set()
+        # Until then (monotonic) the tag set lives: an idle worker stops renewing it, and it lapses.
+        self._announced_until = 0.0
         self.leases: dict[str, Lease] = {}
         # Connection id -> user id of admissions whose acquire went out and whose answer never
         # came back (a timeout, a broken connection, a cancelled handshake): Redis may run it
@@ -112,11 +115,14 @@ class Limiter:
     async def _name_tags(self, tags: set[str]) -> None:
         """Add tags to the worker's tag set, before the first lease of their slot (so the master
         finds every lease the worker may hold) and every beat (Redis may have lost the set)."""
+        sent = time.monotonic()
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.sadd(self._tags_key, *tags)
             pipe.pexpire(self._tags_key, self._lease_ms)
             await pipe.execute()
-        self._announced |= tags
+        # Once it may have lapsed, only these are known in it; half a lease time is a safe margin.
+        self._announced = tags | (self._announced if sent < self._announced_until else set())
+        self._announced_until = sent + self._lease_ms / 2000
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
@@ -143,8 +149,9 @@ class Limiter:
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
         args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms]
         try:
-            if self._tag(user_id) not in self._announced:
-                await self._name_tags({self._tag(user_id)})
+            tag = self._tag(user_id)
+            if tag not in self._announced or time.monotonic() >= self._announced_until:
+                await self._name_tags({tag, *(self._tag(held.user_id) for held in self.leases.values())})
         except UNAVAILABLE as exc:
             raise LimiterUnavailable(type(exc).__name__) from exc
         try:
@@ -272,26 +279,3 @@ class Limiter:
                 await self.renew()
             except UNAVAILABLE as exc:
                 log.warning("lease renewal failed (%s); retrying next beat", type(exc).__name__)
-
-
-def release_worker(client: SyncClient, prefix: str, worker_id: str) -> int:
-    """Release every lease a dead worker held; gunicorn's master calls it in ``child_exit``.
-    Three round trips (per node on a cluster): the tags, the lists, the releases."""
-    tags_key = keys.worker_tags_key(prefix, worker_id)
-    tags: set[bytes] = client.smembers(tags_key)  # type: ignore[assignment]
-    index_keys = [keys.worker_leases_key(worker_id, tag.decode()) for tag in tags]
-    pipe: Any = client.pipeline(transaction=False)
-    for index_key in index_keys:
-        pipe.smembers(index_key)
-    lists: list[set[bytes]] = pipe.execute() if index_keys else []
-    pipe = client.pipeline(transaction=False)
-    released = 0
-    for members in lists:
-        for member in members:
-            connection_id, _, user_id = member.decode().partition(" ")
-            pipe.hdel(keys.connections_key(prefix, user_id), connection_id)
-            released += 1
-    for key in [*index_keys, tags_key]:
-        pipe.delete(key)
-    pipe.execute()
-    return released

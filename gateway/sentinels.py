@@ -31,12 +31,26 @@ Address = tuple[str, int]
 _SENTINEL_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
 
 
+# What one sentinel's answer may raise besides a Redis error: a peer on its address answering
+# nonsense fails redis-py's parser (or ours) in any of these ways. It is left out, as a dead one.
+_GARBAGE = (RedisError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
+def _named(state: Any, check: Any, service_name: str) -> tuple[int, Address] | None:
+    """(epoch, master) of a sentinel's answer that names a reachable master, or None."""
+    try:
+        if isinstance(state, dict) and check(state, service_name):
+            return int(state.get("config-epoch", 0)), (str(state["ip"]), int(state["port"]))
+    except _GARBAGE:
+        pass
+    return None
+
+
 def _newest(states: list[Any], check: Any, service_name: str) -> Address:
-    valid = [s for s in states if isinstance(s, dict) and check(s, service_name)]
+    valid = [named for s in states if (named := _named(s, check, service_name)) is not None]
     if not valid:
         raise MasterNotFoundError(f"no sentinel names a reachable master {service_name!r}")
-    best = max(valid, key=lambda state: int(state.get("config-epoch", 0)))
-    return str(best["ip"]), int(best["port"])
+    return max(valid, key=lambda named: named[0])[1]
 
 
 class AsyncSentinels(_AsyncSentinel):
@@ -64,7 +78,7 @@ class AsyncSentinels(_AsyncSentinel):
         async def ask(sentinel: Any) -> Any:
             try:
                 return await sentinel.sentinel_master(service_name)
-            except (RedisError, OSError) as exc:  # down, or does not know the name
+            except _GARBAGE as exc:  # down, does not know the name, or answers nonsense
                 return exc
 
         states = await asyncio.gather(*(ask(sentinel) for sentinel in self.sentinels))
@@ -86,7 +100,7 @@ class SyncSentinels(_SyncSentinel):
         for sentinel in self.sentinels:
             try:
                 states.append(sentinel.sentinel_master(service_name))
-            except (RedisError, OSError):
+            except _GARBAGE:
                 continue
         return _newest(states, self.check_master_state, service_name)
 

@@ -307,3 +307,36 @@ def _lowest_slots(master: RedisServer, count: int) -> set[int]:
             for slot in range(int(start), int(end) + 1)
         )
     return set(owned[:count])
+
+
+async def test_a_user_leaving_as_its_slot_migrates_costs_the_others_nothing() -> None:
+    """The node drops a migrating slot's channels (an ``sunsubscribe`` push) while the broker's
+    SUNSUBSCRIBE of a user leaving that slot is on its way: the push answers nothing written
+    (nothing the broker asked for), and the MOVED that the node then answers the SUNSUBSCRIBE
+    with must not be taken for a broken connection: the master's other users keep theirs."""
+    inbox = Inbox()
+    with running_cluster(3) as cluster:
+        source, target = _masters(cluster)[:2]
+        lowest = _lowest_slots(source, 1)
+        run = uuid.uuid4().hex[:8]
+        leaving = next(u for u in (f"{run}-{i}" for i in range(200_000)) if _slot(u) in lowest)
+        staying = next(u for u in _users_on(cluster, source, 30, run + "s") if _slot(u) not in lowest)
+        async with _local(cluster, inbox) as local:
+            socket = await local.join(leaving)
+            await local.join(staying)
+            label = _label_of(local.broker, source)
+            reconnects = _sample("websocket_redis_shard_reconnects_total", label)
+            # The event loop is held while the slot moves: the push waits unread in the socket,
+            # and the SUNSUBSCRIBE goes out before the reader sees it.
+            cluster.reshard(source, target, 1)
+            local.leave(leaving, socket)
+            with cluster.client() as client:
+                marker = client.execute_command("SPUBLISH", f"ws:{staying}", b"after")
+            assert marker == 1
+            await eventually(lambda: _now(inbox.of(staying) == [b"after"]), what="the other user's message")
+            assert _sample("websocket_redis_shard_reconnects_total", label) == reconnects
+            assert inbox.resubscribed == []
+
+
+def _label_of(broker: ClusterBroker, master: RedisServer) -> str:
+    return next(str(s.index) for s in broker.shard_states() if s.node.endswith(f":{master.port}"))

@@ -17,10 +17,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.limiter import Lease, Limiter, LimiterUnavailable, release_worker
+from gateway.limiter import Lease, Limiter, LimiterUnavailable
 from gateway.scripts import LuaScript
+from gateway.worker_leases import release_worker
 from harness.redis_server import RedisServer, command_calls, leases_key, live_leases
-from harness.waiting import wait_for
+from harness.waiting import eventually, wait_for
 
 LIMIT = 3
 LEASE_MS = 1000
@@ -584,3 +585,40 @@ def test_lease_scripts_against_a_model(redis_server: RedisServer) -> None:
     runner = LeaseScripts.TestCase
     runner.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
     runner().runTest()
+
+
+async def test_release_worker_finds_a_lease_taken_after_the_tag_set_lapsed(
+    client: aioredis.Redis, redis_server: RedisServer, user: str
+) -> None:
+    """A worker idle for a lease time (no lease, so no beat renews its tag set) lets the set lapse;
+    its next lease in the same slot must name the tag again, or a crash before the next beat leaves
+    that lease out of the master's release."""
+    worker = f"w-{user}"
+    limiter = _limiter(client, worker, lease_ttl=0.5)  # heartbeat not started: the crash comes first
+    lease = await limiter.acquire(user, _never_lost)
+    assert lease is not None
+    await limiter.release(lease)
+
+    async def tag_set_lapsed() -> bool:  # no lease left for a beat to renew it with
+        return not await client.exists(f"ws:worker:{worker}")
+
+    await eventually(tag_set_lapsed, what="the tag set to lapse")
+    assert await limiter.acquire(user, _never_lost) is not None
+    with redis.Redis.from_url(redis_server.url) as sync_client:
+        assert release_worker(sync_client, "ws", worker) == 1
+    assert await client.hlen(leases_key(user)) == 0
+
+
+async def test_release_worker_frees_leases_listed_under_the_old_format(
+    client: aioredis.Redis, redis_server: RedisServer, user: str
+) -> None:
+    """A worker of the previous release listed "connection-id user" in ``ws:worker:<id>`` itself,
+    the key that now lists tags: a master upgraded first must still free those places at once."""
+    worker = f"w-{user}"
+    connection_id = f"{worker}:1"
+    await client.hset(leases_key(user), connection_id, int(time.time() * 1000) + 30_000)
+    await client.sadd(f"ws:worker:{worker}", f"{connection_id} {user}")
+    with redis.Redis.from_url(redis_server.url) as sync_client:
+        assert release_worker(sync_client, "ws", worker) == 1
+    assert await client.hlen(leases_key(user)) == 0
+    assert not await client.exists(f"ws:worker:{worker}")

@@ -13,9 +13,10 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from gateway.limiter import RELEASE, Limiter, LimiterUnavailable, release_worker
+from gateway.limiter import RELEASE, Limiter, LimiterUnavailable
 from gateway.publisher import Publisher
 from gateway.redis_topology import AsyncClient, Topology
+from gateway.worker_leases import release_worker
 from harness.ports import free_port
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import leases_key, live_leases

@@ -10,6 +10,7 @@ import redis
 from redis.sentinel import Sentinel as StockSentinel
 
 from gateway.sentinels import AsyncSentinels, SyncSentinels
+from harness.garbage_redis import GarbageRedis
 from harness.redis_sentinel import MASTER_NAME, RedisSentinelSet, Sentinel, running_sentinel
 from harness.redis_server import RedisServer
 from harness.waiting import wait_for
@@ -70,3 +71,25 @@ async def test_a_dead_or_silent_sentinel_costs_discovery_at_most_a_second(
             assert sync_sentinels.discover_master(sentinel_set.master_name) == ("127.0.0.1", port)
             # One after the other: the killed one refuses at once, the paused one times out.
             assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b":1\r\n",
+        b"%1\r\n$4\r\nname\r\n$6\r\nmaster\r\n",
+        b"%3\r\n$2\r\nip\r\n$1\r\nx\r\n$4\r\nport\r\n$2\r\nno\r\n$5\r\nflags\r\n$6\r\nmaster\r\n",
+    ],
+    ids=["an integer", "a state without flags", "a state missing fields"],
+)
+async def test_a_sentinel_that_answers_garbage_is_left_out(
+    sentinel_set: RedisSentinelSet, reply: bytes
+) -> None:
+    """A peer on a sentinel's address answering every command with nonsense costs discovery that
+    one answer: the real sentinels still name the master (not an exception out of discovery)."""
+    _, port = sentinel_set.current_master()
+    async with GarbageRedis(reply) as garbage:
+        addresses = [("127.0.0.1", garbage.port)] + [("127.0.0.1", s.port) for s in sentinel_set.sentinels]
+        async with AsyncSentinels(addresses) as sentinels:
+            assert await sentinels.discover_master(sentinel_set.master_name) == ("127.0.0.1", port)
+        assert garbage.commands > 0

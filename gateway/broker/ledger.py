@@ -13,6 +13,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from redis.crc import key_slot
+from redis.exceptions import AskError, ResponseError
+
 from gateway.broker.commands import by_slot
 
 # A channel to write: its confirmation awaited (None: nobody waits), and whether its
@@ -63,8 +66,15 @@ class Ledger:
             self._written.popleft()
         return Answer(head.futures[i], head.resubscribe[i])
 
-    def refused(self) -> Written | None:
-        """An error reply: the oldest command unanswered, which failed as a whole."""
+    def refused(self, error: ResponseError) -> Written | None:
+        """An error reply: the oldest command unanswered, which failed as a whole.
+
+        A redirection (MOVED, ASK) names its slot: one that is not the oldest command's answers a
+        SUNSUBSCRIBE already matched, when the node's push dropping that slot's channels came
+        first and was taken for its answer. Nothing is left to undo: an empty SUNSUBSCRIBE."""
+        head = self._written[0] if self._written else None
+        if isinstance(error, AskError) and (head is None or key_slot(head.channels[0]) != error.slot_id):
+            return Written(False, [], [], [])
         return self._written.popleft() if self._written else None
 
     def clear(self) -> None:

@@ -238,7 +238,7 @@ class Shard:
 
     def _refused(self, exc: ResponseError) -> None:
         """An error answers the oldest command: none of its channels is held (MOVED, CLUSTERDOWN)."""
-        head = self._ledger.refused()
+        head = self._ledger.refused(exc)
         if head is None:
             raise exc
         if not head.subscribe:
