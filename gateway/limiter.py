@@ -121,7 +121,10 @@ class Limiter:
             pipe.pexpire(self._tags_key, self._lease_ms)
             await pipe.execute()
         # Once it may have lapsed, only these are known in it; half a lease time is a safe margin.
-        self._announced = tags | (self._announced if sent < self._announced_until else set())
+        if sent < self._announced_until:
+            self._announced |= tags  # in place: an admission must not copy every tag
+        else:
+            self._announced = set(tags)
         self._announced_until = sent + self._lease_ms / 2000
 
     def start(self) -> None:
@@ -150,8 +153,11 @@ class Limiter:
         args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms]
         try:
             tag = self._tag(user_id)
-            if tag not in self._announced or time.monotonic() >= self._announced_until:
+            if time.monotonic() >= self._announced_until:
+                # The tag set may have lapsed: name every slot the worker holds leases in.
                 await self._name_tags({tag, *(self._tag(held.user_id) for held in self.leases.values())})
+            elif tag not in self._announced:
+                await self._name_tags({tag})  # only the new slot: admissions stay O(1)
         except UNAVAILABLE as exc:
             raise LimiterUnavailable(type(exc).__name__) from exc
         try:
