@@ -16,9 +16,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from gateway import keys, scripts
 from gateway.redis_topology import UNAVAILABLE, AsyncClient
@@ -26,6 +28,7 @@ from gateway.scripts import Call, LuaScript
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.limiter")
+Command = tuple[Any, ...]
 
 # One renew script call covers this many connections; a beat pipelines as many calls as needed.
 _RENEW_CHUNK = 500
@@ -72,6 +75,7 @@ class Limiter:
         clock: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
+        self._cluster = isinstance(client, aioredis.RedisCluster)
         self._clock = clock
         self._prefix = prefix
         self._tags_key = keys.worker_tags_key(prefix, worker_id)
@@ -112,20 +116,26 @@ class Limiter:
         """The user's leases and this worker's list of its leases in the user's slot."""
         return [keys.connections_key(self._prefix, user_id), self._index_key(user_id)]
 
+    def _naming(self, tags: set[str]) -> list[Command]:
+        """The commands that add tags to the worker's tag set: before the first lease of their
+        slot (so the master finds every lease the worker may hold) and every beat (Redis may
+        have lost the set)."""
+        return [("SADD", self._tags_key, *tags), ("PEXPIRE", self._tags_key, self._lease_ms)]
+
+    def _named(self, tags: set[str], sent: float) -> None:
+        # Once it may have lapsed, only these are known in it; half a lease time is a safe margin.
+        # In place: an admission must not copy every tag.
+        self._announced = self._announced if sent < self._announced_until else set()
+        self._announced |= tags
+        self._announced_until = sent + self._lease_ms / 2000
+
     async def _name_tags(self, tags: set[str]) -> None:
-        """Add tags to the worker's tag set, before the first lease of their slot (so the master
-        finds every lease the worker may hold) and every beat (Redis may have lost the set)."""
         sent = time.monotonic()
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.sadd(self._tags_key, *tags)
-            pipe.pexpire(self._tags_key, self._lease_ms)
+            for command in self._naming(tags):
+                pipe.execute_command(*command)
             await pipe.execute()
-        # Once it may have lapsed, only these are known in it; half a lease time is a safe margin.
-        if sent < self._announced_until:
-            self._announced |= tags  # in place: an admission must not copy every tag
-        else:
-            self._announced = set(tags)
-        self._announced_until = sent + self._lease_ms / 2000
+        self._named(tags, sent)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
@@ -151,19 +161,25 @@ class Limiter:
         """
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
         args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms]
-        try:
-            tag = self._tag(user_id)
-            if time.monotonic() >= self._announced_until:
-                # The tag set may have lapsed: name every slot the worker holds leases in.
-                await self._name_tags({tag, *(self._tag(held.user_id) for held in self.leases.values())})
-            elif tag not in self._announced:
-                await self._name_tags({tag})  # only the new slot: admissions stay O(1)
-        except UNAVAILABLE as exc:
-            raise LimiterUnavailable(type(exc).__name__) from exc
+        tag, sent = self._tag(user_id), time.monotonic()
+        if sent >= self._announced_until:  # the tag set may have lapsed: every slot held
+            tags = {tag, *(self._tag(held.user_id) for held in self.leases.values())}
+        else:
+            tags = set() if tag in self._announced else {tag}  # only a new slot: O(1)
+        # On one connection the tags go ahead of the acquire in its round trip; a cluster sends
+        # them to another node, so they must be confirmed first.
+        first = self._naming(tags) if tags and not self._cluster else []
+        if tags and self._cluster:
+            try:
+                await self._name_tags(tags)
+            except UNAVAILABLE as exc:
+                raise LimiterUnavailable(type(exc).__name__) from exc
         try:
             # The unsettled releases go first, in the same round trip: this worker's next
             # admission of that user never finds the place an abandoned acquire took.
-            replies = await self._settle_then(Call(ACQUIRE, self._lease_keys(user_id), args))
+            replies = await self._settle_then(Call(ACQUIRE, self._lease_keys(user_id), args), first)
+            if first:
+                self._named(tags, sent)
             taken, _, now = replies[-1]
         except UNAVAILABLE as exc:
             self._unsettle(lease)
@@ -177,7 +193,9 @@ class Limiter:
         self.leases[lease.connection_id] = lease
         return lease
 
-    async def _settle_then(self, then: Call | None = None) -> list[Any]:
+    async def _settle_then(
+        self, then: Call | None = None, first: Sequence[tuple[Any, ...]] = ()
+    ) -> list[Any]:
         """One pipeline: release the unsettled admissions' places, then ``then``. A user's calls
         share a slot, so they reach one node in this order. If Redis does not answer, the batch
         stays unsettled and the error is raised."""
@@ -187,7 +205,7 @@ class Limiter:
             for connection_id, user_id in batch.items()
         ]
         try:
-            return await scripts.run(self._client, calls + ([then] if then else []))
+            return await scripts.run(self._client, calls + ([then] if then else []), first=first)
         except BaseException:
             self.unsettled = {**batch, **self.unsettled}
             raise

@@ -122,14 +122,28 @@ async def _again(client: Any, calls: Sequence[Call], group: list[int], replies: 
         replies[i] = await _alone(client, calls[i])
 
 
-async def run(client: AsyncClient, calls: Sequence[Call], raise_on_error: bool = True) -> list[Any]:
+async def run(
+    client: AsyncClient,
+    calls: Sequence[Call],
+    raise_on_error: bool = True,
+    first: Sequence[tuple[Any, ...]] = (),
+) -> list[Any]:
     """The replies of ``calls``, in order, in one round trip per node (two if a script was
-    missing). With ``raise_on_error`` the first error reply is raised, else left in its place."""
+    missing). With ``raise_on_error`` the first error reply is raised, else left in its place.
+    ``first``: plain commands sent ahead in the same pipeline, on one connection so Redis runs
+    them first (not for a cluster client, which sends to nodes in no set order); their replies
+    are not returned, and an error in them is raised."""
     if not calls:
         return []
+    if first and isinstance(client, aioredis.RedisCluster):
+        raise ValueError("commands sent first need one connection, not a cluster pipeline")
     async with client.pipeline(transaction=False) as pipeline:
+        for command in first:
+            pipeline.execute_command(*command)
         _queue(pipeline, calls)
         replies = list(await pipeline.execute(raise_on_error=False))
+    _checked(replies[: len(first)], True)
+    replies = replies[len(first) :]
     missing = _missing(replies)
     if missing:
         for script in {calls[i].script for i in missing}:
