@@ -17,7 +17,7 @@ async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
         await task
 
 
-async def until_one_ends(*coroutines: Coroutine[Any, Any, None]) -> None:
+async def until_one_ends(*coroutines: Coroutine[Any, Any, Any]) -> None:
     """Run the coroutines as tasks until one ends (its error is raised, or ConnectionError if it
     just returned); the others are cancelled and awaited."""
     tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]

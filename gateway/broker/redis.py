@@ -31,7 +31,7 @@ from gateway import keys, metrics
 from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
 from gateway.broker.commands import batched, confirmation, ignore, pubsub_options
 from gateway.broker.probe import Probe
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, until_one_ends
 
 log = logging.getLogger("gateway.subscriber")
 
@@ -191,21 +191,7 @@ class RedisBroker(Broker):
             channels.append(channel)
         self._resubscribing = set(channels[1:])
         await self._write(batched("SUBSCRIBE", channels))
-        tasks = [
-            asyncio.create_task(self._read(conn), name="gateway-subscriber-reader"),
-            asyncio.create_task(self._write_changes(), name="gateway-subscriber-writer"),
-            asyncio.create_task(self._probe.run(), name="gateway-subscriber-probe"),
-            asyncio.create_task(self._move.wait(), name="gateway-subscriber-move"),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            raise ConnectionError("pub/sub task stopped")
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await until_one_ends(self._read(conn), self._write_changes(), self._probe.run(), self._move.wait())
 
     async def _read(self, conn: AbstractConnection) -> None:
         on_message = self._on_message
