@@ -60,6 +60,8 @@ async def test_a_burst_during_a_resume_is_delivered_whole_or_refused(own_redis: 
     plain = AsyncPublisher(own_redis.url, history=False)
     refused = 0
     with running_gateway(own_redis.url, workers=1) as gateway:
+        bystander_id = f"bystander-{uuid.uuid4().hex[:8]}"
+        bystander = await connect(f"{gateway.ws_url}?token={make_token(bystander_id)}", open_timeout=15)
         for round_ in range(_ROUNDS):
             user = f"burst-{round_}-{uuid.uuid4().hex[:8]}"
             seeded = await history.publish_many(
@@ -77,6 +79,9 @@ async def test_a_burst_during_a_resume_is_delivered_whole_or_refused(own_redis: 
             await plain.publish_many([(user, {"plain": n}) for n in range(_PLAIN)])
             await history.publish(user, {"seq": _REPLAYED + 2})
             await asyncio.wait_for(reading, 30)
+            # Another user on the same worker is served on time throughout.
+            await plain.publish(bystander_id, {"round": round_})
+            assert json.loads(await asyncio.wait_for(bystander.recv(), 2)) == {"round": round_}
             if client.close is not None and not client.frames:
                 assert client.close == 1013, f"round {round_}: refused with {client.close}"
                 refused += 1
@@ -96,6 +101,7 @@ async def test_a_burst_during_a_resume_is_delivered_whole_or_refused(own_redis: 
             samples = scrape(gateway)
             assert value(samples, "websocket_rejections_total", reason="admission_backlog") == refused
             assert gateway.log().count("refused admission_backlog") == refused
+        await bystander.close()
     await history.aclose()
     await plain.aclose()
     await redis.aclose()
