@@ -73,7 +73,7 @@ class GapFiller:
             renewed: list[_Gap] = []
             for (user_id, generation, _), reading in await self._readings(gaps):
                 if not self._hub.holding(user_id, generation):
-                    continue  # given up (overflow) while read: nothing to deliver, no one to tell
+                    continue  # given up (overflow) or the user left while read: nothing to do
                 joined = self._hub.joined_at(user_id)
                 if reading.result == "epoch" and joined is not None:
                     # The history was lost and began again (on a cluster: a failover before the
@@ -100,6 +100,8 @@ class GapFiller:
         return list(zip(gaps, readings, strict=True))
 
     def _settle(self, user_id: str, generation: int, reading: Reading) -> None:
+        if not self._hub.holding(user_id, generation):
+            return
         if reading.result != "ok":
             if reading.result == "future":
                 # Behind what was delivered here: a failover lost the history's last entries
