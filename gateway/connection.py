@@ -109,9 +109,8 @@ class Connection:
                 self._flush()
                 outbox = self._outbox
             elif not self._open:
-                # Not served yet (admission, a resume's read, the accept): nothing can be written,
-                # and serving the socket with a hole (a resume saying recovered:true) would lose
-                # messages silently. Refused instead; a resume from the same position loses none.
+                # Not served yet (admission, a resume's read, the accept): serving it with a hole
+                # (a resume saying recovered:true) would lose messages silently. Refused instead.
                 self._overflow(close_codes.ADMISSION_BACKLOG)
                 return
             elif self._link.is_closing():
@@ -134,12 +133,7 @@ class Connection:
         metrics.MESSAGES_DROPPED.labels(reason.reason).inc(dropped)
         metrics.SEND_QUEUE_OVERFLOWS.inc()
         self._outbox.clear()
-        log.warning(
-            "send queue full: %d messages dropped, closing with %d (%s)",
-            dropped,
-            reason.close_code,
-            reason.reason,
-        )
+        log.warning("send queue full: %d messages dropped, closing it (%s)", dropped, reason.reason)
         self.end(reason)
 
     def start_with(self, frames: list[bytes], last: Position | None) -> None:
