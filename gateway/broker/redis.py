@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from gateway import keys, metrics
 from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
-from gateway.broker.commands import batched, confirmation, ignore, pubsub_options
+from gateway.broker.commands import batched, confirmation, handler_failed, ignore, pubsub_options
 from gateway.broker.probe import Probe
 from gateway.tasks import cancel_and_wait, until_one_ends
 
@@ -207,7 +207,10 @@ class RedisBroker(Broker):
                 if channel == control:
                     probe_returned()
                 else:
-                    on_message(channel[prefix_len:].decode(), reply[2])
+                    try:
+                        on_message(channel[prefix_len:].decode(), reply[2])
+                    except Exception:
+                        handler_failed()
                     dispatched += 1
                     if dispatched == _YIELD_EVERY:
                         dispatched = 0

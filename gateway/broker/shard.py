@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway import keys
 from gateway.broker import BrokerUnavailable
-from gateway.broker.commands import confirmation
+from gateway.broker.commands import confirmation, handler_failed
 from gateway.broker.ledger import Entry, Ledger
 from gateway.broker.probe import Probe
 from gateway.broker.shard_links import ShardHooks, ShardLinks
@@ -201,7 +201,10 @@ class Shard:
                 if channel == control:
                     probe_returned()
                 else:
-                    on_message(channel[prefix_len:].decode(), reply[2])
+                    try:
+                        on_message(channel[prefix_len:].decode(), reply[2])
+                    except Exception:
+                        handler_failed()
                     dispatched += 1
                     if dispatched == _YIELD_EVERY:
                         dispatched = 0
