@@ -60,10 +60,15 @@ def parse_history(payload: bytes) -> HistoryMessage | None:
         return None
     epoch = payload[2:epoch_end]
     offset = payload[epoch_end + 1 : offset_end]
-    # bytes.isalnum and isdigit are ASCII-only: no quote, dash, space or non-ASCII byte passes.
-    if not (epoch.isalnum() and offset.isdigit()):
+    if not (is_epoch(epoch) and offset.isdigit()):
         return None
     return HistoryMessage(epoch.decode(), int(offset), payload[offset_end + 1 :])
+
+
+def is_epoch(epoch: bytes) -> bool:
+    """One the publish script could have made: it goes unescaped into positions and JSON."""
+    # bytes.isalnum is ASCII-only: no quote, dash, space or non-ASCII byte passes.
+    return len(epoch) <= MAX_EPOCH_LENGTH and epoch.isalnum()
 
 
 def control_command(command: str, argument: str | None = None) -> bytes:

@@ -53,3 +53,25 @@ async def test_a_resume_over_hostile_entries_replays_what_fits_and_never_raises(
     assert [frame["data"] for frame in frames[1:]] == [deep, {"n": 3}]
     assert frames[-1]["position"] == last.position
     assert connection.last is not None and connection.last.offset == int(last.position.split("-")[0])
+
+
+async def test_a_history_whose_meta_was_written_by_hand_reads_as_lost(
+    client: aioredis.Redis, user: str
+) -> None:
+    """The epoch goes unescaped into positions and envelope JSON, and the meta hash is anyone's
+    with write access: one the publish script would never make reads as no history at all."""
+    publisher = AsyncPublisher(client=client, max_payload_size=LIMIT)
+    first = await publisher.publish(user, {"n": 0})
+    await publisher.publish(user, {"n": 1})
+    reader = HistoryReader(client, "ws", 100)
+    forged = 'a","forged":"1'
+    await client.hset(f"{{ws:{user}}}:meta", "epoch", forged)
+    assert (await reader.read(user, forged, 1)).result == "lost"
+    assert (await reader.read(user, "", 0)).result == "lost"
+    connection = Resuming(user)
+    assert await resume(reader, connection, first.position, LIMIT) is None
+    assert [json.loads(frame) for frame in connection.frames] == [
+        {"type": "recovery", "recovered": False, "replayed": 0, "reason": "lost"}
+    ]
+    await client.hset(f"{{ws:{user}}}:meta", mapping={"epoch": "abc", "offset": "x"})
+    assert (await reader.read(user, "", 0)).result == "lost"
