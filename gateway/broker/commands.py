@@ -16,6 +16,10 @@ from gateway.throttled_log import ThrottledLog
 # Whoever can publish chooses how often a message fails: the log samples it, the metric counts it.
 _log = ThrottledLog(logging.getLogger("gateway.subscriber"))
 
+# One socket read can hold thousands of messages, all parsed without awaiting. Outboxes are
+# flushed when a reader yields, so a larger slice puts more of a user's frames in one write;
+# this one bounds how long other sockets wait (a few milliseconds).
+YIELD_EVERY = 256
 # Redis accepts far more, but a bounded command keeps one resubscribe from stalling the reader.
 _CHANNELS_PER_COMMAND = 1000
 
