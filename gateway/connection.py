@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Send
 
-from gateway import close_codes, metrics
+from gateway import close_codes, metrics, untrusted_json
 from gateway.auth import Authenticator, AuthError
 from gateway.close_codes import Refusal
 from gateway.history.position import Position
@@ -261,8 +260,8 @@ class Connection:
         if len(text) > 8192 + 64 or '"type"' not in text:
             return
         try:
-            message = json.loads(text)
-        except ValueError:
+            message = untrusted_json.loads(text)
+        except untrusted_json.NotJSON:
             return
         if not isinstance(message, dict):
             return

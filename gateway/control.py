@@ -18,8 +18,9 @@ from typing import Protocol
 from gateway import close_codes, metrics, wire
 from gateway.close_codes import Refusal
 from gateway.control_client import DISCONNECT
+from gateway.throttled_log import ThrottledLog
 
-log = logging.getLogger("gateway.control")
+log = ThrottledLog(logging.getLogger("gateway.control"))
 
 # A control message is a command word and a connection id: anything longer is not one of ours.
 MAX_CONTROL_SIZE = 512

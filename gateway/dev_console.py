@@ -12,7 +12,6 @@ nothing here answers).
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from importlib import resources
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway import untrusted_json
 from gateway.auth import AuthError, issue_token
 from gateway.keys import is_valid_user_id
 from gateway.payload_limit import PayloadTooLarge
@@ -112,8 +112,8 @@ async def _json_body(request: Request) -> dict[str, Any] | Response:
     if len(body) > _MAX_BODY:
         return _error(413, "body too large")
     try:
-        parsed = json.loads(body)
-    except ValueError:
+        parsed = untrusted_json.loads(body.decode())
+    except (UnicodeDecodeError, untrusted_json.NotJSON):
         return _error(400, "body is not JSON")
     return parsed if isinstance(parsed, dict) else _error(400, "body must be a JSON object")
 

@@ -96,7 +96,9 @@ class WebSocketEndpoint:
             try:
                 refusal = await admission.take()
                 if refusal is None and options.since is not None:
-                    refusal = await resume(gateway.history_reader, connection, options.since)
+                    refusal = await resume(
+                        gateway.history_reader, connection, options.since, settings.max_payload_size
+                    )
             finally:
                 gateway.pending_handshakes -= 1
             if refusal is None:

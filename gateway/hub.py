@@ -14,18 +14,15 @@ the general path.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Protocol
 
-from gateway import close_codes, control, metrics, wire
+from gateway import control, drops, metrics, wire
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.held import Holds
 from gateway.history.position import Position, format_position
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
-
-log = logging.getLogger("gateway.hub")
 
 
 class Outbox(Protocol):
@@ -173,7 +170,7 @@ class Hub:
             if payload[:1] == b"\xff":  # a history message counts its data only
                 self._general_path(user_id, payload, outboxes)
             else:
-                self._too_large(payload, len(outboxes))
+                drops.too_large(len(payload), self._max_payload_size, len(outboxes))
             return
         try:
             # A text frame must be valid UTF-8; checked once for all the user's sockets, which
@@ -185,14 +182,14 @@ class Hub:
             if payload[:1] == b"\xff":
                 self._general_path(user_id, payload, outboxes)
             else:
-                self._invalid_utf8(len(outboxes))
+                drops.invalid_utf8(len(outboxes))
             return
         received_at = time.monotonic()
         for outbox in outboxes:
             try:
                 outbox.push(payload, received_at)
             except Exception:
-                self._push_failed(outbox)
+                drops.push_failed(outbox)
 
     def _general_path(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
         if payload[:2] == wire.HISTORY:
@@ -208,21 +205,21 @@ class Hub:
     def _route(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
         if payload[:1] != b"\xff":
             if len(payload) > self._max_payload_size:
-                self._too_large(payload, len(outboxes))
+                drops.too_large(len(payload), self._max_payload_size, len(outboxes))
             elif _is_utf8(payload):
                 self._fan_out(outboxes, payload, None)
             else:
-                self._invalid_utf8(len(outboxes))
+                drops.invalid_utf8(len(outboxes))
         elif payload[1:2] == b"H":
             message = wire.parse_history(payload)
             if message is None:
-                metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
+                drops.malformed(len(payload), len(outboxes))
             else:
                 self._history(user_id, message, outboxes)
         elif payload[1:2] == b"C":
             control.apply(payload, outboxes)
         else:  # a kind of the gateway's own messages this worker does not know
-            metrics.MESSAGES_DROPPED.labels("malformed").inc(len(outboxes))
+            drops.malformed(len(payload), len(outboxes))
 
     def _history(self, user_id: str, message: wire.HistoryMessage, outboxes: list[Outbox]) -> None:
         last = self._last.get(user_id)
@@ -233,11 +230,11 @@ class Hub:
         self._last[user_id] = Position(message.epoch, message.offset)
         data = message.data
         if len(data) > self._max_payload_size:
-            self._too_large(data, len(outboxes))
+            drops.too_large(len(data), self._max_payload_size, len(outboxes))
         elif _is_utf8(data):
             self._fan_out(outboxes, data, format_position(message.epoch, message.offset), message)
         else:
-            self._invalid_utf8(len(outboxes))
+            drops.invalid_utf8(len(outboxes))
 
     def _fan_out(
         self,
@@ -246,9 +243,11 @@ class Hub:
         position: str | None,
         message: wire.HistoryMessage | None = None,
     ) -> None:
-        """Raw sockets get ``data``; envelope sockets one envelope, built once for all of them."""
+        """Raw sockets get ``data``; envelope sockets one envelope, built once for all of them,
+        unless it is over the bound of a queued frame."""
         received_at = time.monotonic()
         frame = None
+        fits = True
         for outbox in outboxes:
             try:
                 if outbox.envelope:
@@ -256,30 +255,17 @@ class Hub:
                         continue
                     if frame is None:
                         frame = envelope.message(data, position)
-                    outbox.push(frame, received_at)
+                        fits = envelope.fits(frame, self._max_payload_size)
+                        if not fits:
+                            drops.envelope_too_large(len(frame), self._max_payload_size)
+                    if fits:
+                        outbox.push(frame, received_at)
+                    else:
+                        metrics.MESSAGES_DROPPED.labels("too_large").inc()
                 else:
                     outbox.push(data, received_at)
             except Exception:
-                self._push_failed(outbox)
-
-    def _too_large(self, payload: bytes, sockets: int) -> None:
-        metrics.MESSAGES_DROPPED.labels("too_large").inc(sockets)
-        log.warning(
-            "dropped a published payload of %d bytes: over WEBSOCKET_MAX_PAYLOAD_SIZE (%d)",
-            len(payload),
-            self._max_payload_size,
-        )
-
-    def _invalid_utf8(self, sockets: int) -> None:
-        metrics.MESSAGES_DROPPED.labels("invalid_utf8").inc(sockets)
-        log.warning("dropped a published payload that is not valid UTF-8")
-
-    def _push_failed(self, outbox: Outbox) -> None:
-        # This runs inside the worker's only pub/sub reader: one broken socket must not stop it,
-        # nor cost the user's other sockets this message.
-        metrics.MESSAGES_DROPPED.labels("send_failed").inc()
-        log.exception("a connection failed to take a message; it is ended")
-        outbox.end(close_codes.INTERNAL_ERROR)
+                drops.push_failed(outbox)
 
 
 def _replayed(outbox: Outbox, message: wire.HistoryMessage) -> bool:

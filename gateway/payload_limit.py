@@ -6,7 +6,8 @@ Why a limit at all: a worker reads every user's messages through one Redis pub/s
 and Redis cuts a subscriber whose output buffer passes ``client-output-buffer-limit pubsub``
 (32 MiB hard by default), so one huge publish costs every user of that worker what is
 published until it reconnects. The limit also bounds a connection's memory: at most
-``WEBSOCKET_SEND_QUEUE_SIZE`` payloads of at most this size wait for a slow client.
+``WEBSOCKET_SEND_QUEUE_SIZE`` frames of at most this size wait for a slow client (an envelope
+frame at most ``envelope.MAX_OVERHEAD`` bytes more, escapes included: gateway/history/envelope.py).
 """
 
 from __future__ import annotations

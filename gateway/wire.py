@@ -8,8 +8,11 @@ whatever any plain publisher sends, and the byte after it says which kind:
                                                  (built by the history publish script)
     b"\\xffC" <command> [b" " <argument>]          a control command for the user's connections
 
-Epochs and commands are ASCII without spaces; offsets are decimal; ``data`` is the published
-payload, byte for byte.
+Epochs are ASCII letters and digits, at most ``MAX_EPOCH_LENGTH`` (the publish script makes hex);
+offsets are decimal, at most ``MAX_OFFSET_DIGITS`` (Lua counts exactly that far); commands are
+ASCII without spaces; ``data`` is the published payload, byte for byte. Anyone who can PUBLISH
+can put anything after 0xFF: a frame outside these bounds is not a history message, and the
+epoch, which goes into envelope JSON and positions unescaped, can never carry a quote.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import NamedTuple
 MARK = 0xFF
 HISTORY = b"\xffH"
 CONTROL = b"\xffC"
+MAX_EPOCH_LENGTH = 40
+MAX_OFFSET_DIGITS = 15
 
 
 class HistoryMessage(NamedTuple):
@@ -45,19 +50,25 @@ def parse_history(payload: bytes) -> HistoryMessage | None:
     """The parts of a history message; None when ``payload`` is not a well-formed one."""
     if not payload.startswith(HISTORY):
         return None
-    # Indexes, not split: the data, the bulk of the message, is copied once.
-    epoch_end = payload.find(b" ", 2)
-    offset_end = payload.find(b" ", epoch_end + 1) if epoch_end > 2 else -1
+    # Indexes, not split: the data, the bulk of the message, is copied once. Each search is
+    # bounded by its field's length, so a frame of one long field costs no scan of it.
+    epoch_end = payload.find(b" ", 2, 3 + MAX_EPOCH_LENGTH)
+    if epoch_end < 3:
+        return None
+    offset_end = payload.find(b" ", epoch_end + 2, epoch_end + 2 + MAX_OFFSET_DIGITS)
     if offset_end < 0:
         return None
+    epoch = payload[2:epoch_end]
     offset = payload[epoch_end + 1 : offset_end]
-    if not offset.isdigit():
+    if not (is_epoch(epoch) and offset.isdigit()):
         return None
-    try:
-        epoch = payload[2:epoch_end].decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return HistoryMessage(epoch, int(offset), payload[offset_end + 1 :])
+    return HistoryMessage(epoch.decode(), int(offset), payload[offset_end + 1 :])
+
+
+def is_epoch(epoch: bytes) -> bool:
+    """One the publish script could have made: it goes unescaped into positions and JSON."""
+    # bytes.isalnum is ASCII-only: no quote, dash, space or non-ASCII byte passes.
+    return len(epoch) <= MAX_EPOCH_LENGTH and epoch.isalnum()
 
 
 def control_command(command: str, argument: str | None = None) -> bytes:

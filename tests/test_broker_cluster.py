@@ -340,3 +340,34 @@ async def test_a_user_leaving_as_its_slot_migrates_costs_the_others_nothing() ->
 
 def _label_of(broker: ClusterBroker, master: RedisServer) -> str:
     return next(str(s.index) for s in broker.shard_states() if s.node.endswith(f":{master.port}"))
+
+
+class Poisoned(Inbox):
+    """A handler with a bug that one payload triggers."""
+
+    def __call__(self, user_id: str, payload: bytes) -> None:
+        if payload == b"poison":
+            raise ValueError("a bug in the handler")
+        super().__call__(user_id, payload)
+
+
+async def test_a_message_whose_handler_raises_costs_the_shard_session_nothing(cluster: RedisCluster) -> None:
+    """Whatever the exception, it costs that one message: counted, and the next ones arrive over
+    the same connection to the master (no reconnect, so nothing published meanwhile is lost)."""
+    inbox = Poisoned()
+    user = f"{uuid.uuid4().hex[:8]}-poisoned"
+    async with _local(cluster, inbox) as local:
+        await local.join(user)
+        reconnects = _count("websocket_redis_reconnects_total")
+        failed = _count("websocket_messages_dropped_total", reason="handler_failed")
+        with cluster.client() as client:
+            for payload in (b"before", b"poison", b"after", b"poison", b"last"):
+                assert client.execute_command("SPUBLISH", f"ws:{user}", payload) == 1
+        await eventually(lambda: _now(len(inbox.of(user)) == 3), what="the three good messages")
+        assert inbox.of(user) == [b"before", b"after", b"last"]
+        assert _count("websocket_messages_dropped_total", reason="handler_failed") == failed + 2
+        assert _count("websocket_redis_reconnects_total") == reconnects
+
+
+def _count(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from gateway.broker import BrokerUnavailable
 from gateway.broker.redis import RedisBroker
@@ -368,3 +369,72 @@ async def test_resubscribed_users_are_reported_once_redis_confirms_them_again(
     local.leave(user, socket)
     await broker.stop()
     await commands.aclose()
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+class Recording(Socket):
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def push(self, payload: bytes, received_at: float) -> None:
+        self.frames.append(payload)
+
+
+async def test_a_malformed_history_frame_costs_the_session_nothing(
+    redis_server: RedisServer, commands: aioredis.Redis, user: str
+) -> None:
+    """A raw PUBLISH of a history frame whose offset has 5,000 digits (``int()`` raises on it),
+    then 50 plain messages: all 50 arrive over the same pub/sub session."""
+    hub = Hub()
+    broker = RedisBroker(redis_server.url, "ws", f"test-{user}", commands, hub.deliver, hub.user_ids, 1.0)
+    broker.start()
+    try:
+        await eventually(_async(lambda: broker.ready), what="the broker to be ready")
+        socket = Recording()
+        await Local(hub, broker).join(user)  # the channel is subscribed ...
+        hub.add(user, socket)  # ... and this socket records what the user gets
+        reconnects = _sample("websocket_redis_reconnects_total")
+        await commands.publish(f"ws:{user}", b"\xffHe " + b"9" * 5000 + b" x")
+        for i in range(50):
+            await commands.publish(f"ws:{user}", b"%d" % i)
+        await eventually(_async(lambda: len(socket.frames) == 50), what="all 50 plain messages")
+        assert socket.frames == [b"%d" % i for i in range(50)]
+        assert _sample("websocket_redis_reconnects_total") == reconnects
+    finally:
+        await broker.stop()
+
+
+class Poisoned(Inbox):
+    """A handler with a bug that one payload triggers."""
+
+    def __call__(self, user_id: str, payload: bytes) -> None:
+        if payload == b"poison":
+            raise RecursionError("a bug in the handler")
+        super().__call__(user_id, payload)
+
+
+async def test_a_message_whose_handler_raises_is_dropped_counted_and_the_session_kept(
+    redis_server: RedisServer, commands: aioredis.Redis, user: str
+) -> None:
+    """Whatever the exception, it costs that one message: counted, and the next ones arrive on
+    the same connection (no reconnect, so nothing published meanwhile is lost)."""
+    inbox = Poisoned()
+    hub = Hub()
+    broker = RedisBroker(redis_server.url, "ws", f"test-{user}", commands, inbox, hub.user_ids, 1.0)
+    broker.start()
+    try:
+        await eventually(_async(lambda: broker.ready), what="the broker to be ready")
+        await Local(hub, broker).join(user)
+        reconnects = _sample("websocket_redis_reconnects_total")
+        failed = _sample("websocket_messages_dropped_total", {"reason": "handler_failed"})
+        for payload in (b"before", b"poison", b"after", b"poison", b"last"):
+            await commands.publish(f"ws:{user}", payload)
+        await inbox.wait_for(3)
+        assert [p for _, p in inbox.messages] == [b"before", b"after", b"last"]
+        assert _sample("websocket_messages_dropped_total", {"reason": "handler_failed"}) == failed + 2
+        assert _sample("websocket_redis_reconnects_total") == reconnects
+    finally:
+        await broker.stop()

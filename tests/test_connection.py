@@ -162,3 +162,44 @@ async def test_frames_still_queued_when_the_connection_ends_are_counted(
     connection.push(b"late", time.monotonic())
     assert dropped_as_closing() - before == 4
     assert link.frames == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"ping","x":' + "[" * 2000 + "]" * 2000 + "}",
+        '{"type":"refresh","token":' + "[" * 3000,
+        '{"type":"ping","n":' + "9" * 4100 + "}",
+    ],
+    ids=["nested 2000 deep", "unterminated nesting", "huge integer"],
+)
+async def test_a_client_frame_json_cannot_parse_is_ignored(text: str) -> None:
+    """Client JSON that makes Python's parser raise something other than ValueError (RecursionError
+    past its stack) is ignored like any unknown frame: the connection answers the next ping."""
+    link = ScriptedLink()
+    settings = Settings.from_environ({"JWT_SECRET_KEY": SECRET})
+    frames: asyncio.Queue[Any] = asyncio.Queue()
+    for message in (text, '{"type":"ping"}'):
+        frames.put_nowait({"type": "websocket.receive", "text": message})
+    connection = Connection(
+        "alice", time.time() + 3600, link, frames.get, _ignore, QUEUE_SIZE, 3600, Authenticator(settings), 10
+    )
+    task = asyncio.create_task(connection.run(_nothing))
+    try:
+        await eventually(lambda: _now(b'{"type":"pong"}' in link.frames), what="the pong")
+        assert connection.end_reason is None
+    finally:
+        frames.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        assert await asyncio.wait_for(task, 5) is None
+
+
+async def _ignore(message: Any) -> None:
+    pass
+
+
+async def _nothing() -> None:
+    pass
+
+
+async def _now(value: object) -> object:
+    return value

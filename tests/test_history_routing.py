@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from gateway import wire
 from gateway.close_codes import Refusal
@@ -12,6 +15,8 @@ from gateway.history import envelope
 from gateway.history.position import Position, parse_position
 from gateway.history.recovery import is_replayed, parse_options
 from gateway.hub import Hub
+from gateway.untrusted_json import MAX_DEPTH
+from harness.paths import ROOT
 
 
 class Outbox:
@@ -151,3 +156,69 @@ def test_a_live_copy_of_a_replayed_message_that_arrives_late_is_not_sent_again()
     assert [json.loads(f)["data"] for f in resumed.frames] == [6, 7]
     assert [json.loads(f)["data"] for f in other.frames] == [4, 5, 6, 7]
     assert resumed.replayed is None
+
+
+def _deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_a_deeply_nested_payload_goes_to_envelope_sockets_as_a_string() -> None:
+    """1,500 nested arrays are valid JSON that Python's parser cannot take (RecursionError): the
+    envelope carries them as a JSON string, and no socket is ended (Outbox.end would raise)."""
+    raw, env = Outbox(), Outbox(envelope=True)
+    hub = _hub(raw, env, max_payload_size=64 * 1024)
+    hub.deliver("alice", wire.history_message("ep", 1, _deep(1500)))
+    hub.deliver("alice", _deep(1500))
+    hub.deliver("alice", b'{"after":1}')
+    assert raw.frames == [_deep(1500), _deep(1500), b'{"after":1}']
+    frames = [json.loads(f) for f in env.frames]
+    assert frames[0] == {"type": "message", "position": "1-ep", "data": _deep(1500).decode()}
+    assert frames[1] == {"type": "message", "data": _deep(1500).decode()}
+    assert frames[2]["data"] == {"after": 1}
+
+
+@pytest.mark.parametrize("payload", ["\x01" * 65_000, '"' * 40_000, "\\" * 40_000])
+def test_an_envelope_frame_over_the_bound_is_dropped_for_envelope_sockets_only(payload: str) -> None:
+    """The queue bound (queue length x message size) holds for the frame queued: escaping makes
+    a control character 6 bytes, so the envelope of a payload under the limit can be over it."""
+    raw, env = Outbox(), Outbox(envelope=True)
+    hub = _hub(raw, env, max_payload_size=64 * 1024)
+    before = _dropped("too_large")
+    hub.deliver("alice", payload.encode())
+    hub.deliver("alice", wire.history_message("ep", 1, payload.encode()))
+    hub.deliver("alice", b'"small"')
+    assert raw.frames == [payload.encode(), payload.encode(), b'"small"']
+    assert [json.loads(f)["data"] for f in env.frames] == ["small"]
+    assert _dropped("too_large") == before + 2
+    assert all(len(f) <= 64 * 1024 + envelope.MAX_OVERHEAD for f in env.frames)
+
+
+def test_the_readme_states_the_envelope_bound() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"An envelope is at most `WEBSOCKET_MAX_PAYLOAD_SIZE` plus {envelope.MAX_OVERHEAD} bytes" in readme
+    assert f"{envelope.MAX_OVERHEAD} bytes per envelope frame" in readme
+    assert f"nested at most {MAX_DEPTH} deep" in readme
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("websocket_messages_dropped_total", {"reason": reason}) or 0.0
+
+
+_OWN = st.one_of(
+    st.binary().map(lambda rest: b"\xff" + rest),
+    st.binary(max_size=80).map(lambda epoch: b"\xffH" + epoch + b" 1 {}"),
+)
+
+
+@settings(max_examples=300)
+@given(_OWN)
+def test_any_gateway_message_is_delivered_as_envelope_json_or_dropped(payload: bytes) -> None:
+    """Whatever a publisher puts after 0xFF, delivery does not raise, ends no socket, and every
+    envelope frame is a message object with no field a payload could forge."""
+    raw, env = Outbox(), Outbox(envelope=True)
+    hub = _hub(raw, env)
+    hub.deliver("alice", payload)
+    for frame in env.frames:
+        parsed = json.loads(frame)
+        assert parsed["type"] == "message" and set(parsed) <= {"type", "position", "data"}
+        assert parse_position(parsed.get("position", "1-e")) is not None

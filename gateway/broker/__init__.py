@@ -9,7 +9,9 @@ An implementation is built with two callables and must guarantee:
 
 - ``on_message(user_id, payload)`` is called for every payload published to a held user's channel,
   synchronously from its reader, in publish order per channel. The reader never awaits a client
-  (the hub only queues), and binds the callback once, not per message.
+  (the hub only queues), and binds the callback once, not per message. A message whose
+  ``on_message`` raises, whatever the exception, costs that message only: the reader drops and
+  counts it (``commands.handler_failed``) and keeps its session.
 - ``subscribe`` and ``confirmed`` return only once the broker has confirmed the channel (Redis
   answered the SUBSCRIBE), so a socket accepted after them misses nothing published later; they
   raise ``BrokerUnavailable`` when it cannot be confirmed: not connected, or the connection lost

@@ -1,20 +1,39 @@
-"""Small helpers of the brokers (gateway/broker/redis.py, cluster.py): command batches, confirmations."""
+"""Small helpers of the brokers (gateway/broker/redis.py, cluster.py): command batches,
+confirmations, a message whose handling failed."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, TypeVar
 
 from redis.crc import key_slot
 
+from gateway import metrics
 from gateway.broker import BrokerUnavailable
+from gateway.throttled_log import ThrottledLog
 
+# Whoever can publish chooses how often a message fails: the log samples it, the metric counts it.
+_log = ThrottledLog(logging.getLogger("gateway.subscriber"))
+
+# One socket read can hold thousands of messages, all parsed without awaiting. Outboxes are
+# flushed when a reader yields, so a larger slice puts more of a user's frames in one write;
+# this one bounds how long other sockets wait (a few milliseconds).
+YIELD_EVERY = 256
 # Redis accepts far more, but a bounded command keeps one resubscribe from stalling the reader.
 _CHANNELS_PER_COMMAND = 1000
 
 
 def ignore(user_id: str) -> None:
     pass
+
+
+def handler_failed() -> None:
+    """A reader's ``on_message`` raised (a bug one payload triggers): that message is dropped,
+    counted and logged with its traceback, and the reader goes on. Ending the session instead
+    would cost every user of the worker what is published while it reconnects."""
+    metrics.MESSAGES_DROPPED.labels("handler_failed").inc()
+    _log.exception("dropped a published message whose handling failed")
 
 
 async def confirmation(future: asyncio.Future[bool]) -> None:

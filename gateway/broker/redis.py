@@ -29,16 +29,12 @@ from redis.exceptions import RedisError
 
 from gateway import keys, metrics
 from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
-from gateway.broker.commands import batched, confirmation, ignore, pubsub_options
+from gateway.broker.commands import YIELD_EVERY, batched, confirmation, handler_failed, ignore, pubsub_options
 from gateway.broker.probe import Probe
 from gateway.tasks import cancel_and_wait, until_one_ends
 
 log = logging.getLogger("gateway.subscriber")
 
-# One socket read can hold thousands of messages, all parsed without awaiting. Outboxes are
-# flushed when the reader yields, so a larger slice puts more of a user's frames in one write;
-# this one bounds how long other sockets wait (a few milliseconds).
-_YIELD_EVERY = 256
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 5.0
 
@@ -207,10 +203,12 @@ class RedisBroker(Broker):
                 if channel == control:
                     probe_returned()
                 else:
-                    on_message(channel[prefix_len:].decode(), reply[2])
-                    dispatched += 1
-                    if dispatched == _YIELD_EVERY:
-                        dispatched = 0
+                    try:
+                        on_message(channel[prefix_len:].decode(), reply[2])
+                    except Exception:
+                        handler_failed()
+                    dispatched = (dispatched + 1) % YIELD_EVERY
+                    if not dispatched:
                         await asyncio.sleep(0)
             elif kind == b"subscribe":
                 self._confirm(reply[1])

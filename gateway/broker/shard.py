@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway import keys
 from gateway.broker import BrokerUnavailable
-from gateway.broker.commands import confirmation
+from gateway.broker.commands import YIELD_EVERY, confirmation, handler_failed
 from gateway.broker.ledger import Entry, Ledger
 from gateway.broker.probe import Probe
 from gateway.broker.shard_links import ShardHooks, ShardLinks
@@ -35,7 +35,6 @@ from gateway.tasks import cancel_and_wait, until_one_ends
 
 log = logging.getLogger("gateway.subscriber")
 
-_YIELD_EVERY = 256
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 2.0
 
@@ -201,10 +200,12 @@ class Shard:
                 if channel == control:
                     probe_returned()
                 else:
-                    on_message(channel[prefix_len:].decode(), reply[2])
-                    dispatched += 1
-                    if dispatched == _YIELD_EVERY:
-                        dispatched = 0
+                    try:
+                        on_message(channel[prefix_len:].decode(), reply[2])
+                    except Exception:
+                        handler_failed()
+                    dispatched = (dispatched + 1) % YIELD_EVERY
+                    if not dispatched:
                         await asyncio.sleep(0)
             elif kind == b"ssubscribe":
                 self._answered(reply[1], subscribe=True)

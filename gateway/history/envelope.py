@@ -4,20 +4,25 @@ envelope sockets.
     {"type":"message","position":"<opaque>","data":<payload>}   position absent without history
     {"type":"recovery","recovered":true|false,"replayed":N[,"reason":"..."]}
 
-``data`` is the published payload as is when it is one JSON value, else the payload as a JSON
-string.
+``data`` is the published payload as is when it is one JSON value (nested at most
+``untrusted_json.MAX_DEPTH`` deep), else the payload as a JSON string.
+
+A frame is at most the payload limit plus ``MAX_OVERHEAD`` (``fits``), so that a connection's
+queue holds at most its length times that: escaping makes a control character six bytes, and
+the envelope of a payload under the limit can be far over it. One that does not fit is dropped.
 """
 
 from __future__ import annotations
 
 import json
 
+from gateway import untrusted_json, wire
+
 _MESSAGE = b'{"type":"message","data":'
 _WITH_POSITION = b'{"type":"message","position":"'
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(name)  # NaN and Infinity are not JSON, whatever Python's parser allows
+_DATA = b'","data":'
+# What a message envelope adds to its data, at most: the longest position there is.
+MAX_OVERHEAD = len(_WITH_POSITION) + wire.MAX_OFFSET_DIGITS + 1 + wire.MAX_EPOCH_LENGTH + len(_DATA) + 1
 
 
 def _json_value(data: bytes) -> bytes:
@@ -28,9 +33,7 @@ def _json_value(data: bytes) -> bytes:
         text, as_sent = data.decode(), True
     except UnicodeDecodeError:
         text, as_sent = data.decode(errors="replace"), False
-    try:
-        json.loads(text, parse_constant=_refuse_constant)
-    except ValueError:
+    if not untrusted_json.is_json(text):
         return json.dumps(text, ensure_ascii=False).encode()
     return data if as_sent else text.encode()
 
@@ -39,7 +42,12 @@ def message(data: bytes, position: str | None = None) -> bytes:
     """An envelope for a valid UTF-8 payload."""
     if position is None:
         return _MESSAGE + _json_value(data) + b"}"
-    return b'%s%s","data":%s}' % (_WITH_POSITION, position.encode(), _json_value(data))
+    return b"%s%s%s%s}" % (_WITH_POSITION, position.encode(), _DATA, _json_value(data))
+
+
+def fits(frame: bytes, max_payload_size: int) -> bool:
+    """Whether a message envelope is within the bound of a queued frame."""
+    return len(frame) <= max_payload_size + MAX_OVERHEAD
 
 
 def position_of(frame: bytes) -> str | None:

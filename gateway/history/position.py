@@ -8,8 +8,11 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-# Offsets fit Lua's exact integers; epochs are what gateway/lua/publish.lua makes (hex), bounded.
-_POSITION = re.compile(r"([0-9]{1,15})-([0-9A-Za-z]{1,40})")
+from gateway.wire import MAX_EPOCH_LENGTH, MAX_OFFSET_DIGITS
+
+# The bounds of the wire format: offsets fit Lua's exact integers; epochs are what
+# gateway/lua/publish.lua makes (hex).
+_POSITION = re.compile(rf"([0-9]{{1,{MAX_OFFSET_DIGITS}}})-([0-9A-Za-z]{{1,{MAX_EPOCH_LENGTH}}})")
 
 
 class Position(NamedTuple):

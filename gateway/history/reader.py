@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
-from gateway import keys, scripts
+from gateway import keys, scripts, wire
 from gateway.redis_topology import AsyncClient
 from gateway.scripts import Call, LuaScript
 
@@ -24,6 +24,9 @@ class Reading(NamedTuple):
     epoch: str
     offset: int
     entries: list[bytes]
+
+
+_LOST = Reading("lost", "", 0, [])
 
 
 class HistoryReader:
@@ -55,5 +58,10 @@ class HistoryReader:
 
 
 def _reading(reply: list[Any]) -> Reading:
+    # A meta hash the publish script never wrote (the keys are anyone's with write access) is as
+    # good as no history, and its epoch must not reach a position or an envelope. (An offset
+    # that is not a number leaves a hole in the script's reply: the entries move up.)
+    if len(reply) < 3 or not isinstance(reply[2], int) or (reply[1] and not wire.is_epoch(reply[1])):
+        return _LOST
     result, epoch, offset, *entries = reply
-    return Reading(result.decode(), epoch.decode(), int(offset), list(entries))
+    return Reading(result.decode(), epoch.decode(), offset, list(entries))

@@ -6,6 +6,8 @@ the socket's outbox, unsent until the accept. The recovery frame and the replaye
 first; a live message the replay already carried is dropped, so none is missing or doubled.
 A bad position (garbage, truncated, huge, another epoch or user, the future) is answered
 ``recovered:false`` with nothing replayed; only the authenticated user's own keys are read.
+An entry whose envelope is over the bound of a queued frame (``envelope.fits``) is dropped and
+counted like a live one; ``replayed`` counts the frames that follow.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs
 
-from gateway import close_codes, metrics
+from gateway import close_codes, drops, metrics
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, format_position, parse_position
@@ -44,7 +46,9 @@ class Resumable(Protocol):
     def start_with(self, frames: list[bytes], last: Position | None) -> None: ...
 
 
-async def resume(reader: HistoryReader, connection: Resumable, since: str) -> Refusal | None:
+async def resume(
+    reader: HistoryReader, connection: Resumable, since: str, max_payload_size: int
+) -> Refusal | None:
     """Queue the recovery frame and the replay; a refusal only when Redis does not answer."""
     position = parse_position(since)
     if position is None:
@@ -57,12 +61,20 @@ async def resume(reader: HistoryReader, connection: Resumable, since: str) -> Re
     if reading.result != "ok":
         _not_recovered(connection, reading.result)
         return None
-    metrics.RECOVERIES.labels("recovered").inc()
-    metrics.MESSAGES_REPLAYED.inc(len(reading.entries))
-    frames = [envelope.recovery(True, len(reading.entries))]
+    frames = []
     for offset, data in enumerate(reading.entries, position.offset + 1):
-        frames.append(envelope.message(data, format_position(reading.epoch, offset)))
-    connection.start_with(frames, Position(reading.epoch, position.offset + len(reading.entries)))
+        frame = envelope.message(data, format_position(reading.epoch, offset))
+        if envelope.fits(frame, max_payload_size):
+            frames.append(frame)
+        else:
+            metrics.MESSAGES_DROPPED.labels("too_large").inc()
+            drops.envelope_too_large(len(frame), max_payload_size)
+    metrics.RECOVERIES.labels("recovered").inc()
+    metrics.MESSAGES_REPLAYED.inc(len(frames))
+    connection.start_with(
+        [envelope.recovery(True, len(frames)), *frames],
+        Position(reading.epoch, position.offset + len(reading.entries)),
+    )
     return None
 
 
