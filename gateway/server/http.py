@@ -20,12 +20,13 @@ size, on how many requests one connection may have pipelined, and on descriptors
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import resource
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import http_refusals
 from gateway.http_refusals import HttpRefusal
@@ -166,10 +167,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # Refusals
 
     def _refuse(self, refusal: HttpRefusal) -> None:
-        """Answer ``refusal`` (nothing, when the queued answers end the connection), read nothing
-        more, and close once the client has had time to read the answer."""
+        """Answer ``refusal`` (nothing, when the queued answers end the connection) and read
+        nothing more. A head refused before its end is still coming: close once the client has
+        had time to read the answer (a close with unread input sends a reset, which can destroy
+        the answer on its way); else at once, which frees the descriptor."""
         self._discarding = True
         self._cancel_deadline()
+        # Imported here: the master imports this module (through the worker class) before
+        # prometheus_client's multiprocess directory is set.
+        from gateway import metrics
+
+        metrics.HTTP_REFUSALS.labels(refusal.reason).inc()
         if refusal.status is None:
             return
         if refusal is http_refusals.NO_DESCRIPTORS:
@@ -185,7 +193,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.transport.write(
             b"".join(
                 (
-                    STATUS_LINE[refusal.status],
+                    b"HTTP/1.1 %d %s\r\n" % (refusal.status, http.HTTPStatus(refusal.status).phrase.encode()),
                     b"content-type: text/plain; charset=utf-8\r\n",
                     b"content-length: %d\r\n" % len(body),
                     b"connection: close\r\n\r\n",
@@ -193,6 +201,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 )
             )
         )
+        if not self._head_open:
+            self.transport.close()
+            return
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._linger = self.loop.call_later(_LINGER, self.transport.close)

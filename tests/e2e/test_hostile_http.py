@@ -24,7 +24,7 @@ from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
 from harness.stalled_client import StalledClient, masked_frame, worker_rss_kib
 from harness.tokens import make_token
-from harness.waiting import eventually, in_thread
+from harness.waiting import eventually, in_thread, wait_for
 
 T = TypeVar("T")
 
@@ -371,4 +371,5 @@ def test_at_the_descriptor_limit_new_connections_get_503_and_one_log_line(few_de
     assert statuses.index(b"503") > 100
     log = few_descriptors.log()
     assert 1 <= log.count("descriptor") <= 3, log[-2000:]
-    assert few_descriptors.get("/healthz")[0] == 200
+    # Once the held sockets are gone, the worker serves again.
+    wait_for(lambda: few_descriptors.get("/healthz")[0] == 200, timeout=10, what="the worker to serve again")
