@@ -118,7 +118,9 @@ INTERNALS: tuple[Internal, ...] = (
     _http("logger", "instance", "uvicorn's line for an invalid request"),
     _http("transport", "instance", "closed when headers are too slow"),
     _http("loop", "instance", "the header deadline's timer"),
-    Internal("uvicorn", _CYCLE, "keep_alive", "instance", "the last queued answer of a pipeline too deep closes"),
+    Internal(
+        "uvicorn", _CYCLE, "keep_alive", "instance", "the last queued answer of a pipeline too deep closes"
+    ),
     # gateway/server/worker.py: GatewayWorker(UvicornWorker) and _DrainingServer(Server)
     Internal("uvicorn", _SERVER, "serve", "method", "runs the worker", ("sockets",)),
     Internal("uvicorn", _SERVER, "shutdown", "method", "overridden: drain first", ("sockets",)),

@@ -55,7 +55,9 @@ async def bystander(gateway: Gateway) -> AsyncIterator[tuple[ClientConnection, s
         yield ws, user
 
 
-async def _round_trips(publisher: aioredis.Redis, bystander: tuple[ClientConnection, str], seconds: float) -> list[float]:
+async def _round_trips(
+    publisher: aioredis.Redis, bystander: tuple[ClientConnection, str], seconds: float
+) -> list[float]:
     """Publish-to-receive times of the bystander's messages, one after another: every one must
     arrive, in order."""
     ws, user = bystander
@@ -72,7 +74,10 @@ async def _round_trips(publisher: aioredis.Redis, bystander: tuple[ClientConnect
 
 
 async def unnoticed(
-    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str], attack: Callable[[], T]
+    gateway: Gateway,
+    redis_server: RedisServer,
+    bystander: tuple[ClientConnection, str],
+    attack: Callable[[], T],
 ) -> T:
     """Run the blocking ``attack`` in a thread while the bystander is measured: every message
     arrives, the median round trip at most doubles (plus 5 ms of noise on a shared machine), none
@@ -163,10 +168,19 @@ async def test_an_endless_url_gets_414(
         (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ", b"b" * 4096),
         (_ws_head("header-flooder") + b"X-Big: ", b"b" * 4096),
     ],
-    ids=["many headers", "many headers on an upgrade", "one endless header", "one endless header on an upgrade"],
+    ids=[
+        "many headers",
+        "many headers on an upgrade",
+        "one endless header",
+        "one endless header on an upgrade",
+    ],
 )
 async def test_an_endless_head_gets_431(
-    gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str], head: bytes, filler: bytes
+    gateway: Gateway,
+    redis_server: RedisServer,
+    bystander: tuple[ClientConnection, str],
+    head: bytes,
+    filler: bytes,
 ) -> None:
     response = await unnoticed(gateway, redis_server, bystander, lambda: _stream(gateway.port, head, filler))
     assert _status(response) == b"431", response[:200]
@@ -250,7 +264,9 @@ async def test_pipelined_requests_never_read_cost_bounded_memory(
 
 def test_a_pipeline_within_the_bound_is_answered_in_order(gateway: Gateway) -> None:
     requests = b"".join(b"GET /healthz?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(16))
-    response = _request(gateway.port, requests + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    response = _request(
+        gateway.port, requests + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert response.count(b"HTTP/1.1 200 OK") == 17, response[:400]
 
 
@@ -278,7 +294,10 @@ async def test_frames_after_a_refusal_are_not_read(
     flooder = await asyncio.to_thread(StalledClient, gateway.ws_url, ["bearer", "not.a.token"])
     try:
         cut_off_after = await unnoticed(
-            gateway, redis_server, bystander, lambda: flooder.flood(masked_frame(Opcode.TEXT, b"x"), ATTACK_SECONDS)
+            gateway,
+            redis_server,
+            bystander,
+            lambda: flooder.flood(masked_frame(Opcode.TEXT, b"x"), ATTACK_SECONDS),
         )
     finally:
         flooder.close()
