@@ -81,9 +81,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._discarding:
             return
         self._unset_keepalive_if_required()
-        view = memoryview(data)
+        view = memoryview(data) if len(data) > _SLICE else data
         for start in range(0, len(view), _SLICE):
-            piece = view[start : start + _SLICE]
+            piece = view[start : start + _SLICE] if view is not data else data
             if self._head_open:
                 self._head_bytes += len(piece)
                 if self._head_bytes > http_refusals.MAX_HEAD_BYTES:
