@@ -33,6 +33,9 @@ from gateway.server.worker import GatewayWorker  # noqa: E402
 
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = [f"{_host}:{_settings.port}"]
+if _settings.metrics_port:
+    # Every worker serves both (gateway/operational_port.py tells which path goes where).
+    bind.append(f"{_host}:{_settings.metrics_port}")
 workers = _settings.web_concurrency
 worker_class = GatewayWorker.with_settings(_settings)
 # gunicorn insists on an app name; each worker builds it as create_app(_settings) instead
@@ -67,10 +70,11 @@ if _log_format == "json":
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Refuse a port another process listens on; delete the metrics files of a previous run: they
     must not count."""
-    problem = port_in_use(_settings.host, _settings.port)
-    if problem is not None:
-        fatal(f"WEBSOCKET_PORT {_settings.port} on {_settings.host} is not free: {problem}")
-        raise SystemExit(2)
+    for variable, port in (("WEBSOCKET_PORT", _settings.port), ("METRICS_PORT", _settings.metrics_port)):
+        problem = port_in_use(_settings.host, port) if port else None
+        if problem is not None:
+            fatal(f"{variable} {port} on {_settings.host} is not free: {problem}")
+            raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     # Only what prometheus_client and gateway/metrics_archive.py write: a mistaken path (/tmp,

@@ -24,6 +24,7 @@ from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
+from gateway.operational_port import misrouted, not_found
 from gateway.redis_wiring import build_redis
 from gateway.settings import Settings
 from gateway.state import Gateway
@@ -54,13 +55,16 @@ class GatewayApp:
     middleware and router for sockets keeps those frames out of the per-connection cost.
     """
 
-    def __init__(self, starlette: Starlette) -> None:
+    def __init__(self, starlette: Starlette, metrics_port: int = 0) -> None:
         self.starlette = starlette
         self.state = starlette.state
         self._websocket = WebSocketEndpoint()
+        self._metrics_port = metrics_port
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine: the server awaits the endpoint's own, so no frame of ours is kept.
+        if self._metrics_port and scope["type"] != "lifespan" and misrouted(scope, self._metrics_port):
+            return not_found(scope, receive, send)
         if scope["type"] == "websocket" and scope["path"] == "/ws":
             return self._websocket(scope, receive, send)
         return self.starlette(scope, receive, send)
@@ -118,4 +122,4 @@ def create_app(settings: Settings) -> GatewayApp:
     ]
     if settings.dev_console:
         routes += dev_console.routes()
-    return GatewayApp(Starlette(routes=routes, lifespan=lifespan))
+    return GatewayApp(Starlette(routes=routes, lifespan=lifespan), settings.metrics_port)

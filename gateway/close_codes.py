@@ -83,7 +83,7 @@ POLICY_VIOLATION = _close(
     "policy_violation",
     1008,
     Retry.BACKOFF,
-    "too many client frames (pings and pongs included)",
+    "too many client frames (every frame counts: pings, pongs, each fragment)",
 )
 MESSAGE_TOO_BIG = _close("message_too_big", 1009, Retry.GIVE_UP, "a client frame over the size limit")
 INTERNAL_ERROR = _close("internal_error", 1011, Retry.BACKOFF, "unexpected server error")

@@ -31,6 +31,9 @@ CONNECTION_DURATION = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
 )
 REJECTIONS = Counter("websocket_rejections", "Refused or ended connections by reason.", ["reason"])
+HTTP_REFUSALS = Counter(
+    "websocket_http_refusals", "Requests refused before any app code ran, by reason.", ["reason"]
+)
 MESSAGES_DROPPED = Counter("websocket_messages_dropped", "Messages not delivered, by reason.", ["reason"])
 REDIS_MESSAGES = Counter("websocket_redis_messages_received", "Messages read from Redis pub/sub.")
 REDIS_SUBSCRIPTIONS = Gauge(

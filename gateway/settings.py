@@ -31,6 +31,7 @@ class Settings:
 
     host: str
     port: int
+    metrics_port: int
     web_concurrency: int
     max_connections_per_user: int
     idle_timeout: float
@@ -80,6 +81,8 @@ class Settings:
             raise SettingsError(f"{_FAIL_OPEN}: removed; admission needs Redis and fails closed (1013)")
         values |= _read(env, _REST)
         settings = cls(**values)
+        if settings.metrics_port == settings.port:
+            raise SettingsError(f"METRICS_PORT: {settings.port} is WEBSOCKET_PORT; use another port, or 0")
         _ = settings.topology  # checks the Redis settings against each other
         return settings
 

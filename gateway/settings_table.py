@@ -43,6 +43,15 @@ WEBSOCKET_HOST = Setting(
     "WEBSOCKET_HOST", "host", "0.0.0.0", text("a host name or IP address"), "bind address"
 )
 WEBSOCKET_PORT = Setting("WEBSOCKET_PORT", "port", 8080, integer(1, 65535), "bind port")
+METRICS_PORT = Setting(
+    "METRICS_PORT",
+    "metrics_port",
+    0,
+    integer(0, 65535),
+    "`0`: `/metrics` and `/healthz/websocket` are served on `WEBSOCKET_PORT` with everything else; "
+    "else they are served only on this port (on `WEBSOCKET_HOST`), which serves nothing but them, "
+    "`/healthz` and `/healthz/redis`",
+)
 WEB_CONCURRENCY = Setting(
     "WEB_CONCURRENCY",
     "web_concurrency",
@@ -285,6 +294,7 @@ LOG_FORMAT = Setting(
 ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_HOST,
     WEBSOCKET_PORT,
+    METRICS_PORT,
     WEB_CONCURRENCY,
     WEBSOCKET_MAX_CONNECTIONS_PER_USER,
     WEBSOCKET_IDLE_TIMEOUT,

@@ -57,10 +57,14 @@ class Gateway:
             )
         self.wait_all_workers_ready()
 
+    @property
+    def operational_port(self) -> int:
+        """Where /metrics and /healthz/websocket are served: METRICS_PORT when it is set."""
+        return int(self.env.get("METRICS_PORT") or 0) or self.port
+
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", headers={"Connection": "close"}
-        )
+        port = self.operational_port if path in ("/metrics", "/healthz/websocket") else self.port
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Connection": "close"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return int(response.status), bytes(response.read())

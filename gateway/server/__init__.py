@@ -3,7 +3,9 @@ websockets, redis-py or prometheus_client past their public API, and why.
 
 - ``protocol.py``: uvicorn's WebSocket protocol, adapted; each socket's ``Link`` to the app.
   ``slots.py``: the lean inbox and flag it puts in place of uvicorn's per-socket queue and event.
-- ``http.py``: uvicorn's HTTP protocol with a deadline on every request's headers.
+- ``http.py``: uvicorn's HTTP protocol with a deadline on every request's headers, bounded heads
+  and pipelines, and a 503 near the descriptor limit (the table: ``gateway.http_refusals``).
+- ``throttled_log.py``: log lines a client can trigger at will, at most one per interval.
 - ``worker.py``: the gunicorn worker (uvicorn-worker's, with the process's settings and the app
   built from them) and the drain hook: uvicorn's shutdown, which first runs ``gateway.drain``.
 - ``listeners.py``: one SO_REUSEPORT listening socket per worker; the master's port check.
@@ -20,7 +22,9 @@ and ``resume_writing`` (slow-consumer protection, queued frames flushed), ``send
 passes flow control; the handshake freed after the accept), ``send_receive_event_to_app`` and
 ``handle_parser_exception`` (invalid UTF-8 closes with 1007, closes carry the table's reason),
 ``handle_connect`` (hands the Link over), ``data_received`` (activity clock, unparsable
-handshakes answered), ``handle_ping`` and ``handle_pong`` (the message budget, bounded pongs),
+handshakes answered, input parsed in slices, nothing but a close handshake after a close),
+``handle_ping``, ``handle_pong``, ``handle_text``, ``handle_bytes`` and ``handle_cont`` (every
+frame spends the message budget; bounded pongs),
 ``keepalive_timeout`` (a ping timeout tells the app and closes with the ping_timeout label),
 ``shutdown`` (what is left closes with 1001 going_away), ``on_task_complete`` (a lingering
 socket is reset).
@@ -30,8 +34,16 @@ State it reads or replaces: ``queue`` and ``writable`` (leaner per-socket object
 ``curr_msg_data_type``, ``request`` and ``response``.
 
 uvicorn ``HttpToolsProtocol``, subclassed by http.py: ``connection_made``,
-``on_message_begin``, ``on_headers_complete`` and ``connection_lost`` start and stop the header
-deadline, which closes ``transport`` by a timer on ``loop``.
+``on_message_begin``, ``on_headers_complete``, ``on_response_complete`` and ``connection_lost``
+start and stop the header deadline, which closes ``transport`` by a timer on ``loop``;
+``data_received`` is a copy of upstream's that feeds ``parser`` in slices and answers a refusal,
+calling ``_unset_keepalive_if_required``, ``_should_upgrade``, ``handle_websocket_upgrade``,
+``_unsupported_upgrade_warning`` and ``send_400_response`` (with ``logger``'s line) as upstream
+does; ``on_url`` and ``on_header`` count the head; ``on_headers_complete`` reads ``headers``
+(an upgrade needs a Host) and bounds ``pipeline`` behind ``cycle``.
+
+uvicorn ``RequestResponseCycle``: ``keep_alive`` is cleared on the last answer of a pipeline too
+deep, which then closes the connection.
 
 uvicorn ``Server``, subclassed by worker.py's _DrainingServer: ``shutdown`` closes
 ``servers`` (the listening socket) and drains first; ``serve`` and ``started`` as

@@ -11,6 +11,11 @@ frames and closes, and two handshake fixes (the HTTP side is in ``gateway.server
   every refusal also logged "ASGI callable returned without completing handshake" at ERROR.
 - A handshake the websockets parser rejects (an oversized request line or header, as a 100 KB
   token makes) left its 414/431 answer unsent and the socket open until the client gave up.
+- Every client frame spends the client's message budget: a message's frames but its last (the
+  app counts that one, as the message) and pings and pongs, which never reach the app. Reads are
+  parsed in slices, so a flood is stopped within a slice of going over.
+- Once its close frame is out, a socket reads only what the close handshake needs: a client that
+  sends more than ``CLOSING_READ_LIMIT`` bytes after it is reset at once.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ _PROTOCOL_CLOSES = {
 # How long a closing socket may take to finish (the peer echoing a close frame, or reading what
 # is still buffered for it) before it is reset: a peer that does not read would hold it for good.
 CLOSE_TIMEOUT = 3.0
+# What a socket reads after its close frame went out: the peer's close frame (131 bytes at most)
+# and a few frames it sent before it saw ours.
+CLOSING_READ_LIMIT = 4096
+# Client input is parsed this much at a time, the message budget charged between slices.
+_SLICE = 4096
 
 
 def _text_header(length: int) -> bytes:
@@ -112,19 +122,36 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     # wrote them all out at once, into a transport that buffers without limit. A client that
     # pings and never reads grew its worker by tens of MiB a second.
 
-    # Class defaults, so that a socket that never pings carries neither.
-    _control_frames = 0  # pings and pongs in the read being handled
+    # Class defaults, so that a socket that never pings carries none of them.
+    _control_frames = 0  # frames of the slice being parsed that the app will not count
     _held_pong = b""  # the answer to the latest ping while the client does not read
+    _over_budget = False  # reading stopped for good: the connection is ending with 1008
+    _read_after_close = 0  # bytes read since the close frame went out
 
     def handle_ping(self) -> None:
-        self._control_frames += 1  # answered, or not, once the whole read is parsed
+        self._control_frames += 1  # answered, or not, once the slice is parsed
 
     def handle_pong(self, event: Any) -> None:
         self._control_frames += 1
         super().handle_pong(event)
 
+    # A message's frames but its last, which reaches the app as the message and is counted there.
+    # Without this, a text frame without FIN and empty continuations for ever escaped the budget.
+
+    def handle_text(self, event: Frame) -> None:
+        self._control_frames += not event.fin
+        super().handle_text(event)
+
+    def handle_bytes(self, event: Frame) -> None:
+        self._control_frames += not event.fin
+        super().handle_bytes(event)
+
+    def handle_cont(self, event: Frame) -> None:
+        self._control_frames += not event.fin
+        super().handle_cont(event)
+
     def _answer_pings(self) -> None:
-        """Charge a read's pings and pongs to the client's message budget, then send the pongs:
+        """Charge a slice's uncounted frames to the client's message budget, then send the pongs:
         all of them while the client reads, else only the latest, once it does (RFC 6455 5.5.3)."""
         count, self._control_frames = self._control_frames, 0
         pongs = self.conn.data_to_send()
@@ -132,6 +159,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if on_control is not None and not on_control(count):
             # Over budget: the connection is ending with 1008. Read none of the flood meanwhile
             # (nor let a receive resume reading); the close's deadline resets the socket.
+            self._over_budget = True
             self.read_paused = False
             self.transport.pause_reading()
             return
@@ -242,12 +270,30 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
-        super().data_received(data)
-        if self._control_frames:
-            self._answer_pings()
+        if self.close_sent and self.handshake_initiated:
+            self._read_after_close += len(data)
+            if self._read_after_close > CLOSING_READ_LIMIT:
+                # Not a close handshake any more: frames nobody will read. Cut it off.
+                if self.close_timer is not None:
+                    self.close_timer.cancel()
+                self._abort()
+                return
+        if len(data) <= _SLICE:
+            self._receive(data)
+        else:
+            view = memoryview(data)
+            for start in range(0, len(data), _SLICE):
+                self._receive(view[start : start + _SLICE])
+                if self._over_budget or self.transport.is_closing():
+                    break
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             # The request never parsed, so no ASGI task exists to answer it: send the parser's
             # answer (414, 431 or nothing) and hang up.
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True
             self.transport.close()
+
+    def _receive(self, data: bytes | memoryview) -> None:
+        super().data_received(data)  # type: ignore[arg-type]  # websockets takes any buffer
+        if self._control_frames:
+            self._answer_pings()

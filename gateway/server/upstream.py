@@ -34,6 +34,7 @@ Kind = Literal["method", "attribute", "instance"]
 
 _WS = "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol"
 _HTTP = "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol"
+_CYCLE = "uvicorn.protocols.http.httptools_impl:RequestResponseCycle"
 _WORKER = "uvicorn_worker:UvicornWorker"
 _SERVER = "uvicorn.server:Server"
 _GUNICORN_WORKER = "gunicorn.workers.base:Worker"
@@ -57,6 +58,10 @@ class Internal:
 
 def _ws(name: str, kind: Kind, why: str) -> Internal:
     return Internal("uvicorn", _WS, name, kind, why)
+
+
+def _http(name: str, kind: Kind, why: str) -> Internal:
+    return Internal("uvicorn", _HTTP, name, kind, why)
 
 
 INTERNALS: tuple[Internal, ...] = (
@@ -89,13 +94,33 @@ INTERNALS: tuple[Internal, ...] = (
     _ws("read_paused", "instance", "cleared when a flood of pings stops reading"),
     _ws("disconnected", "instance", "no reset timer for a socket already gone"),
     _ws("loop", "instance", "timers and the activity clock"),
+    _ws("handle_text", "method", "overridden: a fragment spends the message budget"),
+    _ws("handle_bytes", "method", "overridden: a fragment spends the message budget"),
+    _ws("handle_cont", "method", "overridden: a continuation spends the message budget"),
     # gateway/server/http.py: GatewayHttpProtocol(HttpToolsProtocol)
-    Internal("uvicorn", _HTTP, "on_message_begin", "method", "starts a keep-alive request's deadline"),
-    Internal("uvicorn", _HTTP, "on_headers_complete", "method", "ends the handshake deadline"),
-    Internal("uvicorn", _HTTP, "connection_made", "method", "starts the handshake deadline"),
-    Internal("uvicorn", _HTTP, "connection_lost", "method", "cancels the handshake deadline"),
-    Internal("uvicorn", _HTTP, "transport", "instance", "closed when headers are too slow"),
-    Internal("uvicorn", _HTTP, "loop", "instance", "the header deadline's timer"),
+    _http("on_message_begin", "method", "starts a keep-alive request's deadline and head count"),
+    _http("on_url", "method", "overridden: the request target's limit (414)"),
+    _http("on_header", "method", "overridden: the header limits (431)"),
+    _http("on_headers_complete", "method", "ends the deadline; upgrade rules, pipeline depth, descriptors"),
+    _http("on_response_complete", "method", "starts the next request's deadline"),
+    _http("data_received", "method", "overridden: the head is fed in slices and counted"),
+    _http("connection_made", "method", "starts the handshake deadline"),
+    _http("connection_lost", "method", "cancels the handshake deadline"),
+    _http("handle_websocket_upgrade", "method", "called by our data_received"),
+    _http("_should_upgrade", "method", "called by our data_received and on_headers_complete"),
+    _http("_unsupported_upgrade_warning", "method", "called by our data_received"),
+    _http("_unset_keepalive_if_required", "method", "called by our data_received"),
+    _http("send_400_response", "method", "answers what the parser rejects"),
+    _http("parser", "instance", "fed by our data_received; its version and upgrade flag"),
+    _http("headers", "instance", "the request's headers: is there a Host"),
+    _http("cycle", "instance", "the request being answered"),
+    _http("pipeline", "instance", "the requests waiting behind it: their number is bounded"),
+    _http("logger", "instance", "uvicorn's line for an invalid request"),
+    _http("transport", "instance", "closed when headers are too slow"),
+    _http("loop", "instance", "the header deadline's timer"),
+    Internal(
+        "uvicorn", _CYCLE, "keep_alive", "instance", "the last queued answer of a pipeline too deep closes"
+    ),
     # gateway/server/worker.py: GatewayWorker(UvicornWorker) and _DrainingServer(Server)
     Internal("uvicorn", _SERVER, "serve", "method", "runs the worker", ("sockets",)),
     Internal("uvicorn", _SERVER, "shutdown", "method", "overridden: drain first", ("sockets",)),
