@@ -5,7 +5,8 @@ Imports only redis, the key names, the payload limit, the settings table, the to
 cheaply. ``disconnect`` and ``online`` are the
 control calls (README "Control"). What is not passed is read as the gateway reads it: ``REDIS_URL``,
 ``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with ``REDIS_SENTINEL_MASTER``,
-``REDIS_CHANNEL_PREFIX`` and ``WEBSOCKET_MAX_PAYLOAD_SIZE``, else the table's defaults; a bad value
+``REDIS_CHANNEL_PREFIX``, ``WEBSOCKET_MAX_PAYLOAD_SIZE`` and ``JWT_REVOCATION_TTL`` (how long a
+``disconnect`` refuses the user's older tokens; ``revocation_ttl=``), else the table's defaults; a bad value
 raises ``SettingsError`` (a ``ValueError``) naming the variable. A payload over the limit raises
 ``PayloadTooLarge`` before anything is sent: the gateway would drop it.
 
@@ -141,8 +142,13 @@ class _Options:
         history_length: int,
         history_ttl: float,
         sharded: bool,
+        revocation_ttl: float | None,
     ) -> None:
         self._limit = _limit(max_payload_size)
+        ttl = table.JWT_REVOCATION_TTL.from_environ() if revocation_ttl is None else revocation_ttl
+        if ttl <= 0:
+            raise ValueError("revocation_ttl must be positive")
+        self._revocation_ms = max(1, int(ttl * 1000))
         self._prefix = _prefix(prefix)
         self._history = _History(history, history_length, history_ttl)
         # A Redis Cluster: user channels are shard channels.
@@ -160,7 +166,9 @@ class _Options:
         return [self._history.call(self._prefix, self._sharded, *message) for message in encoded]
 
     def _disconnect_call(self, user_id: str, connection_id: str | None) -> Call:
-        return control_client.disconnect_call(self._prefix, user_id, connection_id, self._sharded)
+        return control_client.disconnect_call(
+            self._prefix, user_id, connection_id, self._sharded, self._revocation_ms
+        )
 
 
 def _sentinel_of(client: Any) -> Any:
@@ -184,13 +192,16 @@ class Publisher(_Options):
         cluster_nodes: str | None = None,
         sentinels: str | None = None,
         sentinel_master: str | None = None,
+        revocation_ttl: float | None = None,
     ) -> None:
         built = client is None
         if client is None:
             client = _topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client()
         self._sentinel = _sentinel_of(client) if built else None
         sharded = isinstance(client, redis.RedisCluster)
-        super().__init__(prefix, max_payload_size, history, history_length, history_ttl, sharded)
+        super().__init__(
+            prefix, max_payload_size, history, history_length, history_ttl, sharded, revocation_ttl
+        )
         self._client: SyncClient = client
 
     def publish(self, user_id: str, payload: Any) -> Published:
@@ -211,7 +222,8 @@ class Publisher(_Options):
 
     def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their
-        places now; how many live connections it reached (0: none, a no-op)."""
+        places now, and refuse the user's tokens issued before now for ``revocation_ttl``; how many
+        live connections it reached (0: none)."""
         return int(scripts.run_sync(self._client, [self._disconnect_call(user_id, connection_id)])[0])
 
     def online(self, user_ids: Iterable[str]) -> dict[str, int]:
@@ -244,13 +256,16 @@ class AsyncPublisher(_Options):
         cluster_nodes: str | None = None,
         sentinels: str | None = None,
         sentinel_master: str | None = None,
+        revocation_ttl: float | None = None,
     ) -> None:
         built = client is None
         if client is None:
             client = _topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client()
         self._sentinel = _sentinel_of(client) if built else None
         sharded = isinstance(client, aioredis.RedisCluster)
-        super().__init__(prefix, max_payload_size, history, history_length, history_ttl, sharded)
+        super().__init__(
+            prefix, max_payload_size, history, history_length, history_ttl, sharded, revocation_ttl
+        )
         self._client: AsyncClient = client
 
     async def publish(self, user_id: str, payload: Any) -> Published:
@@ -272,7 +287,8 @@ class AsyncPublisher(_Options):
 
     async def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their
-        places now; how many live connections it reached (0: none, a no-op)."""
+        places now, and refuse the user's tokens issued before now for ``revocation_ttl``; how many
+        live connections it reached (0: none)."""
         return int((await scripts.run(self._client, [self._disconnect_call(user_id, connection_id)]))[0])
 
     async def online(self, user_ids: Iterable[str]) -> dict[str, int]:
