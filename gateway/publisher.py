@@ -20,6 +20,12 @@ With ``history`` (the default) each message is written to the user's bounded his
 published in one atomic step (gateway/lua/publish.lua), so a client that reconnects with
 ``since=<position>`` gets what it missed; the result's ``position`` is the message's place in it.
 ``history=False`` publishes plainly, as a bare ``PUBLISH`` (``SPUBLISH`` on a cluster) would.
+
+Replication is asynchronous: a failover may lose what the old master had confirmed. With
+``replicas=N`` every publish and disconnect is followed by ``WAIT N`` in the same round trip, on
+the connection that wrote it (``gateway/replication.py``), and raises ``NotReplicated`` (it was done,
+but fewer than N replicas acknowledged it within ``replica_timeout`` seconds); what it returns
+survives a failover to one of those replicas.
 """
 
 from __future__ import annotations
@@ -32,16 +38,25 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from gateway import control_client, scripts
+from gateway import control_client, replication, scripts
 from gateway import settings_table as table
 from gateway.history.position import format_position
 from gateway.keys import history_key, history_meta_key, is_valid_user_id, user_channel
 from gateway.payload_limit import PayloadTooLarge
 from gateway.redis_topology import AsyncClient, SyncClient, Topology
+from gateway.replication import NotReplicated
 from gateway.scripts import Call, LuaScript
 from gateway.settings_parsers import SettingsError
 
-__all__ = ["AsyncPublisher", "PayloadTooLarge", "Published", "Publisher", "SettingsError", "encode_payload"]
+__all__ = [
+    "AsyncPublisher",
+    "NotReplicated",
+    "PayloadTooLarge",
+    "Published",
+    "Publisher",
+    "SettingsError",
+    "encode_payload",
+]
 
 DEFAULT_HISTORY_LENGTH = 100
 DEFAULT_HISTORY_TTL = 300.0
@@ -143,12 +158,19 @@ class _Options:
         history_ttl: float,
         sharded: bool,
         revocation_ttl: float | None,
+        wait_for: int,
+        replica_timeout: float,
     ) -> None:
         self._limit = _limit(max_payload_size)
         ttl = table.JWT_REVOCATION_TTL.from_environ() if revocation_ttl is None else revocation_ttl
         if ttl <= 0:
             raise ValueError("revocation_ttl must be positive")
         self._revocation_ms = max(1, int(ttl * 1000))
+        if wait_for < 0 or replica_timeout <= 0:
+            raise ValueError("replicas must be 0 or more and replica_timeout positive")
+        if wait_for and not history:
+            raise ValueError("replicas needs history: a plain publish has nothing a failover could keep")
+        self._wait = replication.Wait(wait_for, max(1, int(replica_timeout * 1000))) if wait_for else None
         self._prefix = _prefix(prefix)
         self._history = _History(history, history_length, history_ttl)
         # A Redis Cluster: user channels are shard channels.
@@ -164,6 +186,16 @@ class _Options:
 
     def _calls(self, encoded: list[tuple[str, str, bytes]]) -> list[Call]:
         return [self._history.call(self._prefix, self._sharded, *message) for message in encoded]
+
+    def _confirmed(self, replies: list[Any], acknowledged: list[int]) -> list[Any]:
+        """The replies, or NotReplicated carrying them as the caller would have got them."""
+        assert self._wait is not None
+        try:
+            return replication.confirmed(replies, acknowledged, self._wait.replicas)
+        except NotReplicated as exc:
+            # A publish's results as Published, a disconnect's as its count.
+            exc.results = [_published(r) if isinstance(r, list) else int(r) for r in replies]
+            raise
 
     def _disconnect_call(self, user_id: str, connection_id: str | None) -> Call:
         return control_client.disconnect_call(
@@ -193,6 +225,8 @@ class Publisher(_Options):
         sentinels: str | None = None,
         sentinel_master: str | None = None,
         revocation_ttl: float | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         built = client is None
         if client is None:
@@ -200,7 +234,15 @@ class Publisher(_Options):
         self._sentinel = _sentinel_of(client) if built else None
         sharded = isinstance(client, redis.RedisCluster)
         super().__init__(
-            prefix, max_payload_size, history, history_length, history_ttl, sharded, revocation_ttl
+            prefix,
+            max_payload_size,
+            history,
+            history_length,
+            history_ttl,
+            sharded,
+            revocation_ttl,
+            replicas,
+            replica_timeout,
         )
         self._client: SyncClient = client
 
@@ -218,13 +260,19 @@ class Publisher(_Options):
             for _, channel, data in encoded:
                 pipeline.execute_command(self._publish, channel, data)
             return [Published(int(n)) for n in pipeline.execute()]
-        return [_published(reply) for reply in scripts.run_sync(self._client, self._calls(encoded))]
+        return [_published(reply) for reply in self._run(self._calls(encoded))]
+
+    def _run(self, calls: list[Call]) -> list[Any]:
+        if self._wait is None:
+            return scripts.run_sync(self._client, calls)
+        replies, acknowledged = replication.run_sync(self._client, calls, self._wait)
+        return self._confirmed(replies, acknowledged)
 
     def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their
         places now, and refuse the user's tokens issued before now for ``revocation_ttl``; how many
         live connections it reached (0: none)."""
-        return int(scripts.run_sync(self._client, [self._disconnect_call(user_id, connection_id)])[0])
+        return int(self._run([self._disconnect_call(user_id, connection_id)])[0])
 
     def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
@@ -257,6 +305,8 @@ class AsyncPublisher(_Options):
         sentinels: str | None = None,
         sentinel_master: str | None = None,
         revocation_ttl: float | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         built = client is None
         if client is None:
@@ -264,9 +314,18 @@ class AsyncPublisher(_Options):
         self._sentinel = _sentinel_of(client) if built else None
         sharded = isinstance(client, aioredis.RedisCluster)
         super().__init__(
-            prefix, max_payload_size, history, history_length, history_ttl, sharded, revocation_ttl
+            prefix,
+            max_payload_size,
+            history,
+            history_length,
+            history_ttl,
+            sharded,
+            revocation_ttl,
+            replicas,
+            replica_timeout,
         )
         self._client: AsyncClient = client
+        self._nodes = replication.NodeClients()  # a cluster's nodes, for WAIT after their writes
 
     async def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
@@ -283,13 +342,19 @@ class AsyncPublisher(_Options):
                     pipeline.execute_command(self._publish, channel, data)
                 counts = await pipeline.execute()
             return [Published(int(n)) for n in counts]
-        return [_published(reply) for reply in await scripts.run(self._client, self._calls(encoded))]
+        return [_published(reply) for reply in await self._run(self._calls(encoded))]
+
+    async def _run(self, calls: list[Call]) -> list[Any]:
+        if self._wait is None:
+            return await scripts.run(self._client, calls)
+        replies, acknowledged = await replication.run(self._client, calls, self._wait, self._nodes)
+        return self._confirmed(replies, acknowledged)
 
     async def disconnect(self, user_id: str, connection_id: str | None = None) -> int:
         """Close the user's connections (or the one named) on every host with 4003, freeing their
         places now, and refuse the user's tokens issued before now for ``revocation_ttl``; how many
         live connections it reached (0: none)."""
-        return int((await scripts.run(self._client, [self._disconnect_call(user_id, connection_id)]))[0])
+        return int((await self._run([self._disconnect_call(user_id, connection_id)]))[0])
 
     async def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
@@ -300,6 +365,7 @@ class AsyncPublisher(_Options):
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:
+        await self._nodes.aclose()
         await self._client.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()
