@@ -104,7 +104,8 @@ TOKEN_REVOKED = _close(
     "token_revoked",
     4003,
     Retry.NEW_TOKEN,
-    "the token was issued before a disconnect of its user (`iat` earlier, or none), at admission or in a refresh",
+    "the token was issued before a disconnect of its user (`iat` earlier, or none), at admission "
+    "or in a refresh",
 )
 SLOW_CONSUMER = _close("slow_consumer", 4008, Retry.RECONNECT, "the client did not read fast enough")
 USER_LIMIT = _close(

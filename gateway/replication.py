@@ -70,7 +70,7 @@ def _by_node(client: Any, calls: Sequence[Call], outcome: _Outcome) -> list[tupl
     groups: dict[str, tuple[Any, list[int]]] = {}
     for i, call in enumerate(calls):
         try:
-            node = client.get_node_from_key(call.keys[0])
+            node: Any = client.get_node_from_key(call.keys[0])
         except RedisError:
             outcome.again.append(i)
             continue

@@ -157,6 +157,8 @@ def test_the_cost_of_waiting_for_a_replica(pair: tuple[RedisServer, RedisServer]
             publisher.publish(user, "x")
         timings[replicas] = (time.perf_counter() - started) / 300
         publisher.close()
-    print(f"publish: {timings[0] * 1e6:.0f} us plain, {timings[1] * 1e6:.0f} us with WAIT 1, "
-          f"ratio {timings[1] / timings[0]:.2f}")
+    print(
+        f"publish: {timings[0] * 1e6:.0f} us plain, {timings[1] * 1e6:.0f} us with WAIT 1, "
+        f"ratio {timings[1] / timings[0]:.2f}"
+    )
     assert timings[1] < 1.0
