@@ -20,6 +20,8 @@ MAX_TOKEN_LENGTH = 4096
 class Identity:
     user_id: str
     expires_at: float
+    # The token's iat; None when it has none (gateway/revocation.py says what that means).
+    issued_at: float | None = None
 
 
 class AuthError(Exception):
@@ -88,10 +90,10 @@ class Authenticator:
 
     def authenticate(self, query_string: bytes, headers: list[tuple[bytes, bytes]]) -> Identity:
         carried = extract_token(query_string, headers)
-        return Identity(*self.validate(carried.token))
+        return self.validate(carried.token)
 
-    def validate(self, token: str) -> tuple[str, float]:
-        """Return ``(user_id, expires_at)`` of a valid token, or raise AuthError."""
+    def validate(self, token: str) -> Identity:
+        """The identity a valid token carries, or AuthError."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(close_codes.TOKEN_INVALID, "token too long")
         try:
@@ -113,7 +115,11 @@ class Authenticator:
             raise AuthError(close_codes.TOKEN_INVALID, "unusable sub claim")
         if not isinstance(exp, int | float) or isinstance(exp, bool):
             raise AuthError(close_codes.TOKEN_INVALID, "unusable exp claim")
-        return sub, float(exp)
+        iat = claims.get("iat")
+        if iat is not None and (not isinstance(iat, int | float) or isinstance(iat, bool)):
+            # PyJWT takes any value int() takes ("123", true): the revocation check needs a number.
+            raise AuthError(close_codes.TOKEN_INVALID, "unusable iat claim")
+        return Identity(sub, float(exp), None if iat is None else float(iat))
 
 
 def issue_token(settings: Settings, user_id: str, ttl: float, now: float) -> str:

@@ -107,6 +107,13 @@ SESSION_EXPIRED = _close(
 DISCONNECTED = _close(
     "disconnected", 4003, Retry.NEW_TOKEN, "a backend ended the user's sessions (logout, revoked access)"
 )
+TOKEN_REVOKED = _close(
+    "token_revoked",
+    4003,
+    Retry.NEW_TOKEN,
+    "the token was issued before a disconnect of its user (`iat` earlier, or none), at admission "
+    "or in a refresh",
+)
 SLOW_CONSUMER = _close("slow_consumer", 4008, Retry.RECONNECT, "the client did not read fast enough")
 USER_LIMIT = _close(
     "user_limit", 4029, Retry.WAIT_FOR_CLOSE, "the user holds WEBSOCKET_MAX_CONNECTIONS_PER_USER connections"
@@ -132,6 +139,7 @@ ALL: tuple[Refusal, ...] = (
     ADMISSION_BACKLOG,
     SESSION_EXPIRED,
     DISCONNECTED,
+    TOKEN_REVOKED,
     SLOW_CONSUMER,
     USER_LIMIT,
 )

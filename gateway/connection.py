@@ -26,6 +26,7 @@ from gateway.close_codes import Refusal
 from gateway.history.position import Position
 from gateway.history.recovery import is_replayed
 from gateway.link import Link
+from gateway.revocation import is_revoked
 
 log = logging.getLogger("gateway.connection")
 
@@ -54,7 +55,9 @@ class Connection:
         "connection_id",
         "end_reason",
         "envelope",
+        "issued_at",
         "replayed",
+        "revoked_at",
         "user_id",
     )
 
@@ -95,6 +98,10 @@ class Connection:
         # Envelope mode (?envelope=1 or ?since=): the hub queues JSON envelopes, not raw payloads.
         self.envelope = False
         self.replayed: Position | None = None
+        # The token's iat (None: it has none) and the user's last disconnect as admission saw it
+        # (ms, 0: none): a refresh must bring a token newer than that disconnect.
+        self.issued_at: float | None = None
+        self.revoked_at = 0
 
     def push(self, payload: bytes, received_at: float) -> None:
         """Queue a frame without waiting; a client that lets its outbox fill is ended (4008)."""
@@ -281,14 +288,17 @@ class Connection:
             self.end(close_codes.TOKEN_INVALID)
             return
         try:
-            user_id, expires_at = self._authenticator.validate(token)
+            identity = self._authenticator.validate(token)
         except AuthError as exc:
             self.end(exc.refusal)  # token_invalid (4401) or token_expired (4001)
             return
-        if user_id != self.user_id:
+        if identity.user_id != self.user_id:
             self.end(close_codes.TOKEN_WRONG_USER)
             return
-        self._expires_at = max(self._expires_at, expires_at)
+        if is_revoked(identity.issued_at, self.revoked_at):
+            self.end(close_codes.TOKEN_REVOKED)
+            return
+        self._expires_at = max(self._expires_at, identity.expires_at)
         if self.envelope:
             # Only where every frame is typed JSON: in raw mode any frame may be a payload, and an
             # ack could not be told from one published with the same bytes.

@@ -1,8 +1,9 @@
 """The backends' side of control, shared by ``Publisher`` and ``AsyncPublisher``: checks and script calls.
 
 ``disconnect`` is one script on the user's lease hash: it frees the live places of the connections
-it names (tombstones, so nothing counts them any more) and publishes ``\\xffC disconnect [id]`` on
-the user's channel in the same step; the workers holding the user close those sockets with 4003
+it names (tombstones, so nothing counts them any more), stamps the user's revocation (tokens issued
+before it are refused: ``gateway/revocation.py``) and publishes ``\\xffC disconnect [id]`` on the
+user's channel in the same step; the workers holding the user close those sockets with 4003
 (``gateway/control.py``). ``online`` is one read-only script per user, pipelined: one round trip
 for many users, each script on one user's key (ready for Redis Cluster, where keys of different
 users live on different nodes).
@@ -46,16 +47,20 @@ def checked_connection_id(connection_id: str) -> str:
     return connection_id
 
 
-def disconnect_call(prefix: str, user_id: str, connection_id: str | None, sharded: bool) -> Call:
-    """The disconnect script's call; ``sharded``: on a Redis Cluster (SPUBLISH)."""
+def disconnect_call(
+    prefix: str, user_id: str, connection_id: str | None, sharded: bool, revocation_ms: int
+) -> Call:
+    """The disconnect script's call; ``sharded``: on a Redis Cluster (SPUBLISH); ``revocation_ms``:
+    how long the user's older tokens stay refused."""
     checked_user(user_id)
     if connection_id is not None:
         checked_connection_id(connection_id)
     # Bytes, not str: redis-py would encode the 0xFF mark as UTF-8.
     message = wire.control_command(DISCONNECT, connection_id)
     channel = keys.user_channel(prefix, user_id)
-    args = ["", channel, message, connection_id or "", _TOMBSTONE_MS, "1" if sharded else ""]
-    return Call(DISCONNECT_SCRIPT, [keys.connections_key(prefix, user_id)], args)
+    args = ["", channel, message, connection_id or "", _TOMBSTONE_MS, "1" if sharded else "", revocation_ms]
+    user_keys = [keys.connections_key(prefix, user_id), keys.revoked_key(prefix, user_id)]
+    return Call(DISCONNECT_SCRIPT, user_keys, args)
 
 
 def online_users(user_ids: Iterable[str]) -> list[str]:

@@ -153,7 +153,7 @@ async def _publish(request: Request) -> Response:
     if scheme.lower() != "bearer" or not token:
         return _error(401, "token_missing")
     try:
-        user, _ = gateway.authenticator.validate(token.strip())
+        user = gateway.authenticator.validate(token.strip()).user_id
     except AuthError as exc:
         return _error(401, exc.refusal.reason)
     body = await _json_body(request)

@@ -23,6 +23,7 @@ from gateway.connection import Connection
 from gateway.history.recovery import parse_options, resume
 from gateway.limiter import Lease, LimiterUnavailable
 from gateway.link import Link, link_of
+from gateway.revocation import TokenRevoked
 from gateway.state import Gateway
 
 log = logging.getLogger("gateway.endpoint")
@@ -90,6 +91,7 @@ class WebSocketEndpoint:
             settings.client_messages_per_second,
         )
         connection.envelope = options.envelope
+        connection.issued_at = identity.issued_at
         admission = _Admission(gateway, connection)
         try:
             gateway.pending_handshakes += 1
@@ -141,13 +143,16 @@ class _Admission:
         gateway, connection = self.gateway, self.connection
         try:
             self.lease = await gateway.limiter.acquire(
-                connection.user_id, connection.over_limit, connection.revoked
+                connection.user_id, connection.over_limit, connection.revoked, connection.issued_at
             )
         except LimiterUnavailable:
             return close_codes.REDIS_UNAVAILABLE
+        except TokenRevoked:
+            return close_codes.TOKEN_REVOKED
         if self.lease is None:
             return close_codes.USER_LIMIT
         connection.connection_id = self.lease.connection_id
+        connection.revoked_at = self.lease.revoked_at
         # In the hub before subscribing: a message that follows the confirmation finds it.
         first = gateway.hub.add(connection.user_id, connection)
         self.in_hub = True

@@ -70,6 +70,12 @@ def history_key(prefix: str, user_id: str) -> str:
     return f"{{{user_channel(prefix, user_id)}}}:history"
 
 
+def revoked_key(prefix: str, user_id: str) -> str:
+    """When the user's last disconnect happened (ms, Redis clock): tokens issued before it are
+    refused (gateway/revocation.py)."""
+    return f"{{{user_channel(prefix, user_id)}}}:revoked"
+
+
 def history_meta_key(prefix: str, user_id: str) -> str:
     """A hash: the history's ``epoch`` and last ``offset``, and its ``age`` cap in ms."""
     return f"{{{user_channel(prefix, user_id)}}}:meta"

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from gateway import keys, scripts
 from gateway.redis_topology import UNAVAILABLE, AsyncClient
+from gateway.revocation import TokenRevoked, issued_ms
 from gateway.scripts import Call, LuaScript
 from gateway.tasks import cancel_and_wait
 
@@ -54,6 +55,8 @@ class Lease:
     on_revoked: Callable[[], None] | None = None
     # The deadline (ms, Redis clock) Redis last confirmed: until then the place cannot lapse.
     until: int = 0
+    # The user's last disconnect (ms) as admission saw it, 0 if none: a refresh's token must be newer.
+    revoked_at: int = 0
 
     @property
     def member(self) -> str:
@@ -149,9 +152,14 @@ class Limiter:
             log.warning("unsettled admissions not released (%s); they lapse on their own", type(exc).__name__)
 
     async def acquire(
-        self, user_id: str, on_lost: Callable[[], None], on_revoked: Callable[[], None] | None = None
+        self,
+        user_id: str,
+        on_lost: Callable[[], None],
+        on_revoked: Callable[[], None] | None = None,
+        issued_at: float | None = None,
     ) -> Lease | None:
-        """Take a place for a new connection; None when the user is at the limit.
+        """Take a place for a new connection; None when the user is at the limit; TokenRevoked when
+        the token (its ``iat``: ``issued_at``, None if it has none) predates a disconnect of the user.
 
         ``on_lost``: the lease lapsed and the user is at the limit, or it was ended as over the
         limit after Redis lost its data (4029); ``on_revoked``: a disconnect freed the place and
@@ -160,7 +168,8 @@ class Limiter:
         Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
-        args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms]
+        args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms, issued_ms(issued_at)]
+        acquire = Call(ACQUIRE, [*self._lease_keys(user_id), keys.revoked_key(self._prefix, user_id)], args)
         tag, sent = self._tag(user_id), time.monotonic()
         if sent >= self._announced_until:  # the tag set may have lapsed: every slot held
             tags = {tag, *(self._tag(held.user_id) for held in self.leases.values())}
@@ -177,19 +186,21 @@ class Limiter:
         try:
             # The unsettled releases go first, in the same round trip: this worker's next
             # admission of that user never finds the place an abandoned acquire took.
-            replies = await self._settle_then(Call(ACQUIRE, self._lease_keys(user_id), args), first)
+            replies = await self._settle_then(acquire, first)
             if first:
                 self._named(tags, sent)
-            taken, _, now = replies[-1]
+            taken, _, now, revoked_at = replies[-1]
         except UNAVAILABLE as exc:
             self._unsettle(lease)
             raise LimiterUnavailable(type(exc).__name__) from exc
         except asyncio.CancelledError:
             self._unsettle(lease)
             raise
+        if taken < 0:
+            raise TokenRevoked()
         if not taken:
             return None
-        lease.until = now + self._lease_ms
+        lease.until, lease.revoked_at = now + self._lease_ms, revoked_at
         self.leases[lease.connection_id] = lease
         return lease
 

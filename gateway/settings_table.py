@@ -149,6 +149,14 @@ JWT_ISSUER = Setting(
 JWT_LEEWAY = Setting(
     "JWT_LEEWAY", "jwt_leeway", 5.0, number(0.0, 300.0), "seconds of clock skew allowed on `exp`"
 )
+JWT_REVOCATION_TTL = Setting(
+    "JWT_REVOCATION_TTL",
+    None,
+    86_400.0,
+    number(1.0, 31_622_400.0),
+    "seconds a disconnect refuses the user's tokens issued before it: at least your tokens' longest "
+    "lifetime (`exp` - `iat`); read by the publisher library and the CLI, which write it",
+)
 CORS_ORIGINS = Setting(
     "CORS_ORIGINS",
     "cors_origins",
@@ -308,6 +316,7 @@ ALL: tuple[Setting[Any], ...] = (
     JWT_AUDIENCE,
     JWT_ISSUER,
     JWT_LEEWAY,
+    JWT_REVOCATION_TTL,
     CORS_ORIGINS,
     WEBSOCKET_SEND_QUEUE_SIZE,
     WEBSOCKET_MAX_MESSAGE_SIZE,

@@ -56,6 +56,16 @@ class RedisCluster:
             timeout=60,
         )
         wait_for(self.healthy, timeout=30, what="every cluster node to see all slots served")
+        # Until then a replica has nothing, and WAIT (Publisher(replicas=...)) times out.
+        wait_for(self._replicas_in_sync, timeout=30, what="every replica to sync with its master")
+
+    def _replicas_in_sync(self) -> bool:
+        synced = 0
+        for node in self.live_nodes():
+            with node.client() as client:
+                info = client.info("replication")
+            synced += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return synced == self.masters * self.replicas
 
     def live_nodes(self) -> list[RedisServer]:
         return [node for node in self.nodes if node.process is not None and node.process.poll() is None]

@@ -60,8 +60,22 @@ def test_a_query_string_with_thousands_of_fields_is_refused_cheaply() -> None:
 
 def test_a_valid_token_gives_user_and_expiry() -> None:
     claims = _valid_claims()
-    user_id, expires_at = _auth().validate(_token(claims))
-    assert (user_id, expires_at) == ("alice", claims["exp"])
+    identity = _auth().validate(_token(claims))
+    assert (identity.user_id, identity.expires_at, identity.issued_at) == ("alice", claims["exp"], None)
+
+
+@pytest.mark.parametrize("iat", [1_700_000_000, 1_700_000_000.25])
+def test_the_tokens_iat_is_kept_with_its_fraction(iat: float) -> None:
+    """What a disconnect's revocation compares (gateway/revocation.py)."""
+    assert _auth().validate(_token({**_valid_claims(), "iat": iat})).issued_at == iat
+
+
+@pytest.mark.parametrize("iat", ["1700000000", True])
+def test_an_iat_that_is_not_a_number_is_refused(iat: object) -> None:
+    """PyJWT takes anything int() takes; the revocation check needs a number."""
+    with pytest.raises(AuthError) as error:
+        _auth().validate(_token({**_valid_claims(), "iat": iat}))
+    assert error.value.refusal is close_codes.TOKEN_INVALID
 
 
 def _rsa_keys() -> tuple[bytes, str]:
@@ -102,7 +116,7 @@ def test_bad_tokens_are_refused_with_their_reason(
 
 def test_leeway_accepts_a_token_that_just_expired() -> None:
     token = _token({"sub": "alice", "exp": int(time.time()) - 2})
-    assert _auth(JWT_LEEWAY="10").validate(token)[0] == "alice"
+    assert _auth(JWT_LEEWAY="10").validate(token).user_id == "alice"
     with pytest.raises(AuthError):
         _auth(JWT_LEEWAY="0").validate(token)
 
@@ -110,7 +124,7 @@ def test_leeway_accepts_a_token_that_just_expired() -> None:
 def test_audience_and_issuer_are_enforced_when_configured() -> None:
     auth = _auth(JWT_AUDIENCE="gateway", JWT_ISSUER="https://id.example")
     good = _token(_valid_claims(aud="gateway", iss="https://id.example"))
-    assert auth.validate(good)[0] == "alice"
+    assert auth.validate(good).user_id == "alice"
     for claims in (
         _valid_claims(iss="https://id.example"),
         _valid_claims(aud="other", iss="https://id.example"),
@@ -123,7 +137,7 @@ def test_rs256_with_public_key_and_no_algorithm_confusion() -> None:
     """An RS256 gateway accepts RS256 tokens, and refuses HS256 tokens signed with its public key."""
     private, public = _rsa_keys()
     auth = _auth(JWT_SECRET_KEY=public, JWT_ALGORITHM="RS256")
-    assert auth.validate(_token(_valid_claims(), key=private, algorithm="RS256"))[0] == "alice"
+    assert auth.validate(_token(_valid_claims(), key=private, algorithm="RS256")).user_id == "alice"
     claims = b'{"sub":"mallory","exp":9999999999}'
     forged = jwt.api_jws.PyJWS().encode(claims, key=b"x" * 32, algorithm="HS256")
     with pytest.raises(AuthError):

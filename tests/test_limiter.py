@@ -386,6 +386,7 @@ class LeaseScripts(RuleBasedStateMachine):
         self.key = f"{{ws:{self.user}}}:conns"
         self.worker_key = f"{{ws:{self.user}}}:worker:w"
         self.recovery_key = f"{{ws:{self.user}}}:recovery"
+        self.revoked_key = f"{{ws:{self.user}}}:revoked"
         self.now = 1_000_000
         self.model: dict[str, int] = {}  # field -> lease deadline, or -(forget time) once released
         self.known: dict[str, int] = {}  # what the worker holds -> deadline Redis last confirmed
@@ -421,8 +422,10 @@ class LeaseScripts(RuleBasedStateMachine):
             self._acquire(f"n{self.newcomers}", f"{self.worker_key}-other")
 
     def _acquire(self, conn: str, worker_key: str) -> bool:
-        taken, live, now = self.acquire_script(
-            keys=[self.key, worker_key], args=[self.now, conn, self.user, LIMIT, LEASE_MS]
+        # A token issued after every disconnect: revocation is tests/test_revocation.py's.
+        taken, live, now, _ = self.acquire_script(
+            keys=[self.key, worker_key, self.revoked_key],
+            args=[self.now, conn, self.user, LIMIT, LEASE_MS, 2**52],
         )
         assert now == self.now
         self._purge_model(excluding=conn)
@@ -542,7 +545,8 @@ class LeaseScripts(RuleBasedStateMachine):
         named = [c for c, d in self.model.items() if (not target or c == target) and d >= 0]
         live = sum(1 for c in named if self.model[c] > self.now)
         reached = self.disconnect_script(
-            keys=[self.key], args=[self.now, f"ws:{self.user}", b"\xffCdisconnect", target, 3 * LEASE_MS]
+            keys=[self.key, self.revoked_key],
+            args=[self.now, f"ws:{self.user}", b"\xffCdisconnect", target, 3 * LEASE_MS, "", LEASE_MS],
         )
         assert reached == live
         for conn in named:

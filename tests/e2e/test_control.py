@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.publisher import AsyncPublisher
@@ -20,6 +20,7 @@ from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value
 from harness.redis_server import RedisServer, leases_key, live_leases
+from harness.tokens import make_token
 from harness.waiting import eventually
 
 LIMIT = 5
@@ -178,3 +179,48 @@ async def test_a_client_cannot_send_a_command(hosts: tuple[Gateway, Gateway], us
     for ws in (sender, sibling):
         await still_served(ws)
     await asyncio.gather(sender.close(), sibling.close())
+
+
+async def test_after_a_disconnect_the_old_token_is_refused_on_every_host_and_a_new_one_admitted(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    """4003 means "only with a new token": the same still-valid JWT reconnecting after the
+    disconnect is closed with 4003 `token_revoked` on every host and receives nothing; a token
+    issued after it is admitted; a refresh with the old token ends that session too; a token
+    without iat is refused while the revocation lasts."""
+    a, b = hosts
+    old = make_token(user, iat=time.time() - 30)
+    first = await connect(f"{a.ws_url}?token={old}")
+    await still_served(first)
+    publisher = AsyncPublisher(redis_server.url)
+    assert await publisher.disconnect(user) == 1
+    assert await close_code(first) == (4003, "disconnected")
+
+    for host in (a, b, a, b):
+        again = await connect(f"{host.ws_url}?token={old}")
+        assert await close_code(again) == (4003, "token_revoked")
+    assert await publisher.publish(user, "after the logout") == 0  # nobody holds the user
+    no_iat = await connect(f"{b.ws_url}?token={make_token(user, iat=None)}")
+    assert await close_code(no_iat) == (4003, "token_revoked")
+
+    fresh = await connect(f"{b.ws_url}?token={make_token(user)}&envelope=1")
+    assert await publisher.publish(user, "for the new session") == 1
+    assert json.loads(await asyncio.wait_for(fresh.recv(), 10))["data"] == "for the new session"
+    await fresh.send(json.dumps({"type": "refresh", "token": old}))
+    assert await close_code(fresh) == (4003, "token_revoked")
+    assert await publisher.online([user]) == {user: 0}
+    await publisher.aclose()
+
+
+async def test_a_refresh_with_a_newer_token_after_a_disconnect_keeps_the_session(
+    hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
+) -> None:
+    a, _ = hosts
+    publisher = AsyncPublisher(redis_server.url)
+    await publisher.disconnect(user)
+    ws = await connect(f"{a.ws_url}?token={make_token(user)}&envelope=1")
+    await ws.send(json.dumps({"type": "refresh", "token": make_token(user, ttl=7200)}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "refreshed"
+    await ws.send(json.dumps({"type": "refresh", "token": make_token(user, iat=None)}))
+    assert await close_code(ws) == (4003, "token_revoked")
+    await publisher.aclose()

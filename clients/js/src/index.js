@@ -20,8 +20,9 @@ const RULES = new Map([
   [1012, RECONNECT], // draining
   [1013, BACKOFF], // redis_unavailable, overloaded, admission_backlog
   [4001, NEW_TOKEN], // session_expired, token_expired
-  // disconnected: a backend ended the user's sessions (logout, revoked access). The app decides
-  // whether there is a session to come back to; its connect() fetches a new token.
+  // disconnected: a backend ended the user's sessions (logout, revoked access); token_revoked: the
+  // token predates such a disconnect. The app decides whether there is a session to come back
+  // to; its connect() fetches a new token.
   [4003, STOP],
   [4008, RECONNECT], // slow_consumer
   [4029, WAIT_FOR_PLACE], // user_limit
