@@ -140,7 +140,9 @@ async def watching_bystander(
     channel = f"{prefix}:{user}"
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        async with connect(f"{gateway.ws_url}?token={make_token(user)}") as ws:
+        # No client pings: websockets draws their payloads from the random module, which Hypothesis,
+        # running an attack in another thread, takes for a strategy using it.
+        async with connect(f"{gateway.ws_url}?token={make_token(user)}", ping_interval=None) as ws:
             pid = _worker_pid(ws)
             samples = [await _round_trip(redis, ws, channel) for _ in range(_BASELINE_SAMPLES)]
             rss = worker_rss_kib(pid)
