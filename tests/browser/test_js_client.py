@@ -47,6 +47,9 @@ window.startProbe = async (name, url, spec) => {
     options.clearTimeout = (id) => { if (p.timers[id]) p.timers[id].live = false; };
   }
   if (spec.random !== undefined) options.random = () => spec.random;
+  // fakeClock: the client's clock runs ahead of the page's by p.clock ms (advanceClock).
+  p.clock = 0;
+  if (spec.fakeClock) options.now = () => Date.now() + p.clock;
   options.WebSocket = class extends WebSocket {
     constructor(url, protocols) {
       super(url, protocols);
@@ -82,6 +85,15 @@ window.runRetry = (name) => {
   timer.fn();
 };
 window.stopProbe = (name) => window.probes[name].client.close();
+// The refresh timer (the one live timer longer than any retry): its delay, and firing it.
+window.refreshTimers = (name) =>
+  window.probes[name].timers.filter((t) => t.live && t.ms > 60000).map((t) => t.ms);
+window.runRefreshTimer = (name) => {
+  const timer = window.probes[name].timers.find((t) => t.live && t.ms > 60000);
+  timer.live = false;
+  timer.fn();
+};
+window.advanceClock = (name, ms) => { window.probes[name].clock += ms; };
 """
 
 View = dict[str, Any]
@@ -209,6 +221,43 @@ def test_messages_arrive_in_publish_order_with_their_positions(
     assert "envelope=1" in socket["url"] and "token=" not in socket["url"]
     assert _states(view) == [["connecting", None], ["open", None]]
     _stop(app, "delivery")
+
+
+# setTimeout holds its delay in a signed 32-bit integer: anything longer fires at once.
+_MAX_TIMER_MS = 2**31 - 1
+_DAY_S = 86_400
+
+
+def test_a_token_valid_for_weeks_is_refreshed_when_due_not_at_once(
+    app: Page, gateway: Gateway, user: str
+) -> None:
+    """A token 40 days long (past setTimeout's 24.8-day limit): the client sleeps in steps setTimeout
+    can hold, looks at its clock on each wake and asks for a new token only when it is due."""
+    _start(
+        app, "weeks", gateway.ws_url, user, tokens=[{"ttl": 40 * _DAY_S}, {}], fakeTimers=True, fakeClock=True
+    )
+    _until(app, "weeks", _is_open, "open")
+
+    def refresh_timers() -> list[float]:
+        timers: list[float] = app.evaluate("(name) => refreshTimers(name)", "weeks")
+        return timers
+
+    def wake() -> None:
+        app.evaluate("(name) => runRefreshTimer(name)", "weeks")
+
+    assert refresh_timers() == [_MAX_TIMER_MS]
+    wake()  # 24.8 days early: nothing is due yet
+    assert refresh_timers() == [_MAX_TIMER_MS] and _view(app, "weeks")["tokens"] == 1
+    app.evaluate("([name, ms]) => advanceClock(name, ms)", ["weeks", 30 * _DAY_S * 1000])
+    wake()
+    [due_in] = refresh_timers()  # what is left of the 40 days, less the refresh margin
+    assert 9 * _DAY_S * 1000 < due_in < 10 * _DAY_S * 1000
+    assert _view(app, "weeks")["tokens"] == 1
+    app.evaluate("([name, ms]) => advanceClock(name, ms)", ["weeks", due_in])
+    wake()
+    view = _until(app, "weeks", lambda v: v["sockets"][0]["refreshed"] >= 1, "the gateway's refresh ack")
+    assert view["tokens"] == 2 and len(view["sockets"]) == 1 and view["state"] == "open"
+    _stop(app, "weeks")
 
 
 def test_the_token_is_refreshed_in_band_across_its_expiry_with_no_reconnect(

@@ -34,6 +34,9 @@ const EVENTS = ["message", "state", "recovery"];
 const OPEN = 1;
 const RANDOM_RECONNECT_MS = 2000;
 const MIN_REFRESH_DELAY_MS = 1000;
+// setTimeout keeps its delay in 32 bits: a longer one (24.8 days) fires at once. Longer waits
+// sleep this long, then look at the clock again.
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 // Positions are "<offset>-<epoch>" (gateway/history/position.py); opaque to apps, not to us.
 const POSITION = /^([0-9]{1,15})-([0-9A-Za-z]{1,40})$/;
 
@@ -297,11 +300,14 @@ export class GatewayClient {
   _schedule(delay) {
     if (this._timer !== null) this._clearTimeout(this._timer);
     const run = this._run;
-    this._timer = this._setTimeout(() => {
-      this._timer = null;
-      this._stopWaitingForPlace();
-      this._open(run);
-    }, delay);
+    this._timer = this._setTimeout(
+      () => {
+        this._timer = null;
+        this._stopWaitingForPlace();
+        this._open(run);
+      },
+      Math.min(delay, MAX_TIMER_DELAY_MS),
+    );
   }
 
   /** Half to all of min(maxDelay, minDelay * 2^attempt): growing, and spread between clients. */
@@ -331,6 +337,14 @@ export class GatewayClient {
       this._lateRefreshes += 1;
     } else {
       this._lateRefreshes = 0;
+    }
+    if (delay > MAX_TIMER_DELAY_MS) {
+      // A long-lived token: wake before it is due and schedule again from the clock then.
+      this._refreshTimer = this._setTimeout(() => {
+        this._refreshTimer = null;
+        if (ws === this._ws) this._scheduleRefresh(ws);
+      }, MAX_TIMER_DELAY_MS);
+      return;
     }
     this._refreshTimer = this._setTimeout(() => this._refresh(ws), delay);
   }
