@@ -351,11 +351,6 @@ def _client_json(invariants: Invariants, messages: list[tuple[str, Any]], envelo
     invariants.check([t[:200] for t in texts])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 21 item 7 (hub/wire/broker): a client text frame nested 2,000 deep ends its "
-    "connection with 1006 and a RecursionError traceback",
-)
 async def test_client_json_gets_a_documented_answer(gateway: Gateway, redis_server: RedisServer) -> None:
     await _fuzz_with_bystander(gateway, redis_server, lambda inv: _client_json(inv))
 
@@ -431,11 +426,6 @@ def _raw_publishes(invariants: Invariants, payloads: list[bytes]) -> None:
     invariants.check(payloads)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 21 items 7 and 11 (hub/wire/broker): a malformed or deeply nested history frame "
-    "ends the worker's pub/sub session or the user's envelope sockets",
-)
 async def test_raw_publishes_cost_no_session(gateway: Gateway, redis_server: RedisServer) -> None:
     await _fuzz_with_bystander(gateway, redis_server, lambda inv: _raw_publishes(inv))
 
