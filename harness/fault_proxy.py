@@ -8,8 +8,10 @@ Faults, as a worker sees them:
 - ``latency``: every chunk, both ways, waits before it is forwarded (a slow network or a busy Redis).
 - ``pause``: nothing flows, connections stay open, bytes are held and delivered on heal (a Redis
   stopped by a planned failover, a stalled switch).
-- ``blackhole``: nothing flows and what was sent is lost, no FIN, no RST (a host that died; a
-  half-open connection). New connections are accepted and go nowhere.
+- ``blackhole``: the peer died without a FIN or RST (a host gone, a half-open connection): every
+  connection open during the fault never carries a byte again and is never closed; connections
+  opened during it go nowhere too. After the heal only new connections work, as when a host
+  comes back with none of its old sockets.
 - ``cut``: the next reply is cut after ``after_bytes`` and both ends are reset (a crash in the
   middle of a reply).
 - ``reset``: every open connection is reset at once (a Redis restart, a load balancer's idle kill).
@@ -44,6 +46,8 @@ class _Pair:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Half-open for good: nothing it carries arrives, and nothing closes it.
+    dead: bool = False
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -158,8 +162,11 @@ class FaultProxy:
         self._fault = fault
         self._latency = latency if fault is Fault.LATENCY else 0.0
         self._cut_after = after_bytes
-        if fault in (Fault.PAUSE, Fault.BLACKHOLE):
+        if fault is Fault.PAUSE:
             self._flowing.clear()
+        if fault is Fault.BLACKHOLE:
+            for pair in self._pairs:
+                pair.dead = True
         if fault is Fault.RESET:
             for pair in list(self._pairs):
                 pair.abort()
@@ -182,6 +189,7 @@ class FaultProxy:
         if self._fault is Fault.REFUSE:
             pair.abort()
             return
+        pair.dead = self._fault is Fault.BLACKHOLE
         self._pairs.add(pair)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
@@ -201,8 +209,8 @@ class FaultProxy:
         assert self._flowing is not None
         try:
             while chunk := await source.read(_CHUNK):
-                if self._fault is Fault.BLACKHOLE:
-                    continue  # lost: the peer is gone without a word
+                if pair.dead:
+                    continue  # the peer is gone without a word: nothing arrives, ever
                 await self._flowing.wait()
                 if self._latency:
                     await asyncio.sleep(self._latency)

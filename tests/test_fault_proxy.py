@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -60,13 +61,23 @@ def test_a_pause_holds_the_reply_until_it_heals(proxy: FaultProxy) -> None:
         assert proxy.fault is None
 
 
-def test_a_blackhole_loses_the_request_without_closing(proxy: FaultProxy) -> None:
-    with client(proxy, timeout=0.5) as r:
-        r.ping()
+def raw_ping(sock: socket.socket) -> bytes:
+    sock.sendall(b"PING\r\n")
+    return sock.recv(64)
+
+
+def test_a_blackhole_leaves_connections_half_open_for_good(proxy: FaultProxy) -> None:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=0.5) as old:
+        assert raw_ping(old) == b"+PONG\r\n"
         with proxy.injected(Fault.BLACKHOLE):
-            with pytest.raises(redis.TimeoutError):
-                r.ping()
+            with pytest.raises(TimeoutError):
+                raw_ping(old)
             assert proxy.open_connections() == 1
+        # Healed, the old connection is still dead (its peer is gone) and still open; a new one works.
+        with pytest.raises(TimeoutError):
+            raw_ping(old)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as new:
+            assert raw_ping(new) == b"+PONG\r\n"
 
 
 def test_a_cut_resets_in_the_middle_of_a_reply(proxy: FaultProxy) -> None:
