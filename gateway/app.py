@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> GatewayApp:
         # One Redis or a Cluster: gateway/redis_wiring.py knows the difference.
         parts = build_redis(settings, worker_id)
         client = parts.client
-        hub = Hub(settings.max_payload_size)
+        hub = Hub(settings.max_payload_size, settings.send_queue_size)
         reader = HistoryReader(client, settings.channel_prefix, settings.history_replay_cap)
         gap_filler = GapFiller(hub, reader)
         broker = parts.broker(hub.deliver, hub.user_ids, gap_filler.resubscribed)

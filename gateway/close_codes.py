@@ -91,6 +91,13 @@ PING_TIMEOUT = _close("ping_timeout", 1011, Retry.BACKOFF, "no pong within WEBSO
 DRAINING = _close("draining", 1012, Retry.RECONNECT, "the worker is restarting; another will take you")
 REDIS_UNAVAILABLE = _close("redis_unavailable", 1013, Retry.BACKOFF, "admission needs Redis and it is down")
 OVERLOADED = _close("overloaded", 1013, Retry.BACKOFF, "the worker is at its connection capacity")
+ADMISSION_BACKLOG = _close(
+    "admission_backlog",
+    1013,
+    Retry.BACKOFF,
+    "more than WEBSOCKET_SEND_QUEUE_SIZE messages arrived while the socket was admitted (a resume "
+    "from the same position later loses nothing)",
+)
 SESSION_EXPIRED = _close(
     "session_expired",
     4001,
@@ -122,6 +129,7 @@ ALL: tuple[Refusal, ...] = (
     DRAINING,
     REDIS_UNAVAILABLE,
     OVERLOADED,
+    ADMISSION_BACKLOG,
     SESSION_EXPIRED,
     DISCONNECTED,
     SLOW_CONSUMER,

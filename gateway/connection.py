@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +27,8 @@ from gateway.close_codes import Refusal
 from gateway.history.position import Position
 from gateway.history.recovery import is_replayed
 from gateway.link import Link
+
+log = logging.getLogger("gateway.connection")
 
 PONG = b'{"type":"pong"}'
 _CLOSE_SEND_TIMEOUT = 1.0
@@ -105,16 +108,18 @@ class Connection:
                 # A burst to a client that keeps up: write now rather than wait for the tick.
                 self._flush()
                 outbox = self._outbox
+            elif not self._open:
+                # Not served yet (admission, a resume's read, the accept): serving it with a hole
+                # (a resume saying recovered:true) would lose messages silently. Refused instead.
+                self._overflow(close_codes.ADMISSION_BACKLOG)
+                return
             elif self._link.is_closing():
                 # The client left (or the close began) and the reader has not seen it yet.
                 metrics.MESSAGES_DROPPED.labels("closing").inc(len(outbox) + 1)
                 outbox.clear()
                 return
             else:
-                metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(len(outbox) + 1)
-                metrics.SEND_QUEUE_OVERFLOWS.inc()
-                outbox.clear()
-                self.end(close_codes.SLOW_CONSUMER)
+                self._overflow(close_codes.SLOW_CONSUMER)
                 return
         if not outbox:
             self._oldest_at = received_at
@@ -122,6 +127,14 @@ class Connection:
         if not self._flush_scheduled and self._open:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def _overflow(self, reason: Refusal) -> None:
+        dropped = len(self._outbox) + 1
+        metrics.MESSAGES_DROPPED.labels(reason.reason).inc(dropped)
+        metrics.SEND_QUEUE_OVERFLOWS.inc()
+        self._outbox.clear()
+        log.warning("send queue full: %d messages dropped, closing it (%s)", dropped, reason.reason)
+        self.end(reason)
 
     def start_with(self, frames: list[bytes], last: Position | None) -> None:
         """Before ``run``: ``frames`` (a recovery and its replay up to ``last``) go out first; a

@@ -99,6 +99,10 @@ class WebSocketEndpoint:
                     refusal = await resume(gateway.history_reader, connection, options.since)
             finally:
                 gateway.pending_handshakes -= 1
+            if refusal is None:
+                # Ended while it waited: more arrived than its queue holds (admission_backlog), or
+                # its place was lost or revoked. Refused now, before any frame of it goes out.
+                refusal = connection.end_reason
             if refusal is None and gateway.draining:
                 # Admission waited on Redis while the drain began: this worker takes no one new.
                 refusal = close_codes.DRAINING

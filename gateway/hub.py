@@ -21,6 +21,7 @@ from typing import Protocol
 from gateway import close_codes, control, metrics, wire
 from gateway.close_codes import Refusal
 from gateway.history import envelope
+from gateway.history.held import Holds
 from gateway.history.position import Position, format_position
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
 
@@ -42,7 +43,7 @@ class Outbox(Protocol):
 
 
 class Hub:
-    def __init__(self, max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE) -> None:
+    def __init__(self, max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE, max_held: int = 256) -> None:
         self._max_payload_size = max_payload_size
         # Lists, not sets: a user holds a handful of sockets at most, and an empty set alone
         # costs more than a short list.
@@ -55,7 +56,7 @@ class Hub:
         # starts for a user that got no history message here yet.
         self._joined: dict[str, int] = {}
         # Users whose gap is being read after a reconnect: what arrives meanwhile waits here.
-        self._held: dict[str, list[bytes]] = {}
+        self._held = Holds(max_held)
         # Envelope sockets per user that has any; with the held users, the users off the plain path.
         self._envelopes: dict[str, int] = {}
         self._general: set[str] = set()
@@ -103,7 +104,7 @@ class Hub:
         del self._by_user[user_id]
         self._last.pop(user_id, None)
         self._joined.pop(user_id, None)
-        self._held.pop(user_id, None)
+        self._held.forget(user_id)
         self._general.discard(user_id)
         return True
 
@@ -125,27 +126,29 @@ class Hub:
         """When the user's first connection here arrived, ms on the wall clock."""
         return self._joined.get(user_id)
 
-    def hold(self, user_id: str) -> bool:
-        """Hold what arrives for the user until ``release``; False when not a local user."""
+    def hold(self, user_id: str) -> int | None:
+        """Hold what arrives for the user until ``release``: the hold's generation, or None."""
         if user_id not in self._by_user:
-            return False
-        self._held.setdefault(user_id, [])
+            return None
         self._general.add(user_id)
-        return True
+        return self._held.hold(user_id)
 
-    def release(self, user_id: str, gap: Position | None, entries: list[bytes]) -> None:
-        """Deliver the gap's ``entries`` (offsets after ``gap``), then what was held, in order;
-        a held message the gap already delivered is dropped as a duplicate."""
-        held = self._held.pop(user_id, None)
-        self._sort(user_id)
-        outboxes = self._by_user.get(user_id)
-        if not outboxes:
+    def holding(self, user_id: str, generation: int) -> bool:
+        return self._held.holding(user_id, generation)
+
+    def release(self, user_id: str, generation: int, gap: Position | None, entries: list[bytes]) -> None:
+        """Deliver the gap's ``entries`` (offsets after ``gap``), then what the hold ``generation``
+        may release (gateway/history/held.py), in order, dropping what the gap carried."""
+        held = self._held.take(user_id, generation)
+        if held is None:
             return
+        self._sort(user_id)
+        outboxes = self._by_user[user_id]  # a held user is a local one
         if gap is not None:
             metrics.MESSAGES_REPLAYED.inc(len(entries))
             for offset, data in enumerate(entries, gap.offset + 1):
                 self._history(user_id, wire.HistoryMessage(gap.epoch, offset, data), outboxes)
-        for payload in held or ():
+        for payload in held:
             self._route(user_id, payload, outboxes)
 
     def notify(self, user_id: str, frame: bytes) -> None:
@@ -194,11 +197,13 @@ class Hub:
     def _general_path(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
         if payload[:2] == wire.HISTORY:
             metrics.count_history()
-        held = self._held.get(user_id)
-        if held is not None:
-            held.append(payload)
-        else:
+        if user_id not in self._held:
             self._route(user_id, payload, outboxes)
+        elif (given_up := self._held.add(user_id, payload)) is not None:
+            self._sort(user_id)  # held too many: the gap is lost, what was held goes out now
+            self.notify(user_id, envelope.recovery(False, 0, "overflow"))
+            for held in given_up:
+                self._route(user_id, held, outboxes)
 
     def _route(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
         if payload[:1] != b"\xff":

@@ -67,13 +67,14 @@ def test_a_held_user_gets_the_gap_then_what_was_held_without_duplicates() -> Non
     raw, env = Outbox(), Outbox(envelope=True)
     hub = _hub(raw, env)
     hub.deliver("alice", wire.history_message("ep", 1, b"1"))
-    assert hub.hold("alice")
-    assert not hub.hold("bob")
+    generation = hub.hold("alice")
+    assert generation is not None
+    assert hub.hold("bob") is None
     hub.deliver("alice", wire.history_message("ep", 4, b"4"))  # arrived live during the read
     hub.deliver("alice", b"plain")
     hub.deliver("alice", wire.history_message("ep", 5, b"5"))
     assert raw.frames == [b"1"]
-    hub.release("alice", Position("ep", 1), [b"2", b"3", b"4"])
+    hub.release("alice", generation, Position("ep", 1), [b"2", b"3", b"4"])
     assert raw.frames == [b"1", b"2", b"3", b"4", b"plain", b"5"]
     assert [json.loads(f).get("position") for f in env.frames] == [
         "1-ep",

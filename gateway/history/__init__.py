@@ -6,6 +6,7 @@ get back the messages published with history that they missed.
 - ``reader.py``    reads a user's history after a position, bounded (gateway/lua/history_read.lua).
 - ``recovery.py``  ``?since=``: the recovery frame and the replay, merged with what arrived live.
 - ``gap.py``       the gap fill after the broker re-subscribed a worker's users.
+- ``held.py``      what arrives for a user while its gap is read: generations per outage, a cap.
 
 The hub (gateway/hub.py) routes ``\\xffH`` messages (gateway/wire.py) and keeps, per local user,
 the last (epoch, offset) it delivered: the gap fill starts there, and a message at or below it is
