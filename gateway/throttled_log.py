@@ -27,12 +27,15 @@ class _Bucket:
 
 
 class ThrottledLog:
-    """A logger's warnings and exceptions, at most ``BURST`` per key and then one per ``INTERVAL``."""
+    """A logger's lines, at most ``BURST`` per key and then one per ``INTERVAL``."""
 
     def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
+
+    def info(self, msg: str, *args: object) -> None:
+        self._log(logging.INFO, msg, args, exc_info=False)
 
     def warning(self, msg: str, *args: object) -> None:
         self._log(logging.WARNING, msg, args, exc_info=False)

@@ -5,7 +5,6 @@ websockets, redis-py or prometheus_client past their public API, and why.
   ``slots.py``: the lean inbox and flag it puts in place of uvicorn's per-socket queue and event.
 - ``http.py``: uvicorn's HTTP protocol with a deadline on every request's headers, bounded heads
   and pipelines, and a 503 near the descriptor limit (the table: ``gateway.http_refusals``).
-- ``throttled_log.py``: log lines a client can trigger at will, at most one per interval.
 - ``worker.py``: the gunicorn worker (uvicorn-worker's, with the process's settings and the app
   built from them) and the drain hook: uvicorn's shutdown, which first runs ``gateway.drain``.
 - ``listeners.py``: one SO_REUSEPORT listening socket per worker; the master's port check.

@@ -30,7 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import http_refusals
 from gateway.http_refusals import HttpRefusal
-from gateway.server.throttled_log import ThrottledLog
+from gateway.throttled_log import ThrottledLog
 
 # Small enough that a head's size is known to within a slice, large enough that a body costs
 # few parser calls.
@@ -39,8 +39,7 @@ _SLICE = 4096
 # is not lost to the reset a close with unread data would send.
 _LINGER = 2.0
 _LOG = logging.getLogger("gateway.http")
-_REFUSALS_LOG = ThrottledLog(_LOG, logging.INFO)
-_DESCRIPTORS_LOG = ThrottledLog(_LOG, logging.WARNING)
+_THROTTLED = ThrottledLog(_LOG)
 
 
 class _Refused(Exception):
@@ -182,13 +181,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         if refusal is http_refusals.NO_DESCRIPTORS:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            _DESCRIPTORS_LOG.log(
+            _THROTTLED.warning(
                 "a worker is within %d descriptors of its soft limit (%d): new requests get 503",
                 http_refusals.DESCRIPTOR_RESERVE,
                 soft,
             )
         else:
-            _REFUSALS_LOG.log("refused a request: %d %s", refusal.status, refusal.reason)
+            _THROTTLED.info("refused a request: %d %s", refusal.status, refusal.reason)
         body = refusal.reason.encode() + b"\n"
         self.transport.write(
             b"".join(
