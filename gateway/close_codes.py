@@ -65,6 +65,9 @@ TOKEN_EXPIRED = _handshake(
     "the token's exp has passed, at the handshake or in a refresh",
 )
 ORIGIN_FORBIDDEN = _handshake("origin_forbidden", 403, 4403, Retry.GIVE_UP, "Origin not in CORS_ORIGINS")
+QUERY_INVALID = _handshake(
+    "query_invalid", 400, 4400, Retry.GIVE_UP, "a query string over 32 fields, or one that cannot be parsed"
+)
 # A refresh ({"type":"refresh"}) with a bad token closes with that token's refusal above, or:
 TOKEN_WRONG_USER = _close(
     "token_wrong_user", 4401, Retry.GIVE_UP, "a refresh sent a valid token of another user"
@@ -110,6 +113,7 @@ ALL: tuple[Refusal, ...] = (
     TOKEN_INVALID,
     TOKEN_EXPIRED,
     ORIGIN_FORBIDDEN,
+    QUERY_INVALID,
     TOKEN_WRONG_USER,
     GOING_AWAY,
     IDLE_TIMEOUT,

@@ -1,6 +1,6 @@
 """/ws: the one place that knows the admission order.
 
-origin -> token -> capacity -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo
+origin -> query -> token -> capacity -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo
 in reverse.
 Origin and token refusals cost no Redis command (an HTTP status, or for a browser that offered the
 bearer subprotocol, an accept closed at once); the connection joins the hub before it
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
-from gateway import close_codes, metrics
+from gateway import close_codes, metrics, query
 from gateway.auth import AuthError, offers_bearer
 from gateway.broker import BrokerUnavailable
 from gateway.close_codes import Refusal
@@ -48,11 +48,16 @@ class WebSocketEndpoint:
             await refuse(scope, send, close_codes.ORIGIN_FORBIDDEN, "origin not allowed")
             return
         try:
-            identity = gateway.authenticator.authenticate(scope["query_string"], headers)
+            fields = query.parse(scope["query_string"])
+        except query.MalformedQuery as exc:
+            await refuse(scope, send, close_codes.QUERY_INVALID, str(exc))
+            return
+        try:
+            identity = gateway.authenticator.authenticate(fields, headers)
         except AuthError as exc:
             await refuse(scope, send, exc.refusal, str(exc))
             return
-        options = parse_options(scope["query_string"])  # envelope, since: before the query goes
+        options = parse_options(fields)  # envelope, since: before the query goes
         # Every open socket keeps its scope for life: the request headers and the query string
         # (with its token) are not needed past this point; dropping them saves about a kilobyte
         # per connection and keeps no token in memory.

@@ -138,7 +138,12 @@ JWT_ISSUER = Setting(
     shown="unset",
 )
 JWT_LEEWAY = Setting(
-    "JWT_LEEWAY", "jwt_leeway", 5.0, number(0.0, 300.0), "seconds of clock skew allowed on `exp`"
+    "JWT_LEEWAY",
+    "jwt_leeway",
+    5.0,
+    number(0.0, 300.0),
+    "seconds of clock skew allowed on `exp`: a token is good until `exp` plus this, at the handshake,"
+    " in a refresh and for the session's end (4001)",
 )
 CORS_ORIGINS = Setting(
     "CORS_ORIGINS",

@@ -10,8 +10,8 @@ A bad position (garbage, truncated, huge, another epoch or user, the future) is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple, Protocol
-from urllib.parse import parse_qs
 
 from gateway import close_codes, metrics
 from gateway.close_codes import Refusal
@@ -26,16 +26,10 @@ class Options(NamedTuple):
     since: str | None
 
 
-RAW = Options(False, None)
-
-
-def parse_options(query_string: bytes) -> Options:
-    """The socket's mode from its query string; ``since`` implies envelope mode."""
-    if b"envelope=" not in query_string and b"since=" not in query_string:
-        return RAW  # most sockets: no parsing
-    query = parse_qs(query_string.decode("latin-1"), max_num_fields=32, keep_blank_values=True)
-    since = query.get("since", [None])[0]
-    return Options(since is not None or query.get("envelope", [""])[0] in ("1", "true"), since)
+def parse_options(query: Mapping[str, str]) -> Options:
+    """The socket's mode from its query (gateway/query.py); ``since`` implies envelope mode."""
+    since = query.get("since")
+    return Options(since is not None or query.get("envelope") in ("1", "true"), since)
 
 
 class Resumable(Protocol):

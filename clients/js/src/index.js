@@ -25,6 +25,7 @@ const RULES = new Map([
   [4003, STOP],
   [4008, RECONNECT], // slow_consumer
   [4029, WAIT_FOR_PLACE], // user_limit
+  [4400, STOP], // query_invalid
   [4401, STOP], // token_missing, token_invalid, token_wrong_user
   [4403, STOP], // Origin not allowed
 ]);
