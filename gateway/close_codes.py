@@ -93,7 +93,19 @@ INTERNAL_ERROR = _close("internal_error", 1011, Retry.BACKOFF, "unexpected serve
 PING_TIMEOUT = _close("ping_timeout", 1011, Retry.BACKOFF, "no pong within WEBSOCKET_PING_TIMEOUT")
 DRAINING = _close("draining", 1012, Retry.RECONNECT, "the worker is restarting; another will take you")
 REDIS_UNAVAILABLE = _close("redis_unavailable", 1013, Retry.BACKOFF, "admission needs Redis and it is down")
-OVERLOADED = _close("overloaded", 1013, Retry.BACKOFF, "the worker is at its connection capacity")
+OVERLOADED = _close(
+    "overloaded",
+    1013,
+    Retry.BACKOFF,
+    "the worker is at its connection capacity, or WEBSOCKET_MAX_PENDING_HANDSHAKES wait on Redis",
+)
+TOO_MANY_HANDSHAKES = _close(
+    "too_many_handshakes",
+    1013,
+    Retry.BACKOFF,
+    "the user (as many as its connection limit) or the client address"
+    " (WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS) already has that many handshakes waiting on Redis",
+)
 SESSION_EXPIRED = _close(
     "session_expired",
     4001,
@@ -126,6 +138,7 @@ ALL: tuple[Refusal, ...] = (
     DRAINING,
     REDIS_UNAVAILABLE,
     OVERLOADED,
+    TOO_MANY_HANDSHAKES,
     SESSION_EXPIRED,
     DISCONNECTED,
     SLOW_CONSUMER,

@@ -1,10 +1,11 @@
 """/ws: the one place that knows the admission order.
 
-origin -> query -> token -> capacity -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo
-in reverse.
-Origin and token refusals cost no Redis command (an HTTP status, or for a browser that offered the
-bearer subprotocol, an accept closed at once); the connection joins the hub before it
-subscribes, so nothing published after the subscription is confirmed can miss it.
+origin -> query -> token -> capacity (the worker's; the user's places all held here) -> a place in
+the handshake pool -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo in reverse.
+Origin, query and token refusals cost no Redis command (an HTTP status, or for a browser that
+offered the bearer subprotocol, an accept closed at once), nor do the capacity checks; the
+connection joins the hub before it subscribes, so nothing published after the subscription is
+confirmed can miss it.
 """
 
 from __future__ import annotations
@@ -64,16 +65,11 @@ class WebSocketEndpoint:
         del headers[:]
         scope["query_string"] = b""
 
-        if gateway.draining:
-            await _refuse_after_upgrade(scope, send, subprotocol, close_codes.DRAINING)
+        refusal = _refused_here(gateway, identity.user_id)
+        if refusal is not None:
+            await _refuse_after_upgrade(scope, send, subprotocol, refusal)
             return
         settings = gateway.settings
-        if (
-            gateway.hub.connection_count >= settings.max_connections_per_worker
-            or gateway.pending_handshakes >= settings.max_pending_handshakes
-        ):
-            await _refuse_after_upgrade(scope, send, subprotocol, close_codes.OVERLOADED)
-            return
 
         link = link_of(scope)
         if link is None:
@@ -97,13 +93,7 @@ class WebSocketEndpoint:
         connection.envelope = options.envelope
         admission = _Admission(gateway, connection)
         try:
-            gateway.pending_handshakes += 1
-            try:
-                refusal = await admission.take()
-                if refusal is None and options.since is not None:
-                    refusal = await resume(gateway.history_reader, connection, options.since)
-            finally:
-                gateway.pending_handshakes -= 1
+            refusal = await _take_in_pool(gateway, admission, _address(scope), options.since)
             if refusal is None and gateway.draining:
                 # Admission waited on Redis while the drain began: this worker takes no one new.
                 refusal = close_codes.DRAINING
@@ -118,6 +108,42 @@ class WebSocketEndpoint:
                 gateway.serving -= 1
         finally:
             await admission.release()
+
+
+def _refused_here(gateway: Gateway, user_id: str) -> Refusal | None:
+    """What this worker can refuse on its own, without a Redis command or a place in the pool."""
+    if gateway.draining:
+        return close_codes.DRAINING
+    if gateway.hub.connection_count >= gateway.settings.max_connections_per_worker:
+        return close_codes.OVERLOADED
+    if gateway.hub.count(user_id) >= gateway.settings.max_connections_per_user:
+        # Every place of the user is held here: Redis could only answer 4029.
+        return close_codes.USER_LIMIT
+    return None
+
+
+async def _take_in_pool(
+    gateway: Gateway, admission: _Admission, address: str, since: str | None
+) -> Refusal | None:
+    """The lease, the subscription and a resume's replay, each waiting on Redis while the
+    handshake holds its place in the pool (gateway/handshakes.py)."""
+    user_id = admission.connection.user_id
+    refusal = gateway.handshakes.enter(user_id, address)
+    if refusal is not None:
+        return refusal
+    try:
+        refusal = await admission.take()
+        if refusal is None and since is not None:
+            refusal = await resume(gateway.history_reader, admission.connection, since)
+        return refusal
+    finally:
+        gateway.handshakes.leave(user_id, address)
+
+
+def _address(scope: Scope) -> str:
+    """The client's address (a trusted proxy's X-Forwarded-For already applied by the server)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 class _Admission:

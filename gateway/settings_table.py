@@ -236,7 +236,16 @@ WEBSOCKET_MAX_PENDING_HANDSHAKES = Setting(
     "max_pending_handshakes",
     1000,
     integer(1, 100_000),
-    "handshakes a worker admits at once (waiting on Redis); beyond: 1013",
+    "handshakes a worker admits at once (waiting on Redis); beyond: 1013 `overloaded`; a user may"
+    " hold as many of them as it may hold connections, beyond: 1013 `too_many_handshakes`",
+)
+WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS = Setting(
+    "WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS",
+    "max_pending_handshakes_per_address",
+    100,
+    integer(1, 100_000),
+    "of those, how many one client address may hold (after `FORWARDED_ALLOW_IPS`: behind a proxy"
+    " that does not forward, every client shares its address); beyond: 1013 `too_many_handshakes`",
 )
 WEBSOCKET_CLIENT_MESSAGES_PER_SECOND = Setting(
     "WEBSOCKET_CLIENT_MESSAGES_PER_SECOND",
@@ -316,6 +325,7 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_LEASE_TTL,
     WEBSOCKET_HANDSHAKE_TIMEOUT,
     WEBSOCKET_MAX_PENDING_HANDSHAKES,
+    WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
     WEBSOCKET_CLIENT_MESSAGES_PER_SECOND,
     WEBSOCKET_HISTORY_REPLAY_CAP,
     WEBSOCKET_DEV_CONSOLE,

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 import jwt
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
-from harness.redis_server import RedisServer
+from harness.handshake_burst import Burster
+from harness.redis_server import RedisServer, command_calls
 from harness.tokens import make_token
 
 LEEWAY = 5.0
@@ -161,3 +167,142 @@ async def test_a_token_past_its_leeway_is_refused_at_the_handshake(
 ) -> None:
     assert await _status_of(f"{gateway.ws_url}?token={make_token('past-leeway', ttl=-LEEWAY - 2)}") == 401
     await assert_bystander_served(gateway, redis_server, bystander)
+
+
+# A pool smaller than the default, and three times as many handshakes at once: the shares, not
+# the pool's size, must keep the others' places. Each attacker comes from a loopback address of
+# its own; the others come from 127.0.0.1, all at once, within the address share.
+POOL = 100
+ADDRESS_SHARE = 50
+HANDSHAKES = 300
+OTHERS = 30
+
+
+@pytest.fixture(scope="module")
+def crowded(redis_server: RedisServer) -> Iterator[Gateway]:
+    """A second host on the same Redis, with a small handshake pool."""
+    with running_gateway(
+        redis_server.url,
+        workers=1,
+        WEBSOCKET_MAX_PENDING_HANDSHAKES=str(POOL),
+        WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS=str(ADDRESS_SHARE),
+    ) as gw:
+        yield gw
+
+
+async def _round_trips(
+    redis_server: RedisServer, ws: ClientConnection, user: str, seconds: float
+) -> list[float]:
+    """Publish-to-receive times of ``user``'s messages, one after another for ``seconds``."""
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    times = []
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sent = time.monotonic()
+            assert await publisher.publish(f"ws:{user}", b'{"probe":1}') == 1
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"probe": 1}
+            times.append(time.monotonic() - sent)
+            await asyncio.sleep(0.005)
+    finally:
+        await publisher.aclose()
+    return times
+
+
+async def _others_during_a_burst(
+    host: Gateway, redis_server: RedisServer, burster: Burster
+) -> tuple[list[ClientConnection | int], Counter[str], list[float], list[float]]:
+    """Other users connect to ``host`` as ``burster``'s handshakes arrive all at once: what each
+    got, what the burst got, and a bystander's round trips before and during it."""
+    bystander = f"bystander-{uuid.uuid4().hex[:8]}"
+    async with connect(f"{host.ws_url}?token={make_token(bystander)}") as ws:
+        before = await _round_trips(redis_server, ws, bystander, 1.0)
+        await burster.ready()
+        burster.fire()
+        prefix = uuid.uuid4().hex[:8]
+        others, during = await asyncio.gather(
+            asyncio.gather(*(admit(host.ws_url, f"other-{prefix}-{i}") for i in range(OTHERS))),
+            _round_trips(redis_server, ws, bystander, 2.0),
+        )
+        answers = await burster.answers()
+        for other in others:
+            if not isinstance(other, int):
+                await other.close()
+        return list(others), answers, before, during
+
+
+def _assert_bystander_invariant(before: list[float], during: list[float]) -> None:
+    """Every probe arrived (``_round_trips`` checks each); the median round trip at most doubles,
+    plus 5 ms of noise on a shared machine."""
+    assert statistics.median(during) <= 2 * statistics.median(before) + 0.005, (
+        statistics.median(before),
+        statistics.median(during),
+    )
+
+
+async def test_one_users_handshake_burst_leaves_everyone_else_admitted(
+    gateway: Gateway, crowded: Gateway, redis_server: RedisServer
+) -> None:
+    """A user at its limit on another host sends handshakes all at once: it holds at most its
+    share of the pool (1013 past it), so every other user is admitted, and a bystander's
+    messages all arrive, their median round trip at most doubled."""
+    burster = f"burster-{uuid.uuid4().hex[:8]}"
+    held = [await admit(gateway.ws_url, burster) for _ in range(5)]
+    assert all(not isinstance(ws, int) for ws in held), held
+    try:
+        others, answers, before, during = await _others_during_a_burst(
+            crowded,
+            redis_server,
+            Burster(crowded.port, burster, HANDSHAKES, source="127.0.0.2"),
+        )
+    finally:
+        for ws in held:
+            if not isinstance(ws, int):
+                await ws.close()
+    assert [o for o in others if isinstance(o, int)] == [], answers
+    # The burst got its documented answers: 4029 from Redis, or 1013 past its share.
+    assert set(+answers) <= {"4029", "1013"}, answers
+    assert answers["1013"] >= HANDSHAKES - POOL, answers
+    _assert_bystander_invariant(before, during)
+    assert "Traceback" not in crowded.log()
+
+
+async def test_many_users_handshakes_from_one_address_leave_everyone_else_admitted(
+    crowded: Gateway, redis_server: RedisServer
+) -> None:
+    """One address holding the tokens of many users: it holds at most its share of the pool."""
+    crowd = f"crowd-{uuid.uuid4().hex[:8]}"
+    burster = Burster(crowded.port, crowd, HANDSHAKES, users=HANDSHAKES, source="127.0.0.3")
+    others, answers, before, during = await _others_during_a_burst(crowded, redis_server, burster)
+    assert [o for o in others if isinstance(o, int)] == [], answers
+    assert set(+answers) <= {"accepted", "1013"}, answers
+    assert answers["1013"] >= HANDSHAKES - POOL, answers
+    _assert_bystander_invariant(before, during)
+    assert "Traceback" not in crowded.log()
+
+
+async def test_a_user_at_its_limit_on_this_worker_is_refused_without_redis(
+    crowded: Gateway, redis_server: RedisServer
+) -> None:
+    """Every place of the user is held on this worker: each handshake of its burst is certain to
+    end in 4029, and is refused so without a Redis command or a place in the pool."""
+    burster = f"burster-{uuid.uuid4().hex[:8]}"
+    held = [await admit(crowded.ws_url, burster) for _ in range(5)]
+    assert all(not isinstance(ws, int) for ws in held), held
+    client = redis_server.client()
+    scripts_before = command_calls(client).get("evalsha", 0)
+    try:
+        others, answers, before, during = await _others_during_a_burst(
+            crowded, redis_server, Burster(crowded.port, burster, HANDSHAKES, source="127.0.0.2")
+        )
+    finally:
+        for ws in held:
+            if not isinstance(ws, int):
+                await ws.close()
+    scripts = command_calls(client).get("evalsha", 0) - scripts_before
+    client.close()
+    assert [o for o in others if isinstance(o, int)] == [], answers
+    assert +answers == Counter({"4029": HANDSHAKES}), answers
+    # The others' admissions and releases, and the beats of the workers: far fewer than the burst.
+    assert scripts < HANDSHAKES // 2, scripts
+    _assert_bystander_invariant(before, during)
