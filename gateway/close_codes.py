@@ -106,6 +106,13 @@ TOO_MANY_HANDSHAKES = _close(
     "the user (as many as its connection limit) or the client address"
     " (WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS) already has that many handshakes waiting on Redis",
 )
+TOO_MANY_RESUMES = _close(
+    "too_many_resumes",
+    1013,
+    Retry.BACKOFF,
+    "the user resumed (`since=`) more often, or replayed more bytes, than WEBSOCKET_RESUMES_PER_MINUTE"
+    " or WEBSOCKET_RESUME_BYTES_PER_MINUTE allow on this worker",
+)
 SESSION_EXPIRED = _close(
     "session_expired",
     4001,
@@ -139,6 +146,7 @@ ALL: tuple[Refusal, ...] = (
     REDIS_UNAVAILABLE,
     OVERLOADED,
     TOO_MANY_HANDSHAKES,
+    TOO_MANY_RESUMES,
     SESSION_EXPIRED,
     DISCONNECTED,
     SLOW_CONSUMER,

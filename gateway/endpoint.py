@@ -65,7 +65,7 @@ class WebSocketEndpoint:
         del headers[:]
         scope["query_string"] = b""
 
-        refusal = _refused_here(gateway, identity.user_id)
+        refusal = _refused_here(gateway, identity.user_id, options.since is not None)
         if refusal is not None:
             await _refuse_after_upgrade(scope, send, subprotocol, refusal)
             return
@@ -110,7 +110,7 @@ class WebSocketEndpoint:
             await admission.release()
 
 
-def _refused_here(gateway: Gateway, user_id: str) -> Refusal | None:
+def _refused_here(gateway: Gateway, user_id: str, resuming: bool) -> Refusal | None:
     """What this worker can refuse on its own, without a Redis command or a place in the pool."""
     if gateway.draining:
         return close_codes.DRAINING
@@ -119,6 +119,8 @@ def _refused_here(gateway: Gateway, user_id: str) -> Refusal | None:
     if gateway.hub.count(user_id) >= gateway.settings.max_connections_per_user:
         # Every place of the user is held here: Redis could only answer 4029.
         return close_codes.USER_LIMIT
+    if resuming and not gateway.resumes.allows(user_id):
+        return close_codes.TOO_MANY_RESUMES
     return None
 
 
@@ -134,7 +136,7 @@ async def _take_in_pool(
     try:
         refusal = await admission.take()
         if refusal is None and since is not None:
-            refusal = await resume(gateway.history_reader, admission.connection, since)
+            refusal = await resume(gateway.history_reader, admission.connection, since, gateway.resumes)
         return refusal
     finally:
         gateway.handshakes.leave(user_id, address)

@@ -271,6 +271,22 @@ WEBSOCKET_HISTORY_REPLAY_CAP = Setting(
     "most history messages replayed to one resuming socket (`?since=`) or one user after a pub/sub"
     " reconnect; a longer gap is not recovered (`recovered:false`)",
 )
+WEBSOCKET_RESUMES_PER_MINUTE = Setting(
+    "WEBSOCKET_RESUMES_PER_MINUTE",
+    "resumes_per_minute",
+    60,
+    integer(1, 1_000_000),
+    "resumes (`?since=`) one user may make on one worker per minute (a minute's worth at once, then"
+    " evenly); beyond: 1013 `too_many_resumes`, before any Redis command",
+)
+WEBSOCKET_RESUME_BYTES_PER_MINUTE = Setting(
+    "WEBSOCKET_RESUME_BYTES_PER_MINUTE",
+    "resume_bytes_per_minute",
+    64 * 1024 * 1024,
+    byte_size(64 * 1024, 1 << 40),
+    "bytes of history one user's resumes may replay on one worker per minute (one replay may"
+    " overdraw it; the next waits until it is paid back); beyond: 1013 `too_many_resumes`",
+)
 FORWARDED_ALLOW_IPS = Setting(
     "FORWARDED_ALLOW_IPS",
     None,
@@ -328,6 +344,8 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
     WEBSOCKET_CLIENT_MESSAGES_PER_SECOND,
     WEBSOCKET_HISTORY_REPLAY_CAP,
+    WEBSOCKET_RESUMES_PER_MINUTE,
+    WEBSOCKET_RESUME_BYTES_PER_MINUTE,
     WEBSOCKET_DEV_CONSOLE,
     FORWARDED_ALLOW_IPS,
     PROMETHEUS_MULTIPROC_DIR,

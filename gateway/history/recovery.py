@@ -18,6 +18,7 @@ from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, format_position, parse_position
 from gateway.history.reader import HistoryReader
+from gateway.history.resume_budget import ResumeBudget
 from gateway.redis_topology import UNAVAILABLE
 
 
@@ -38,8 +39,11 @@ class Resumable(Protocol):
     def start_with(self, frames: list[bytes], last: Position | None) -> None: ...
 
 
-async def resume(reader: HistoryReader, connection: Resumable, since: str) -> Refusal | None:
-    """Queue the recovery frame and the replay; a refusal only when Redis does not answer."""
+async def resume(
+    reader: HistoryReader, connection: Resumable, since: str, budget: ResumeBudget
+) -> Refusal | None:
+    """Queue the recovery frame and the replay; a refusal only when Redis does not answer. The
+    replay's bytes are charged to the user's ``budget`` (its resume was taken before)."""
     position = parse_position(since)
     if position is None:
         _not_recovered(connection, "invalid")
@@ -51,6 +55,7 @@ async def resume(reader: HistoryReader, connection: Resumable, since: str) -> Re
     if reading.result != "ok":
         _not_recovered(connection, reading.result)
         return None
+    budget.charge(connection.user_id, sum(map(len, reading.entries)))
     metrics.RECOVERIES.labels("recovered").inc()
     metrics.MESSAGES_REPLAYED.inc(len(reading.entries))
     frames = [envelope.recovery(True, len(reading.entries))]

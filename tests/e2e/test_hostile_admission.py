@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.publisher import Publisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.handshake_burst import Burster
@@ -306,3 +307,71 @@ async def test_a_user_at_its_limit_on_this_worker_is_refused_without_redis(
     # The others' admissions and releases, and the beats of the workers: far fewer than the burst.
     assert scripts < HANDSHAKES // 2, scripts
     _assert_bystander_invariant(before, during)
+
+
+RESUMES_PER_MINUTE = 10
+RESUME_BYTES_PER_MINUTE = 4 * 1024 * 1024
+HISTORY = 60
+ENTRY = "x" * 50_000  # 60 of them: about 3 MB per full replay
+
+
+@pytest.fixture(scope="module")
+def resuming(redis_server: RedisServer) -> Iterator[Gateway]:
+    with running_gateway(
+        redis_server.url,
+        workers=1,
+        WEBSOCKET_RESUMES_PER_MINUTE=str(RESUMES_PER_MINUTE),
+        WEBSOCKET_RESUME_BYTES_PER_MINUTE=str(RESUME_BYTES_PER_MINUTE),
+    ) as gw:
+        yield gw
+
+
+async def _resume(host: Gateway, user: str, since: str) -> int | tuple[int, str]:
+    """One resume read to its end: the bytes replayed, or the close code and reason it got."""
+    async with connect(f"{host.ws_url}?token={make_token(user)}&since={since}") as ws:
+        try:
+            recovery = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert recovery["type"] == "recovery" and recovery["recovered"], recovery
+            replayed = 0
+            for _ in range(recovery["replayed"]):
+                replayed += len(json.loads(await asyncio.wait_for(ws.recv(), 10))["data"])
+            return replayed
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            return closed.rcvd.code, closed.rcvd.reason
+
+
+async def _resume_loop(host: Gateway, user: str, since: str, attempts: int) -> list[int | tuple[int, str]]:
+    return [await _resume(host, user, since) for _ in range(attempts)]
+
+
+@pytest.mark.parametrize("replay", ["everything", "nothing"])
+async def test_a_resume_loop_is_bounded_in_rate_and_bytes(
+    resuming: Gateway, redis_server: RedisServer, replay: str
+) -> None:
+    """One user resuming without pause over a large history: once its resumes or their replayed
+    bytes for the minute are spent, each resume is refused with 1013 before any Redis read, and
+    a bystander's messages all arrive, median round trip at most doubled."""
+    looper = f"looper-{uuid.uuid4().hex[:8]}"
+    publisher = Publisher(redis_server.url)
+    positions = [publisher.publish(looper, ENTRY).position for _ in range(HISTORY)]
+    publisher.close()
+    since = positions[0] if replay == "everything" else positions[-1]
+    bystander = f"bystander-{uuid.uuid4().hex[:8]}"
+    async with connect(f"{resuming.ws_url}?token={make_token(bystander)}") as ws:
+        before = await _round_trips(redis_server, ws, bystander, 1.0)
+        results, during = await asyncio.gather(
+            _resume_loop(resuming, looper, since, 3 * RESUMES_PER_MINUTE),
+            _round_trips(redis_server, ws, bystander, 2.0),
+        )
+    replays = [r for r in results if isinstance(r, int)]
+    refusals = [r for r in results if not isinstance(r, int)]
+    assert set(refusals) == {(1013, "too_many_resumes")}, results
+    if replay == "everything":
+        # The byte budget, overdrawn by one replay at most.
+        assert sum(replays) <= RESUME_BYTES_PER_MINUTE + (HISTORY - 1) * len(ENTRY), results
+    else:
+        # The minute's resumes (and what refilled while the loop ran), no more.
+        assert RESUMES_PER_MINUTE <= len(replays) <= RESUMES_PER_MINUTE + 2, results
+    _assert_bystander_invariant(before, during)
+    assert "Traceback" not in resuming.log()
