@@ -18,7 +18,7 @@ const RULES = new Map([
   [1009, STOP], // message_too_big
   [1011, BACKOFF], // internal_error, ping_timeout
   [1012, RECONNECT], // draining
-  [1013, BACKOFF], // redis_unavailable, overloaded
+  [1013, BACKOFF], // redis_unavailable, overloaded, too_many_handshakes, too_many_resumes
   [4001, NEW_TOKEN], // session_expired, token_expired
   // disconnected: a backend ended the user's sessions (logout, revoked access). The app decides
   // whether there is a session to come back to; its connect() fetches a new token.
