@@ -65,6 +65,9 @@ TOKEN_EXPIRED = _handshake(
     "the token's exp has passed, at the handshake or in a refresh",
 )
 ORIGIN_FORBIDDEN = _handshake("origin_forbidden", 403, 4403, Retry.GIVE_UP, "Origin not in CORS_ORIGINS")
+QUERY_INVALID = _handshake(
+    "query_invalid", 400, 4400, Retry.GIVE_UP, "a query string over 32 fields, or one that cannot be parsed"
+)
 # A refresh ({"type":"refresh"}) with a bad token closes with that token's refusal above, or:
 TOKEN_WRONG_USER = _close(
     "token_wrong_user", 4401, Retry.GIVE_UP, "a refresh sent a valid token of another user"
@@ -90,7 +93,26 @@ INTERNAL_ERROR = _close("internal_error", 1011, Retry.BACKOFF, "unexpected serve
 PING_TIMEOUT = _close("ping_timeout", 1011, Retry.BACKOFF, "no pong within WEBSOCKET_PING_TIMEOUT")
 DRAINING = _close("draining", 1012, Retry.RECONNECT, "the worker is restarting; another will take you")
 REDIS_UNAVAILABLE = _close("redis_unavailable", 1013, Retry.BACKOFF, "admission needs Redis and it is down")
-OVERLOADED = _close("overloaded", 1013, Retry.BACKOFF, "the worker is at its connection capacity")
+OVERLOADED = _close(
+    "overloaded",
+    1013,
+    Retry.BACKOFF,
+    "the worker is at its connection capacity, or WEBSOCKET_MAX_PENDING_HANDSHAKES wait on Redis",
+)
+TOO_MANY_HANDSHAKES = _close(
+    "too_many_handshakes",
+    1013,
+    Retry.BACKOFF,
+    "the user (as many as its connection limit) or the client address"
+    " (WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS) already has that many handshakes waiting on Redis",
+)
+TOO_MANY_RESUMES = _close(
+    "too_many_resumes",
+    1013,
+    Retry.BACKOFF,
+    "the user resumed (`since=`) more often, or replayed more bytes, than WEBSOCKET_RESUMES_PER_MINUTE"
+    " or WEBSOCKET_RESUME_BYTES_PER_MINUTE allow on this worker",
+)
 ADMISSION_BACKLOG = _close(
     "admission_backlog",
     1013,
@@ -124,6 +146,7 @@ ALL: tuple[Refusal, ...] = (
     TOKEN_INVALID,
     TOKEN_EXPIRED,
     ORIGIN_FORBIDDEN,
+    QUERY_INVALID,
     TOKEN_WRONG_USER,
     GOING_AWAY,
     IDLE_TIMEOUT,
@@ -137,6 +160,8 @@ ALL: tuple[Refusal, ...] = (
     REDIS_UNAVAILABLE,
     OVERLOADED,
     ADMISSION_BACKLOG,
+    TOO_MANY_HANDSHAKES,
+    TOO_MANY_RESUMES,
     SESSION_EXPIRED,
     DISCONNECTED,
     TOKEN_REVOKED,

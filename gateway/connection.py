@@ -233,7 +233,7 @@ class Connection:
                 self._deadline = None
             if self.end_reason is not None:
                 return False
-            if time.time() >= self._expires_at:
+            if time.time() >= self._authenticator.session_ends_at(self._expires_at):
                 self.end_reason = close_codes.SESSION_EXPIRED
                 return False
             if loop.time() - link.last_activity >= self._idle_timeout:
@@ -259,7 +259,7 @@ class Connection:
         return False
 
     def _next_deadline(self, now: float) -> float:
-        expiry = now + (self._expires_at - time.time())
+        expiry = now + (self._authenticator.session_ends_at(self._expires_at) - time.time())
         return min(self._link.last_activity + self._idle_timeout, expiry)
 
     def _on_text(self, text: str) -> None:

@@ -1,10 +1,11 @@
 """/ws: the one place that knows the admission order.
 
-origin -> token -> capacity -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo
-in reverse.
-Origin and token refusals cost no Redis command (an HTTP status, or for a browser that offered the
-bearer subprotocol, an accept closed at once); the connection joins the hub before it
-subscribes, so nothing published after the subscription is confirmed can miss it.
+origin -> query -> token -> capacity (the worker's; the user's places all held here) -> a place in
+the handshake pool -> lease -> subscribe (confirmed by Redis) -> accept -> serve -> undo in reverse.
+Origin, query and token refusals cost no Redis command (an HTTP status, or for a browser that
+offered the bearer subprotocol, an accept closed at once), nor do the capacity checks; the
+connection joins the hub before it subscribes, so nothing published after the subscription is
+confirmed can miss it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
-from gateway import close_codes, metrics
+from gateway import close_codes, metrics, query
 from gateway.auth import AuthError, offers_bearer
 from gateway.broker import BrokerUnavailable
 from gateway.close_codes import Refusal
@@ -49,27 +50,27 @@ class WebSocketEndpoint:
             await refuse(scope, send, close_codes.ORIGIN_FORBIDDEN, "origin not allowed")
             return
         try:
-            identity = gateway.authenticator.authenticate(scope["query_string"], headers)
+            fields = query.parse(scope["query_string"])
+        except query.MalformedQuery as exc:
+            await refuse(scope, send, close_codes.QUERY_INVALID, str(exc))
+            return
+        try:
+            identity = gateway.authenticator.authenticate(fields, headers)
         except AuthError as exc:
             await refuse(scope, send, exc.refusal, str(exc))
             return
-        options = parse_options(scope["query_string"])  # envelope, since: before the query goes
+        options = parse_options(fields)  # envelope, since: before the query goes
         # Every open socket keeps its scope for life: the request headers and the query string
         # (with its token) are not needed past this point; dropping them saves about a kilobyte
         # per connection and keeps no token in memory.
         del headers[:]
         scope["query_string"] = b""
 
-        if gateway.draining:
-            await _refuse_after_upgrade(scope, send, subprotocol, close_codes.DRAINING)
+        refusal = _refused_here(gateway, identity.user_id, options.since is not None)
+        if refusal is not None:
+            await _refuse_after_upgrade(scope, send, subprotocol, refusal)
             return
         settings = gateway.settings
-        if (
-            gateway.hub.connection_count >= settings.max_connections_per_worker
-            or gateway.pending_handshakes >= settings.max_pending_handshakes
-        ):
-            await _refuse_after_upgrade(scope, send, subprotocol, close_codes.OVERLOADED)
-            return
 
         link = link_of(scope)
         if link is None:
@@ -94,15 +95,7 @@ class WebSocketEndpoint:
         connection.issued_at = identity.issued_at
         admission = _Admission(gateway, connection)
         try:
-            gateway.pending_handshakes += 1
-            try:
-                refusal = await admission.take()
-                if refusal is None and options.since is not None:
-                    refusal = await resume(
-                        gateway.history_reader, connection, options.since, settings.max_payload_size
-                    )
-            finally:
-                gateway.pending_handshakes -= 1
+            refusal = await _take_in_pool(gateway, admission, _address(scope), options.since)
             if refusal is None:
                 # Ended while it waited: more arrived than its queue holds (admission_backlog), or
                 # its place was lost or revoked. Refused now, before any frame of it goes out.
@@ -121,6 +114,50 @@ class WebSocketEndpoint:
                 gateway.serving -= 1
         finally:
             await admission.release()
+
+
+def _refused_here(gateway: Gateway, user_id: str, resuming: bool) -> Refusal | None:
+    """What this worker can refuse on its own, without a Redis command or a place in the pool."""
+    if gateway.draining:
+        return close_codes.DRAINING
+    if gateway.hub.connection_count >= gateway.settings.max_connections_per_worker:
+        return close_codes.OVERLOADED
+    if gateway.hub.count(user_id) >= gateway.settings.max_connections_per_user:
+        # Every place of the user is held here: Redis could only answer 4029.
+        return close_codes.USER_LIMIT
+    if resuming and not gateway.resumes.allows(user_id):
+        return close_codes.TOO_MANY_RESUMES
+    return None
+
+
+async def _take_in_pool(
+    gateway: Gateway, admission: _Admission, address: str, since: str | None
+) -> Refusal | None:
+    """The lease, the subscription and a resume's replay, each waiting on Redis while the
+    handshake holds its place in the pool (gateway/handshakes.py)."""
+    user_id = admission.connection.user_id
+    refusal = gateway.handshakes.enter(user_id, address)
+    if refusal is not None:
+        return refusal
+    try:
+        refusal = await admission.take()
+        if refusal is None and since is not None:
+            refusal = await resume(
+                gateway.history_reader,
+                admission.connection,
+                since,
+                gateway.settings.max_payload_size,
+                gateway.resumes,
+            )
+        return refusal
+    finally:
+        gateway.handshakes.leave(user_id, address)
+
+
+def _address(scope: Scope) -> str:
+    """The client's address (a trusted proxy's X-Forwarded-For already applied by the server)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 class _Admission:

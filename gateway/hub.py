@@ -72,6 +72,10 @@ class Hub:
     def user_ids(self) -> list[str]:
         return list(self._by_user)
 
+    def count(self, user_id: str) -> int:
+        """The user's connections here."""
+        return len(self._by_user.get(user_id, ()))
+
     def add(self, user_id: str, outbox: Outbox) -> bool:
         """Register a connection; True when it is the user's first one here."""
         self._connections += 1

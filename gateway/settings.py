@@ -58,8 +58,11 @@ class Settings:
     lease_ttl: float
     handshake_timeout: float
     max_pending_handshakes: int
+    max_pending_handshakes_per_address: int
     client_messages_per_second: float
     history_replay_cap: int
+    resumes_per_minute: int
+    resume_bytes_per_minute: int
     dev_console: bool
 
     @property

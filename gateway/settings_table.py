@@ -147,7 +147,12 @@ JWT_ISSUER = Setting(
     shown="unset",
 )
 JWT_LEEWAY = Setting(
-    "JWT_LEEWAY", "jwt_leeway", 5.0, number(0.0, 300.0), "seconds of clock skew allowed on `exp`"
+    "JWT_LEEWAY",
+    "jwt_leeway",
+    5.0,
+    number(0.0, 300.0),
+    "seconds of clock skew allowed on `exp`: a token is good until `exp` plus this, at the handshake,"
+    " in a refresh and for the session's end (4001)",
 )
 JWT_REVOCATION_TTL = Setting(
     "JWT_REVOCATION_TTL",
@@ -248,7 +253,16 @@ WEBSOCKET_MAX_PENDING_HANDSHAKES = Setting(
     "max_pending_handshakes",
     1000,
     integer(1, 100_000),
-    "handshakes a worker admits at once (waiting on Redis); beyond: 1013",
+    "handshakes a worker admits at once (waiting on Redis); beyond: 1013 `overloaded`; a user may"
+    " hold as many of them as it may hold connections, beyond: 1013 `too_many_handshakes`",
+)
+WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS = Setting(
+    "WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS",
+    "max_pending_handshakes_per_address",
+    100,
+    integer(1, 100_000),
+    "of those, how many one client address may hold (after `FORWARDED_ALLOW_IPS`: behind a proxy"
+    " that does not forward, every client shares its address); beyond: 1013 `too_many_handshakes`",
 )
 WEBSOCKET_CLIENT_MESSAGES_PER_SECOND = Setting(
     "WEBSOCKET_CLIENT_MESSAGES_PER_SECOND",
@@ -273,6 +287,22 @@ WEBSOCKET_HISTORY_REPLAY_CAP = Setting(
     integer(1, 10_000),
     "most history messages replayed to one resuming socket (`?since=`) or one user after a pub/sub"
     " reconnect; a longer gap is not recovered (`recovered:false`)",
+)
+WEBSOCKET_RESUMES_PER_MINUTE = Setting(
+    "WEBSOCKET_RESUMES_PER_MINUTE",
+    "resumes_per_minute",
+    60,
+    integer(1, 1_000_000),
+    "resumes (`?since=`) one user may make on one worker per minute (a minute's worth at once, then"
+    " evenly); beyond: 1013 `too_many_resumes`, before any Redis command",
+)
+WEBSOCKET_RESUME_BYTES_PER_MINUTE = Setting(
+    "WEBSOCKET_RESUME_BYTES_PER_MINUTE",
+    "resume_bytes_per_minute",
+    64 * 1024 * 1024,
+    byte_size(64 * 1024, 1 << 40),
+    "bytes of history one user's resumes may replay on one worker per minute (one replay may"
+    " overdraw it; the next waits until it is paid back); beyond: 1013 `too_many_resumes`",
 )
 FORWARDED_ALLOW_IPS = Setting(
     "FORWARDED_ALLOW_IPS",
@@ -330,8 +360,11 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_LEASE_TTL,
     WEBSOCKET_HANDSHAKE_TIMEOUT,
     WEBSOCKET_MAX_PENDING_HANDSHAKES,
+    WEBSOCKET_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
     WEBSOCKET_CLIENT_MESSAGES_PER_SECOND,
     WEBSOCKET_HISTORY_REPLAY_CAP,
+    WEBSOCKET_RESUMES_PER_MINUTE,
+    WEBSOCKET_RESUME_BYTES_PER_MINUTE,
     WEBSOCKET_DEV_CONSOLE,
     FORWARDED_ALLOW_IPS,
     PROMETHEUS_MULTIPROC_DIR,

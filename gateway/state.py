@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from gateway.auth import Authenticator
 from gateway.broker import Broker
+from gateway.handshakes import HandshakePool
 from gateway.history.reader import HistoryReader
+from gateway.history.resume_budget import ResumeBudget
 from gateway.hub import Hub
 from gateway.limiter import Limiter
 from gateway.redis_topology import AsyncClient
@@ -31,7 +33,10 @@ class Gateway:
     authenticator: Authenticator
     history_reader: HistoryReader
     draining: bool = field(default=False)
-    pending_handshakes: int = field(default=0)
+    # Handshakes waiting on Redis, with each user's and client address's share (gateway/handshakes.py).
+    handshakes: HandshakePool = field(init=False)
+    # Each user's resumes (?since=) and their replayed bytes (gateway/history/resume_budget.py).
+    resumes: ResumeBudget = field(init=False)
     # Accepted sockets whose ASGI task has not returned: a connection leaves the hub (releasing
     # its place) before its close frame goes out, and the drain must wait for that frame too.
     serving: int = field(default=0)
@@ -40,3 +45,14 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.accept_headers = [(b"x-gateway-worker", self.worker_id.encode())]
+        settings = self.settings
+        self.handshakes = HandshakePool(
+            settings.max_pending_handshakes,
+            settings.max_connections_per_user,
+            settings.max_pending_handshakes_per_address,
+        )
+        self.resumes = ResumeBudget(settings.resumes_per_minute, settings.resume_bytes_per_minute)
+
+    @property
+    def pending_handshakes(self) -> int:
+        return self.handshakes.count

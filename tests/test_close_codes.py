@@ -16,11 +16,17 @@ def test_every_refusal_has_a_close_code_and_a_unique_reason() -> None:
     reasons = [r.reason for r in close_codes.ALL]
     assert len(reasons) == len(set(reasons))
     with_status = {r.reason for r in close_codes.ALL if r.http_status is not None}
-    assert with_status == {"token_missing", "token_invalid", "token_expired", "origin_forbidden"}
+    assert with_status == {
+        "token_missing",
+        "token_invalid",
+        "token_expired",
+        "origin_forbidden",
+        "query_invalid",
+    }
     for refusal in close_codes.ALL:
         assert refusal.close_code in {
             *(1001, 1002, 1007, 1008, 1009, 1011, 1012, 1013),
-            *(4001, 4003, 4008, 4029, 4401, 4403),
+            *(4001, 4003, 4008, 4029, 4400, 4401, 4403),
         }, refusal.reason
         assert len(refusal.reason) <= 123  # a close frame's reason: 123 bytes at most (RFC 6455 5.5)
 

@@ -15,6 +15,7 @@ from gateway.history import envelope
 from gateway.history.position import Position, parse_position
 from gateway.history.recovery import is_replayed, parse_options
 from gateway.hub import Hub
+from gateway.query import parse as parse_query
 from gateway.untrusted_json import MAX_DEPTH
 from harness.paths import ROOT
 
@@ -129,11 +130,11 @@ def test_positions_parse_only_what_the_gateway_gives_out() -> None:
 
 
 def test_resume_options_come_from_the_query_string() -> None:
-    assert parse_options(b"token=x") == (False, None)
-    assert parse_options(b"token=x&envelope=1") == (True, None)
-    assert parse_options(b"token=x&envelope=0") == (False, None)
-    assert parse_options(b"since=3-ab&token=x") == (True, "3-ab")
-    assert parse_options(b"since=") == (True, "")
+    assert parse_options(parse_query(b"token=x")) == (False, None)
+    assert parse_options(parse_query(b"token=x&envelope=1")) == (True, None)
+    assert parse_options(parse_query(b"token=x&envelope=0")) == (False, None)
+    assert parse_options(parse_query(b"since=3-ab&token=x")) == (True, "3-ab")
+    assert parse_options(parse_query(b"since=")) == (True, "")
 
 
 def test_a_live_frame_is_replayed_only_within_the_replayed_epoch_and_offsets() -> None:

@@ -11,10 +11,14 @@ import redis.asyncio as aioredis
 from gateway.history.position import Position
 from gateway.history.reader import HistoryReader
 from gateway.history.recovery import resume
+from gateway.history.resume_budget import ResumeBudget
 from gateway.publisher import AsyncPublisher
 from harness.redis_server import RedisServer
 
 LIMIT = 64 * 1024
+
+# Resumes are not what these tests budget.
+UNLIMITED = ResumeBudget(resumes_per_minute=10**6, bytes_per_minute=10**12)
 
 
 class Resuming:
@@ -47,7 +51,9 @@ async def test_a_resume_over_hostile_entries_replays_what_fits_and_never_raises(
     await publisher.publish(user, "\x01" * 65_000)
     last = await publisher.publish(user, {"n": 3})
     connection = Resuming(user)
-    assert await resume(HistoryReader(client, "ws", 100), connection, first.position, LIMIT) is None
+    assert (
+        await resume(HistoryReader(client, "ws", 100), connection, first.position, LIMIT, UNLIMITED) is None
+    )
     frames = [json.loads(frame) for frame in connection.frames]
     assert frames[0] == {"type": "recovery", "recovered": True, "replayed": 2}
     assert [frame["data"] for frame in frames[1:]] == [deep, {"n": 3}]
@@ -69,7 +75,7 @@ async def test_a_history_whose_meta_was_written_by_hand_reads_as_lost(
     assert (await reader.read(user, forged, 1)).result == "lost"
     assert (await reader.read(user, "", 0)).result == "lost"
     connection = Resuming(user)
-    assert await resume(reader, connection, first.position, LIMIT) is None
+    assert await resume(reader, connection, first.position, LIMIT, UNLIMITED) is None
     assert [json.loads(frame) for frame in connection.frames] == [
         {"type": "recovery", "recovered": False, "replayed": 0, "reason": "lost"}
     ]

@@ -5,6 +5,7 @@ get back the messages published with history that they missed.
 - ``envelope.py``  the JSON frames of envelope mode (``?envelope=1``): messages and recovery.
 - ``reader.py``    reads a user's history after a position, bounded (gateway/lua/history_read.lua).
 - ``recovery.py``  ``?since=``: the recovery frame and the replay, merged with what arrived live.
+- ``resume_budget.py``  how often, and how many bytes, one user may resume on one worker.
 - ``gap.py``       the gap fill after the broker re-subscribed a worker's users.
 - ``held.py``      what arrives for a user while its gap is read: generations per outage, a cap.
 

@@ -12,14 +12,15 @@ counted like a live one; ``replayed`` counts the frames that follow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple, Protocol
-from urllib.parse import parse_qs
 
 from gateway import close_codes, drops, metrics
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, format_position, parse_position
 from gateway.history.reader import HistoryReader
+from gateway.history.resume_budget import ResumeBudget
 from gateway.redis_topology import UNAVAILABLE
 
 
@@ -28,16 +29,10 @@ class Options(NamedTuple):
     since: str | None
 
 
-RAW = Options(False, None)
-
-
-def parse_options(query_string: bytes) -> Options:
-    """The socket's mode from its query string; ``since`` implies envelope mode."""
-    if b"envelope=" not in query_string and b"since=" not in query_string:
-        return RAW  # most sockets: no parsing
-    query = parse_qs(query_string.decode("latin-1"), max_num_fields=32, keep_blank_values=True)
-    since = query.get("since", [None])[0]
-    return Options(since is not None or query.get("envelope", [""])[0] in ("1", "true"), since)
+def parse_options(query: Mapping[str, str]) -> Options:
+    """The socket's mode from its query (gateway/query.py); ``since`` implies envelope mode."""
+    since = query.get("since")
+    return Options(since is not None or query.get("envelope") in ("1", "true"), since)
 
 
 class Resumable(Protocol):
@@ -47,9 +42,14 @@ class Resumable(Protocol):
 
 
 async def resume(
-    reader: HistoryReader, connection: Resumable, since: str, max_payload_size: int
+    reader: HistoryReader,
+    connection: Resumable,
+    since: str,
+    max_payload_size: int,
+    budget: ResumeBudget,
 ) -> Refusal | None:
-    """Queue the recovery frame and the replay; a refusal only when Redis does not answer."""
+    """Queue the recovery frame and the replay; a refusal only when Redis does not answer. The
+    replay's bytes are charged to the user's ``budget`` (its resume was taken before)."""
     position = parse_position(since)
     if position is None:
         _not_recovered(connection, "invalid")
@@ -61,6 +61,7 @@ async def resume(
     if reading.result != "ok":
         _not_recovered(connection, reading.result)
         return None
+    budget.charge(connection.user_id, sum(map(len, reading.entries)))
     frames = []
     for offset, data in enumerate(reading.entries, position.offset + 1):
         frame = envelope.message(data, format_position(reading.epoch, offset))

@@ -264,11 +264,6 @@ def _queries(invariants: Invariants, fields: list[tuple[str, str]], joiner: str)
     invariants.check(query[:300])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 21 item 8 (endpoint): ?since= with more than 32 query fields answers HTTP 500 "
-    "with a traceback (parse_qs max_num_fields)",
-)
 async def test_query_strings_of_ws_get_a_documented_answer(
     gateway: Gateway, redis_server: RedisServer
 ) -> None:

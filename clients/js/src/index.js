@@ -18,7 +18,7 @@ const RULES = new Map([
   [1009, STOP], // message_too_big
   [1011, BACKOFF], // internal_error, ping_timeout
   [1012, RECONNECT], // draining
-  [1013, BACKOFF], // redis_unavailable, overloaded, admission_backlog
+  [1013, BACKOFF], // redis_unavailable, overloaded, admission_backlog, too_many_handshakes, too_many_resumes
   [4001, NEW_TOKEN], // session_expired, token_expired
   // disconnected: a backend ended the user's sessions (logout, revoked access); token_revoked: the
   // token predates such a disconnect. The app decides whether there is a session to come back
@@ -26,6 +26,7 @@ const RULES = new Map([
   [4003, STOP],
   [4008, RECONNECT], // slow_consumer
   [4029, WAIT_FOR_PLACE], // user_limit
+  [4400, STOP], // query_invalid
   [4401, STOP], // token_missing, token_invalid, token_wrong_user
   [4403, STOP], // Origin not allowed
 ]);
