@@ -6,6 +6,9 @@ import socket
 import tempfile
 import uuid
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from gateway import settings_table
 from gateway.log_format import fatal
 from gateway.server.listeners import port_in_use
@@ -30,7 +33,12 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gatew
 # (gateway/server/upstream.py).
 exit_unless_compatible()
 # Only now: a missing upstream module stops start-up with the check's one line, not a traceback.
+from gateway.server import resolving  # noqa: E402
 from gateway.server.worker import GatewayWorker  # noqa: E402
+
+# Every Redis connection of the master and its workers looks its host name up with a deadline:
+# a resolver that stops answering costs refusals (1013), never a stop's grace period.
+resolving.install()
 
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = [f"{_host}:{_settings.port}"]
@@ -67,7 +75,10 @@ if _log_format == "json":
 # Releases dead workers' leases off the master's loop (child_exit, on_exit).
 _leases = LeaseReleaser(
     # One Redis, a Cluster or Sentinel's master, as the workers reach it.
-    lambda: _settings.topology.sync_client(socket_timeout=1, socket_connect_timeout=1),
+    # One try each round: the releaser tries again itself.
+    lambda: _settings.topology.sync_client(
+        socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    ),
     _settings.channel_prefix,
     _settings.lease_ttl,
     logging.getLogger("gunicorn.error"),

@@ -9,12 +9,15 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from harness import hung_resolver
 from harness.clients import admit
 from harness.gateway_process import Gateway
+from harness.hung_resolver import UNRESOLVABLE, HungResolver
 from harness.redis_server import RedisServer, leases_key, live_leases
 from harness.waiting import eventually, in_thread
 
@@ -37,6 +40,16 @@ def stop_timed(gateway: Gateway) -> tuple[int, float]:
     elapsed = time.monotonic() - started
     gateway.process = None
     return code, elapsed
+
+
+@pytest.fixture
+def hung() -> Iterator[HungResolver]:
+    why = hung_resolver.problem()
+    if why is not None:
+        pytest.skip(why)
+    resolver = HungResolver()
+    yield resolver
+    resolver.close()
 
 
 def lease_lines(gateway: Gateway) -> list[str]:
@@ -134,4 +147,30 @@ async def test_the_leases_of_killed_workers_are_released_at_once(own_redis: Redi
     finally:
         for ws in sockets:
             await ws.close()
+        gateway.close()
+
+
+async def test_sigterm_with_a_resolver_that_never_answers_is_bounded(
+    own_redis: RedisServer, hung: HungResolver
+) -> None:
+    """REDIS_URL names a host, and the only name server never answers: admissions are refused
+    with 1013 within the connect timeout, and SIGTERM ends the master within 5 s, with one line
+    saying its workers' leases (if any) lapse."""
+    gateway = Gateway(f"redis://{UNRESOLVABLE}:{own_redis.port}", workers=4)
+    gateway.wrap = hung.wrap
+    try:
+        gateway.launch()
+        # Up, though never ready: no worker reaches Redis.
+        await eventually(in_thread(lambda: len(gateway.worker_pids()) == 4), timeout=30, what="4 workers")
+        await asyncio.to_thread(gateway.worker_states, 30)
+        started = time.monotonic()
+        refused = await asyncio.gather(*(admit(gateway.ws_url, f"dns-{n}") for n in range(8)))
+        assert refused == [1013] * 8
+        assert time.monotonic() - started < BOUND
+        code, elapsed = await asyncio.to_thread(stop_timed, gateway)
+        assert code == 0, gateway.log()[-3000:]
+        assert elapsed < BOUND, f"the master took {elapsed:.1f}s:\n{gateway.log()[-3000:]}"
+        lines = lease_lines(gateway)
+        assert len(lines) == 1 and LAPSE_LINE in lines[0] and "4 workers" in lines[0], lines
+    finally:
         gateway.close()
