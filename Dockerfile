@@ -23,6 +23,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     WEBSOCKET_HOST=0.0.0.0 \
     WEBSOCKET_PORT=8080
+# tini is PID 1: it forwards signals and reaps orphans. The kernel drops a signal sent to PID 1
+# that has no handler for it, so gunicorn as PID 1 ignored a SIGTERM that came before it set its
+# handlers (the first moments after start) and was killed at the grace period.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 gateway \
     && useradd --system --uid 10001 --gid gateway --no-create-home --shell /usr/sbin/nologin gateway
 COPY --from=build /opt/venv /opt/venv
@@ -35,6 +41,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WEBSOCKET_PORT', '8080'), timeout=2)"]
 # gunicorn drains on SIGTERM: every socket is closed with 1012 within WEBSOCKET_DRAIN_WINDOW.
 STOPSIGNAL SIGTERM
+ENTRYPOINT ["tini", "--"]
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]
 
 # --- loadtest: the runtime plus locust, running loadtest/locustfile.py (compose profile "loadtest") ---
@@ -45,7 +52,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir "/src[loadtest]"
 COPY loadtest /app/loadtest
 USER 10001:10001
 EXPOSE 8089 5557
-ENTRYPOINT ["locust", "-f", "/app/loadtest/locustfile.py"]
+ENTRYPOINT ["tini", "--", "locust", "-f", "/app/loadtest/locustfile.py"]
 CMD ["--help"]
 
 # The default target is the gateway.

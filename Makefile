@@ -33,6 +33,7 @@ test: $(STAMP)
 	scripts/ensure-nginx
 	scripts/ensure-prometheus
 	scripts/ensure-chromium
+	scripts/ensure-tini
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
 
@@ -47,6 +48,7 @@ upgrade-check:
 	scripts/ensure-nginx
 	scripts/ensure-prometheus
 	scripts/ensure-chromium
+	scripts/ensure-tini
 	scripts/upgrade-check $(PYTEST_ARGS)
 
 # Every scenario against the gateway and the Python alternatives, history's cost, one Redis against

@@ -6,11 +6,15 @@ import socket
 import tempfile
 import uuid
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from gateway import settings_table
 from gateway.log_format import fatal
 from gateway.server.listeners import port_in_use
 from gateway.server.upstream import exit_unless_compatible
 from gateway.settings import Settings, SettingsError
+from gateway.worker_leases import LeaseReleaser
 
 # The process's one Settings: the workers are built with it and build the app with it.
 try:
@@ -29,7 +33,12 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gatew
 # (gateway/server/upstream.py).
 exit_unless_compatible()
 # Only now: a missing upstream module stops start-up with the check's one line, not a traceback.
+from gateway.server import resolving  # noqa: E402
 from gateway.server.worker import GatewayWorker  # noqa: E402
+
+# Every Redis connection of the master and its workers looks its host name up with a deadline:
+# a resolver that stops answering costs refusals (1013), never a stop's grace period.
+resolving.install()
 
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = [f"{_host}:{_settings.port}"]
@@ -66,6 +75,20 @@ control_socket_disable = True
 if _log_format == "json":
     logger_class = "gateway.log_format.JsonLogger"
 
+# Releases dead workers' leases off the master's loop (child_exit, on_exit).
+_leases = LeaseReleaser(
+    # One Redis, a Cluster or Sentinel's master, as the workers reach it.
+    # One try each round: the releaser tries again itself.
+    lambda: _settings.topology.sync_client(
+        socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    ),
+    _settings.channel_prefix,
+    _settings.lease_ttl,
+    logging.getLogger("gunicorn.error"),
+)
+# Seconds the master's exit waits for them: a stop with no clients ends within 5 s whatever Redis does.
+_LEASE_RELEASE_AT_EXIT = 2.0
+
 
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Refuse a port another process listens on; delete the metrics files of a previous run: they
@@ -96,27 +119,18 @@ def pre_fork(server, worker):  # type: ignore[no-untyped-def]
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
-    """A worker is gone, however it died: drop its live gauges and release its leases at once."""
+    """A worker is gone, however it died: drop its live gauges, and queue its leases for release
+    (gateway/worker_leases.py): this hook runs in gunicorn's stop loop, so it never waits on Redis."""
     from prometheus_client import multiprocess
 
     from gateway import keys
     from gateway.metrics_archive import archive_dead_worker
-    from gateway.redis_topology import UNAVAILABLE
-    from gateway.worker_leases import release_worker
 
     multiprocess.mark_process_dead(worker.pid)
     archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
-    worker_id = keys.worker_id(worker.gateway_instance_id, worker.pid)
-    try:
-        # One Redis, a Cluster or Sentinel's master, as the workers reach it.
-        with _settings.topology.sync_client(socket_timeout=2, socket_connect_timeout=2) as client:
-            released = release_worker(client, _settings.channel_prefix, worker_id)
-    except UNAVAILABLE as exc:
-        logging.getLogger("gunicorn.error").warning(
-            "could not release the leases of worker %s (%s); they lapse on their own",
-            worker.pid,
-            type(exc).__name__,
-        )
-        return
-    if released:
-        logging.getLogger("gunicorn.error").info("released %d leases of worker %s", released, worker.pid)
+    _leases.add(keys.worker_id(worker.gateway_instance_id, worker.pid), worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    """The last step of a stop: a few seconds for the dead workers' leases, then they lapse."""
+    _leases.finish(_LEASE_RELEASE_AT_EXIT)

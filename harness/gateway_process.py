@@ -12,7 +12,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class Gateway:
     """``gunicorn -c gunicorn.conf.py`` from the repository root, as operators run it."""
 
     def __init__(self, redis_url: str, workers: int, **env: str) -> None:
+        # The command line gunicorn runs under, if set before start (harness/hung_resolver.py).
+        self.wrap: Callable[[list[str]], list[str]] | None = None
         self.port = free_port()
         self.workers = workers
         self.metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
@@ -47,15 +49,20 @@ class Gateway:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_all_workers_ready()
+
+    def launch(self) -> None:
+        """Start gunicorn without waiting for its workers."""
+        argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                self.wrap(argv) if self.wrap else argv,
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.wait_all_workers_ready()
 
     @property
     def operational_port(self) -> int:

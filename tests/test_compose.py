@@ -249,6 +249,9 @@ def test_the_dockerfile_builds_a_non_root_image_that_drains_on_sigterm() -> None
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", runtime, re.M)
     assert re.search(r"^STOPSIGNAL SIGTERM$", runtime, re.M)
     assert re.search(r'^CMD \["gunicorn", "-c", "gunicorn.conf.py"\]$', runtime, re.M)
+    # An init as PID 1 forwards an early SIGTERM (tests/e2e/test_early_sigterm.py runs it).
+    assert re.search(r'^ENTRYPOINT \["tini", "--"\]$', runtime, re.M)
+    assert "apt-get install -y --no-install-recommends tini" in runtime
     # Dependencies come from the hashed runtime lock, then the project without resolving again.
     assert "pip install --require-hashes -r /src/requirements-runtime.lock" in dockerfile
     assert (

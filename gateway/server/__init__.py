@@ -8,6 +8,7 @@ websockets, redis-py or prometheus_client past their public API, and why.
 - ``worker.py``: the gunicorn worker (uvicorn-worker's, with the process's settings and the app
   built from them) and the drain hook: uvicorn's shutdown, which first runs ``gateway.drain``.
 - ``listeners.py``: one SO_REUSEPORT listening socket per worker; the master's port check.
+- ``resolving.py``: redis-py's connects look host names up with a deadline (gateway/name_lookup.py).
 - ``upstream.py``: every internal below as data, checked at start-up by gunicorn.conf.py (one
   line and exit 2 when one is missing) and by ``make upgrade-check`` before a range is widened.
 
@@ -74,6 +75,11 @@ PubSub object): ``read_response`` (the reader, with a timeout), ``send_packed_co
 ``pack_commands`` (SUBSCRIBE batches).
 
 redis-py ``ConnectionPool``: ``make_connection``, a private connection for pub/sub.
+
+redis-py ``Connection``, sync and async, the TCP connection every other derives from, wrapped by
+resolving.py: ``_connect`` looks the name up within ``socket_connect_timeout`` (of the address
+family ``socket_type``, sync) and connects to each address through ``host`` (sync) or
+``_connection_arguments`` (async, which also keeps the name for TLS).
 
 prometheus_client ``MmapedDict``: ``read_all_values_from_file`` and ``write_value`` fold a dead
 worker's metric files into an archive.

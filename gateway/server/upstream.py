@@ -41,6 +41,8 @@ _GUNICORN_WORKER = "gunicorn.workers.base:Worker"
 _SANS_IO = "websockets.server:ServerProtocol"
 _CONN = "redis.asyncio.connection:AbstractConnection"
 _POOL = "redis.asyncio.connection:ConnectionPool"
+_TCP = "redis.connection:Connection"
+_ASYNC_TCP = "redis.asyncio.connection:Connection"
 _MMAP = "prometheus_client.mmap_dict:MmapedDict"
 # Classes whose methods do not count as the upstream's own: asyncio's protocol methods are no-ops.
 _NOT_UPSTREAM = ("asyncio.", "builtins")
@@ -159,6 +161,13 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("redis", _CONN, "send_packed_command", "method", "SUBSCRIBE batches", ("check_health",)),
     Internal("redis", _CONN, "pack_commands", "method", "SUBSCRIBE batches"),
     Internal("redis", _POOL, "make_connection", "method", "a private connection"),
+    # gateway/server/resolving.py looks host names up with a deadline before redis-py connects.
+    Internal("redis", _TCP, "_connect", "method", "wrapped: a bounded lookup first (the master)"),
+    Internal("redis", _TCP, "host", "instance", "the looked-up address while redis-py connects"),
+    Internal("redis", _TCP, "socket_connect_timeout", "instance", "the lookup's deadline"),
+    Internal("redis", _TCP, "socket_type", "instance", "the address family to look up"),
+    Internal("redis", _ASYNC_TCP, "_connect", "method", "wrapped: a bounded lookup first (the workers)"),
+    Internal("redis", _ASYNC_TCP, "_connection_arguments", "method", "wrapped: the looked-up address"),
     # gateway/metrics_archive.py folds a dead worker's metric files.
     Internal("prometheus-client", _MMAP, "read_all_values_from_file", "method", "a dead worker's file"),
     Internal("prometheus-client", _MMAP, "write_value", "method", "writes the archive"),

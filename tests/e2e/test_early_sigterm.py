@@ -1,0 +1,92 @@
+"""A SIGTERM at any moment after start stops the image's process promptly: the Dockerfile's
+ENTRYPOINT and CMD, run as PID 1 of a new PID namespace as a container runs them. Without an init,
+the kernel drops a signal sent to PID 1 that has not set a handler for it, so a SIGTERM in the
+first moments after start (before gunicorn sets its handlers) was lost and the replica was killed
+at its grace period. Needs root (unshare --pid) and tini (scripts/ensure-tini)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness.gateway_process import Gateway
+from harness.paths import ROOT
+from harness.redis_server import RedisServer
+from harness.waiting import wait_for
+
+
+def image_command() -> list[str]:
+    """The runtime stage's ENTRYPOINT followed by its CMD, as Docker runs them."""
+    runtime = (ROOT / "Dockerfile").read_text().partition("AS runtime")[2].partition("\nFROM ")[0]
+    entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", runtime, re.M)
+    command = re.search(r"^CMD (\[.*\])$", runtime, re.M)
+    assert command is not None
+    return [*(json.loads(entrypoint[1]) if entrypoint else []), *json.loads(command[1])]
+
+
+def pid_one_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root, for unshare --pid"
+    if shutil.which("unshare") is None:
+        return "no unshare (util-linux)"
+    if subprocess.run(["unshare", "--pid", "--fork", "true"], check=False).returncode != 0:
+        return "unshare --pid refused"
+    missing = [name for name in image_command()[:1] if name != "gunicorn" and shutil.which(name) is None]
+    if missing:
+        return f"{missing[0]} is not installed (scripts/ensure-tini)"
+    return None
+
+
+def test_sigterm_right_after_the_start_of_the_image_command_stops_it(own_redis: RedisServer) -> None:
+    """SIGTERM to the namespace's PID 1 within 0.1 s of its start: every process is gone within 5 s."""
+    why = pid_one_problem()
+    if why is not None:
+        pytest.skip(why)
+    gateway = Gateway(own_redis.url, workers=2)
+    # The image's command finds gunicorn on PATH, as in the image's virtualenv.
+    env = {**gateway.env, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    outer = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", *image_command()],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = time.monotonic()
+    try:
+        # PID 1 of the namespace is unshare's child, seen from here under another pid.
+        pid_one = wait_for(lambda: _children(outer.pid), timeout=5, interval=0.001, what="PID 1")[0]
+        os.kill(pid_one, signal.SIGTERM)
+        signalled = time.monotonic() - started
+        assert signalled < 0.1, f"the SIGTERM went out {signalled:.3f}s after the start"
+        outer.wait(10)
+        assert time.monotonic() - started < 5
+        assert not _alive(pid_one)
+    finally:
+        if outer.poll() is None:
+            outer.kill()  # --kill-child takes the namespace down with it
+            outer.wait(10)
+        gateway.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
