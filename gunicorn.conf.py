@@ -8,6 +8,7 @@ import uuid
 
 from gateway import settings_table
 from gateway.log_format import fatal
+from gateway.ports import PortMap
 from gateway.server.listeners import port_in_use
 from gateway.server.upstream import exit_unless_compatible
 from gateway.settings import Settings, SettingsError
@@ -31,11 +32,10 @@ exit_unless_compatible()
 # Only now: a missing upstream module stops start-up with the check's one line, not a traceback.
 from gateway.server.worker import GatewayWorker  # noqa: E402
 
-_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
-bind = [f"{_host}:{_settings.port}"]
-if _settings.metrics_port:
-    # Every worker serves both (gateway/operational_port.py tells which path goes where).
-    bind.append(f"{_host}:{_settings.metrics_port}")
+# WEBSOCKET_PORT first, then METRICS_PORT and the dev console's port where they are on. Every
+# worker serves them all (gateway/ports.py tells which path goes where).
+_listeners = PortMap(_settings).all
+bind = [listener.bind for listener in _listeners]
 workers = _settings.web_concurrency
 worker_class = GatewayWorker.with_settings(_settings)
 # gunicorn insists on an app name; each worker builds it as create_app(_settings) instead
@@ -70,10 +70,10 @@ if _log_format == "json":
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Refuse a port another process listens on; delete the metrics files of a previous run: they
     must not count."""
-    for variable, port in (("WEBSOCKET_PORT", _settings.port), ("METRICS_PORT", _settings.metrics_port)):
-        problem = port_in_use(_settings.host, port) if port else None
+    for listener in _listeners:
+        problem = port_in_use(listener.host, listener.port)
         if problem is not None:
-            fatal(f"{variable} {port} on {_settings.host} is not free: {problem}")
+            fatal(f"{listener.variable} {listener.port} on {listener.host} is not free: {problem}")
             raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
