@@ -10,7 +10,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import jwt
 import pytest
@@ -18,6 +17,7 @@ from websockets.asyncio.client import connect
 
 from harness.gateway_process import Gateway, running_gateway
 from harness.nginx import proxy_config, running_nginx
+from harness.ports import listening_addresses
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET, make_token
 
@@ -58,21 +58,9 @@ def test_a_proxy_on_the_same_host_cannot_mint_tokens(console: Gateway) -> None:
         assert _request(nginx.port, "/dev/publish", {"payload": "x"})[0] == 404
 
 
-def _listening_addresses(port: int) -> set[str]:
-    """Local addresses (as /proc/net writes them) listening on ``port``."""
-    found = set()
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        for line in table.read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            address, _, hex_port = local.partition(":")
-            if state == "0A" and int(hex_port, 16) == port:
-                found.add(address)
-    return found
-
-
 def test_the_console_listens_on_loopback_only(console: Gateway) -> None:
-    assert _listening_addresses(console.console_port) == {"0100007F"}
-    assert _listening_addresses(console.port) == {"00000000"}
+    assert listening_addresses(console.console_port) == {"0100007F"}
+    assert listening_addresses(console.port) == {"00000000"}
 
 
 def test_on_the_public_port_every_console_path_is_404(console: Gateway) -> None:
@@ -81,6 +69,19 @@ def test_on_the_public_port_every_console_path_is_404(console: Gateway) -> None:
     for path in ["/dev/token", "/dev/publish"]:
         assert _request(console.port, path, {"user": "alice"})[0] == 404, path
     assert _request(console.port, "/healthz")[0] == 200
+
+
+def test_no_header_moves_a_request_to_the_console_port(console: Gateway) -> None:
+    """What a proxy, or a client through it, could say about where a request was headed."""
+    where = f"127.0.0.1:{console.console_port}"
+    headers = {
+        "Host": where,
+        "X-Forwarded-For": "127.0.0.1",
+        "X-Forwarded-Host": where,
+        "X-Forwarded-Port": str(console.console_port),
+        "Forwarded": f"for=127.0.0.1;host={where}",
+    }
+    assert _request(console.port, "/dev/token", {"user": "alice"}, headers)[0] == 404
 
 
 def test_on_the_console_port_only_the_console_and_its_socket_are_served(console: Gateway) -> None:
