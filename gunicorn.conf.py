@@ -11,6 +11,7 @@ from redis.retry import Retry
 
 from gateway import settings_table
 from gateway.log_format import fatal
+from gateway.ports import PortMap
 from gateway.server.listeners import port_in_use
 from gateway.server.upstream import exit_unless_compatible
 from gateway.settings import Settings, SettingsError
@@ -40,11 +41,10 @@ from gateway.server.worker import GatewayWorker  # noqa: E402
 # a resolver that stops answering costs refusals (1013), never a stop's grace period.
 resolving.install()
 
-_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
-bind = [f"{_host}:{_settings.port}"]
-if _settings.metrics_port:
-    # Every worker serves both (gateway/operational_port.py tells which path goes where).
-    bind.append(f"{_host}:{_settings.metrics_port}")
+# WEBSOCKET_PORT first, then METRICS_PORT and the dev console's port where they are on. Every
+# worker serves them all (gateway/ports.py tells which path goes where).
+_listeners = PortMap(_settings).all
+bind = [listener.bind for listener in _listeners]
 workers = _settings.web_concurrency
 worker_class = GatewayWorker.with_settings(_settings)
 # gunicorn insists on an app name; each worker builds it as create_app(_settings) instead
@@ -93,10 +93,10 @@ _LEASE_RELEASE_AT_EXIT = 2.0
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Refuse a port another process listens on; delete the metrics files of a previous run: they
     must not count."""
-    for variable, port in (("WEBSOCKET_PORT", _settings.port), ("METRICS_PORT", _settings.metrics_port)):
-        problem = port_in_use(_settings.host, port) if port else None
+    for listener in _listeners:
+        problem = port_in_use(listener.host, listener.port)
         if problem is not None:
-            fatal(f"{variable} {port} on {_settings.host} is not free: {problem}")
+            fatal(f"{listener.variable} {listener.port} on {listener.host} is not free: {problem}")
             raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)

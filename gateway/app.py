@@ -24,7 +24,7 @@ from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.limiter import Limiter
-from gateway.operational_port import misrouted, not_found
+from gateway.ports import PortMap, not_found
 from gateway.redis_wiring import build_redis
 from gateway.settings import Settings
 from gateway.state import Gateway
@@ -55,15 +55,16 @@ class GatewayApp:
     middleware and router for sockets keeps those frames out of the per-connection cost.
     """
 
-    def __init__(self, starlette: Starlette, metrics_port: int = 0) -> None:
+    def __init__(self, starlette: Starlette, ports: PortMap | None = None) -> None:
         self.starlette = starlette
         self.state = starlette.state
         self._websocket = WebSocketEndpoint()
-        self._metrics_port = metrics_port
+        # Only where a port of its own takes paths away from WEBSOCKET_PORT (gateway/ports.py).
+        self._ports = ports if ports is not None and ports.side else None
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine: the server awaits the endpoint's own, so no frame of ours is kept.
-        if self._metrics_port and scope["type"] != "lifespan" and misrouted(scope, self._metrics_port):
+        if self._ports is not None and scope["type"] != "lifespan" and self._ports.misrouted(scope):
             return not_found(scope, receive, send)
         if scope["type"] == "websocket" and scope["path"] == "/ws":
             return self._websocket(scope, receive, send)
@@ -95,7 +96,7 @@ def create_app(settings: Settings) -> GatewayApp:
         gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings), reader)
         app.state.gateway = gateway  # for the worker's drain on shutdown
         if settings.dev_console:
-            dev_console.warn()
+            dev_console.warn(settings.dev_console_port)
         broker.start()
         limiter.start()
         tally = asyncio.create_task(_flush_tally_every(0.5), name="gateway-metrics-tally")
@@ -122,4 +123,4 @@ def create_app(settings: Settings) -> GatewayApp:
     ]
     if settings.dev_console:
         routes += dev_console.routes()
-    return GatewayApp(Starlette(routes=routes, lifespan=lifespan), settings.metrics_port)
+    return GatewayApp(Starlette(routes=routes, lifespan=lifespan), PortMap(settings))

@@ -2,11 +2,12 @@
 connects with the JS client, shows frames, states and close codes, and publishes to its user.
 
 Its routes exist only with the flag. It mints a token for any user id typed in, so it is a hole
-in authentication by design, and three walls keep it to the developer's own machine: only a
-loopback client is answered (behind a trusted proxy, the forwarded address counts), only a
-loopback ``Host`` (a DNS-rebinding page names its own host), and the POSTs take JSON only (a
-cross-site form cannot send it, and a cross-site fetch of it needs a CORS preflight, which
-nothing here answers).
+in authentication by design, and these walls keep it to the developer's own machine: it answers
+only on a listener of its own on 127.0.0.1 (``WEBSOCKET_DEV_CONSOLE_PORT``; 404 on every other
+port, gateway/ports.py), where no proxy in front of the public port reaches it; there only a
+loopback client (a trusted proxy's forwarded address counts) that named a loopback ``Host`` (a
+DNS-rebinding page names its own host); and the POSTs take JSON only (a cross-site form cannot
+send it, and a cross-site fetch of it needs a CORS preflight, which nothing here answers).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway import untrusted_json
 from gateway.auth import AuthError, issue_token
 from gateway.keys import is_valid_user_id
 from gateway.payload_limit import PayloadTooLarge
+from gateway.ports import CONSOLE_HOST
 from gateway.publisher import AsyncPublisher
 from gateway.state import Gateway
 
@@ -62,10 +64,12 @@ def routes() -> list[Route]:
     ]
 
 
-def warn() -> None:
+def warn(port: int) -> None:
     log.warning(
-        "WEBSOCKET_DEV_CONSOLE is on: /dev mints tokens for any user and publishes to them"
-        " (loopback clients only). Development only: never set it in production."
+        "WEBSOCKET_DEV_CONSOLE is on: http://%s:%d/dev mints tokens for any user and"
+        " publishes to them. Development only: never set it in production.",
+        CONSOLE_HOST,
+        port,
     )
 
 

@@ -64,6 +64,7 @@ class Settings:
     resumes_per_minute: int
     resume_bytes_per_minute: int
     dev_console: bool
+    dev_console_port: int
 
     @property
     def topology(self) -> Topology:
@@ -83,6 +84,7 @@ class Settings:
         if flag().parse(_FAIL_OPEN, env.get(_FAIL_OPEN), False):
             raise SettingsError(f"{_FAIL_OPEN}: removed; admission needs Redis and fails closed (1013)")
         values |= _read(env, _REST)
+        values["dev_console_port"] = _console_port(values)
         settings = cls(**values)
         if settings.metrics_port == settings.port:
             raise SettingsError(f"METRICS_PORT: {settings.port} is WEBSOCKET_PORT; use another port, or 0")
@@ -92,6 +94,21 @@ class Settings:
 
 def _read(env: Mapping[str, str], settings: tuple[Setting[Any], ...]) -> dict[str, Any]:
     return {str(s.field): s.from_environ(env) for s in settings}
+
+
+def _console_port(values: dict[str, Any]) -> int:
+    """With the console on, its port worked out (``0``: WEBSOCKET_PORT + 1), or SettingsError
+    when it is one of the gateway's other ports; with the console off, unused and kept as read."""
+    if not values["dev_console"]:
+        return int(values["dev_console_port"])
+    port = values["dev_console_port"] or values["port"] + 1
+    name = "WEBSOCKET_DEV_CONSOLE_PORT"
+    if port > 65535:
+        raise SettingsError(f"{name}: WEBSOCKET_PORT + 1 is past 65535; set a port")
+    for other, taken in (("WEBSOCKET_PORT", values["port"]), ("METRICS_PORT", values["metrics_port"])):
+        if port == taken:
+            raise SettingsError(f"{name}: {port} is {other}; use another port")
+    return int(port)
 
 
 def _check_algorithm(algorithm: str, secret: str) -> None:

@@ -277,7 +277,18 @@ WEBSOCKET_DEV_CONSOLE = Setting(
     False,
     flag(),
     "development only (`make run` sets it): `/dev`, a page that connects with the JS client, mints"
-    " tokens for any user and publishes to them; loopback clients only; never in production",
+    " tokens for any user and publishes to them, on `WEBSOCKET_DEV_CONSOLE_PORT` only; never in"
+    " production",
+)
+WEBSOCKET_DEV_CONSOLE_PORT = Setting(
+    "WEBSOCKET_DEV_CONSOLE_PORT",
+    "dev_console_port",
+    0,
+    integer(0, 65535),
+    "with `WEBSOCKET_DEV_CONSOLE` only: the console's own listener, always on 127.0.0.1 (whatever"
+    " `WEBSOCKET_HOST` says), serving `/dev` and its files and `/ws` for its page; `/dev` is 404 on"
+    " every other port",
+    shown="`0`: `WEBSOCKET_PORT` + 1",
 )
 # Read by gunicorn.conf.py, not part of Settings.
 WEBSOCKET_HISTORY_REPLAY_CAP = Setting(
@@ -366,6 +377,7 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_RESUMES_PER_MINUTE,
     WEBSOCKET_RESUME_BYTES_PER_MINUTE,
     WEBSOCKET_DEV_CONSOLE,
+    WEBSOCKET_DEV_CONSOLE_PORT,
     FORWARDED_ALLOW_IPS,
     PROMETHEUS_MULTIPROC_DIR,
     LOG_FORMAT,

@@ -38,6 +38,9 @@ class Gateway:
             "REDIS_URL": redis_url,
             "WEBSOCKET_HOST": "127.0.0.1",
             "WEBSOCKET_PORT": str(self.port),
+            # Used only with WEBSOCKET_DEV_CONSOLE; chosen here, not WEBSOCKET_PORT + 1 (the
+            # default), which may be another test's.
+            "WEBSOCKET_DEV_CONSOLE_PORT": str(free_port()),
             "WEB_CONCURRENCY": str(workers),
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             **env,
@@ -68,6 +71,11 @@ class Gateway:
     def operational_port(self) -> int:
         """Where /metrics and /healthz/websocket are served: METRICS_PORT when it is set."""
         return int(self.env.get("METRICS_PORT") or 0) or self.port
+
+    @property
+    def console_port(self) -> int:
+        """Where the dev console (WEBSOCKET_DEV_CONSOLE) is served, on 127.0.0.1."""
+        return int(self.env["WEBSOCKET_DEV_CONSOLE_PORT"])
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         port = self.operational_port if path in ("/metrics", "/healthz/websocket") else self.port

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +41,17 @@ def _substitute(pattern: str, replacement: str, text: str) -> str:
     return result
 
 
+# (listen port, upstream ports, prefix for logs and temporary files) -> nginx.conf's text.
+Renderer = Callable[[int, Sequence[int], Path], str]
+
+
+def _temp_paths(prefix: Path) -> str:
+    return "".join(
+        f"    {kind}_temp_path {prefix}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
 def render_config(listen_port: int, upstream_ports: Sequence[int], prefix: Path) -> str:
     """deploy/nginx.conf with loopback ports, the given upstreams and paths under ``prefix``."""
     text = NGINX_CONF.read_text()
@@ -57,17 +68,37 @@ def render_config(listen_port: int, upstream_ports: Sequence[int], prefix: Path)
     text = _substitute(
         r"^([ \t]*)access_log /dev/stdout gateway;$", rf"\g<1>access_log {prefix}/access.log gateway;", text
     )
-    temp_paths = "".join(
-        f"    {kind}_temp_path {prefix}/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return _substitute(r"^http \{\n", "http {\n" + temp_paths, text)
+    return _substitute(r"^http \{\n", "http {\n" + _temp_paths(prefix), text)
+
+
+def proxy_config(location: str) -> Renderer:
+    """Not the repository's file: a plain proxy to the first upstream port, whose one location
+    holds ``location`` (the proxy settings a test wants) besides its ``proxy_pass``."""
+
+    def render(listen_port: int, upstream_ports: Sequence[int], prefix: Path) -> str:
+        return (
+            "events {}\n"
+            "http {\n"
+            f"{_temp_paths(prefix)}"
+            f"    access_log {prefix}/access.log;\n"
+            "    server {\n"
+            f"        listen 127.0.0.1:{listen_port};\n"
+            "        location / {\n"
+            f"            proxy_pass http://127.0.0.1:{upstream_ports[0]};\n"
+            f"            {location}\n"
+            "        }\n"
+            "    }\n"
+            "}\n"
+        )
+
+    return render
 
 
 class Nginx:
-    """A non-daemon nginx on a free loopback port in front of the given upstream ports."""
+    """A non-daemon nginx on a free loopback port in front of the given upstream ports, running
+    deploy/nginx.conf unless another ``render`` is given."""
 
-    def __init__(self, upstream_ports: Sequence[int]) -> None:
+    def __init__(self, upstream_ports: Sequence[int], render: Renderer = render_config) -> None:
         binary = nginx_binary()
         if binary is None:
             raise AssertionError("nginx not found: run scripts/ensure-nginx (Debian's nginx-light)")
@@ -77,7 +108,7 @@ class Nginx:
         # Workers run as nobody when the master is root: they must reach the temp paths.
         self.prefix.chmod(0o755)
         self.config = self.prefix / "nginx.conf"
-        self.config.write_text(render_config(self.port, upstream_ports, self.prefix))
+        self.config.write_text(render(self.port, upstream_ports, self.prefix))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -146,8 +177,8 @@ class Nginx:
 
 
 @contextmanager
-def running_nginx(upstream_ports: Sequence[int]) -> Iterator[Nginx]:
-    nginx = Nginx(upstream_ports)
+def running_nginx(upstream_ports: Sequence[int], render: Renderer = render_config) -> Iterator[Nginx]:
+    nginx = Nginx(upstream_ports, render)
     try:
         nginx.start()
         yield nginx

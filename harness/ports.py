@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -27,3 +28,16 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses listening on ``port``, as /proc/net writes them ("0100007F" is 127.0.0.1,
+    "00000000" every IPv4 address); read from /proc, so no ss or netstat is needed."""
+    found = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found

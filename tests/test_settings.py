@@ -271,3 +271,22 @@ def test_the_redis_topology_is_one_of_single_cluster_or_sentinel() -> None:
 def test_contradicting_redis_settings_stop_start_up(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):
         Settings.from_environ({"JWT_SECRET_KEY": "k" * 64, **env})
+
+
+def test_the_dev_console_port_is_the_next_one_unless_set() -> None:
+    console = {**BASE, "WEBSOCKET_DEV_CONSOLE": "true", "WEBSOCKET_PORT": "9000"}
+    assert Settings.from_environ(console).dev_console_port == 9001
+    assert Settings.from_environ({**console, "WEBSOCKET_DEV_CONSOLE_PORT": "7000"}).dev_console_port == 7000
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WEBSOCKET_PORT": "65535"}, "WEBSOCKET_DEV_CONSOLE_PORT: WEBSOCKET_PORT + 1 is past 65535"),
+        ({"WEBSOCKET_DEV_CONSOLE_PORT": "8080"}, "WEBSOCKET_DEV_CONSOLE_PORT: 8080 is WEBSOCKET_PORT"),
+        ({"METRICS_PORT": "8081"}, "WEBSOCKET_DEV_CONSOLE_PORT: 8081 is METRICS_PORT"),
+    ],
+)
+def test_a_dev_console_port_the_gateway_cannot_have_stops_start_up(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{re.escape(message)}"):
+        Settings.from_environ({**BASE, "WEBSOCKET_DEV_CONSOLE": "true", **env})

@@ -42,7 +42,7 @@ def test_the_console_connects_and_shows_a_published_message(
     """Load, connect as a typed user, publish through the page: the message shows with its
     position, every request stayed on the gateway, and the page raised nothing."""
     page.set_viewport_size({"width": 1100, "height": 760})
-    page.goto(f"http://127.0.0.1:{console.port}/dev")
+    page.goto(f"http://127.0.0.1:{console.console_port}/dev")
     expect(page.locator("body[data-ready=true]")).to_be_attached()
     page.fill("#user", user)
     page.click("#connect")
@@ -70,7 +70,7 @@ def test_the_console_shows_why_it_cannot_connect_and_each_close_code(
 ) -> None:
     """A user id no token can be minted for is reported with the gateway's answer; a backend's
     disconnect shows as its close code and reason (4003 disconnected)."""
-    page.goto(f"http://127.0.0.1:{console.port}/dev")
+    page.goto(f"http://127.0.0.1:{console.console_port}/dev")
     expect(page.locator("body[data-ready=true]")).to_be_attached()
     page.fill("#user", "has space")
     page.click("#connect")

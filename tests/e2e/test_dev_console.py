@@ -1,10 +1,11 @@
 """The dev console's HTTP side: nothing without WEBSOCKET_DEV_CONSOLE; with it, tokens and
-publishing for the developer's own machine only."""
+publishing on a port of its own on 127.0.0.1, for the developer's own machine only."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from harness.gateway_process import Gateway, running_gateway
+from harness.nginx import proxy_config, running_nginx
+from harness.ports import listening_addresses
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET, make_token
 
@@ -23,17 +26,19 @@ _PATHS = ["/dev", "/dev/console.js", "/dev/console.css", "/dev/gateway-client.js
 
 @pytest.fixture(scope="module")
 def console(redis_server: RedisServer) -> Iterator[Gateway]:
-    with running_gateway(redis_server.url, workers=1, WEBSOCKET_DEV_CONSOLE="true") as gateway:
+    # The public port on every address, as a gateway reachable from other machines has it.
+    env = {"WEBSOCKET_DEV_CONSOLE": "true", "WEBSOCKET_HOST": "0.0.0.0"}
+    with running_gateway(redis_server.url, workers=1, **env) as gateway:
         yield gateway
 
 
 def _request(
-    gateway: Gateway, path: str, body: object = None, headers: dict[str, str] | None = None
+    port: int, path: str, body: object = None, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     all_headers = {"Connection": "close", **({"Content-Type": "application/json"} if data else {})}
     request = urllib.request.Request(
-        f"http://127.0.0.1:{gateway.port}{path}", data=data, headers={**all_headers, **(headers or {})}
+        f"http://127.0.0.1:{port}{path}", data=data, headers={**all_headers, **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -42,18 +47,79 @@ def _request(
         return int(exc.code), bytes(exc.read())
 
 
+def test_a_proxy_on_the_same_host_cannot_mint_tokens(console: Gateway) -> None:
+    """A local nginx in front of the public port that names a loopback Host and forwards no
+    client address: every request it passes comes from 127.0.0.1 with Host 127.0.0.1."""
+    same_host_proxy = proxy_config("proxy_set_header Host 127.0.0.1;")
+    with running_nginx([console.port], same_host_proxy) as nginx:
+        assert _request(nginx.port, "/healthz")[0] == 200  # the proxy does reach the gateway
+        status, body = _request(nginx.port, "/dev/token", {"user": "alice", "ttl": 60})
+        assert status == 404, body
+        assert _request(nginx.port, "/dev/publish", {"payload": "x"})[0] == 404
+
+
+def test_the_console_listens_on_loopback_only(console: Gateway) -> None:
+    assert listening_addresses(console.console_port) == {"0100007F"}
+    assert listening_addresses(console.port) == {"00000000"}
+
+
+def test_on_the_public_port_every_console_path_is_404(console: Gateway) -> None:
+    for path in [*_PATHS, "/dev/", "/dev/anything"]:
+        assert _request(console.port, path)[0] == 404, path
+    for path in ["/dev/token", "/dev/publish"]:
+        assert _request(console.port, path, {"user": "alice"})[0] == 404, path
+    assert _request(console.port, "/healthz")[0] == 200
+
+
+def test_no_header_moves_a_request_to_the_console_port(console: Gateway) -> None:
+    """What a proxy, or a client through it, could say about where a request was headed."""
+    where = f"127.0.0.1:{console.console_port}"
+    headers = {
+        "Host": where,
+        "X-Forwarded-For": "127.0.0.1",
+        "X-Forwarded-Host": where,
+        "X-Forwarded-Port": str(console.console_port),
+        "Forwarded": f"for=127.0.0.1;host={where}",
+    }
+    assert _request(console.port, "/dev/token", {"user": "alice"}, headers)[0] == 404
+
+
+def test_on_the_console_port_only_the_console_and_its_socket_are_served(console: Gateway) -> None:
+    for path in ["/healthz", "/metrics", "/healthz/websocket", "/nowhere"]:
+        assert _request(console.console_port, path)[0] == 404, path
+
+
+def test_a_taken_console_port_stops_start_up(redis_server: RedisServer) -> None:
+    """Another process on the console's port: one line naming the variable, and exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        gateway = Gateway(
+            redis_server.url, 1, WEBSOCKET_DEV_CONSOLE="true", WEBSOCKET_DEV_CONSOLE_PORT=str(port)
+        )
+        try:
+            with pytest.raises(AssertionError, match="gunicorn exited with 2"):
+                gateway.start()
+            assert f"WEBSOCKET_DEV_CONSOLE_PORT {port} on 127.0.0.1 is not free" in gateway.log()
+        finally:
+            gateway.close()
+
+
 def test_without_the_flag_every_console_path_is_404(gateway_one: Gateway) -> None:
     for path in _PATHS:
-        assert _request(gateway_one, path)[0] == 404, path
+        assert _request(gateway_one.port, path)[0] == 404, path
     for path in ["/dev/token", "/dev/publish"]:
-        assert _request(gateway_one, path, {"user": "alice"})[0] == 404, path
+        assert _request(gateway_one.port, path, {"user": "alice"})[0] == 404, path
+    with pytest.raises(OSError):  # nothing listens on the console's port
+        _request(gateway_one.console_port, "/dev")
 
 
 def test_with_the_flag_the_page_is_served_with_a_strict_policy(console: Gateway) -> None:
-    status, body = _request(console, "/dev")
+    status, body = _request(console.console_port, "/dev")
     assert status == 200 and b"<title>Gateway dev console</title>" in body
     assert b"http://" not in body and b"https://" not in body  # nothing from elsewhere
-    request = urllib.request.Request(f"http://127.0.0.1:{console.port}/dev")
+    request = urllib.request.Request(f"http://127.0.0.1:{console.console_port}/dev")
     with urllib.request.urlopen(request, timeout=5) as response:
         policy = response.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
@@ -61,7 +127,7 @@ def test_with_the_flag_the_page_is_served_with_a_strict_policy(console: Gateway)
 
 
 def test_a_token_is_minted_for_the_user_typed(console: Gateway) -> None:
-    status, body = _request(console, "/dev/token", {"user": "alice", "ttl": 60})
+    status, body = _request(console.console_port, "/dev/token", {"user": "alice", "ttl": 60})
     assert status == 200
     answer = json.loads(body)
     claims = jwt.decode(answer["token"], SECRET, algorithms=["HS256"])
@@ -83,7 +149,7 @@ def test_a_token_is_minted_for_the_user_typed(console: Gateway) -> None:
 def test_a_bad_token_request_gets_one_answer(
     console: Gateway, body: object, headers: dict[str, str], status: int
 ) -> None:
-    assert _request(console, "/dev/token", body, headers)[0] == status
+    assert _request(console.console_port, "/dev/token", body, headers)[0] == status
 
 
 @pytest.mark.parametrize(
@@ -94,16 +160,18 @@ def test_a_bad_token_request_gets_one_answer(
     ],
 )
 def test_only_the_developers_machine_is_answered(console: Gateway, headers: dict[str, str]) -> None:
-    assert _request(console, "/dev", headers=headers)[0] == 403
-    assert _request(console, "/dev/token", {"user": "alice"}, headers)[0] == 403
+    assert _request(console.console_port, "/dev", headers=headers)[0] == 403
+    assert _request(console.console_port, "/dev/token", {"user": "alice"}, headers)[0] == 403
 
 
 async def test_publish_reaches_the_tokens_user_with_history(console: Gateway, user: str) -> None:
     token = make_token(user)
-    async with connect(f"{console.ws_url}?envelope=1", subprotocols=["bearer", token]) as ws:  # type: ignore[list-item]
+    # The page's socket: /ws on the console's own port.
+    url = f"ws://127.0.0.1:{console.console_port}/ws?envelope=1"
+    async with connect(url, subprotocols=["bearer", token]) as ws:  # type: ignore[list-item]
         headers = {"Authorization": f"Bearer {token}"}
         status, body = await asyncio.to_thread(
-            _request, console, "/dev/publish", {"payload": '{"n": 1}'}, headers
+            _request, console.console_port, "/dev/publish", {"payload": '{"n": 1}'}, headers
         )
         assert status == 200
         answer = json.loads(body)
@@ -123,5 +191,5 @@ async def test_publish_reaches_the_tokens_user_with_history(console: Gateway, us
 )
 def test_publish_needs_a_valid_token(console: Gateway, authorization: str | None, reason: str) -> None:
     headers = {"Authorization": authorization} if authorization else {}
-    status, body = _request(console, "/dev/publish", {"payload": "x"}, headers)
+    status, body = _request(console.console_port, "/dev/publish", {"payload": "x"}, headers)
     assert (status, json.loads(body)) == (401, {"error": reason})

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from harness.clients import admit
 from harness.paths import ROOT
-from harness.ports import free_port
+from harness.ports import free_port, listening_addresses
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET, make_token
 from harness.waiting import wait_for
@@ -32,7 +33,15 @@ RUN_DEV = str(ROOT / "scripts" / "run-dev")
 
 def environment(**extra: str) -> dict[str, str]:
     """The user's shell, without the settings run-dev chooses for them unless given."""
-    chosen = {"REDIS_URL", "JWT_SECRET_KEY", "WEBSOCKET_HOST", "WEBSOCKET_PORT", "WEB_CONCURRENCY"}
+    chosen = {
+        "REDIS_URL",
+        "JWT_SECRET_KEY",
+        "WEBSOCKET_HOST",
+        "WEBSOCKET_PORT",
+        "WEB_CONCURRENCY",
+        "WEBSOCKET_DEV_CONSOLE",
+        "WEBSOCKET_DEV_CONSOLE_PORT",
+    }
     return {**{k: v for k, v in os.environ.items() if k not in chosen}, **extra}
 
 
@@ -53,25 +62,19 @@ def run_dev(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Path
         output.unlink(missing_ok=True)
 
 
-def answers(port: int) -> bool:
+def status(port: int, path: str) -> int | None:
+    """The HTTP status of ``GET path`` on 127.0.0.1, or None when nothing answers."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return int(response.status) == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
     except OSError:
-        return False
+        return None
 
 
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses listening on ``port``, from /proc (no ss or netstat needed)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            for line in list(lines)[1:]:
-                local, state = line.split()[1], line.split()[3]
-                address, _, hex_port = local.partition(":")
-                if state == "0A" and int(hex_port, 16) == port:
-                    found.add(address)
-    return found
+def answers(port: int) -> bool:
+    return status(port, "/healthz") == 200
 
 
 def shell(command: str) -> str:
@@ -93,15 +96,17 @@ def ctrl_c(process: subprocess.Popen[bytes]) -> int:
     return process.wait(40)
 
 
-def test_a_taken_port_is_one_line_and_a_failure() -> None:
+@pytest.mark.parametrize("variable", ["WEBSOCKET_PORT", "WEBSOCKET_DEV_CONSOLE_PORT"])
+def test_a_taken_port_is_one_line_and_a_failure(variable: str) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        ports = {"WEBSOCKET_PORT": str(free_port()), "WEBSOCKET_DEV_CONSOLE_PORT": str(free_port())}
         result = subprocess.run(
             [RUN_DEV],
             cwd=ROOT,
-            env=environment(WEBSOCKET_PORT=str(port)),
+            env=environment(**{**ports, variable: str(port)}),
             capture_output=True,
             text=True,
             timeout=60,
@@ -111,18 +116,36 @@ def test_a_taken_port_is_one_line_and_a_failure() -> None:
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"make run: port {port} on 127.0.0.1 is taken (Address already in use): "
-        "stop what listens there, or set WEBSOCKET_PORT"
+        f"stop what listens there, or set {variable}"
+    ]
+
+
+def test_a_bad_setting_is_one_line_and_a_failure() -> None:
+    result = subprocess.run(
+        [RUN_DEV],
+        cwd=ROOT,
+        env=environment(WEBSOCKET_PORT="65535"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.splitlines() == [
+        "make run: invalid setting WEBSOCKET_DEV_CONSOLE_PORT: WEBSOCKET_PORT + 1 is past 65535; set a port"
     ]
 
 
 async def test_loopback_only_its_own_secret_and_a_quiet_ctrl_c(user: str) -> None:
     """No REDIS_URL: a private Redis; no JWT_SECRET_KEY: one it prints, which then works."""
-    port = free_port()
-    with run_dev(environment(WEBSOCKET_PORT=str(port))) as (process, output):
+    port, console_port = free_port(), free_port()
+    env = environment(WEBSOCKET_PORT=str(port), WEBSOCKET_DEV_CONSOLE_PORT=str(console_port))
+    with run_dev(env) as (process, output):
         wait_for(lambda: answers(port) or process.poll() is not None, timeout=60, what="make run to serve")
         text = output.read_text()
         assert process.poll() is None, text
         assert listening_addresses(port) == {"0100007F"}, "binds 127.0.0.1 only"
+        assert listening_addresses(console_port) == {"0100007F"}
         secret = re.search(r"export JWT_SECRET_KEY=(\S+)", text)
         redis_pid = re.search(r"private redis-server at \S+ \(pid (\d+)\)", text)
         assert secret and redis_pid, text
@@ -132,8 +155,10 @@ async def test_loopback_only_its_own_secret_and_a_quiet_ctrl_c(user: str) -> Non
         publish = re.search(r"^Publish:  (.+)$", text, re.M)
         console = re.search(r"^Dev console:  (http://\S+/dev) ", text, re.M)
         assert another and connect_url and publish and console, text
+        assert console[1] == f"http://127.0.0.1:{console_port}/dev"
         with urllib.request.urlopen(console[1], timeout=5) as page:
             assert page.status == 200 and b"Gateway dev console" in page.read()
+        assert status(port, "/dev") == 404  # the console is on its own port only
         bob = shell(another[1]).strip()
         assert jwt.decode(bob, secret[1], algorithms=["HS256"])["sub"] == "bob"
         alice = await connect(connect_url[1])
@@ -156,7 +181,12 @@ async def test_loopback_only_its_own_secret_and_a_quiet_ctrl_c(user: str) -> Non
 
 async def test_the_secret_of_the_environment_is_used(redis_server: RedisServer, user: str) -> None:
     port = free_port()
-    env = environment(WEBSOCKET_PORT=str(port), JWT_SECRET_KEY=SECRET, REDIS_URL=redis_server.url)
+    env = environment(
+        WEBSOCKET_PORT=str(port),
+        WEBSOCKET_DEV_CONSOLE_PORT=str(free_port()),
+        JWT_SECRET_KEY=SECRET,
+        REDIS_URL=redis_server.url,
+    )
     with run_dev(env) as (process, output):
         wait_for(lambda: answers(port) or process.poll() is not None, timeout=60, what="make run to serve")
         text = output.read_text()
