@@ -120,6 +120,31 @@ async def test_a_reply_cut_off_is_raised_and_the_publish_not_run_again(
     assert _history(master, user) == [0, 1]
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_a_replica_timeout_past_the_client_s_socket_timeout_still_raises_not_replicated(
+    pair: tuple[RedisServer, RedisServer], user: str, flavour: str
+) -> None:
+    """redis-py gives up a read after 5 s: a WAIT asked to wait longer was cut by the client's
+    own timeout (TimeoutError, the publish's results lost) instead of answering."""
+    master, replica = pair
+    with replica.paused():
+        with pytest.raises(NotReplicated) as error:
+            if flavour == "sync":
+                publisher = Publisher(master.url, replicas=1, replica_timeout=6)
+                try:
+                    publisher.publish(user, {"n": 1})
+                finally:
+                    publisher.close()
+            else:
+                apublisher = AsyncPublisher(master.url, replicas=1, replica_timeout=6)
+                try:
+                    await apublisher.publish(user, {"n": 1})
+                finally:
+                    await apublisher.aclose()
+    assert error.value.acknowledged == [0]
+    assert _history(master, user) == [1]
+
+
 def test_replicas_needs_history_and_sane_values(pair: tuple[RedisServer, RedisServer]) -> None:
     master, _ = pair
     for bad in ({"history": False}, {"replica_timeout": 0}, {"replicas": -1}):
