@@ -55,6 +55,12 @@ NO_DESCRIPTORS = _status(
     f"the worker is within {DESCRIPTOR_RESERVE} descriptors of its soft RLIMIT_NOFILE (one log line "
     "at most every 10 s says so); retry, another worker or host may take it",
 )
+TRAILERS_TOO_LARGE = HttpRefusal(
+    "trailers_too_large",
+    None,
+    "the connection closes (the request's answer may be out already)",
+    f"a chunked body's trailer section is over {MAX_HEAD_BYTES // 1024} KiB",
+)
 PIPELINE_TOO_DEEP = HttpRefusal(
     "pipeline_too_deep",
     None,
@@ -70,6 +76,7 @@ ALL: tuple[HttpRefusal, ...] = (
     HEAD_TOO_LARGE,
     BAD_UPGRADE,
     NO_DESCRIPTORS,
+    TRAILERS_TOO_LARGE,
     PIPELINE_TOO_DEEP,
 )
 

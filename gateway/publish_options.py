@@ -104,6 +104,21 @@ def topology(
     return Topology.from_environ({table.REDIS_URL.variable: url, **{k: v for k, v in given.items() if v}})
 
 
+# redis-py's own read timeout, kept for a publisher's own client unless WAIT may take longer.
+_SOCKET_TIMEOUT = 5.0
+# What a read waits past WAIT's timeout: the round trip and the scripts before it.
+_WAIT_MARGIN = 5.0
+
+
+def client_options(replicas: int, replica_timeout: float) -> dict[str, Any]:
+    """Options of the client a publisher builds: its reads outlast WAIT's timeout, which would
+    otherwise end in the client's TimeoutError, the publish's results lost, not NotReplicated. A
+    client passed in is the caller's to configure so."""
+    if not replicas or replica_timeout + _WAIT_MARGIN <= _SOCKET_TIMEOUT:
+        return {}
+    return {"socket_timeout": replica_timeout + _WAIT_MARGIN}
+
+
 class PublishOptions:
     """What the two publishers share: the prefix, the payload limit and the history options,
     and how messages become commands. Only the client and its awaits differ."""

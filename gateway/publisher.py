@@ -44,6 +44,7 @@ from gateway.publish_options import (
     DEFAULT_HISTORY_TTL,
     Published,
     PublishOptions,
+    client_options,
     encode_payload,
     published,
     sentinel_of,
@@ -87,7 +88,8 @@ class Publisher(PublishOptions):
     ) -> None:
         built = client is None
         if client is None:
-            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client()
+            options = client_options(replicas, replica_timeout)
+            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client(**options)
         self._sentinel = sentinel_of(client) if built else None
         sharded = isinstance(client, redis.RedisCluster)
         super().__init__(
@@ -167,7 +169,8 @@ class AsyncPublisher(PublishOptions):
     ) -> None:
         built = client is None
         if client is None:
-            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client()
+            options = client_options(replicas, replica_timeout)
+            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client(**options)
         self._sentinel = sentinel_of(client) if built else None
         sharded = isinstance(client, aioredis.RedisCluster)
         super().__init__(

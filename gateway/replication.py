@@ -6,9 +6,11 @@ have acknowledged every write that connection sent before it, or the timeout pas
 many did. So it must follow the writes on the same connection: each node gets one pipeline,
 ``[EVALSHA ..., WAIT]``, through a plain client of that node (on a cluster, the master that owns the
 calls' slots as the client's slot map says), which sends a pipeline on one connection and follows
-no redirection. A call that did not run in such a pipeline (a node out of reach, a slot that moved)
-is run again through ``scripts`` as usual and counts as acknowledged by no replica: its WAIT, if
-any, covered another connection. Scripts missing on a node are loaded and their calls sent in a
+no redirection. A call that did not run in such a pipeline (a node it could not connect to, a slot
+that moved) is run again through ``scripts`` as usual and counts as acknowledged by no replica: its
+WAIT, if any, covered another connection. A connection lost once the pipeline was sent (a reply
+cut off, a timeout while WAIT waits) leaves its calls run or not: the error is raised, as a plain
+publish raises it, never run twice. Scripts missing on a node are loaded and their calls sent in a
 second pipeline with its own WAIT.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, TimeoutError
 
 from gateway import scripts
 from gateway.redis_topology import AsyncClient, SyncClient
@@ -78,6 +80,13 @@ def _by_node(client: Any, calls: Sequence[Call], outcome: _Outcome) -> list[tupl
     return list(groups.values())
 
 
+def _never_sent(error: RedisError) -> bool:
+    """Whether a pipeline failed before it reached its node: the connection could not be made.
+    redis-py says so only in its message ("Error 111 connecting to ...", "Timeout connecting to
+    server"); any other error may come after the node ran the calls."""
+    return isinstance(error, ConnectionError | TimeoutError) and "connecting to" in str(error)
+
+
 def _queue(pipeline: Any, calls: Sequence[Call], indices: list[int], wait: Wait) -> None:
     for script, keys, args in (calls[i] for i in indices):
         pipeline.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -113,7 +122,9 @@ def run_sync(client: SyncClient, calls: Sequence[Call], wait: Wait) -> tuple[lis
             _queue(pipeline, calls, indices, wait)
             try:
                 replies = pipeline.execute(raise_on_error=False)
-            except RedisError:
+            except RedisError as error:
+                if not _never_sent(error):
+                    raise
                 outcome.again.extend(indices)
                 break
             missing = _settle(outcome, indices, replies)
@@ -168,7 +179,9 @@ async def run(
                 async with target.pipeline(transaction=False) as pipeline:
                     _queue(pipeline, calls, indices, wait)
                     replies = await pipeline.execute(raise_on_error=False)
-            except RedisError:
+            except RedisError as error:
+                if not _never_sent(error):
+                    raise
                 outcome.again.extend(indices)
                 return
             missing = _settle(outcome, indices, replies)

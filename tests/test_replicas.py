@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from gateway.publisher import AsyncPublisher, NotReplicated, Publisher
+from harness.fault_proxy import Fault, FaultProxy
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import RedisServer
 from harness.waiting import wait_for
@@ -90,6 +92,57 @@ async def test_the_async_publisher_waits_too(pair: tuple[RedisServer, RedisServe
             await impatient.publish(user, {"n": 2})
     await impatient.aclose()
     await publisher.aclose()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_a_reply_cut_off_is_raised_and_the_publish_not_run_again(
+    pair: tuple[RedisServer, RedisServer], user: str, flavour: str
+) -> None:
+    """A connection lost while the node answers: the publish ran (or may have). As with a plain
+    publish the error is raised; running it again would put the message in the history twice,
+    under two positions, and a client would get it twice."""
+    master, _ = pair
+    with FaultProxy(master.port) as proxy:
+        if flavour == "sync":
+            publisher = Publisher(proxy.url, replicas=1, replica_timeout=5)
+            publisher.publish(user, {"n": 0})
+            proxy.inject(Fault.CUT, 10, after_bytes=3)
+            with pytest.raises(redis.ConnectionError):
+                publisher.publish(user, {"n": 1})
+            publisher.close()
+        else:
+            apublisher = AsyncPublisher(proxy.url, replicas=1, replica_timeout=5)
+            await apublisher.publish(user, {"n": 0})
+            proxy.inject(Fault.CUT, 10, after_bytes=3)
+            with pytest.raises(redis.ConnectionError):
+                await apublisher.publish(user, {"n": 1})
+            await apublisher.aclose()
+    assert _history(master, user) == [0, 1]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_a_replica_timeout_past_the_client_s_socket_timeout_still_raises_not_replicated(
+    pair: tuple[RedisServer, RedisServer], user: str, flavour: str
+) -> None:
+    """redis-py gives up a read after 5 s: a WAIT asked to wait longer was cut by the client's
+    own timeout (TimeoutError, the publish's results lost) instead of answering."""
+    master, replica = pair
+    with replica.paused():
+        with pytest.raises(NotReplicated) as error:
+            if flavour == "sync":
+                publisher = Publisher(master.url, replicas=1, replica_timeout=6)
+                try:
+                    publisher.publish(user, {"n": 1})
+                finally:
+                    publisher.close()
+            else:
+                apublisher = AsyncPublisher(master.url, replicas=1, replica_timeout=6)
+                try:
+                    await apublisher.publish(user, {"n": 1})
+                finally:
+                    await apublisher.aclose()
+    assert error.value.acknowledged == [0]
+    assert _history(master, user) == [1]
 
 
 def test_replicas_needs_history_and_sane_values(pair: tuple[RedisServer, RedisServer]) -> None:

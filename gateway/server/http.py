@@ -10,7 +10,9 @@ size, on how many requests one connection may have pipelined, and on descriptors
 - httptools (llhttp) has no size limit at all, and both it and uvicorn grow what they have of a
   URL or header by concatenation, so a long one costs its square in copies. The head is fed to
   the parser in slices and counted: past a limit of ``gateway.http_refusals`` the request is
-  answered 414 or 431, and what the client sends after that is not parsed.
+  answered 414 or 431, and what the client sends after that is not parsed. A chunked body's
+  trailer section is a head too, parsed the same way after the answer may have gone: past the
+  head's limit the connection is closed.
 - uvicorn queues every pipelined request it parses, and a read holds thousands of tiny ones. Past
   ``MAX_PIPELINED`` the last one queued closes the connection after its answer.
 - At the soft descriptor limit, libuv accepts a connection and drops it at once, unanswered and
@@ -40,6 +42,7 @@ _SLICE = 4096
 _LINGER = 2.0
 _LOG = logging.getLogger("gateway.http")
 _THROTTLED = ThrottledLog(_LOG)
+_TRAILERS = http_refusals.TRAILERS_TOO_LARGE
 
 
 class _Refused(Exception):
@@ -57,7 +60,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # Per connection; class defaults until the first request begins.
     _head_open = False  # a request's head has begun and is not complete
-    _head_bytes = 0  # of the open head, counted by slice
+    _trailers_open = False  # a chunk's header was parsed and no data followed: maybe trailers
+    _head_bytes = 0  # of the open head (or trailer section), counted by slice
     _target_bytes = 0
     _headers = 0
     _discarding = False  # refused: what the client sends now is dropped unparsed
@@ -83,10 +87,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         view = memoryview(data) if len(data) > _SLICE else data
         for start in range(0, len(view), _SLICE):
             piece = view[start : start + _SLICE] if view is not data else data
-            if self._head_open:
+            if self._head_open or self._trailers_open:
                 self._head_bytes += len(piece)
                 if self._head_bytes > http_refusals.MAX_HEAD_BYTES:
-                    self._refuse(http_refusals.HEAD_TOO_LARGE)
+                    self._refuse(http_refusals.HEAD_TOO_LARGE if self._head_open else _TRAILERS)
                     return
             try:
                 self.parser.feed_data(piece)
@@ -146,6 +150,20 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 raise _Refused(http_refusals.PIPELINE_TOO_DEEP)
         super().on_headers_complete()
 
+    # A chunked body: the last chunk (size 0) is followed by a trailer section, which ends with
+    # on_chunk_complete; any other chunk by its data. Only the first can grow unseen.
+
+    def on_chunk_header(self) -> None:
+        self._trailers_open = True
+        self._head_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._trailers_open = False
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self._trailers_open = False
+
     def _upgrade_allowed(self) -> bool:
         """RFC 6455 4.1: an opening handshake is HTTP/1.1 or later, with a Host header."""
         return self.parser.get_http_version() == "1.1" and any(name == b"host" for name, _ in self.headers)
@@ -177,6 +195,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         from gateway import metrics
 
         metrics.HTTP_REFUSALS.labels(refusal.reason).inc()
+        if refusal is _TRAILERS:
+            _THROTTLED.info("closed a connection: %s", refusal.reason)
+            self.transport.close()  # the answer is the app's, and may be out already
+            return
         if refusal.status is None:
             return
         if refusal is http_refusals.NO_DESCRIPTORS:

@@ -187,6 +187,56 @@ async def test_an_endless_head_gets_431(
     assert _status(response) == b"431", response[:200]
 
 
+def _flood(port: int, head: bytes, filler: bytes, seconds: float = ATTACK_SECONDS) -> tuple[bytes, bool]:
+    """Send ``head``, then ``filler`` over and over whatever the server answers, until it hangs
+    up or ``seconds`` pass: what it sent, and whether it hung up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        chunk = filler * max(1, 65536 // len(filler))
+        answer = b""
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            readable, writable, _ = select.select([sock], [sock], [], 0.2)
+            try:
+                if readable:
+                    if not (data := sock.recv(65536)):
+                        return answer, True
+                    answer += data
+                if writable:
+                    sock.send(chunk)
+            except OSError:
+                return answer, True
+        return answer, False
+
+
+@pytest.mark.parametrize(
+    "method_and_path", [b"GET /healthz", b"POST /healthz"], ids=["answered", "refused by the app"]
+)
+async def test_an_endless_trailer_section_is_cut_off(
+    gateway: Gateway,
+    redis_server: RedisServer,
+    bystander: tuple[ClientConnection, str],
+    method_and_path: bytes,
+) -> None:
+    """A chunked body's trailer section is a head of its own (RFC 9112 7.1.2): the parser grows
+    a trailer field by concatenation, so one that never ends cost its square in copies and
+    stalled the worker for many seconds. It meets the head's limit and the connection is closed."""
+    head = method_and_path + b" HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-a: "
+    answer, hung_up = await unnoticed(
+        gateway, redis_server, bystander, lambda: _flood(gateway.port, head, b"a" * 4096)
+    )
+    assert hung_up, answer[:200]
+
+
+def test_a_chunked_body_with_trailers_within_the_limits_is_served(gateway: Gateway) -> None:
+    chunks = b"1\r\na\r\n" * 20_000 + b"0\r\n" + b"X-a: b\r\n" * 90 + b"X-Big: " + b"b" * 7_000 + b"\r\n\r\n"
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+    then = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    response = _request(gateway.port, head + chunks + then)
+    assert response.count(b"HTTP/1.1 200 OK") == 2, response[:400]
+
+
 def _request(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(request)
