@@ -12,4 +12,5 @@ clients and waits that drive them. Never shipped (pyproject packages ``gateway*`
 - metrics.py         scrape and value: /metrics as a dict of samples
 - nginx.py           nginx with the repository's load-balancer config
 - browser.py         headless Chromium (Debian's, driven by Playwright) and pages limited to loopback
+- process_tree.py    descendants and kill_tree: every process a script started, setsid or not
 """

@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from harness.clients import admit
 from harness.paths import ROOT
 from harness.ports import free_port, listening_addresses
+from harness.process_tree import kill_tree
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET, make_token
 from harness.waiting import wait_for
@@ -57,7 +58,9 @@ def run_dev(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Path
         yield process, output
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            # Its Redis and gunicorn run in sessions of their own: a failed test must not leave
+            # them serving (they would answer the next test's ports and channels).
+            kill_tree(process.pid)
             process.wait(10)
         output.unlink(missing_ok=True)
 
