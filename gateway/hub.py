@@ -17,12 +17,13 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from gateway import control, drops, metrics, wire
+from gateway import control, drops, wire
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.held import Holds
 from gateway.history.position import Position, format_position
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
+from gateway.telemetry import metrics
 
 
 class Outbox(Protocol):

@@ -20,7 +20,7 @@ from gateway.broker import BrokerUnavailable
 from gateway.broker.cluster import ClusterBroker
 from gateway.close_codes import Refusal
 from gateway.hub import Hub
-from gateway.redis_topology import Topology
+from gateway.topology.modes import Topology
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import RedisServer, command_calls
 from harness.waiting import eventually, in_thread

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from gateway import wire
+from gateway.admission.query import parse as parse_query
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, parse_position
 from gateway.history.recovery import is_replayed, parse_options
 from gateway.hub import Hub
-from gateway.query import parse as parse_query
 from gateway.untrusted_json import MAX_DEPTH
 from harness.paths import ROOT
 

@@ -12,7 +12,7 @@ import redis
 
 from gateway import wire
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, PayloadTooLarge
-from gateway.publisher import AsyncPublisher, Publisher, SettingsError, encode_payload
+from gateway.publishing.publisher import AsyncPublisher, Publisher, SettingsError, encode_payload
 from harness.paths import ROOT
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET
@@ -285,14 +285,21 @@ def test_cli_publish_reads_the_prefix_as_the_gateway_does(redis_server: RedisSer
 
 def test_the_publisher_imports_nothing_heavy() -> None:
     """Backend services import it: no jwt, cryptography keys, starlette or the gateway's settings."""
-    probe = "import sys, gateway.publisher; print(' '.join(sorted(sys.modules)))"
+    probe = "import sys, gateway.publishing.publisher; print(' '.join(sorted(sys.modules)))"
     loaded = set(
         subprocess.run(
             [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
         ).stdout.split()
     )
-    heavy = {"jwt", "starlette", "uvicorn", "gateway.settings", "gateway.jwt_keys", "gateway.auth"}
-    assert "gateway.publisher" in loaded
+    heavy = {
+        "jwt",
+        "starlette",
+        "uvicorn",
+        "gateway.config.settings",
+        "gateway.config.jwt_keys",
+        "gateway.admission.auth",
+    }
+    assert "gateway.publishing.publisher" in loaded
     assert not heavy & loaded
     assert not {m for m in loaded if m.startswith("cryptography.hazmat")}
 

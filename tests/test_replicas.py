@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.publisher import AsyncPublisher, NotReplicated, Publisher
+from gateway.publishing.publisher import AsyncPublisher, NotReplicated, Publisher
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import RedisServer
 from harness.waiting import wait_for

@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from gateway import keys, metrics
+from gateway import keys
 from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
 from gateway.broker.commands import ignore
 from gateway.broker.shard import Shard
 from gateway.broker.shard_links import ShardHooks, ShardLinks
 from gateway.broker.slot_map import Address, SlotMap, address_text, fetch
-from gateway.redis_topology import Topology
 from gateway.tasks import cancel_and_wait
+from gateway.telemetry import metrics
+from gateway.topology.modes import Topology
 
 log = logging.getLogger("gateway.subscriber")
 

@@ -1,6 +1,6 @@
 """Sentinel mode: one worker's Redis connections follow the master the sentinels name.
 
-Every connection asks the sentinels where the master is when it connects (gateway/sentinels.py), so
+Every connection asks the sentinels where the master is when it connects (gateway/topology/sentinels.py), so
 a connection lost with its master comes back on the new one. But a failover does not always cost a
 connection: when the sentinels promote the replica while the old master lives on (``SENTINEL
 FAILOVER``, a healed network split), the old master keeps serving for seconds before they demote
@@ -30,9 +30,9 @@ from redis.exceptions import RedisError
 from gateway.broker import LocalUsers, MessageHandler, Resubscribed
 from gateway.broker.commands import pubsub_options
 from gateway.broker.redis import RedisBroker
-from gateway.redis_topology import Topology
-from gateway.sentinels import Address, AsyncSentinels
 from gateway.tasks import cancel_and_wait
+from gateway.topology.modes import Topology
+from gateway.topology.sentinels import Address, AsyncSentinels
 
 log = logging.getLogger("gateway.subscriber")
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
 
-from gateway import metrics
 from gateway.broker import MessageHandler, Resubscribed
 from gateway.broker.slot_map import Address
+from gateway.telemetry import metrics
 
 if TYPE_CHECKING:
     from gateway.broker.shard import Shard

@@ -24,12 +24,12 @@ import logging
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import metrics
 from gateway.history import envelope
 from gateway.history.position import Position
 from gateway.history.reader import HistoryReader, Reading
 from gateway.hub import Hub
-from gateway.redis_topology import UNAVAILABLE
+from gateway.telemetry import metrics
+from gateway.topology.modes import UNAVAILABLE
 
 log = logging.getLogger("gateway.history")
 

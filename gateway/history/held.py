@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway import metrics
+from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.hub")
 

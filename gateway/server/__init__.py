@@ -8,7 +8,7 @@ websockets, redis-py or prometheus_client past their public API, and why.
 - ``worker.py``: the gunicorn worker (uvicorn-worker's, with the process's settings and the app
   built from them) and the drain hook: uvicorn's shutdown, which first runs ``gateway.drain``.
 - ``listeners.py``: one SO_REUSEPORT listening socket per worker; the master's port check.
-- ``resolving.py``: redis-py's connects look host names up with a deadline (gateway/name_lookup.py).
+- ``resolving.py``: redis-py's connects look host names up with a deadline (gateway/topology/name_lookup.py).
 - ``upstream.py``: every internal below as data, checked at start-up by gunicorn.conf.py (one
   line and exit 2 when one is missing) and by ``make upgrade-check`` before a range is widened.
 

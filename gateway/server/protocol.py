@@ -29,9 +29,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 
-from gateway import close_codes, metrics
+from gateway import close_codes
 from gateway.link import offer_link
 from gateway.server.slots import Flag, Inbox
+from gateway.telemetry import metrics
 
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.

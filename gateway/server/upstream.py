@@ -168,7 +168,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("redis", _TCP, "socket_type", "instance", "the address family to look up"),
     Internal("redis", _ASYNC_TCP, "_connect", "method", "wrapped: a bounded lookup first (the workers)"),
     Internal("redis", _ASYNC_TCP, "_connection_arguments", "method", "wrapped: the looked-up address"),
-    # gateway/metrics_archive.py folds a dead worker's metric files.
+    # gateway/telemetry/metrics_archive.py folds a dead worker's metric files.
     Internal("prometheus-client", _MMAP, "read_all_values_from_file", "method", "a dead worker's file"),
     Internal("prometheus-client", _MMAP, "write_value", "method", "writes the archive"),
 )

@@ -1,4 +1,4 @@
-"""One validated settings object, built once from the environment through gateway/settings_table.py."""
+"""One validated settings object, built once from the environment through gateway/config/table.py."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import jwt_keys
-from gateway import settings_table as table
-from gateway.redis_topology import Topology
-from gateway.settings_parsers import Setting, SettingsError, flag
-from gateway.settings_table import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from gateway.config import jwt_keys
+from gateway.config import table as table
+from gateway.config.parsers import Setting, SettingsError, flag
+from gateway.config.table import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from gateway.topology.modes import Topology
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "HMAC_ALGORITHMS", "Settings", "SettingsError"]
 
@@ -27,7 +27,7 @@ _REST = (table.REDIS_URL, *(s for s in table.GATEWAY if s not in (*_KEY, *_SHARE
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of the gateway. Times are in seconds, sizes in bytes. Build it with
-    ``from_environ``: the defaults, bounds and meanings are in gateway/settings_table.py."""
+    ``from_environ``: the defaults, bounds and meanings are in gateway/config/table.py."""
 
     host: str
     port: int
@@ -68,7 +68,7 @@ class Settings:
 
     @property
     def topology(self) -> Topology:
-        """One Redis, a Cluster or Sentinel (gateway/redis_topology.py); raises SettingsError when
+        """One Redis, a Cluster or Sentinel (gateway/topology/modes.py); raises SettingsError when
         the Redis settings contradict each other."""
         return Topology(
             self.redis_url, self.redis_cluster_nodes, self.redis_sentinels, self.redis_sentinel_master

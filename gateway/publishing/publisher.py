@@ -24,9 +24,9 @@ published in one atomic step (gateway/lua/publish.lua), so a client that reconne
 
 Replication is asynchronous: a failover may lose what the old master had confirmed. With
 ``replicas=N`` every publish and disconnect is followed by ``WAIT N`` in the same round trip, on
-the connection that wrote it (``gateway/replication.py``), and raises ``NotReplicated`` (it was done,
-but fewer than N replicas acknowledged it within ``replica_timeout`` seconds); what it returns
-survives a failover to one of those replicas.
+the connection that wrote it (``gateway/publishing/replication.py``), and raises ``NotReplicated``
+(it was done, but fewer than N replicas acknowledged it within ``replica_timeout`` seconds); what
+it returns survives a failover to one of those replicas.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from gateway import control_client, replication, scripts
+from gateway.config.parsers import SettingsError
 from gateway.payload_limit import PayloadTooLarge
-from gateway.publish_options import (
+from gateway.publishing import control, replication
+from gateway.publishing.options import (
     DEFAULT_HISTORY_LENGTH,
     DEFAULT_HISTORY_TTL,
     Published,
@@ -49,10 +50,10 @@ from gateway.publish_options import (
     sentinel_of,
     topology,
 )
-from gateway.redis_topology import AsyncClient, SyncClient
-from gateway.replication import NotReplicated
-from gateway.scripts import Call
-from gateway.settings_parsers import SettingsError
+from gateway.publishing.replication import NotReplicated
+from gateway.topology import scripts
+from gateway.topology.modes import AsyncClient, SyncClient
+from gateway.topology.scripts import Call
 
 __all__ = [
     "AsyncPublisher",
@@ -133,10 +134,10 @@ class Publisher(PublishOptions):
 
     def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
-        users = control_client.online_users(user_ids)
+        users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = scripts.run_sync(self._client, control_client.online_calls(self._prefix, users))
+        counts = scripts.run_sync(self._client, control.online_calls(self._prefix, users))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     def close(self) -> None:
@@ -215,10 +216,10 @@ class AsyncPublisher(PublishOptions):
 
     async def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
-        users = control_client.online_users(user_ids)
+        users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = await scripts.run(self._client, control_client.online_calls(self._prefix, users))
+        counts = await scripts.run(self._client, control.online_calls(self._prefix, users))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:

@@ -11,7 +11,7 @@
   is refused with 1013, like any Redis error). It retries a command after a connection error or
   a MOVED on its own, re-reading the slot map, with a short back-off.
 - sentinel: the single mode's bounded pool and probe connection, each connection made to the
-  master the sentinels name (gateway/sentinels.py), and ``SentinelBroker``
+  master the sentinels name (gateway/topology/sentinels.py), and ``SentinelBroker``
   (gateway/broker/sentinel.py), which also moves the command connections at a switch.
 """
 
@@ -29,8 +29,8 @@ from gateway.broker import Broker, LocalUsers, MessageHandler, Resubscribed
 from gateway.broker.cluster import ClusterBroker
 from gateway.broker.redis import RedisBroker
 from gateway.broker.sentinel import SentinelBroker
-from gateway.redis_topology import AsyncClient
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.topology.modes import AsyncClient
 
 _COMMAND_CONNECTIONS = 16
 # Per node and worker, in cluster mode (see above).

@@ -4,10 +4,10 @@ Each connection holds a lease (a field whose value is its deadline on the Redis 
 renews all its leases every beat, one script call per hash slot its users live in, pipelined (on
 a Redis Cluster the client sends each call to the node of its slot), so a killed worker's or
 host's places come back once its leases lapse. gunicorn's master also releases a dead worker's
-leases at once (gateway/worker_leases.py): the worker lists them per slot in ``{tag}:worker:{worker id}``
-(the tag is the channel of one of its users in that slot, so a script can write the list with the
-user's leases), and those tags in ``{prefix}:worker:{worker id}``, added before the first lease of
-a slot is taken and again every beat.
+leases at once (gateway/leases/dead_workers.py): the worker lists them per slot in
+``{tag}:worker:{worker id}`` (the tag is the channel of one of its users in that slot, so a
+script can write the list with the user's leases), and those tags in ``{prefix}:worker:{worker id}``,
+added before the first lease of a slot is taken and again every beat.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway import keys, scripts
-from gateway.redis_topology import UNAVAILABLE, AsyncClient
-from gateway.revocation import TokenRevoked, issued_ms
-from gateway.scripts import Call, LuaScript
+from gateway import keys
+from gateway.leases.revocation import TokenRevoked, issued_ms
 from gateway.tasks import cancel_and_wait
+from gateway.topology import scripts
+from gateway.topology.modes import UNAVAILABLE, AsyncClient
+from gateway.topology.scripts import Call, LuaScript
 
 log = logging.getLogger("gateway.limiter")
 Command = tuple[Any, ...]
@@ -64,7 +65,7 @@ class Lease:
 
 
 class Limiter:
-    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/redis_topology.py).
+    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/topology/modes.py).
     ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis server's
     clock, the one clock every host shares. Tests pass their own to move time without sleeping."""
 

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from gateway import payload_limit
-from gateway.settings_parsers import (
+from gateway.config.parsers import (
     Computed,
     Setting,
     byte_size,

@@ -17,11 +17,11 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 
-from gateway import settings_table as table
-from gateway.settings_parsers import SettingsError
+from gateway.config import table as table
+from gateway.config.parsers import SettingsError
 
 if TYPE_CHECKING:
-    from gateway.sentinels import AsyncSentinels
+    from gateway.topology.sentinels import AsyncSentinels
 
 Mode = Literal["single", "cluster", "sentinel"]
 HostPorts = tuple[tuple[str, int], ...]
@@ -104,7 +104,7 @@ class Topology:
             nodes = [node(host, port) for host, port in self.cluster_nodes]
             return redis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
         if self.mode == "sentinel":
-            from gateway.sentinels import SyncSentinels
+            from gateway.topology.sentinels import SyncSentinels
 
             return SyncSentinels(list(self.sentinels), **self.node_options(), **self._database()).master(
                 self.master_name, **options
@@ -123,7 +123,7 @@ class Topology:
         return self.sentinel_master
 
     def async_sentinels(self) -> AsyncSentinels:
-        """The sentinels, to ask for the master (Sentinel mode); see gateway/sentinels.py."""
-        from gateway.sentinels import AsyncSentinels
+        """The sentinels, to ask for the master (Sentinel mode); see gateway/topology/sentinels.py."""
+        from gateway.topology.sentinels import AsyncSentinels
 
         return AsyncSentinels(list(self.sentinels), **self.node_options(), **self._database())

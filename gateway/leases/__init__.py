@@ -1,0 +1,6 @@
+"""The cluster-wide per-user connection limit: leases in Redis, taken, renewed and given back.
+
+- ``limiter.py``: a worker's leases: acquire at admission, renew every beat, release.
+- ``dead_workers.py``: gunicorn's master releases a dead worker's leases at once.
+- ``revocation.py``: a token issued before its user's last disconnect is refused.
+"""
