@@ -258,7 +258,7 @@ class _Recorder:
 
 class _GatewayPublisher:
     def __init__(self, redis_url: str) -> None:
-        from gateway.publishing.publisher import AsyncPublisher
+        from gateway import AsyncPublisher
 
         # Plain PUBLISH, as the other targets do; loadtest/bench/history.py measures history.
         self._publisher = AsyncPublisher(redis_url, history=False)
