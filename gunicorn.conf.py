@@ -16,6 +16,7 @@ from gateway.ports import PortMap
 from gateway.server.listeners import port_in_use
 from gateway.server.upstream import exit_unless_compatible
 from gateway.telemetry.log_format import fatal
+from gateway.topology.modes import Topology
 
 # The process's one Settings: the workers are built with it and build the app with it.
 try:
@@ -79,7 +80,7 @@ if _log_format == "json":
 _leases = LeaseReleaser(
     # One Redis, a Cluster or Sentinel's master, as the workers reach it.
     # One try each round: the releaser tries again itself.
-    lambda: _settings.topology.sync_client(
+    lambda: Topology.of(_settings).sync_client(
         socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
     ),
     _settings.channel_prefix,

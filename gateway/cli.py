@@ -14,7 +14,7 @@ import redis
 
 from gateway import keys
 from gateway.admission.auth import issue_token
-from gateway.config import table as table
+from gateway.config import table
 from gateway.config.settings import Settings, SettingsError
 from gateway.publishing.publisher import PayloadTooLarge, Publisher
 from gateway.topology.modes import UNAVAILABLE, Topology

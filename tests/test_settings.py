@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from gateway.config import table
 from gateway.config.settings import Settings, SettingsError
+from gateway.topology.modes import Topology
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -250,12 +251,12 @@ def test_the_documented_bounds_are_the_enforced_ones() -> None:
 
 def test_the_redis_topology_is_one_of_single_cluster_or_sentinel() -> None:
     base = {"JWT_SECRET_KEY": "k" * 64}
-    assert Settings.from_environ(base).topology.mode == "single"
+    assert Topology.of(Settings.from_environ(base)).mode == "single"
     cluster = Settings.from_environ({**base, "REDIS_CLUSTER_NODES": "10.0.0.1:7000, [::1]:7001"})
     assert cluster.redis_cluster_nodes == (("10.0.0.1", 7000), ("::1", 7001))
-    assert cluster.topology.mode == "cluster"
+    assert Topology.of(cluster).mode == "cluster"
     sentinel = {**base, "REDIS_SENTINELS": "s1:26379,s2:26379", "REDIS_SENTINEL_MASTER": "main"}
-    assert Settings.from_environ(sentinel).topology.mode == "sentinel"
+    assert Topology.of(Settings.from_environ(sentinel)).mode == "sentinel"
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.config import table as table
+from gateway.config import table
 from gateway.history.position import format_position
 from gateway.keys import history_key, history_meta_key, is_valid_user_id, user_channel
 from gateway.payload_limit import PayloadTooLarge

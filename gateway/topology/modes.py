@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 
-from gateway.config import table as table
-from gateway.config.parsers import SettingsError
+from gateway.config import table
+from gateway.config.redis import check_topology
 
 if TYPE_CHECKING:
     from gateway.topology.sentinels import AsyncSentinels
@@ -33,6 +33,20 @@ SyncClient = redis.Redis | redis.RedisCluster
 UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 
+class RedisSettings(Protocol):
+    """The Redis fields of ``gateway.config.settings.Settings``, which this module does not import
+    (nor it this one): settings hold values, the topology makes clients of them."""
+
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_cluster_nodes(self) -> HostPorts: ...
+    @property
+    def redis_sentinels(self) -> HostPorts: ...
+    @property
+    def redis_sentinel_master(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     url: str
@@ -41,12 +55,17 @@ class Topology:
     sentinel_master: str | None = None
 
     def __post_init__(self) -> None:
-        if self.cluster_nodes and self.sentinels:
-            raise SettingsError("REDIS_CLUSTER_NODES and REDIS_SENTINELS: set one of them, not both")
-        if self.sentinels and not self.sentinel_master:
-            raise SettingsError("REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS")
-        if self.sentinel_master and not self.sentinels:
-            raise SettingsError("REDIS_SENTINEL_MASTER: set only with REDIS_SENTINELS")
+        check_topology(self.cluster_nodes, self.sentinels, self.sentinel_master)
+
+    @classmethod
+    def of(cls, settings: RedisSettings) -> Topology:
+        """The topology a ``Settings`` names (or anything with its four Redis fields)."""
+        return cls(
+            settings.redis_url,
+            settings.redis_cluster_nodes,
+            settings.redis_sentinels,
+            settings.redis_sentinel_master,
+        )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Topology:

@@ -30,7 +30,7 @@ from gateway.broker.cluster import ClusterBroker
 from gateway.broker.redis import RedisBroker
 from gateway.broker.sentinel import SentinelBroker
 from gateway.config.settings import Settings
-from gateway.topology.modes import AsyncClient
+from gateway.topology.modes import AsyncClient, Topology
 
 _COMMAND_CONNECTIONS = 16
 # Per node and worker, in cluster mode (see above).
@@ -62,9 +62,10 @@ class RedisParts:
 
 
 def build_redis(settings: Settings, worker_id: str) -> RedisParts:
-    if settings.topology.mode == "cluster":
+    mode = Topology.of(settings).mode
+    if mode == "cluster":
         return _cluster(settings, worker_id)
-    if settings.topology.mode == "sentinel":
+    if mode == "sentinel":
         return _sentinel(settings, worker_id)
     return _single(settings, worker_id)
 
@@ -107,7 +108,7 @@ def _single(settings: Settings, worker_id: str) -> RedisParts:
 
 
 def _cluster(settings: Settings, worker_id: str) -> RedisParts:
-    client = settings.topology.async_client(
+    client = Topology.of(settings).async_client(
         max_connections=_CLUSTER_NODE_CONNECTIONS,
         socket_connect_timeout=2,
         socket_timeout=5,
@@ -117,7 +118,7 @@ def _cluster(settings: Settings, worker_id: str) -> RedisParts:
 
     def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
         return ClusterBroker(
-            settings.topology,
+            Topology.of(settings),
             settings.channel_prefix,
             worker_id,
             on_message,
@@ -130,7 +131,7 @@ def _cluster(settings: Settings, worker_id: str) -> RedisParts:
 
 
 def _sentinel(settings: Settings, worker_id: str) -> RedisParts:
-    topology = settings.topology
+    topology = Topology.of(settings)
     sentinels = topology.async_sentinels()
     client = sentinels.master(
         topology.master_name,
