@@ -34,9 +34,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
-
 from gateway.config.parsers import SettingsError
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
@@ -52,7 +49,7 @@ from gateway.publishing.options import (
 )
 from gateway.publishing.replication import NotReplicated
 from gateway.topology import scripts
-from gateway.topology.modes import AsyncClient, SyncClient
+from gateway.topology.modes import AsyncClient, SyncClient, is_cluster
 from gateway.topology.scripts import Call
 
 __all__ = [
@@ -90,7 +87,7 @@ class Publisher(PublishOptions):
         if client is None:
             client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client()
         self._sentinel = sentinel_of(client) if built else None
-        sharded = isinstance(client, redis.RedisCluster)
+        sharded = is_cluster(client)
         super().__init__(
             prefix,
             max_payload_size,
@@ -170,7 +167,7 @@ class AsyncPublisher(PublishOptions):
         if client is None:
             client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client()
         self._sentinel = sentinel_of(client) if built else None
-        sharded = isinstance(client, aioredis.RedisCluster)
+        sharded = is_cluster(client)
         super().__init__(
             prefix,
             max_payload_size,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -31,6 +31,13 @@ SyncClient = redis.Redis | redis.RedisCluster
 # What a command raises when Redis is out of reach: a cluster client that reaches no node raises
 # RedisClusterException, which is not a RedisError.
 UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+
+def is_cluster(client: object) -> TypeGuard[aioredis.RedisCluster | redis.RedisCluster]:
+    """A Redis Cluster client: keys of different slots live on different nodes, a pipeline is split
+    by node, and a user's channel is a shard channel. Code outside this package asks this, not the
+    client's class (a client given to the publisher was not built here)."""
+    return isinstance(client, aioredis.RedisCluster | redis.RedisCluster)
 
 
 class RedisSettings(Protocol):
