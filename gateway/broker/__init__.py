@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 # The reader's callback: the user id (the channel without its prefix) and the payload as published.
 MessageHandler = Callable[[str, bytes], None]
@@ -55,6 +57,16 @@ Resubscribed = Callable[[str], None]
 class BrokerUnavailable(Exception):
     """The broker cannot confirm a subscription (not connected, or lost first); admission fails
     closed with 1013."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisHealth:
+    """What ``/healthz/redis`` says of a broker's Redis: ``fields`` join the answer; ``verdict`` is
+    its ``redis`` when the broker alone decides (``ok``: 200, anything else: 503), None when the
+    command client's ping and ``ready`` decide."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    verdict: str | None = None
 
 
 class Broker(abc.ABC):
@@ -90,6 +102,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def unsubscribe(self, user_id: str) -> None:
         """The user's last local connection left: drop its channel (without waiting)."""
+
+    async def redis_health(self, timeout: float) -> RedisHealth:
+        """What ``/healthz/redis`` adds for this topology, within ``timeout`` seconds; nothing by
+        default."""
+        return RedisHealth()
 
     @abc.abstractmethod
     async def publish(self, channel: bytes, payload: bytes) -> int:

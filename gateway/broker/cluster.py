@@ -27,7 +27,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
+from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, RedisHealth, Resubscribed
 from gateway.broker.commands import ignore
 from gateway.broker.shard import Shard
 from gateway.broker.shard_links import ShardHooks, ShardLinks
@@ -102,10 +102,20 @@ class ClusterBroker(Broker):
         """The slot map is known and every master holding a local user has its connection ready."""
         return self._map_ok and all(shard.ready or shard.opening for shard in self._shards.values())
 
-    @property
-    def map_ok(self) -> bool:
-        """The last reading of the slot map succeeded."""
-        return self._map_ok
+    async def redis_health(self, timeout: float) -> RedisHealth:
+        """Every master of the slot map with the state of this worker's pub/sub connection to it;
+        503 when the slot map cannot be read, or a master holding a local user's channel is
+        unreachable (those users hear nothing); a master with no local user does not count here."""
+        shards = [
+            {"shard": s.index, "node": s.node, "slots": s.slots, "channels": s.channels, "pubsub": s.pubsub}
+            for s in self.shard_states()
+        ]
+        down = [shard["node"] for shard in shards if shard["pubsub"] == "reconnecting"]
+        if not self._map_ok:
+            return RedisHealth({"shards": shards}, "unavailable")
+        if down:
+            return RedisHealth({"unreachable": down, "shards": shards}, "reconnecting")
+        return RedisHealth({"shards": shards}, "ok")
 
     @property
     def channel_count(self) -> int:
@@ -198,11 +208,11 @@ class ClusterBroker(Broker):
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    def _displaced(self, shard: Shard, users: list[str]) -> None:
-        log.info("%d user channels dropped by %s: reading the slot map", len(users), shard.name)
+    def _displaced(self, address: Address, users: list[str]) -> None:
+        log.info("%d user channels dropped by %s: reading the slot map", len(users), address_text(address))
         self._refresh.set()
 
-    def _trouble(self, shard: Shard) -> None:
+    def _trouble(self, address: Address) -> None:
         self._refresh.set()
 
     async def _keep_map(self) -> None:

@@ -27,7 +27,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 from redis.exceptions import RedisError
 
-from gateway.broker import LocalUsers, MessageHandler, Resubscribed
+from gateway.broker import LocalUsers, MessageHandler, RedisHealth, Resubscribed
 from gateway.broker.commands import pubsub_options
 from gateway.broker.redis import RedisBroker
 from gateway.tasks import cancel_and_wait
@@ -195,3 +195,12 @@ class SentinelBroker(RedisBroker):
     async def master(self) -> Address:
         """The master the sentinels name now (``MasterNotFoundError`` when none is reachable)."""
         return await self._sentinels.discover_master(self._master_name)
+
+    async def redis_health(self, timeout: float) -> RedisHealth:
+        """Which master the sentinels name (``host:port``), or ``no_master`` when they name none
+        (they do not answer, or a failover is under way): no new connection can find it."""
+        try:
+            host, port = await asyncio.wait_for(self.master(), timeout)
+        except (RedisError, OSError, TimeoutError):
+            return RedisHealth({"master": None}, "no_master")
+        return RedisHealth({"master": f"{host}:{port}"})
