@@ -24,6 +24,7 @@ import dis
 import functools
 import importlib
 import inspect
+import platform
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ _POOL = "redis.asyncio.connection:ConnectionPool"
 _TCP = "redis.connection:Connection"
 _ASYNC_TCP = "redis.asyncio.connection:Connection"
 _MMAP = "prometheus_client.mmap_dict:MmapedDict"
+_SENTINEL = "redis.sentinel:Sentinel"
+_ASYNC_SENTINEL = "redis.asyncio.sentinel:Sentinel"
+_SENTINEL_POOL = "redis.sentinel:SentinelConnectionPool"
+_ASYNC_SENTINEL_POOL = "redis.asyncio.sentinel:SentinelConnectionPool"
 # Classes whose methods do not count as the upstream's own: asyncio's protocol methods are no-ops.
 _NOT_UPSTREAM = ("asyncio.", "builtins")
 
@@ -168,9 +173,39 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("redis", _TCP, "socket_type", "instance", "the address family to look up"),
     Internal("redis", _ASYNC_TCP, "_connect", "method", "wrapped: a bounded lookup first (the workers)"),
     Internal("redis", _ASYNC_TCP, "_connection_arguments", "method", "wrapped: the looked-up address"),
+    # gateway/topology/sentinels.py: AsyncSentinels and SyncSentinels(Sentinel) ask every sentinel.
+    *(
+        internal
+        for sentinel in (_SENTINEL, _ASYNC_SENTINEL)
+        for internal in (
+            Internal("redis", sentinel, "discover_master", "method", "overridden: newest epoch wins"),
+            Internal("redis", sentinel, "check_master_state", "method", "a sentinel names a usable master"),
+            Internal("redis", sentinel, "sentinels", "instance", "the sentinels' clients, asked at once"),
+        )
+    ),
+    Internal("redis", _ASYNC_SENTINEL, "connection_kwargs", "instance", "the master's connection options"),
+    Internal(
+        "redis",
+        _ASYNC_SENTINEL_POOL,
+        "__init__",
+        "method",
+        "built directly: the pub/sub pool and BlockingSentinelPool",
+        ("service_name", "sentinel_manager"),
+    ),
+    # gateway/broker/sentinel.py moves the pools still on another server after a switch.
+    Internal("redis", _ASYNC_SENTINEL_POOL, "master_address", "instance", "the master a pool is on"),
+    # gateway/publishing/: a publisher that built its client closes the sentinels' clients too.
+    Internal("redis", _SENTINEL_POOL, "sentinel_manager", "instance", "the sentinels behind a client"),
+    Internal("redis", _ASYNC_SENTINEL_POOL, "sentinel_manager", "instance", "the sentinels behind a client"),
     # gateway/telemetry/metrics_archive.py folds a dead worker's metric files.
     Internal("prometheus-client", _MMAP, "read_all_values_from_file", "method", "a dead worker's file"),
     Internal("prometheus-client", _MMAP, "write_value", "method", "writes the archive"),
+    # gateway/app.py marks the app a coroutine function for Starlette; Python 3.12 has a public way.
+    *(
+        (Internal("python", "asyncio:coroutines", "_is_coroutine", "attribute", "the mark before 3.12"),)
+        if sys.version_info < (3, 12)
+        else ()
+    ),
 )
 
 
@@ -260,6 +295,8 @@ def _assigned_to_self(cls: type) -> frozenset[str]:
 
 
 def _version(package: str) -> str:
+    if package == "python":
+        return platform.python_version()
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -268,6 +305,8 @@ def _version(package: str) -> str:
 
 def _tested_range(package: str) -> str:
     """The range pyproject.toml gives ``package``, as installed with the gateway."""
+    if package == "python":
+        return f"Python {_requires_python()}"
     try:
         requirements = metadata.requires("gateway") or []
     except metadata.PackageNotFoundError:
@@ -280,3 +319,10 @@ def _tested_range(package: str) -> str:
         if name.lower().replace("_", "-") == wanted:
             return requirement.replace(" ", "")
     return f"the {package} release pinned in requirements.lock"
+
+
+def _requires_python() -> str:
+    try:
+        return metadata.metadata("gateway")["Requires-Python"] or "as pyproject.toml says"
+    except (metadata.PackageNotFoundError, KeyError):
+        return "as pyproject.toml says"
