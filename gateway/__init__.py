@@ -5,11 +5,12 @@
 the server: the names are looked up when first used.
 
 The socket path, flat: ``app.py`` (the app and its lifespan), ``state.py`` (a worker's parts),
-``endpoint.py`` (admission's order), ``connection.py``, ``link.py``, ``hub.py``, ``control.py``
-(control commands on the worker), ``drops.py``, ``drain.py``, ``health.py``, ``ports.py`` and
-``dev_console.py``; the contract: ``wire.py``, ``keys.py``, ``close_codes.py``,
-``http_refusals.py``, ``payload_limit.py``, ``untrusted_json.py``; helpers: ``tasks.py``; the
-entry points: ``cli.py`` and ``__main__.py`` (``python -m gateway``).
+``redis_wiring.py`` (its command client and broker for the Redis topology), ``endpoint.py``
+(admission's order), ``connection.py``, ``link.py``, ``hub.py``, ``control.py`` (control commands
+on the worker), ``drops.py``, ``drain.py``, ``health.py``, ``ports.py`` and ``dev_console.py``.
+The contract: ``wire.py``, ``keys.py``, ``close_codes.py``, ``http_refusals.py``,
+``payload_limit.py`` and ``untrusted_json.py``. Helpers: ``tasks.py``. The entry points:
+``cli.py`` and ``__main__.py`` (``python -m gateway``).
 
 The parts, one package each: ``admission/``, ``broker/``, ``config/``, ``history/``, ``leases/``,
 ``publishing/``, ``server/``, ``telemetry/``, ``topology/``. Data: ``lua/`` (the Redis scripts)

@@ -26,10 +26,10 @@ from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.leases.limiter import Limiter
 from gateway.ports import PortMap, not_found
+from gateway.redis_wiring import build_redis
 from gateway.state import Gateway
 from gateway.tasks import cancel_and_wait
 from gateway.telemetry import metrics
-from gateway.topology.wiring import build_redis
 
 
 async def _flush_tally_every(seconds: float) -> None:
@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> GatewayApp:
         # Under gunicorn the master sets the instance id, so it can name a dead worker's leases.
         instance = os.environ.get("GATEWAY_INSTANCE_ID") or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         worker_id = keys.worker_id(instance, os.getpid())
-        # One Redis or a Cluster: gateway/topology/wiring.py knows the difference.
+        # One Redis or a Cluster: gateway/redis_wiring.py knows the difference.
         parts = build_redis(settings, worker_id)
         client = parts.client
         hub = Hub(settings.max_payload_size, settings.send_queue_size)

@@ -2,7 +2,7 @@
 frames and closes, and two handshake fixes (the HTTP side is in ``gateway.server.http``).
 
 - The gateway's hot path bypasses ASGI ``send``: the protocol is handed to the app as a ``Link``
-  (``gateway.connection.offer_link``) that writes every queued frame in one ``transport.write``,
+  (``gateway.link.offer_link``) that writes every queued frame in one ``transport.write``,
   says when the transport can take more and calls back when it can again. It also stamps each
   read, since the idle timeout counts pongs and pongs never reach the app.
 
