@@ -1,8 +1,9 @@
 """Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
 
 Imports only redis, the key names, the payload limit, the settings table, the topology
-(``redis_topology``) and the scripts (``scripts``, ``control_client``, ``replication``), so services
-can depend on it cheaply; ``publish_options`` holds what the two publishers share. ``disconnect``
+(gateway/topology/: ``modes``, ``scripts``) and its neighbours in this package (``control``,
+``replication``), so services can depend on it cheaply; ``options`` holds what the two
+publishers share. ``disconnect``
 and ``online`` are the control calls (README "Control"). What is not passed is read as the gateway
 reads it: ``REDIS_URL``, ``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with
 ``REDIS_SENTINEL_MASTER``, ``REDIS_CHANNEL_PREFIX``, ``WEBSOCKET_MAX_PAYLOAD_SIZE`` and
