@@ -9,13 +9,14 @@ websockets, redis-py, prometheus_client or asyncio past their public API, and wh
   built from them) and the drain hook: uvicorn's shutdown, which first runs ``gateway.drain``.
 - ``listeners.py``: one SO_REUSEPORT listening socket per worker; the master's port check.
 - ``resolving.py``: redis-py's connects look host names up with a deadline (gateway/topology/name_lookup.py).
-- ``upstream.py``: every internal below as data, checked at start-up by gunicorn.conf.py (one
-  line and exit 2 when one is missing) and by ``make upgrade-check`` before a range is widened.
+- ``internals.py``: every internal below as data, with why it is used.
+- ``upstream.py``: checks them at start-up, from gunicorn.conf.py (one line and exit 2 when one is
+  missing), and in ``make upgrade-check`` before a range is widened.
 
 Nothing here is public API, so a release can rename or drop any of it without an error: an
 override is no longer called, an attribute nobody reads any more, and a protection is gone
 silently. Each paragraph below names an upstream class and what of it the gateway uses;
-tests/test_server.py keeps them in step with upstream.py's list.
+tests/test_server.py keeps them in step with internals.py's list.
 
 uvicorn ``WebSocketsSansIOProtocol``, subclassed by protocol.py. Overridden: ``pause_writing``
 and ``resume_writing`` (slow-consumer protection, queued frames flushed), ``send`` (a close
