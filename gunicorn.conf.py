@@ -9,18 +9,19 @@ import uuid
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import settings_table
-from gateway.log_format import fatal
+from gateway.config import table
+from gateway.config.settings import Settings, SettingsError
+from gateway.leases.dead_workers import LeaseReleaser
 from gateway.ports import PortMap
 from gateway.server.listeners import port_in_use
 from gateway.server.upstream import exit_unless_compatible
-from gateway.settings import Settings, SettingsError
-from gateway.worker_leases import LeaseReleaser
+from gateway.telemetry.log_format import fatal
+from gateway.topology.modes import Topology
 
 # The process's one Settings: the workers are built with it and build the app with it.
 try:
     _settings = Settings.from_environ()
-    _log_format = settings_table.LOG_FORMAT.from_environ()
+    _log_format = table.LOG_FORMAT.from_environ()
 except SettingsError as exc:
     fatal(f"invalid setting {exc}")
     raise SystemExit(2) from None
@@ -64,22 +65,22 @@ backlog = 4096
 reuse_port = True
 # Behind a load balancer: believe X-Forwarded-For only from these addresses or networks
 # (comma separated); uvicorn takes the client address from it.
-forwarded_allow_ips = settings_table.FORWARDED_ALLOW_IPS.from_environ()
+forwarded_allow_ips = table.FORWARDED_ALLOW_IPS.from_environ()
 # No gunicornc control socket (gunicorn >= 25.1): nothing uses it, it could change the worker
 # count behind the gateway's back, and its default path ($HOME/.gunicorn) is read-only or absent
 # in the image (an ERROR at every start) and shared by every gunicorn of a user elsewhere: each
 # master would replace the one before it and delete it on stop.
 control_socket_disable = True
 # LOG_FORMAT=json: every handler of gunicorn's logs writes JSON, and uvicorn's and the gateway's
-# loggers write through those handlers (gateway/log_format.py).
+# loggers write through those handlers (gateway/telemetry/log_format.py).
 if _log_format == "json":
-    logger_class = "gateway.log_format.JsonLogger"
+    logger_class = "gateway.telemetry.log_format.JsonLogger"
 
 # Releases dead workers' leases off the master's loop (child_exit, on_exit).
 _leases = LeaseReleaser(
     # One Redis, a Cluster or Sentinel's master, as the workers reach it.
     # One try each round: the releaser tries again itself.
-    lambda: _settings.topology.sync_client(
+    lambda: Topology.of(_settings).sync_client(
         socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
     ),
     _settings.channel_prefix,
@@ -100,7 +101,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
             raise SystemExit(2)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
-    # Only what prometheus_client and gateway/metrics_archive.py write: a mistaken path (/tmp,
+    # Only what prometheus_client and gateway/telemetry/metrics_archive.py write: a mistaken path (/tmp,
     # a directory shared with something else) must not be wiped.
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
@@ -120,11 +121,11 @@ def pre_fork(server, worker):  # type: ignore[no-untyped-def]
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     """A worker is gone, however it died: drop its live gauges, and queue its leases for release
-    (gateway/worker_leases.py): this hook runs in gunicorn's stop loop, so it never waits on Redis."""
+    (gateway/leases/dead_workers.py): this hook runs in gunicorn's stop loop, so it never waits on Redis."""
     from prometheus_client import multiprocess
 
     from gateway import keys
-    from gateway.metrics_archive import archive_dead_worker
+    from gateway.telemetry.metrics_archive import archive_dead_worker
 
     multiprocess.mark_process_dead(worker.pid)
     archive_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)

@@ -17,18 +17,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway import dev_console, health, keys, metrics
-from gateway.auth import Authenticator
+from gateway import dev_console, health, keys
+from gateway.admission.auth import Authenticator
+from gateway.config.settings import Settings
 from gateway.endpoint import WebSocketEndpoint
 from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
-from gateway.limiter import Limiter
+from gateway.leases.limiter import Limiter
 from gateway.ports import PortMap, not_found
 from gateway.redis_wiring import build_redis
-from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.tasks import cancel_and_wait
+from gateway.telemetry import metrics
 
 
 async def _flush_tally_every(seconds: float) -> None:

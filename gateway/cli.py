@@ -13,11 +13,11 @@ from typing import Any
 import redis
 
 from gateway import keys
-from gateway import settings_table as table
-from gateway.auth import issue_token
-from gateway.publisher import PayloadTooLarge, Publisher
-from gateway.redis_topology import UNAVAILABLE, Topology
-from gateway.settings import Settings, SettingsError
+from gateway.admission.auth import issue_token
+from gateway.config import table
+from gateway.config.settings import Settings, SettingsError
+from gateway.publishing.publisher import PayloadTooLarge, Publisher
+from gateway.topology.modes import UNAVAILABLE, Topology
 
 
 def main(argv: list[str] | None = None) -> int:

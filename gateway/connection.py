@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Send
 
-from gateway import close_codes, metrics, untrusted_json
-from gateway.auth import Authenticator, AuthError
+from gateway import close_codes, untrusted_json
+from gateway.admission.auth import Authenticator, AuthError
 from gateway.close_codes import Refusal
 from gateway.history.position import Position
 from gateway.history.recovery import is_replayed
+from gateway.leases.revocation import is_revoked
 from gateway.link import Link
-from gateway.revocation import is_revoked
+from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.connection")
 

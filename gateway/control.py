@@ -15,10 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway import close_codes, metrics, wire
+from gateway import close_codes, wire
 from gateway.close_codes import Refusal
-from gateway.control_client import DISCONNECT
-from gateway.throttled_log import ThrottledLog
+from gateway.publishing.control import DISCONNECT
+from gateway.telemetry import metrics
+from gateway.telemetry.throttled_log import ThrottledLog
 
 log = ThrottledLog(logging.getLogger("gateway.control"))
 

@@ -25,11 +25,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway import untrusted_json
-from gateway.auth import AuthError, issue_token
+from gateway.admission.auth import AuthError, issue_token
 from gateway.keys import is_valid_user_id
 from gateway.payload_limit import PayloadTooLarge
 from gateway.ports import CONSOLE_HOST
-from gateway.publisher import AsyncPublisher
+from gateway.publishing.publisher import AsyncPublisher
 from gateway.state import Gateway
 
 log = logging.getLogger("gateway.dev_console")

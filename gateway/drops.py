@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from gateway import close_codes, metrics
+from gateway import close_codes
 from gateway.close_codes import Refusal
-from gateway.throttled_log import ThrottledLog
+from gateway.telemetry import metrics
+from gateway.telemetry.throttled_log import ThrottledLog
 
 log = ThrottledLog(logging.getLogger("gateway.hub"))
 

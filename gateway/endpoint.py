@@ -16,16 +16,18 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
-from gateway import close_codes, metrics, query
-from gateway.auth import AuthError, offers_bearer
+from gateway import close_codes
+from gateway.admission import query
+from gateway.admission.auth import AuthError, offers_bearer
 from gateway.broker import BrokerUnavailable
 from gateway.close_codes import Refusal
 from gateway.connection import Connection
 from gateway.history.recovery import parse_options, resume
-from gateway.limiter import Lease, LimiterUnavailable
+from gateway.leases.limiter import Lease, LimiterUnavailable
+from gateway.leases.revocation import TokenRevoked
 from gateway.link import Link, link_of
-from gateway.revocation import TokenRevoked
 from gateway.state import Gateway
+from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.endpoint")
 
@@ -134,7 +136,7 @@ async def _take_in_pool(
     gateway: Gateway, admission: _Admission, address: str, since: str | None
 ) -> Refusal | None:
     """The lease, the subscription and a resume's replay, each waiting on Redis while the
-    handshake holds its place in the pool (gateway/handshakes.py)."""
+    handshake holds its place in the pool (gateway/admission/handshakes.py)."""
     user_id = admission.connection.user_id
     refusal = gateway.handshakes.enter(user_id, address)
     if refusal is not None:

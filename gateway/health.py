@@ -9,8 +9,6 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.broker.cluster import ClusterBroker
-from gateway.broker.sentinel import SentinelBroker
 from gateway.state import Gateway
 
 _REDIS_PING_TIMEOUT = 1.0
@@ -25,50 +23,20 @@ async def liveness(request: Request) -> Response:
 
 
 async def redis(request: Request) -> Response:
-    """Commands answered and the pub/sub connection ready; in Sentinel mode also which master the
-    sentinels name (``host:port``), or ``no_master`` when they name none (they do not answer, or a
-    failover is under way)."""
+    """Commands answered and the pub/sub connection ready, with what the broker adds for its
+    topology (``Broker.redis_health``: the master Sentinel names, a Cluster's masters)."""
     gateway: Gateway = request.state.gateway
-    if isinstance(gateway.broker, ClusterBroker):
-        return cluster_status(gateway.broker)
-    extra: dict[str, str | None] = {}
-    if isinstance(gateway.broker, SentinelBroker):
-        try:
-            host, port = await asyncio.wait_for(gateway.broker.master(), _REDIS_PING_TIMEOUT)
-        except (RedisError, OSError, TimeoutError):
-            # Sentinels down, or a failover under way: no new connection can find the master.
-            return JSONResponse({"redis": "no_master", "master": None}, status_code=503)
-        extra["master"] = f"{host}:{port}"
+    report = await gateway.broker.redis_health(_REDIS_PING_TIMEOUT)
+    if report.verdict is not None:
+        status = 200 if report.verdict == "ok" else 503
+        return JSONResponse({"redis": report.verdict, **report.fields}, status_code=status)
     try:
         await asyncio.wait_for(gateway.redis.ping(), _REDIS_PING_TIMEOUT)
     except (RedisError, OSError, TimeoutError):
-        return JSONResponse({"redis": "unavailable", **extra}, status_code=503)
+        return JSONResponse({"redis": "unavailable", **report.fields}, status_code=503)
     if not gateway.broker.ready:
-        return JSONResponse({"redis": "reconnecting", **extra}, status_code=503)
-    return JSONResponse({"redis": "ok", **extra})
-
-
-def cluster_status(broker: ClusterBroker) -> Response:
-    """Redis Cluster: every master of the slot map, by number, address and slots, with the state
-    of this worker's pub/sub connection to it ("none": no local user there, so no connection).
-    503 when the slot map cannot be read, or a master holding a local user's channel is
-    unreachable (those users hear nothing); a master with no local user does not count here."""
-    shards = [
-        {
-            "shard": state.index,
-            "node": state.node,
-            "slots": state.slots,
-            "channels": state.channels,
-            "pubsub": state.pubsub,
-        }
-        for state in broker.shard_states()
-    ]
-    if not broker.map_ok:
-        return JSONResponse({"redis": "unavailable", "shards": shards}, status_code=503)
-    down = [shard["node"] for shard in shards if shard["pubsub"] == "reconnecting"]
-    if down:
-        return JSONResponse({"redis": "reconnecting", "unreachable": down, "shards": shards}, status_code=503)
-    return JSONResponse({"redis": "ok", "shards": shards})
+        return JSONResponse({"redis": "reconnecting", **report.fields}, status_code=503)
+    return JSONResponse({"redis": "ok", **report.fields})
 
 
 async def websocket(request: Request) -> Response:

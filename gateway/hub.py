@@ -17,12 +17,16 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from gateway import control, drops, metrics, wire
+from gateway import control, drops, wire
 from gateway.close_codes import Refusal
 from gateway.history import envelope
-from gateway.history.held import Holds
 from gateway.history.position import Position, format_position
+from gateway.history.state import HistoryState
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
+from gateway.telemetry import metrics
+
+# The first byte of every gateway message (wire.MARK), which no UTF-8 text starts with.
+_OWN = bytes([wire.MARK])
 
 
 class Outbox(Protocol):
@@ -46,14 +50,10 @@ class Hub:
         # costs more than a short list.
         self._by_user: dict[str, list[Outbox]] = {}
         self._connections = 0
-        # Per local user: the last history message delivered here, where a gap fill starts and
-        # below which a message is a duplicate. O(users); nothing is kept per message.
-        self._last: dict[str, Position] = {}
-        # When each local user's first connection here arrived (ms, wall clock): where a gap fill
-        # starts for a user that got no history message here yet.
-        self._joined: dict[str, int] = {}
-        # Users whose gap is being read after a reconnect: what arrives meanwhile waits here.
-        self._held = Holds(max_held)
+        # Per local user: the last history position delivered, when it joined, what is held
+        # while its gap is read. The gap filler reads it too.
+        self.history = HistoryState(max_held)
+        self._held = self.history.holds
         # Envelope sockets per user that has any; with the held users, the users off the plain path.
         self._envelopes: dict[str, int] = {}
         self._general: set[str] = set()
@@ -85,7 +85,7 @@ class Hub:
         outboxes = self._by_user.get(user_id)
         if outboxes is None:
             self._by_user[user_id] = [outbox]
-            self._joined[user_id] = int(time.time() * 1000)
+            self.history.joined(user_id)
             return True
         outboxes.append(outbox)
         return False
@@ -103,9 +103,7 @@ class Hub:
         if outboxes:
             return False
         del self._by_user[user_id]
-        self._last.pop(user_id, None)
-        self._joined.pop(user_id, None)
-        self._held.forget(user_id)
+        self.history.left(user_id)
         self._general.discard(user_id)
         return True
 
@@ -115,31 +113,16 @@ class Hub:
         else:
             self._general.discard(user_id)
 
-    def last_delivered(self, user_id: str) -> Position | None:
-        return self._last.get(user_id)
-
-    def forget_position(self, user_id: str) -> None:
-        """The user's history went back (a promoted replica lacked its last entries): what is
-        published next reuses offsets delivered here, and is no copy of them."""
-        self._last.pop(user_id, None)
-
-    def joined_at(self, user_id: str) -> int | None:
-        """When the user's first connection here arrived, ms on the wall clock."""
-        return self._joined.get(user_id)
-
     def hold(self, user_id: str) -> int | None:
-        """Hold what arrives for the user until ``release``: the hold's generation, or None."""
+        """Hold what arrives for the user until ``deliver_held``: the hold's generation, or None."""
         if user_id not in self._by_user:
             return None
         self._general.add(user_id)
         return self._held.hold(user_id)
 
-    def holding(self, user_id: str, generation: int) -> bool:
-        return self._held.holding(user_id, generation)
-
-    def release(self, user_id: str, generation: int, gap: Position | None, entries: list[bytes]) -> None:
+    def deliver_held(self, user_id: str, generation: int, gap: Position | None, entries: list[bytes]) -> None:
         """Deliver the gap's ``entries`` (offsets after ``gap``), then what the hold ``generation``
-        may release (gateway/history/held.py), in order, dropping what the gap carried."""
+        may deliver (gateway/history/held.py), in order, dropping what the gap carried."""
         held = self._held.take(user_id, generation)
         if held is None:
             return
@@ -171,7 +154,7 @@ class Hub:
             return
         if len(payload) > self._max_payload_size:
             # Bounds each connection's queued memory; checked before the UTF-8 scan it would cost.
-            if payload[:1] == b"\xff":  # a history message counts its data only
+            if payload[:2] == wire.HISTORY:  # a history message counts its data only
                 self._general_path(user_id, payload, outboxes)
             else:
                 drops.too_large(len(payload), self._max_payload_size, len(outboxes))
@@ -183,7 +166,7 @@ class Hub:
         except UnicodeDecodeError:
             # No UTF-8 text starts with 0xFF: the gateway's own messages fail here, at their
             # first byte, and cost the plain path nothing.
-            if payload[:1] == b"\xff":
+            if payload[:1] == _OWN:
                 self._general_path(user_id, payload, outboxes)
             else:
                 drops.invalid_utf8(len(outboxes))
@@ -207,31 +190,28 @@ class Hub:
                 self._route(user_id, held, outboxes)
 
     def _route(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
-        if payload[:1] != b"\xff":
+        if payload[:1] != _OWN:
             if len(payload) > self._max_payload_size:
                 drops.too_large(len(payload), self._max_payload_size, len(outboxes))
             elif _is_utf8(payload):
                 self._fan_out(outboxes, payload, None)
             else:
                 drops.invalid_utf8(len(outboxes))
-        elif payload[1:2] == b"H":
+        elif payload[:2] == wire.HISTORY:
             message = wire.parse_history(payload)
             if message is None:
                 drops.malformed(len(payload), len(outboxes))
             else:
                 self._history(user_id, message, outboxes)
-        elif payload[1:2] == b"C":
+        elif payload[:2] == wire.CONTROL:
             control.apply(payload, outboxes)
         else:  # a kind of the gateway's own messages this worker does not know
             drops.malformed(len(payload), len(outboxes))
 
     def _history(self, user_id: str, message: wire.HistoryMessage, outboxes: list[Outbox]) -> None:
-        last = self._last.get(user_id)
-        if last is not None and last.covers(message.epoch, message.offset):
-            # Delivered already: by a gap fill that read it before it arrived live.
+        if not self.history.deliverable(user_id, Position(message.epoch, message.offset)):
             metrics.MESSAGES_DROPPED.labels("duplicate").inc(len(outboxes))
             return
-        self._last[user_id] = Position(message.epoch, message.offset)
         data = message.data
         if len(data) > self._max_payload_size:
             drops.too_large(len(data), self._max_payload_size, len(outboxes))

@@ -20,7 +20,7 @@ def user_slot(prefix: str, user_id: str) -> int:
 
 
 def connections_key(prefix: str, user_id: str) -> str:
-    """The user's leases: a hash, connection id -> deadline (gateway/limiter.py)."""
+    """The user's leases: a hash, connection id -> deadline (gateway/leases/limiter.py)."""
     return f"{{{user_channel(prefix, user_id)}}}:conns"
 
 
@@ -72,7 +72,7 @@ def history_key(prefix: str, user_id: str) -> str:
 
 def revoked_key(prefix: str, user_id: str) -> str:
     """When the user's last disconnect happened (ms, Redis clock): tokens issued before it are
-    refused (gateway/revocation.py)."""
+    refused (gateway/leases/revocation.py)."""
     return f"{{{user_channel(prefix, user_id)}}}:revoked"
 
 

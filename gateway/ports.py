@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 # The console's listener is for this machine alone, whatever WEBSOCKET_HOST says.
 CONSOLE_HOST = "127.0.0.1"

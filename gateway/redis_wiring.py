@@ -11,7 +11,7 @@
   is refused with 1013, like any Redis error). It retries a command after a connection error or
   a MOVED on its own, re-reading the slot map, with a short back-off.
 - sentinel: the single mode's bounded pool and probe connection, each connection made to the
-  master the sentinels name (gateway/sentinels.py), and ``SentinelBroker``
+  master the sentinels name (gateway/topology/sentinels.py), and ``SentinelBroker``
   (gateway/broker/sentinel.py), which also moves the command connections at a switch.
 """
 
@@ -29,8 +29,8 @@ from gateway.broker import Broker, LocalUsers, MessageHandler, Resubscribed
 from gateway.broker.cluster import ClusterBroker
 from gateway.broker.redis import RedisBroker
 from gateway.broker.sentinel import SentinelBroker
-from gateway.redis_topology import AsyncClient
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.topology.modes import AsyncClient, Topology
 
 _COMMAND_CONNECTIONS = 16
 # Per node and worker, in cluster mode (see above).
@@ -62,9 +62,10 @@ class RedisParts:
 
 
 def build_redis(settings: Settings, worker_id: str) -> RedisParts:
-    if settings.topology.mode == "cluster":
+    mode = Topology.of(settings).mode
+    if mode == "cluster":
         return _cluster(settings, worker_id)
-    if settings.topology.mode == "sentinel":
+    if mode == "sentinel":
         return _sentinel(settings, worker_id)
     return _single(settings, worker_id)
 
@@ -107,7 +108,7 @@ def _single(settings: Settings, worker_id: str) -> RedisParts:
 
 
 def _cluster(settings: Settings, worker_id: str) -> RedisParts:
-    client = settings.topology.async_client(
+    client = Topology.of(settings).async_client(
         max_connections=_CLUSTER_NODE_CONNECTIONS,
         socket_connect_timeout=2,
         socket_timeout=5,
@@ -117,7 +118,7 @@ def _cluster(settings: Settings, worker_id: str) -> RedisParts:
 
     def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
         return ClusterBroker(
-            settings.topology,
+            Topology.of(settings),
             settings.channel_prefix,
             worker_id,
             on_message,
@@ -130,7 +131,7 @@ def _cluster(settings: Settings, worker_id: str) -> RedisParts:
 
 
 def _sentinel(settings: Settings, worker_id: str) -> RedisParts:
-    topology = settings.topology
+    topology = Topology.of(settings)
     sentinels = topology.async_sentinels()
     client = sentinels.master(
         topology.master_name,

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.auth import Authenticator
+from gateway.admission.auth import Authenticator
+from gateway.admission.handshakes import HandshakePool
 from gateway.broker import Broker
-from gateway.handshakes import HandshakePool
+from gateway.config.settings import Settings
 from gateway.history.reader import HistoryReader
 from gateway.history.resume_budget import ResumeBudget
 from gateway.hub import Hub
-from gateway.limiter import Limiter
-from gateway.redis_topology import AsyncClient
-from gateway.settings import Settings
+from gateway.leases.limiter import Limiter
+from gateway.topology.modes import AsyncClient
 
 
 @dataclass
@@ -33,7 +33,8 @@ class Gateway:
     authenticator: Authenticator
     history_reader: HistoryReader
     draining: bool = field(default=False)
-    # Handshakes waiting on Redis, with each user's and client address's share (gateway/handshakes.py).
+    # Handshakes waiting on Redis, with each user's and client address's share
+    # (gateway/admission/handshakes.py).
     handshakes: HandshakePool = field(init=False)
     # Each user's resumes (?since=) and their replayed bytes (gateway/history/resume_budget.py).
     resumes: ResumeBudget = field(init=False)

@@ -37,11 +37,6 @@ class ControlCommand(NamedTuple):
     argument: str | None
 
 
-def is_own(payload: bytes) -> bool:
-    """The gateway's own message (history or control), not a plain payload."""
-    return payload[:1] == b"\xff"
-
-
 def history_message(epoch: str, offset: int, data: bytes) -> bytes:
     return b"%s%s %d %s" % (HISTORY, epoch.encode(), offset, data)
 

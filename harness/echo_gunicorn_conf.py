@@ -1,7 +1,7 @@
 """gunicorn's configuration for ``harness.echo_gateway``: the gateway's worker and settings, one
 worker, the echo app."""
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from harness.echo_gateway import EchoWorker
 
 _settings = Settings.from_environ()

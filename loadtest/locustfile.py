@@ -3,7 +3,7 @@
 ``GatewayUser`` connects with a JWT and keeps the socket; every notification it receives becomes a
 locust request event ``WS notification`` whose response time is the publish-to-receive latency,
 so locust's statistics, percentiles and charts show delivery latency. ``PublisherUser`` publishes
-through ``gateway.publisher.Publisher`` to random connected users (``PUBLISH ws:{user}`` events).
+through ``gateway.Publisher`` to random connected users (``PUBLISH ws:{user}`` events).
 
 Environment: ``TARGET_URL`` (the gateway's ws:// URL; ``--host`` also works), ``REDIS_URL``,
 ``JWT_SECRET_KEY``, ``PUBLISH_RATE`` (messages/s per publisher user, default 20).
@@ -25,7 +25,7 @@ from locust import User, constant, constant_throughput, events, task
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from gateway.publisher import Publisher
+from gateway import Publisher
 
 # Users connected in this locust process: the publishers pick their targets here.
 CONNECTED: set[str] = set()

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 
 from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from gateway.state import Gateway
 from harness.redis_server import RedisServer, command_calls
 from harness.tokens import SECRET

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway import close_codes
-from gateway.auth import Authenticator, AuthError, extract_token
-from gateway.query import MalformedQuery
-from gateway.query import parse as parse_query
-from gateway.settings import Settings
+from gateway.admission.auth import Authenticator, AuthError, extract_token
+from gateway.admission.query import MalformedQuery
+from gateway.admission.query import parse as parse_query
+from gateway.config.settings import Settings
 
 SECRET = "a-test-secret-long-enough-for-hs256-use-and-for-hs512-as-well!!!"
 
@@ -72,7 +72,7 @@ def test_a_valid_token_gives_user_and_expiry() -> None:
 
 @pytest.mark.parametrize("iat", [1_700_000_000, 1_700_000_000.25])
 def test_the_tokens_iat_is_kept_with_its_fraction(iat: float) -> None:
-    """What a disconnect's revocation compares (gateway/revocation.py)."""
+    """What a disconnect's revocation compares (gateway/leases/revocation.py)."""
     assert _auth().validate(_token({**_valid_claims(), "iat": iat})).issued_at == iat
 
 

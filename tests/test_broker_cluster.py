@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -15,12 +14,11 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.crc import key_slot
 
-from gateway import health
 from gateway.broker import BrokerUnavailable
 from gateway.broker.cluster import ClusterBroker
 from gateway.close_codes import Refusal
 from gateway.hub import Hub
-from gateway.redis_topology import Topology
+from gateway.topology.modes import Topology
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import RedisServer, command_calls
 from harness.waiting import eventually, in_thread
@@ -230,14 +228,14 @@ async def test_a_deaf_master_connection_is_replaced_and_the_others_keep_deliveri
         reconnects = _sample("websocket_redis_shard_reconnects_total", label)
         with paused.paused():
             await eventually(lambda: _now(not local.broker.ready), timeout=5, what="the probe to fail")
-            response = health.cluster_status(local.broker)
-            assert response.status_code == 503
-            assert json.loads(bytes(response.body))["unreachable"] == [f"127.0.0.1:{paused.port}"]
+            report = await local.broker.redis_health(1.0)
+            assert report.verdict == "reconnecting"
+            assert report.fields["unreachable"] == [f"127.0.0.1:{paused.port}"]
             with other.client() as client:  # the cluster client could ask the paused node
                 client.execute_command("SPUBLISH", f"ws:{live_user}", b"meanwhile")
             await eventually(lambda: _now(inbox.of(live_user) == [b"meanwhile"]), what="other masters")
         await eventually(lambda: _now(local.broker.ready), timeout=15, what="a new connection")
-        assert health.cluster_status(local.broker).status_code == 200
+        assert (await local.broker.redis_health(1.0)).verdict == "ok"
         assert _sample("websocket_redis_shard_reconnects_total", label) == reconnects + 1
         (new,) = _pubsub_connections(paused, local.worker_id)
         assert new["id"] != old["id"]

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from gateway import cli, settings_table, wire
+from gateway import cli, wire
+from gateway.config import table
 from harness.paths import ROOT
 from harness.ports import free_port
 from harness.redis_server import RedisServer
@@ -19,8 +20,8 @@ from harness.redis_server import RedisServer
 @pytest.fixture
 def default_redis(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """The test's Redis as the default, and REDIS_URL unset: the machine's own Redis is not touched."""
-    setting = dataclasses.replace(settings_table.REDIS_URL, default=redis_server.url)
-    monkeypatch.setattr(settings_table, "REDIS_URL", setting)
+    setting = dataclasses.replace(table.REDIS_URL, default=redis_server.url)
+    monkeypatch.setattr(table, "REDIS_URL", setting)
     monkeypatch.delenv("REDIS_URL", raising=False)
     return redis_server.url
 

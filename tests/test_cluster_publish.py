@@ -18,9 +18,9 @@ import redis
 from gateway import wire
 from gateway.history.position import parse_position
 from gateway.history.reader import HistoryReader
-from gateway.limiter import Limiter
-from gateway.publisher import AsyncPublisher, Publisher
-from gateway.redis_topology import AsyncClient, Topology
+from gateway.leases.limiter import Limiter
+from gateway.publishing.publisher import AsyncPublisher, Publisher
+from gateway.topology.modes import AsyncClient, Topology
 from harness.paths import ROOT
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import leases_key, live_leases

@@ -291,7 +291,7 @@ def test_the_cluster_profile_adds_a_redis_cluster_and_a_gateway_on_it_and_change
     """`docker compose up` runs what it ran before; `--profile cluster` adds six cluster nodes on
     fixed addresses, the one-shot create over all of them, and a gateway whose REDIS_CLUSTER_NODES
     name cluster nodes and which starts only once the cluster is created."""
-    from gateway.redis_topology import Topology
+    from gateway.topology.modes import Topology
 
     services = compose["services"]
     default = {name for name, service in services.items() if not service.get("profiles")}

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway import close_codes
-from gateway.auth import Authenticator
+from gateway.admission.auth import Authenticator
+from gateway.config.settings import Settings
 from gateway.connection import Connection
-from gateway.settings import Settings
 from harness.tokens import SECRET
 from harness.waiting import eventually
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from gateway import wire
 from gateway.close_codes import Refusal
 from gateway.hub import Hub
-from gateway.publisher import AsyncPublisher, Publisher
+from gateway.publishing.publisher import AsyncPublisher, Publisher
 from harness.paths import ROOT
 from harness.redis_server import RedisServer, leases_key, live_leases
 

@@ -12,7 +12,7 @@ from gateway.close_codes import Refusal
 from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
-from gateway.publisher import Publisher
+from gateway.publishing.publisher import Publisher
 from harness.redis_server import RedisServer
 from harness.waiting import eventually, in_thread
 

@@ -23,7 +23,7 @@ from gateway.history.gap import GapFiller
 from gateway.history.position import Position
 from gateway.history.reader import HistoryReader, Reading
 from gateway.hub import Hub
-from gateway.publisher import Publisher
+from gateway.publishing.publisher import Publisher
 from harness.redis_server import RedisServer
 from harness.waiting import eventually
 

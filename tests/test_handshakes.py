@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway import close_codes
-from gateway.handshakes import HandshakePool
+from gateway.admission.handshakes import HandshakePool
 
 
 def test_a_user_past_its_share_is_refused_and_others_get_the_rest() -> None:

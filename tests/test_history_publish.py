@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 
 from gateway import keys, wire
 from gateway.history.reader import HistoryReader, Reading
-from gateway.publisher import AsyncPublisher, Publisher
+from gateway.publishing.publisher import AsyncPublisher, Publisher
 from harness.redis_server import RedisServer
 from harness.waiting import eventually, wait_for
 

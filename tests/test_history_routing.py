@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from gateway import wire
+from gateway.admission.query import parse as parse_query
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, parse_position
 from gateway.history.recovery import is_replayed, parse_options
 from gateway.hub import Hub
-from gateway.query import parse as parse_query
 from gateway.untrusted_json import MAX_DEPTH
 from harness.paths import ROOT
 
@@ -51,7 +51,7 @@ def test_raw_sockets_get_the_data_and_envelope_sockets_share_one_envelope() -> N
         {"type": "message", "data": "plain text"},
     ]
     assert env1.frames[0] is env2.frames[0]  # built once per message
-    assert hub.last_delivered("alice") == Position("ep1", 7)
+    assert hub.history.last_delivered("alice") == Position("ep1", 7)
 
 
 def test_duplicates_malformed_and_bad_history_data_are_dropped() -> None:
@@ -80,7 +80,7 @@ def test_a_held_user_gets_the_gap_then_what_was_held_without_duplicates() -> Non
     hub.deliver("alice", b"plain")
     hub.deliver("alice", wire.history_message("ep", 5, b"5"))
     assert raw.frames == [b"1"]
-    hub.release("alice", generation, Position("ep", 1), [b"2", b"3", b"4"])
+    hub.deliver_held("alice", generation, Position("ep", 1), [b"2", b"3", b"4"])
     assert raw.frames == [b"1", b"2", b"3", b"4", b"plain", b"5"]
     assert [json.loads(f).get("position") for f in env.frames] == [
         "1-ep",
@@ -102,7 +102,7 @@ def test_notify_reaches_envelope_sockets_only_and_leaving_forgets_the_user() -> 
     assert raw.frames == [b"1"] and json.loads(env.frames[-1])["recovered"] is False
     hub.remove("alice", raw)
     hub.remove("alice", env)
-    assert hub.last_delivered("alice") is None
+    assert hub.history.last_delivered("alice") is None
 
 
 @pytest.mark.parametrize(

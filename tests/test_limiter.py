@@ -17,9 +17,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.limiter import Lease, Limiter, LimiterUnavailable
-from gateway.scripts import LuaScript
-from gateway.worker_leases import release_worker
+from gateway.leases.dead_workers import release_worker
+from gateway.leases.limiter import Lease, Limiter, LimiterUnavailable
+from gateway.topology.scripts import LuaScript
 from harness.redis_server import RedisServer, command_calls, leases_key, live_leases
 from harness.waiting import eventually, wait_for
 

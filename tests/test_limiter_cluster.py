@@ -13,10 +13,10 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from gateway.limiter import RELEASE, Limiter, LimiterUnavailable
-from gateway.publisher import Publisher
-from gateway.redis_topology import AsyncClient, Topology
-from gateway.worker_leases import release_worker
+from gateway.leases.dead_workers import release_worker
+from gateway.leases.limiter import RELEASE, Limiter, LimiterUnavailable
+from gateway.publishing.publisher import Publisher
+from gateway.topology.modes import AsyncClient, Topology
 from harness.ports import free_port
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import leases_key, live_leases

@@ -1,4 +1,4 @@
-"""gateway/name_lookup.py and gateway/server/resolving.py: with a name server that never answers,
+"""gateway/topology/name_lookup.py and gateway/server/resolving.py: with a name server that never answers,
 redis-py's connects fail within their connect timeout, and the lookups hold one thread per name."""
 
 from __future__ import annotations

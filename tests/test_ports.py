@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.config.settings import Settings
 from gateway.ports import PortMap
-from gateway.settings import Settings
 from harness.tokens import SECRET
 
 SETTINGS = Settings.from_environ(

@@ -12,7 +12,7 @@ import redis
 
 from gateway import wire
 from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE, PayloadTooLarge
-from gateway.publisher import AsyncPublisher, Publisher, SettingsError, encode_payload
+from gateway.publishing.publisher import AsyncPublisher, Publisher, SettingsError, encode_payload
 from harness.paths import ROOT
 from harness.redis_server import RedisServer
 from harness.tokens import SECRET
@@ -283,18 +283,33 @@ def test_cli_publish_reads_the_prefix_as_the_gateway_does(redis_server: RedisSer
     pubsub.close()
 
 
-def test_the_publisher_imports_nothing_heavy() -> None:
-    """Backend services import it: no jwt, cryptography keys, starlette or the gateway's settings."""
-    probe = "import sys, gateway.publisher; print(' '.join(sorted(sys.modules)))"
+@pytest.mark.parametrize(
+    "statement", ["import gateway.publishing.publisher", "from gateway import Publisher, AsyncPublisher"]
+)
+def test_the_publisher_imports_nothing_heavy(statement: str) -> None:
+    """Backend services import it: no jwt, cryptography keys, web server, metrics or the gateway's
+    settings, whether from its module or from the package's re-exports."""
+    probe = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
     loaded = set(
         subprocess.run(
             [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
         ).stdout.split()
     )
-    heavy = {"jwt", "starlette", "uvicorn", "gateway.settings", "gateway.jwt_keys", "gateway.auth"}
-    assert "gateway.publisher" in loaded
+    heavy = {"jwt", "starlette", "uvicorn", "gunicorn", "prometheus_client", "gateway.admission.auth"}
+    heavy |= {"gateway.config.settings", "gateway.config.jwt_keys", "gateway.app", "gateway.hub"}
+    assert "gateway.publishing.publisher" in loaded
     assert not heavy & loaded
     assert not {m for m in loaded if m.startswith("cryptography.hazmat")}
+
+
+def test_the_package_re_exports_the_public_names() -> None:
+    import gateway
+    from gateway.publishing import publisher
+
+    for name in gateway.__all__:
+        assert getattr(gateway, name) is getattr(publisher, name)
+    with pytest.raises(AttributeError):
+        _ = gateway.Server  # type: ignore[attr-defined]
 
 
 def test_a_named_redis_wins_over_the_topology_variables(

@@ -12,7 +12,7 @@ from gateway.history.position import Position
 from gateway.history.reader import HistoryReader
 from gateway.history.recovery import resume
 from gateway.history.resume_budget import ResumeBudget
-from gateway.publisher import AsyncPublisher
+from gateway.publishing.publisher import AsyncPublisher
 from harness.redis_server import RedisServer
 
 LIMIT = 64 * 1024

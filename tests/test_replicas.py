@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from gateway.publisher import AsyncPublisher, NotReplicated, Publisher
+from gateway.publishing.publisher import AsyncPublisher, NotReplicated, Publisher
 from harness.fault_proxy import Fault, FaultProxy
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import RedisServer

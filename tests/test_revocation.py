@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.limiter import Limiter
-from gateway.publisher import AsyncPublisher, Publisher
-from gateway.revocation import TokenRevoked, is_revoked
+from gateway.leases.limiter import Limiter
+from gateway.leases.revocation import TokenRevoked, is_revoked
+from gateway.publishing.publisher import AsyncPublisher, Publisher
 from harness.paths import ROOT
 from harness.redis_server import RedisServer, command_calls
 

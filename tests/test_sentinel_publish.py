@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway import wire
-from gateway.publisher import AsyncPublisher, Publisher
+from gateway.publishing.publisher import AsyncPublisher, Publisher
 from harness.paths import ROOT
 from harness.redis_sentinel import RedisSentinelSet, running_sentinel
 

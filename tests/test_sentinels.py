@@ -1,4 +1,4 @@
-"""Asking the sentinels for the master (gateway/sentinels.py) with a real Sentinel set."""
+"""Asking the sentinels for the master (gateway/topology/sentinels.py) with a real Sentinel set."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import redis
 from redis.sentinel import Sentinel as StockSentinel
 
-from gateway.sentinels import AsyncSentinels, SyncSentinels
+from gateway.topology.sentinels import AsyncSentinels, SyncSentinels
 from harness.garbage_redis import GarbageRedis
 from harness.redis_sentinel import MASTER_NAME, RedisSentinelSet, Sentinel, running_sentinel
 from harness.redis_server import RedisServer

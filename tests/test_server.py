@@ -76,7 +76,7 @@ from gunicorn.glogging import Logger
 
 import gateway.app
 from gateway.server.worker import GatewayWorker
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 settings = Settings.from_environ()
 built_with = []

@@ -11,8 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from gateway import settings_table
-from gateway.settings import Settings, SettingsError
+from gateway.config import table
+from gateway.config.settings import Settings, SettingsError
+from gateway.topology.modes import Topology
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -201,8 +202,8 @@ def test_the_removed_fail_open_setting_stops_start_up() -> None:
 
 
 def test_readme_carries_exactly_the_generated_settings_table() -> None:
-    """The README's table is settings_table.markdown_table(), no row more or less."""
-    generated = settings_table.markdown_table().splitlines()
+    """The README's table is table.markdown_table(), no row more or less."""
+    generated = table.markdown_table().splitlines()
     lines = README.read_text().splitlines()
     start = lines.index(generated[0])
     end = start
@@ -213,17 +214,17 @@ def test_readme_carries_exactly_the_generated_settings_table() -> None:
 
 def test_every_settings_field_is_one_row_of_the_table() -> None:
     """The dataclass and the table name the same fields, each variable once."""
-    variables = [s.variable for s in settings_table.ALL]
+    variables = [s.variable for s in table.ALL]
     assert len(variables) == len(set(variables))
-    fields = [str(s.field) for s in settings_table.GATEWAY]
+    fields = [str(s.field) for s in table.GATEWAY]
     assert sorted(fields) == sorted(f.name for f in dataclasses.fields(Settings))
 
 
 def test_unset_variables_take_the_defaults_of_the_table() -> None:
     """WEB_CONCURRENCY's default is worked out: the number of cores."""
     settings = Settings.from_environ(BASE)
-    for row in settings_table.GATEWAY:
-        if row is not settings_table.JWT_SECRET_KEY:
+    for row in table.GATEWAY:
+        if row is not table.JWT_SECRET_KEY:
             assert getattr(settings, str(row.field)) == row.default_value(), row.variable
     assert settings.web_concurrency == (os.cpu_count() or 1)
 
@@ -231,7 +232,7 @@ def test_unset_variables_take_the_defaults_of_the_table() -> None:
 def test_the_documented_bounds_are_the_enforced_ones() -> None:
     """Each number's accepted range in the README is exactly what start-up takes."""
     checked = 0
-    for row in settings_table.GATEWAY:
+    for row in table.GATEWAY:
         bounds = re.fullmatch(r"(integer|number|bytes), ([\d.]+) to ([\d.]+)", row.parser.accepts)
         if bounds is None:
             continue
@@ -250,12 +251,12 @@ def test_the_documented_bounds_are_the_enforced_ones() -> None:
 
 def test_the_redis_topology_is_one_of_single_cluster_or_sentinel() -> None:
     base = {"JWT_SECRET_KEY": "k" * 64}
-    assert Settings.from_environ(base).topology.mode == "single"
+    assert Topology.of(Settings.from_environ(base)).mode == "single"
     cluster = Settings.from_environ({**base, "REDIS_CLUSTER_NODES": "10.0.0.1:7000, [::1]:7001"})
     assert cluster.redis_cluster_nodes == (("10.0.0.1", 7000), ("::1", 7001))
-    assert cluster.topology.mode == "cluster"
+    assert Topology.of(cluster).mode == "cluster"
     sentinel = {**base, "REDIS_SENTINELS": "s1:26379,s2:26379", "REDIS_SENTINEL_MASTER": "main"}
-    assert Settings.from_environ(sentinel).topology.mode == "sentinel"
+    assert Topology.of(Settings.from_environ(sentinel)).mode == "sentinel"
 
 
 @pytest.mark.parametrize(

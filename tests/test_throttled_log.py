@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway.throttled_log import BURST, INTERVAL, ThrottledLog
+from gateway.telemetry.throttled_log import BURST, INTERVAL, ThrottledLog
 
 
 class Clock:

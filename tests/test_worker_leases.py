@@ -1,4 +1,4 @@
-"""gateway/worker_leases.py: the master's LeaseReleaser never waits on Redis, releases what Redis
+"""gateway/leases/dead_workers.py: the master's LeaseReleaser never waits on Redis, releases what Redis
 answers for in batches, and leaves the rest to lapse with one line."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway.limiter import Limiter
-from gateway.worker_leases import LeaseReleaser, release_workers
+from gateway.leases.dead_workers import LeaseReleaser, release_workers
+from gateway.leases.limiter import Limiter
 from harness.redis_server import RedisServer, leases_key
 from harness.waiting import wait_for
 

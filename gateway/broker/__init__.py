@@ -23,14 +23,22 @@ An implementation is built with two callables and must guarantee:
 - ``ready`` is True only while connected with its own liveness check passing, and an open but
   deaf connection is noticed (a probe) and replaced, with jittered back-off.
 
-Implementations, one per Redis topology, chosen by ``gateway/app.py`` from the settings:
+Implementations, one per Redis topology, chosen from the settings by ``gateway/redis_wiring.py``
+(the one place that knows the modes; the app only wires what it returns):
 
 - ``redis.py``: ``RedisBroker``, one Redis server, one pub/sub connection per worker (``probe.py``
-  checks it). The only one today.
-- ``cluster.py`` (to come): Redis Cluster, shard channels (SSUBSCRIBE), one pub/sub connection per
-  master owning a slot of a local user, following failovers and slot migrations.
+  checks it: a deaf connection is replaced).
 - ``sentinel.py``: ``SentinelBroker``, ``RedisBroker`` on a connection to the master the sentinels
   name, moved at once when they switch masters (``+switch-master``).
+- ``cluster.py``: ``ClusterBroker``, Redis Cluster, shard channels (SSUBSCRIBE), one pub/sub
+  connection per master owning a slot of a local user, following failovers and slot migrations:
+  ``slot_map.py`` (which master owns which slots), ``shard.py`` (one master's pub/sub session),
+  ``shard_links.py`` (a shard's connections, hooks and metrics), ``ledger.py`` (replies matched
+  to what was written).
+- ``commands.py``: what the brokers share: command batches, confirmations, a failing handler counted.
+
+Each answers for its topology in ``/healthz/redis`` (``redis_health``): nothing outside this
+package tests which broker it holds.
 
 History and recovery sit above the broker, between it and the hub (``on_message`` goes through
 them), and do not know which implementation delivers. Control commands (disconnect a user
@@ -42,6 +50,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 # The reader's callback: the user id (the channel without its prefix) and the payload as published.
 MessageHandler = Callable[[str, bytes], None]
@@ -55,6 +65,16 @@ Resubscribed = Callable[[str], None]
 class BrokerUnavailable(Exception):
     """The broker cannot confirm a subscription (not connected, or lost first); admission fails
     closed with 1013."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisHealth:
+    """What ``/healthz/redis`` says of a broker's Redis: ``fields`` join the answer; ``verdict`` is
+    its ``redis`` when the broker alone decides (``ok``: 200, anything else: 503), None when the
+    command client's ping and ``ready`` decide."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    verdict: str | None = None
 
 
 class Broker(abc.ABC):
@@ -90,6 +110,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def unsubscribe(self, user_id: str) -> None:
         """The user's last local connection left: drop its channel (without waiting)."""
+
+    async def redis_health(self, timeout: float) -> RedisHealth:
+        """What ``/healthz/redis`` adds for this topology, within ``timeout`` seconds; nothing by
+        default."""
+        return RedisHealth()
 
     @abc.abstractmethod
     async def publish(self, channel: bytes, payload: bytes) -> int:

@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from gateway import keys, metrics
-from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
+from gateway import keys
+from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, RedisHealth, Resubscribed
 from gateway.broker.commands import ignore
 from gateway.broker.shard import Shard
 from gateway.broker.shard_links import ShardHooks, ShardLinks
 from gateway.broker.slot_map import Address, SlotMap, address_text, fetch
-from gateway.redis_topology import Topology
 from gateway.tasks import cancel_and_wait
+from gateway.telemetry import metrics
+from gateway.topology.modes import Topology
 
 log = logging.getLogger("gateway.subscriber")
 
@@ -101,10 +102,20 @@ class ClusterBroker(Broker):
         """The slot map is known and every master holding a local user has its connection ready."""
         return self._map_ok and all(shard.ready or shard.opening for shard in self._shards.values())
 
-    @property
-    def map_ok(self) -> bool:
-        """The last reading of the slot map succeeded."""
-        return self._map_ok
+    async def redis_health(self, timeout: float) -> RedisHealth:
+        """Every master of the slot map with the state of this worker's pub/sub connection to it;
+        503 when the slot map cannot be read, or a master holding a local user's channel is
+        unreachable (those users hear nothing); a master with no local user does not count here."""
+        shards = [
+            {"shard": s.index, "node": s.node, "slots": s.slots, "channels": s.channels, "pubsub": s.pubsub}
+            for s in self.shard_states()
+        ]
+        down = [shard["node"] for shard in shards if shard["pubsub"] == "reconnecting"]
+        if not self._map_ok:
+            return RedisHealth({"shards": shards}, "unavailable")
+        if down:
+            return RedisHealth({"unreachable": down, "shards": shards}, "reconnecting")
+        return RedisHealth({"shards": shards}, "ok")
 
     @property
     def channel_count(self) -> int:
@@ -197,11 +208,11 @@ class ClusterBroker(Broker):
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    def _displaced(self, shard: Shard, users: list[str]) -> None:
-        log.info("%d user channels dropped by %s: reading the slot map", len(users), shard.name)
+    def _displaced(self, address: Address, users: list[str]) -> None:
+        log.info("%d user channels dropped by %s: reading the slot map", len(users), address_text(address))
         self._refresh.set()
 
-    def _trouble(self, shard: Shard) -> None:
+    def _trouble(self, address: Address) -> None:
         self._refresh.set()
 
     async def _keep_map(self) -> None:

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 from redis.crc import key_slot
 
-from gateway import metrics
 from gateway.broker import BrokerUnavailable
-from gateway.throttled_log import ThrottledLog
+from gateway.telemetry import metrics
+from gateway.telemetry.throttled_log import ThrottledLog
 
 # Whoever can publish chooses how often a message fails: the log samples it, the metric counts it.
 _log = ThrottledLog(logging.getLogger("gateway.subscriber"))

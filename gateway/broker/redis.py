@@ -27,11 +27,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
-from gateway import keys, metrics
+from gateway import keys
 from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, Resubscribed
 from gateway.broker.commands import YIELD_EVERY, batched, confirmation, handler_failed, ignore, pubsub_options
 from gateway.broker.probe import Probe
 from gateway.tasks import cancel_and_wait, until_one_ends
+from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.subscriber")
 

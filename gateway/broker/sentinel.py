@@ -1,6 +1,6 @@
 """Sentinel mode: one worker's Redis connections follow the master the sentinels name.
 
-Every connection asks the sentinels where the master is when it connects (gateway/sentinels.py), so
+Every connection asks the sentinels where the master is when it connects (gateway/topology/sentinels.py), so
 a connection lost with its master comes back on the new one. But a failover does not always cost a
 connection: when the sentinels promote the replica while the old master lives on (``SENTINEL
 FAILOVER``, a healed network split), the old master keeps serving for seconds before they demote
@@ -27,12 +27,12 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 from redis.exceptions import RedisError
 
-from gateway.broker import LocalUsers, MessageHandler, Resubscribed
+from gateway.broker import LocalUsers, MessageHandler, RedisHealth, Resubscribed
 from gateway.broker.commands import pubsub_options
 from gateway.broker.redis import RedisBroker
-from gateway.redis_topology import Topology
-from gateway.sentinels import Address, AsyncSentinels
 from gateway.tasks import cancel_and_wait
+from gateway.topology.modes import Topology
+from gateway.topology.sentinels import Address, AsyncSentinels
 
 log = logging.getLogger("gateway.subscriber")
 
@@ -195,3 +195,12 @@ class SentinelBroker(RedisBroker):
     async def master(self) -> Address:
         """The master the sentinels name now (``MasterNotFoundError`` when none is reachable)."""
         return await self._sentinels.discover_master(self._master_name)
+
+    async def redis_health(self, timeout: float) -> RedisHealth:
+        """Which master the sentinels name (``host:port``), or ``no_master`` when they name none
+        (they do not answer, or a failover is under way): no new connection can find it."""
+        try:
+            host, port = await asyncio.wait_for(self.master(), timeout)
+        except (RedisError, OSError, TimeoutError):
+            return RedisHealth({"master": None}, "no_master")
+        return RedisHealth({"master": f"{host}:{port}"})

@@ -156,7 +156,7 @@ class Shard:
                 self.links.count_reconnect(self._hooks.label(self.address))
                 self._lost_at = time.monotonic()
                 delay = _BACKOFF_FIRST
-            self._hooks.trouble(self)
+            self._hooks.trouble(self.address)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
 
@@ -258,7 +258,7 @@ class Shard:
             if user_id not in self._pending:
                 self._pending[user_id] = loop.create_future()
         if moved:
-            self._hooks.displaced(self, moved)
+            self._hooks.displaced(self.address, moved)
 
     async def _write_changes(self) -> None:
         while True:

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
 
-from gateway import metrics
 from gateway.broker import MessageHandler, Resubscribed
 from gateway.broker.slot_map import Address
-
-if TYPE_CHECKING:
-    from gateway.broker.shard import Shard
+from gateway.telemetry import metrics
 
 
 @dataclass(slots=True)
@@ -29,10 +26,12 @@ class ShardHooks:
 
     on_message: MessageHandler
     on_resubscribed: Resubscribed
-    # The node no longer holds these users' channels (slot moved, MOVED): route them again.
-    displaced: Callable[[Shard, list[str]], None]
-    # The connection was lost, or could not be made: refresh the slot map.
-    trouble: Callable[[Shard], None]
+    # The master at this address no longer holds these users' channels (slot moved, MOVED):
+    # route them again.
+    displaced: Callable[[Address, list[str]], None]
+    # The connection to the master at this address was lost, or could not be made: refresh the
+    # slot map.
+    trouble: Callable[[Address], None]
     # A control channel name in one of this master's slots, or None if it serves none now.
     control_channel: Callable[[Address], str | None]
     # The master's number in the slot map, for the metric label.

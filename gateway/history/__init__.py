@@ -8,8 +8,10 @@ get back the messages published with history that they missed.
 - ``resume_budget.py``  how often, and how many bytes, one user may resume on one worker.
 - ``gap.py``       the gap fill after the broker re-subscribed a worker's users.
 - ``held.py``      what arrives for a user while its gap is read: generations per outage, a cap.
+- ``state.py``     per local user, what history keeps: the last (epoch, offset) delivered (the gap
+  fill starts there, and a message at or below it is a duplicate), when the user joined, and the
+  holds.
 
-The hub (gateway/hub.py) routes ``\\xffH`` messages (gateway/wire.py) and keeps, per local user,
-the last (epoch, offset) it delivered: the gap fill starts there, and a message at or below it is
-a duplicate.
+The hub (gateway/hub.py) routes ``\\xffH`` messages (gateway/wire.py) and holds the ``HistoryState``,
+which the gap fill reads; nothing here imports the hub.
 """

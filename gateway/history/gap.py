@@ -20,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from typing import Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import metrics
 from gateway.history import envelope
 from gateway.history.position import Position
 from gateway.history.reader import HistoryReader, Reading
-from gateway.hub import Hub
-from gateway.redis_topology import UNAVAILABLE
+from gateway.history.state import HistoryState
+from gateway.telemetry import metrics
+from gateway.topology.modes import UNAVAILABLE
 
 log = logging.getLogger("gateway.history")
 
@@ -41,9 +42,24 @@ _RETRY_DELAYS = (0.2, 0.5, 1.0)
 _Gap = tuple[str, int, tuple[str, int]]
 
 
+class HeldDelivery(Protocol):
+    """What the gap fill needs of the hub (gateway/hub.py), which it does not import."""
+
+    history: HistoryState
+
+    def hold(self, user_id: str) -> int | None: ...
+
+    def deliver_held(
+        self, user_id: str, generation: int, gap: Position | None, entries: list[bytes]
+    ) -> None: ...
+
+    def notify(self, user_id: str, frame: bytes) -> None: ...
+
+
 class GapFiller:
-    def __init__(self, hub: Hub, reader: HistoryReader) -> None:
+    def __init__(self, hub: HeldDelivery, reader: HistoryReader) -> None:
         self._hub = hub
+        self._history = hub.history
         self._reader = reader
         # User -> the generation of its latest hold, in the order they were confirmed.
         self._waiting: dict[str, int] = {}
@@ -72,9 +88,9 @@ class GapFiller:
             gaps = [(u, g, start) for u, g in users if (start := self._start(u, g)) is not None]
             renewed: list[_Gap] = []
             for (user_id, generation, _), reading in await self._readings(gaps):
-                if not self._hub.holding(user_id, generation):
+                if not self._history.holding(user_id, generation):
                     continue  # given up (overflow) or the user left while read: nothing to do
-                joined = self._hub.joined_at(user_id)
+                joined = self._history.joined_at(user_id)
                 if reading.result == "epoch" and joined is not None:
                     # The history was lost and began again (on a cluster: a failover before the
                     # replica had it): every entry of the new one since the user joined here is
@@ -100,19 +116,19 @@ class GapFiller:
         return list(zip(gaps, readings, strict=True))
 
     def _settle(self, user_id: str, generation: int, reading: Reading) -> None:
-        if not self._hub.holding(user_id, generation):
+        if not self._history.holding(user_id, generation):
             return
         if reading.result != "ok":
             if reading.result == "future":
                 # Behind what was delivered here: a failover lost the history's last entries
                 # (replication is asynchronous), so the next offsets are new messages.
-                self._hub.forget_position(user_id)
+                self._history.forget_position(user_id)
             self._not_filled(user_id, generation, reading.result)
             return
         metrics.GAP_FILLS.labels("filled" if reading.entries else "nothing_missed").inc()
         # The entries run up to the history's current offset, consecutive.
         start = Position(reading.epoch, reading.offset - len(reading.entries))
-        self._hub.release(user_id, generation, start, reading.entries)
+        self._hub.deliver_held(user_id, generation, start, reading.entries)
 
     async def _read(self, gaps: list[tuple[str, str, int]]) -> list[Reading]:
         """A read that meets a connection error is tried again: on a Redis Cluster the pub/sub
@@ -127,17 +143,17 @@ class GapFiller:
     def _start(self, user_id: str, generation: int) -> tuple[str, int] | None:
         """(epoch, offset) to read after, or ("", time) for a user with no position yet; None
         when the read is not wanted any more."""
-        if not self._hub.holding(user_id, generation):
+        if not self._history.holding(user_id, generation):
             return None
-        last = self._hub.last_delivered(user_id)
+        last = self._history.last_delivered(user_id)
         if last is not None:
             return last.epoch, last.offset
-        joined = self._hub.joined_at(user_id)
+        joined = self._history.joined_at(user_id)
         return None if joined is None else ("", joined)
 
     def _not_filled(self, user_id: str, generation: int, reason: str) -> None:
-        if not self._hub.holding(user_id, generation):
+        if not self._history.holding(user_id, generation):
             return
         metrics.GAP_FILLS.labels(reason).inc()
         self._hub.notify(user_id, envelope.recovery(False, 0, reason))
-        self._hub.release(user_id, generation, None, [])
+        self._hub.deliver_held(user_id, generation, None, [])

@@ -3,9 +3,9 @@
 Each hold has a generation: one per confirmation of the user's channel after a reconnect, from
 one counter of the worker. A user whose channel is lost and confirmed again while its gap's read
 is in flight is marked with the new generation where its held messages stand: that read's
-release may deliver only what was held before the mark (what arrived before the second outage),
+delivery may include only what was held before the mark (what arrived before the second outage),
 since it cannot have read what the worker missed in the second one; the rest waits for the next
-read. A release of a generation older than the user's hold (a fill given up, a user who left and
+read. A delivery for a generation older than the user's hold (a fill given up, a user who left and
 came back) delivers nothing.
 
 At most ``cap`` messages are held per user (bounding a user's memory like a socket's outbox):
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway import metrics
+from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.hub")
 
@@ -73,7 +73,7 @@ class Holds:
         return held.messages
 
     def take(self, user_id: str, generation: int) -> list[bytes] | None:
-        """What the read of ``generation`` may release (held before the next outage began), or
+        """What the read of ``generation`` may deliver (held before the next outage began), or
         None when that read is not wanted any more. The user stays held while marks remain."""
         if not self.holding(user_id, generation):
             return None
@@ -83,10 +83,10 @@ class Holds:
             del self._by_user[user_id]
             return held.messages
         cut = later[0][1]
-        released, held.messages = held.messages[:cut], held.messages[cut:]
+        delivered, held.messages = held.messages[:cut], held.messages[cut:]
         held.first = later[0][0]
         held.marks = [(g, at - cut) for g, at in later[1:]]
-        return released
+        return delivered
 
     def forget(self, user_id: str) -> None:
         self._by_user.pop(user_id, None)

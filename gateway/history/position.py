@@ -1,6 +1,6 @@
 """A message's position in its user's history: ``"<offset>-<epoch>"``, opaque to clients.
 
-The publisher library writes the same format (gateway/publisher.py ``position``).
+The publisher library writes the same format (gateway/publishing/publisher.py ``position``).
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ from typing import Any, NamedTuple
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
-from gateway import keys, scripts, wire
-from gateway.redis_topology import AsyncClient
-from gateway.scripts import Call, LuaScript
+from gateway import keys, wire
+from gateway.topology import scripts
+from gateway.topology.modes import AsyncClient
+from gateway.topology.scripts import Call, LuaScript
 
 _READ = LuaScript.load("history_read.lua", prelude=False)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from gateway import close_codes, drops, metrics
+from gateway import close_codes, drops
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, format_position, parse_position
 from gateway.history.reader import HistoryReader
 from gateway.history.resume_budget import ResumeBudget
-from gateway.redis_topology import UNAVAILABLE
+from gateway.telemetry import metrics
+from gateway.topology.modes import UNAVAILABLE
 
 
 class Options(NamedTuple):
@@ -30,7 +31,7 @@ class Options(NamedTuple):
 
 
 def parse_options(query: Mapping[str, str]) -> Options:
-    """The socket's mode from its query (gateway/query.py); ``since`` implies envelope mode."""
+    """The socket's mode from its query (gateway/admission/query.py); ``since`` implies envelope mode."""
     since = query.get("since")
     return Options(since is not None or query.get("envelope") in ("1", "true"), since)
 

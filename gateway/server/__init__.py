@@ -1,5 +1,5 @@
 """The server side: everywhere the gateway reaches into uvicorn, uvicorn-worker, gunicorn,
-websockets, redis-py or prometheus_client past their public API, and why.
+websockets, redis-py, prometheus_client or asyncio past their public API, and why.
 
 - ``protocol.py``: uvicorn's WebSocket protocol, adapted; each socket's ``Link`` to the app.
   ``slots.py``: the lean inbox and flag it puts in place of uvicorn's per-socket queue and event.
@@ -8,14 +8,15 @@ websockets, redis-py or prometheus_client past their public API, and why.
 - ``worker.py``: the gunicorn worker (uvicorn-worker's, with the process's settings and the app
   built from them) and the drain hook: uvicorn's shutdown, which first runs ``gateway.drain``.
 - ``listeners.py``: one SO_REUSEPORT listening socket per worker; the master's port check.
-- ``resolving.py``: redis-py's connects look host names up with a deadline (gateway/name_lookup.py).
-- ``upstream.py``: every internal below as data, checked at start-up by gunicorn.conf.py (one
-  line and exit 2 when one is missing) and by ``make upgrade-check`` before a range is widened.
+- ``resolving.py``: redis-py's connects look host names up with a deadline (gateway/topology/name_lookup.py).
+- ``internals.py``: every internal below as data, with why it is used.
+- ``upstream.py``: checks them at start-up, from gunicorn.conf.py (one line and exit 2 when one is
+  missing), and in ``make upgrade-check`` before a range is widened.
 
 Nothing here is public API, so a release can rename or drop any of it without an error: an
 override is no longer called, an attribute nobody reads any more, and a protection is gone
 silently. Each paragraph below names an upstream class and what of it the gateway uses;
-tests/test_server.py keeps them in step with upstream.py's list.
+tests/test_server.py keeps them in step with internals.py's list.
 
 uvicorn ``WebSocketsSansIOProtocol``, subclassed by protocol.py. Overridden: ``pause_writing``
 and ``resume_writing`` (slow-consumer protection, queued frames flushed), ``send`` (a close
@@ -80,6 +81,19 @@ redis-py ``Connection``, sync and async, the TCP connection every other derives 
 resolving.py: ``_connect`` looks the name up within ``socket_connect_timeout`` (of the address
 family ``socket_type``, sync) and connects to each address through ``host`` (sync) or
 ``_connection_arguments`` (async, which also keeps the name for TLS).
+
+redis-py ``Sentinel``, sync and async, subclassed by gateway/topology/sentinels.py:
+``discover_master`` is overridden to ask every sentinel at once (the clients in ``sentinels``)
+and take the master named with the newest epoch, each answer checked by ``check_master_state``;
+``connection_kwargs`` (async) are the master's connection options, for the pub/sub pool.
+
+redis-py ``SentinelConnectionPool``, sync and async: its ``__init__`` (async, with the service
+name and the sentinel manager) builds the pub/sub pool and the blocking command pool directly;
+gateway/broker/sentinel.py reads ``master_address`` to move a pool still on the old master; a
+publisher that built its client closes the sentinels' clients it finds in ``sentinel_manager``.
+
+Python ``coroutines`` (asyncio's module; before Python 3.12 only): ``_is_coroutine`` marks the
+app a coroutine function for Starlette (gateway/app.py); 3.12 has a public function for it.
 
 prometheus_client ``MmapedDict``: ``read_all_values_from_file`` and ``write_value`` fold a dead
 worker's metric files into an archive.

@@ -32,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import http_refusals
 from gateway.http_refusals import HttpRefusal
-from gateway.throttled_log import ThrottledLog
+from gateway.telemetry.throttled_log import ThrottledLog
 
 # Small enough that a head's size is known to within a slice, large enough that a body costs
 # few parser calls.
@@ -192,7 +192,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         # Imported here: the master imports this module (through the worker class) before
         # prometheus_client's multiprocess directory is set.
-        from gateway import metrics
+        from gateway.telemetry import metrics
 
         metrics.HTTP_REFUSALS.labels(refusal.reason).inc()
         if refusal is _TRAILERS:

@@ -2,7 +2,7 @@
 frames and closes, and two handshake fixes (the HTTP side is in ``gateway.server.http``).
 
 - The gateway's hot path bypasses ASGI ``send``: the protocol is handed to the app as a ``Link``
-  (``gateway.connection.offer_link``) that writes every queued frame in one ``transport.write``,
+  (``gateway.link.offer_link``) that writes every queued frame in one ``transport.write``,
   says when the transport can take more and calls back when it can again. It also stamps each
   read, since the idle timeout counts pongs and pongs never reach the app.
 
@@ -29,9 +29,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 
-from gateway import close_codes, metrics
+from gateway import close_codes
 from gateway.link import offer_link
 from gateway.server.slots import Flag, Inbox
+from gateway.telemetry import metrics
 
 # websockets logs "connection open" and "connection rejected" per socket at INFO: keep them
 # out of the server log unless asked for.

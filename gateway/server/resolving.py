@@ -1,4 +1,4 @@
-"""redis-py's connects look host names up with a deadline (gateway/name_lookup.py).
+"""redis-py's connects look host names up with a deadline (gateway/topology/name_lookup.py).
 
 redis-py resolves in ``Connection._connect``: the sync one calls ``socket.getaddrinfo``, with no
 deadline (gunicorn's master, releasing a dead worker's leases, waited 10 to 40 s per lookup), and
@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
 
-from gateway.name_lookup import lookup, lookup_async
+from gateway.topology.name_lookup import lookup, lookup_async
 
 # For a connection without a connect timeout (redis-py's default is none).
 _DEFAULT_TIMEOUT = 5.0

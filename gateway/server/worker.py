@@ -15,9 +15,9 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from gateway import logs
+from gateway.config.settings import Settings
 from gateway.server.http import GatewayHttpProtocol
-from gateway.settings import Settings
+from gateway.telemetry import logs
 
 # uvicorn's own shutdown after the drain: close frames to clients that stopped reading.
 _SHUTDOWN_MARGIN = 2.0

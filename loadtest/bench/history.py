@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from websockets.asyncio.client import connect
 
-from gateway.publisher import AsyncPublisher
+from gateway import AsyncPublisher
 from harness.gateway_process import running_gateway
 from harness.paths import ROOT
 from harness.redis_server import RedisServer

@@ -258,7 +258,7 @@ class _Recorder:
 
 class _GatewayPublisher:
     def __init__(self, redis_url: str) -> None:
-        from gateway.publisher import AsyncPublisher
+        from gateway import AsyncPublisher
 
         # Plain PUBLISH, as the other targets do; loadtest/bench/history.py measures history.
         self._publisher = AsyncPublisher(redis_url, history=False)
@@ -268,7 +268,7 @@ class _GatewayPublisher:
 
     async def encode(self, user_id: str, payload: str) -> tuple[str, bytes]:
         from gateway.keys import user_channel
-        from gateway.publisher import encode_payload
+        from gateway.publishing.publisher import encode_payload
 
         return user_channel("ws", user_id), encode_payload(payload)
 

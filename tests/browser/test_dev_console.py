@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from gateway.publisher import Publisher
+from gateway.publishing.publisher import Publisher
 from harness.browser import PageLog
 from harness.gateway_process import Gateway, running_gateway
 from harness.paths import ROOT

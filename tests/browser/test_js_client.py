@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page
 
 from gateway import close_codes
 from gateway.close_codes import Retry
-from gateway.publisher import Publisher
+from gateway.publishing.publisher import Publisher
 from harness.app_page import AppPage, serving_app_page
 from harness.browser import new_page
 from harness.close_server import CloseServer, running_close_server

@@ -30,7 +30,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.publisher import AsyncPublisher
+from gateway.publishing.publisher import AsyncPublisher
 from harness.fault_proxy import Fault, FaultProxy
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer, live_leases

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.publisher import AsyncPublisher, Publisher
+from gateway.publishing.publisher import AsyncPublisher, Publisher
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value
 from harness.redis_server import RedisServer

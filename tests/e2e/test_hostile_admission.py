@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.publisher import Publisher
+from gateway.publishing.publisher import Publisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.handshake_burst import Burster

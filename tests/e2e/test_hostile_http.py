@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 
-from gateway import throttled_log
+from gateway.telemetry import throttled_log
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
 from harness.stalled_client import StalledClient, masked_frame, worker_rss_kib

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
 from gateway.history.position import parse_position
-from gateway.publisher import Publisher
+from gateway.publishing.publisher import Publisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_cluster import RedisCluster, running_cluster

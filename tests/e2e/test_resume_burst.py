@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.publisher import AsyncPublisher
+from gateway.publishing.publisher import AsyncPublisher
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value
 from harness.redis_server import RedisServer

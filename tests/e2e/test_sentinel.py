@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from gateway.publisher import Publisher
+from gateway.publishing.publisher import Publisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.publisher import AsyncPublisher
+from gateway.publishing.publisher import AsyncPublisher
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
 from harness.tokens import make_token

@@ -9,8 +9,8 @@ import jwt
 
 from gateway import close_codes
 from gateway.close_codes import Refusal
+from gateway.config.settings import Settings
 from gateway.keys import is_valid_user_id
-from gateway.settings import Settings
 
 # A JWT this size is already absurd; refusing early bounds the work a hostile client causes.
 MAX_TOKEN_LENGTH = 4096
@@ -20,7 +20,7 @@ MAX_TOKEN_LENGTH = 4096
 class Identity:
     user_id: str
     expires_at: float
-    # The token's iat; None when it has none (gateway/revocation.py says what that means).
+    # The token's iat; None when it has none (gateway/leases/revocation.py says what that means).
     issued_at: float | None = None
 
 
@@ -51,7 +51,7 @@ def offers_bearer(headers: list[tuple[bytes, bytes]]) -> bool:
 
 def extract_token(query: Mapping[str, str], headers: list[tuple[bytes, bytes]]) -> _Carried:
     """Token from ``Sec-WebSocket-Protocol: bearer, <JWT>``, ``Authorization: Bearer``, or ``?token=``
-    (``query``: gateway/query.py's parse of the query string)."""
+    (``query``: gateway/admission/query.py's parse of the query string)."""
     for name, value in headers:
         if name == b"sec-websocket-protocol":
             parts = [p.strip() for p in value.decode("latin-1").split(",")]

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 
-from gateway import settings_table as table
-from gateway.settings_parsers import SettingsError
+from gateway.config import table
+from gateway.config.redis import check_topology
 
 if TYPE_CHECKING:
-    from gateway.sentinels import AsyncSentinels
+    from gateway.topology.sentinels import AsyncSentinels
 
 Mode = Literal["single", "cluster", "sentinel"]
 HostPorts = tuple[tuple[str, int], ...]
@@ -33,6 +33,27 @@ SyncClient = redis.Redis | redis.RedisCluster
 UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 
+def is_cluster(client: object) -> TypeGuard[aioredis.RedisCluster | redis.RedisCluster]:
+    """A Redis Cluster client: keys of different slots live on different nodes, a pipeline is split
+    by node, and a user's channel is a shard channel. Code outside this package asks this, not the
+    client's class (a client given to the publisher was not built here)."""
+    return isinstance(client, aioredis.RedisCluster | redis.RedisCluster)
+
+
+class RedisSettings(Protocol):
+    """The Redis fields of ``gateway.config.settings.Settings``, which this module does not import
+    (nor it this one): settings hold values, the topology makes clients of them."""
+
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_cluster_nodes(self) -> HostPorts: ...
+    @property
+    def redis_sentinels(self) -> HostPorts: ...
+    @property
+    def redis_sentinel_master(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     url: str
@@ -41,12 +62,17 @@ class Topology:
     sentinel_master: str | None = None
 
     def __post_init__(self) -> None:
-        if self.cluster_nodes and self.sentinels:
-            raise SettingsError("REDIS_CLUSTER_NODES and REDIS_SENTINELS: set one of them, not both")
-        if self.sentinels and not self.sentinel_master:
-            raise SettingsError("REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS")
-        if self.sentinel_master and not self.sentinels:
-            raise SettingsError("REDIS_SENTINEL_MASTER: set only with REDIS_SENTINELS")
+        check_topology(self.cluster_nodes, self.sentinels, self.sentinel_master)
+
+    @classmethod
+    def of(cls, settings: RedisSettings) -> Topology:
+        """The topology a ``Settings`` names (or anything with its four Redis fields)."""
+        return cls(
+            settings.redis_url,
+            settings.redis_cluster_nodes,
+            settings.redis_sentinels,
+            settings.redis_sentinel_master,
+        )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Topology:
@@ -104,7 +130,7 @@ class Topology:
             nodes = [node(host, port) for host, port in self.cluster_nodes]
             return redis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
         if self.mode == "sentinel":
-            from gateway.sentinels import SyncSentinels
+            from gateway.topology.sentinels import SyncSentinels
 
             return SyncSentinels(list(self.sentinels), **self.node_options(), **self._database()).master(
                 self.master_name, **options
@@ -123,7 +149,7 @@ class Topology:
         return self.sentinel_master
 
     def async_sentinels(self) -> AsyncSentinels:
-        """The sentinels, to ask for the master (Sentinel mode); see gateway/sentinels.py."""
-        from gateway.sentinels import AsyncSentinels
+        """The sentinels, to ask for the master (Sentinel mode); see gateway/topology/sentinels.py."""
+        from gateway.topology.sentinels import AsyncSentinels
 
         return AsyncSentinels(list(self.sentinels), **self.node_options(), **self._database())

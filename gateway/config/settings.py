@@ -1,4 +1,4 @@
-"""One validated settings object, built once from the environment through gateway/settings_table.py."""
+"""One validated settings object, built once from the environment through gateway/config/table.py."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import jwt_keys
-from gateway import settings_table as table
-from gateway.redis_topology import Topology
-from gateway.settings_parsers import Setting, SettingsError, flag
-from gateway.settings_table import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from gateway.config import jwt_keys, table
+from gateway.config.parsers import Setting, SettingsError, flag
+from gateway.config.redis import check_topology
+from gateway.config.tokens import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "HMAC_ALGORITHMS", "Settings", "SettingsError"]
 
@@ -27,7 +26,7 @@ _REST = (table.REDIS_URL, *(s for s in table.GATEWAY if s not in (*_KEY, *_SHARE
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of the gateway. Times are in seconds, sizes in bytes. Build it with
-    ``from_environ``: the defaults, bounds and meanings are in gateway/settings_table.py."""
+    ``from_environ``: the defaults, bounds and meanings are in gateway/config/table.py."""
 
     host: str
     port: int
@@ -66,14 +65,6 @@ class Settings:
     dev_console: bool
     dev_console_port: int
 
-    @property
-    def topology(self) -> Topology:
-        """One Redis, a Cluster or Sentinel (gateway/redis_topology.py); raises SettingsError when
-        the Redis settings contradict each other."""
-        return Topology(
-            self.redis_url, self.redis_cluster_nodes, self.redis_sentinels, self.redis_sentinel_master
-        )
-
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Every variable of the table; the first bad one raises SettingsError naming it."""
@@ -88,7 +79,7 @@ class Settings:
         settings = cls(**values)
         if settings.metrics_port == settings.port:
             raise SettingsError(f"METRICS_PORT: {settings.port} is WEBSOCKET_PORT; use another port, or 0")
-        _ = settings.topology  # checks the Redis settings against each other
+        check_topology(settings.redis_cluster_nodes, settings.redis_sentinels, settings.redis_sentinel_master)
         return settings
 
 

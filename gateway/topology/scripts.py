@@ -31,7 +31,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.redis_topology import AsyncClient, SyncClient
+from gateway.topology.modes import AsyncClient, SyncClient
 
 
 @dataclass(frozen=True, slots=True)

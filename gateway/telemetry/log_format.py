@@ -1,8 +1,8 @@
 """LOG_FORMAT=json: every log line one JSON object (gunicorn's, uvicorn's and the gateway's).
 
 gunicorn.conf.py names ``JsonLogger`` as gunicorn's logger class. Its handlers are the only ones:
-the worker hands them to uvicorn's loggers and gateway/logs.py to the gateway's, so one formatter
-on them covers every line. The redaction filters of gateway/logs.py run before any formatter.
+the worker hands them to uvicorn's loggers and gateway/telemetry/logs.py to the gateway's, so one formatter
+on them covers every line. The redaction filters of gateway/telemetry/logs.py run before any formatter.
 Standard library and gunicorn only: the master imports it before prometheus_client may be.
 """
 

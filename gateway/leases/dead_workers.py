@@ -1,6 +1,6 @@
 """What gunicorn's master does with a dead worker's leases (``child_exit`` and ``on_exit`` in
 gunicorn.conf.py): release them at once rather than let them lapse, from the lists the worker kept
-in Redis (gateway/limiter.py writes them).
+in Redis (gateway/leases/limiter.py writes them).
 
 The master never waits on Redis for it: a ``LeaseReleaser`` thread takes every dead worker queued
 so far and releases them all in one batch, three round trips whatever their number. A stop gives
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway import keys
-from gateway.redis_topology import UNAVAILABLE, SyncClient
+from gateway.topology.modes import UNAVAILABLE, SyncClient
 
 # Between tries while Redis does not answer (the master is running on).
 _RETRY_AFTER = 1.0

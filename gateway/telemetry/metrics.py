@@ -16,7 +16,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.metrics_archive import scrape_lock
+from gateway.telemetry.metrics_archive import scrape_lock
 
 CONNECTIONS = Counter(
     "websocket_connections", "WebSocket connections by outcome: accepted, rejected, closed.", ["status"]

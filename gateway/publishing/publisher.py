@@ -1,8 +1,9 @@
 """Publish notifications to users from backend services: ``Publisher`` and ``AsyncPublisher``.
 
 Imports only redis, the key names, the payload limit, the settings table, the topology
-(``redis_topology``) and the scripts (``scripts``, ``control_client``, ``replication``), so services
-can depend on it cheaply; ``publish_options`` holds what the two publishers share. ``disconnect``
+(gateway/topology/: ``modes``, ``scripts``) and its neighbours in this package (``control``,
+``replication``), so services can depend on it cheaply; ``options`` holds what the two
+publishers share. ``disconnect``
 and ``online`` are the control calls (README "Control"). What is not passed is read as the gateway
 reads it: ``REDIS_URL``, ``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with
 ``REDIS_SENTINEL_MASTER``, ``REDIS_CHANNEL_PREFIX``, ``WEBSOCKET_MAX_PAYLOAD_SIZE`` and
@@ -24,9 +25,9 @@ published in one atomic step (gateway/lua/publish.lua), so a client that reconne
 
 Replication is asynchronous: a failover may lose what the old master had confirmed. With
 ``replicas=N`` every publish and disconnect is followed by ``WAIT N`` in the same round trip, on
-the connection that wrote it (``gateway/replication.py``), and raises ``NotReplicated`` (it was done,
-but fewer than N replicas acknowledged it within ``replica_timeout`` seconds); what it returns
-survives a failover to one of those replicas.
+the connection that wrote it (``gateway/publishing/replication.py``), and raises ``NotReplicated``
+(it was done, but fewer than N replicas acknowledged it within ``replica_timeout`` seconds); what
+it returns survives a failover to one of those replicas.
 """
 
 from __future__ import annotations
@@ -34,12 +35,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
-
-from gateway import control_client, replication, scripts
+from gateway.config.parsers import SettingsError
 from gateway.payload_limit import PayloadTooLarge
-from gateway.publish_options import (
+from gateway.publishing import control, replication
+from gateway.publishing.options import (
     DEFAULT_HISTORY_LENGTH,
     DEFAULT_HISTORY_TTL,
     Published,
@@ -50,10 +49,10 @@ from gateway.publish_options import (
     sentinel_of,
     topology,
 )
-from gateway.redis_topology import AsyncClient, SyncClient
-from gateway.replication import NotReplicated
-from gateway.scripts import Call
-from gateway.settings_parsers import SettingsError
+from gateway.publishing.replication import NotReplicated
+from gateway.topology import scripts
+from gateway.topology.modes import AsyncClient, SyncClient, is_cluster
+from gateway.topology.scripts import Call
 
 __all__ = [
     "AsyncPublisher",
@@ -91,7 +90,7 @@ class Publisher(PublishOptions):
             options = client_options(replicas, replica_timeout)
             client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client(**options)
         self._sentinel = sentinel_of(client) if built else None
-        sharded = isinstance(client, redis.RedisCluster)
+        sharded = is_cluster(client)
         super().__init__(
             prefix,
             max_payload_size,
@@ -135,10 +134,10 @@ class Publisher(PublishOptions):
 
     def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
-        users = control_client.online_users(user_ids)
+        users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = scripts.run_sync(self._client, control_client.online_calls(self._prefix, users))
+        counts = scripts.run_sync(self._client, control.online_calls(self._prefix, users))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     def close(self) -> None:
@@ -172,7 +171,7 @@ class AsyncPublisher(PublishOptions):
             options = client_options(replicas, replica_timeout)
             client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client(**options)
         self._sentinel = sentinel_of(client) if built else None
-        sharded = isinstance(client, aioredis.RedisCluster)
+        sharded = is_cluster(client)
         super().__init__(
             prefix,
             max_payload_size,
@@ -218,10 +217,10 @@ class AsyncPublisher(PublishOptions):
 
     async def online(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Live connections per user, cluster-wide (lapsed leases do not count); one round trip."""
-        users = control_client.online_users(user_ids)
+        users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = await scripts.run(self._client, control_client.online_calls(self._prefix, users))
+        counts = await scripts.run(self._client, control.online_calls(self._prefix, users))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:

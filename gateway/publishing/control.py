@@ -2,7 +2,7 @@
 
 ``disconnect`` is one script on the user's lease hash: it frees the live places of the connections
 it names (tombstones, so nothing counts them any more), stamps the user's revocation (tokens issued
-before it are refused: ``gateway/revocation.py``) and publishes ``\\xffC disconnect [id]`` on the
+before it are refused: ``gateway/leases/revocation.py``) and publishes ``\\xffC disconnect [id]`` on the
 user's channel in the same step; the workers holding the user close those sockets with 4003
 (``gateway/control.py``). ``online`` is one read-only script per user, pipelined: one round trip
 for many users, each script on one user's key (ready for Redis Cluster, where keys of different
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway import keys, wire
-from gateway.scripts import Call, LuaScript
+from gateway.topology.scripts import Call, LuaScript
 
 DISCONNECT = "disconnect"
 # One online() call answers at most this many users: a bounded pipeline, a bounded reply.

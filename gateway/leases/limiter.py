@@ -4,10 +4,8 @@ Each connection holds a lease (a field whose value is its deadline on the Redis 
 renews all its leases every beat, one script call per hash slot its users live in, pipelined (on
 a Redis Cluster the client sends each call to the node of its slot), so a killed worker's or
 host's places come back once its leases lapse. gunicorn's master also releases a dead worker's
-leases at once (gateway/worker_leases.py): the worker lists them per slot in ``{tag}:worker:{worker id}``
-(the tag is the channel of one of its users in that slot, so a script can write the list with the
-user's leases), and those tags in ``{prefix}:worker:{worker id}``, added before the first lease of
-a slot is taken and again every beat.
+leases at once (gateway/leases/dead_workers.py), from the lists the worker keeps of them
+(gateway/leases/worker_index.py).
 """
 
 from __future__ import annotations
@@ -20,16 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from gateway import keys, scripts
-from gateway.redis_topology import UNAVAILABLE, AsyncClient
-from gateway.revocation import TokenRevoked, issued_ms
-from gateway.scripts import Call, LuaScript
+from gateway import keys
+from gateway.leases.revocation import TokenRevoked, issued_ms
+from gateway.leases.worker_index import WorkerIndex
 from gateway.tasks import cancel_and_wait
+from gateway.topology import scripts
+from gateway.topology.modes import UNAVAILABLE, AsyncClient, is_cluster
+from gateway.topology.scripts import Call, LuaScript
 
 log = logging.getLogger("gateway.limiter")
-Command = tuple[Any, ...]
 
 # One renew script call covers this many connections; a beat pipelines as many calls as needed.
 _RENEW_CHUNK = 500
@@ -64,7 +61,7 @@ class Lease:
 
 
 class Limiter:
-    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/redis_topology.py).
+    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/topology/modes.py).
     ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis server's
     clock, the one clock every host shares. Tests pass their own to move time without sleeping."""
 
@@ -78,21 +75,15 @@ class Limiter:
         clock: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
-        self._cluster = isinstance(client, aioredis.RedisCluster)
+        self._cluster = is_cluster(client)
         self._clock = clock
         self._prefix = prefix
-        self._tags_key = keys.worker_tags_key(prefix, worker_id)
         self._worker_id = worker_id
         self._limit = limit
         self._lease_ms = int(lease_ttl * 1000)
         self._beat = lease_ttl / 3
         self._ids = itertools.count(1)
-        # Slot -> the tag of this worker's lease list there, kept for the worker's life, and the
-        # tags Redis has confirmed in the worker's tag set.
-        self._tags: dict[int, str] = {}
-        self._announced: set[str] = set()
-        # Until then (monotonic) the tag set lives: an idle worker stops renewing it, and it lapses.
-        self._announced_until = 0.0
+        self._index = WorkerIndex(client, prefix, worker_id, self._lease_ms)
         self.leases: dict[str, Lease] = {}
         # Connection id -> user id of admissions whose acquire went out and whose answer never
         # came back (a timeout, a broken connection, a cancelled handshake): Redis may run it
@@ -108,37 +99,9 @@ class Limiter:
         """The scripts' ARGV[1]: "" lets Redis read its own clock."""
         return "" if self._clock is None else self._clock()
 
-    def _tag(self, user_id: str) -> str:
-        channel = keys.user_channel(self._prefix, user_id)
-        return self._tags.setdefault(keys.user_slot(self._prefix, user_id), channel)
-
-    def _index_key(self, user_id: str) -> str:
-        return keys.worker_leases_key(self._worker_id, self._tag(user_id))
-
     def _lease_keys(self, user_id: str) -> list[str]:
         """The user's leases and this worker's list of its leases in the user's slot."""
-        return [keys.connections_key(self._prefix, user_id), self._index_key(user_id)]
-
-    def _naming(self, tags: set[str]) -> list[Command]:
-        """The commands that add tags to the worker's tag set: before the first lease of their
-        slot (so the master finds every lease the worker may hold) and every beat (Redis may
-        have lost the set)."""
-        return [("SADD", self._tags_key, *tags), ("PEXPIRE", self._tags_key, self._lease_ms)]
-
-    def _named(self, tags: set[str], sent: float) -> None:
-        # Once it may have lapsed, only these are known in it; half a lease time is a safe margin.
-        # In place: an admission must not copy every tag.
-        self._announced = self._announced if sent < self._announced_until else set()
-        self._announced |= tags
-        self._announced_until = sent + self._lease_ms / 2000
-
-    async def _name_tags(self, tags: set[str]) -> None:
-        sent = time.monotonic()
-        async with self._client.pipeline(transaction=False) as pipe:
-            for command in self._naming(tags):
-                pipe.execute_command(*command)
-            await pipe.execute()
-        self._named(tags, sent)
+        return [keys.connections_key(self._prefix, user_id), self._index.list_key(user_id)]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
@@ -170,17 +133,14 @@ class Limiter:
         lease = Lease(user_id, f"{self._worker_id}:{next(self._ids)}", on_lost, on_revoked)
         args = [self._now(), lease.connection_id, user_id, self._limit, self._lease_ms, issued_ms(issued_at)]
         acquire = Call(ACQUIRE, [*self._lease_keys(user_id), keys.revoked_key(self._prefix, user_id)], args)
-        tag, sent = self._tag(user_id), time.monotonic()
-        if sent >= self._announced_until:  # the tag set may have lapsed: every slot held
-            tags = {tag, *(self._tag(held.user_id) for held in self.leases.values())}
-        else:
-            tags = set() if tag in self._announced else {tag}  # only a new slot: O(1)
+        sent = time.monotonic()
+        tags = self._index.unnamed(user_id, (held.user_id for held in self.leases.values()), sent)
         # On one connection the tags go ahead of the acquire in its round trip; a cluster sends
         # them to another node, so they must be confirmed first.
-        first = self._naming(tags) if tags and not self._cluster else []
+        first = self._index.naming(tags) if tags and not self._cluster else []
         if tags and self._cluster:
             try:
-                await self._name_tags(tags)
+                await self._index.name(tags)
             except UNAVAILABLE as exc:
                 raise LimiterUnavailable(type(exc).__name__) from exc
         try:
@@ -188,7 +148,7 @@ class Limiter:
             # admission of that user never finds the place an abandoned acquire took.
             replies = await self._settle_then(acquire, first)
             if first:
-                self._named(tags, sent)
+                self._index.named(tags, sent)
             taken, _, now, revoked_at = replies[-1]
         except UNAVAILABLE as exc:
             self._unsettle(lease)
@@ -255,7 +215,7 @@ class Limiter:
         """One call per slot (per chunk of a crowded slot): a script touches one slot only."""
         by_slot: dict[str, list[Lease]] = {}
         for lease in leases:
-            by_slot.setdefault(self._index_key(lease.user_id), []).append(lease)
+            by_slot.setdefault(self._index.list_key(lease.user_id), []).append(lease)
         chunks: list[list[Lease]] = []
         calls: list[Call] = []
         now_arg = self._now()
@@ -301,7 +261,7 @@ class Limiter:
                 if revoked is not None and revoked.on_revoked is not None:
                     log.warning("a disconnect's command missed this worker: closing that connection now")
                     revoked.on_revoked()
-        await self._name_tags({self._tag(lease.user_id) for lease in leases})
+        await self._index.name({self._index.tag(lease.user_id) for lease in leases})
 
     async def _heartbeat(self) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""Asking the sentinels where the master is, for Sentinel mode (gateway/redis_topology.py).
+"""Asking the sentinels where the master is, for Sentinel mode (gateway/topology/modes.py).
 
 redis-py's ``Sentinel`` takes the first sentinel that names a healthy master. Just after a failover
 a sentinel that has not yet heard of it (they tell each other every 2 s) still names the old master,

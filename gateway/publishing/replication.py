@@ -25,9 +25,9 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, NoScriptError, RedisError, TimeoutError
 
-from gateway import scripts
-from gateway.redis_topology import AsyncClient, SyncClient
-from gateway.scripts import Call
+from gateway.topology import scripts
+from gateway.topology.modes import AsyncClient, SyncClient
+from gateway.topology.scripts import Call
 
 
 class NotReplicated(Exception):

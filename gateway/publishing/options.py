@@ -1,4 +1,4 @@
-"""What ``Publisher`` and ``AsyncPublisher`` share (gateway/publisher.py): checked settings, the
+"""What ``Publisher`` and ``AsyncPublisher`` share (gateway/publishing/publisher.py): checked settings, the
 history options, messages checked and turned into script calls, and results."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from gateway import control_client, replication
-from gateway import settings_table as table
+from gateway.config import table
 from gateway.history.position import format_position
 from gateway.keys import history_key, history_meta_key, is_valid_user_id, user_channel
 from gateway.payload_limit import PayloadTooLarge
-from gateway.redis_topology import Topology
-from gateway.replication import NotReplicated
-from gateway.scripts import Call, LuaScript
+from gateway.publishing import control, replication
+from gateway.publishing.replication import NotReplicated
+from gateway.topology.modes import Topology
+from gateway.topology.scripts import Call, LuaScript
 
 DEFAULT_HISTORY_LENGTH = 100
 DEFAULT_HISTORY_TTL = 300.0
@@ -172,7 +172,7 @@ class PublishOptions:
             raise
 
     def _disconnect_call(self, user_id: str, connection_id: str | None) -> Call:
-        return control_client.disconnect_call(
+        return control.disconnect_call(
             self._prefix, user_id, connection_id, self._sharded, self._revocation_ms
         )
 

@@ -1,0 +1,7 @@
+"""The cluster-wide per-user connection limit: leases in Redis, taken, renewed and given back.
+
+- ``limiter.py``: a worker's leases: acquire at admission, renew every beat, release.
+- ``worker_index.py``: where a worker lists its leases, per slot, for gunicorn's master.
+- ``dead_workers.py``: gunicorn's master releases a dead worker's leases at once.
+- ``revocation.py``: a token issued before its user's last disconnect is refused.
+"""
