@@ -1,7 +1,11 @@
 """Graceful drain: stop admitting, then close every socket with 1012 spread over a window.
 
 Spreading the closes keeps a deploy from making every client reconnect in the same instant.
-Each closing connection releases its lease and subscription on its own way out.
+Each closing connection releases its lease and subscription on its own way out; a close frame
+waits a second at most for Redis to confirm its release (gateway/limiter.py), so the closes go
+out on time whatever Redis does. The drain then waits, within the same grace, for the releases
+Redis has not confirmed: a Redis that answers again before the worker exits frees those places
+at once, and the rest lapse within the lease time (or gunicorn's master releases them).
 
 Handshakes still in admission (waiting on Redis) when the drain begins are not served: the
 endpoint refuses each with 1012 once its admission returns. The drain waits for them too, since
@@ -20,7 +24,8 @@ from gateway.state import Gateway
 
 log = logging.getLogger("gateway.drain")
 
-# Beyond the window: time for the last close frames and lease releases.
+# Beyond the window: time for the last close frames and lease releases (a close frame waits a
+# second at most for its release).
 _GRACE = 2.0
 # Beyond that, for handshakes still waiting on Redis (its commands time out after 5 s). Together
 # they stay inside gunicorn's graceful_timeout (the window plus 10 s) with uvicorn's own shutdown.
@@ -43,7 +48,14 @@ async def drain(gateway: Gateway, window: float) -> None:
     timers = [loop.call_later(i * step, c.end, close_codes.DRAINING) for i, c in enumerate(connections)]
     try:
         if not await _until(
-            lambda: not (gateway.hub.connection_count or gateway.pending_handshakes or gateway.serving),
+            lambda: (
+                not (
+                    gateway.hub.connection_count
+                    or gateway.pending_handshakes
+                    or gateway.serving
+                    or gateway.limiter.releases.unsettled
+                )
+            ),
             window + _GRACE,
         ):
             if gateway.hub.connection_count:

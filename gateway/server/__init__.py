@@ -64,6 +64,11 @@ PubSub object): ``read_response`` (the reader, with a timeout), ``send_packed_co
 
 redis-py ``ConnectionPool``: ``make_connection``, a private connection for pub/sub.
 
+redis-py ``RedisCluster``: its ``commands_parser`` is replaced (gateway/redis_topology.py), so
+the COMMAND table is read once and not again from a dead master at every re-initialisation.
+
+redis-py ``AsyncCommandsParser``: ``initialize``, subclassed to read ``commands`` once.
+
 prometheus_client ``MmapedDict``: ``read_all_values_from_file`` and ``write_value`` fold a dead
 worker's metric files into an archive.
 

@@ -134,6 +134,12 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("redis", _CONN, "send_packed_command", "method", "SUBSCRIBE batches", ("check_health",)),
     Internal("redis", _CONN, "pack_commands", "method", "SUBSCRIBE batches"),
     Internal("redis", _POOL, "make_connection", "method", "a private connection"),
+    # gateway/redis_topology.py: a cluster client reads the COMMAND table once.
+    Internal("redis", "redis.asyncio.cluster:RedisCluster", "commands_parser", "attribute", "replaced"),
+    Internal(
+        "redis", "redis._parsers.commands:AsyncCommandsParser", "initialize", "method", "read once", ("node",)
+    ),
+    Internal("redis", "redis._parsers.commands:AsyncCommandsParser", "commands", "instance", "the table"),
     # gateway/metrics_archive.py folds a dead worker's metric files.
     Internal("prometheus-client", _MMAP, "read_all_values_from_file", "method", "a dead worker's file"),
     Internal("prometheus-client", _MMAP, "write_value", "method", "writes the archive"),
