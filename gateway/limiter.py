@@ -67,9 +67,10 @@ class Lease:
 
 
 class Limiter:
-    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/redis_topology.py).
-    ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis server's
-    clock, the one clock every host shares. Tests pass their own to move time without sleeping."""
+    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/redis_topology.py);
+    ``background``, if given, a client of its own for renewals and releases (gateway/redis_wiring.py
+    says why). ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis
+    server's clock, the one clock every host shares. Tests pass their own to move time."""
 
     def __init__(
         self,
@@ -79,8 +80,9 @@ class Limiter:
         limit: int,
         lease_ttl: float,
         clock: Callable[[], int] | None = None,
+        background: AsyncClient | None = None,
     ) -> None:
-        self._client = client
+        self._client, self._background = client, background or client
         self._cluster = isinstance(client, aioredis.RedisCluster)
         self._clock = clock
         self._prefix = prefix
@@ -100,7 +102,7 @@ class Limiter:
         # the tags again, admissions do not wait on that master.
         self._naming_failed = False
         self.leases: dict[str, Lease] = {}
-        self.releases = Releases(client, self._release_call)
+        self.releases = Releases(self._background, self._release_call)
         # A renewal was sent and has not come back: Redis may still run it after a release.
         self._renewal_unsettled = False
         self._task: asyncio.Task[None] | None = None
@@ -133,9 +135,9 @@ class Limiter:
         self._announced |= tags
         self._announced_until = sent + self._lease_ms / 2000
 
-    async def _name_tags(self, tags: set[str]) -> None:
+    async def _name_tags(self, tags: set[str], client: AsyncClient | None = None) -> None:
         sent = time.monotonic()
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with (client or self._client).pipeline(transaction=False) as pipe:
             for command in self._naming(tags):
                 pipe.execute_command(*command)
             await pipe.execute()
@@ -209,12 +211,10 @@ class Limiter:
         return lease
 
     async def release(self, lease: Lease) -> None:
-        """Give the place back. Returns once Redis confirmed it, or after a second at most: it
-        is sent again until Redis confirms it (gateway/releases.py).
-
-        While a renewal is unsettled the place is left as a tombstone for one lease time, so
-        that renewal cannot take it again when Redis runs it after this release.
-        """
+        """Give the place back; returns once Redis confirmed it, or after a second at most (it
+        is sent until Redis confirms it). While a renewal is unsettled the place is left as a
+        tombstone for one lease time, so that renewal cannot take it again when Redis runs it
+        after this release."""
         if self.leases.pop(lease.connection_id, None) is None:
             return
         tombstone_ms = self._lease_ms if self._renewal_unsettled else 0
@@ -254,7 +254,7 @@ class Limiter:
             return
         chunks, calls = self._renew_calls(leases)
         self._renewal_unsettled = True
-        results = await scripts.run_apart(self._client, calls)
+        results = await scripts.run_apart(self._background, calls)
         errors = [result for result in results if isinstance(result, Exception)]
         self._renewal_unsettled = bool(errors)
         for chunk, result in zip(chunks, results, strict=True):
@@ -285,7 +285,7 @@ class Limiter:
         whose master admissions stopped waiting for)."""
         tags = {self._tag(lease.user_id) for lease in self.leases.values()}
         if tags:
-            await self._name_tags(tags)
+            await self._name_tags(tags, self._background)
         self._naming_failed = False
 
     async def _heartbeat(self) -> None:
