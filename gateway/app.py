@@ -92,7 +92,12 @@ def create_app(settings: Settings) -> GatewayApp:
         gap_filler = GapFiller(hub, reader)
         broker = parts.broker(hub.deliver, hub.user_ids, gap_filler.resubscribed)
         limiter = Limiter(
-            client, settings.channel_prefix, worker_id, settings.max_connections_per_user, settings.lease_ttl
+            client,
+            settings.channel_prefix,
+            worker_id,
+            settings.max_connections_per_user,
+            settings.lease_ttl,
+            background=parts.background,
         )
         gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings), reader)
         app.state.gateway = gateway  # for the worker's drain on shutdown

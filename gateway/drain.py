@@ -1,7 +1,12 @@
 """Graceful drain: stop admitting, then close every socket with 1012 spread over a window.
 
 Spreading the closes keeps a deploy from making every client reconnect in the same instant.
-Each closing connection releases its lease and subscription on its own way out.
+Each closing connection releases its lease and subscription on its own way out; a close frame
+waits a second at most for Redis to confirm its release (gateway/leases/limiter.py), so the closes go
+out on time whatever Redis does. The releases Redis has not confirmed get one more second when the
+worker stops (the limiter's stop), not the drain's window: a stop is bounded whatever Redis does
+(with no socket left, a few seconds), and a Redis that answers by then frees those places at once;
+the rest lapse within the lease time, or gunicorn's master releases them.
 
 Handshakes still in admission (waiting on Redis) when the drain begins are not served: the
 endpoint refuses each with 1012 once its admission returns. The drain waits for them too, since
@@ -20,7 +25,8 @@ from gateway.state import Gateway
 
 log = logging.getLogger("gateway.drain")
 
-# Beyond the window: time for the last close frames and lease releases.
+# Beyond the window: time for the last close frames and lease releases (a close frame waits a
+# second at most for its release).
 _GRACE = 2.0
 # Beyond that, for handshakes still waiting on Redis (its commands time out after 5 s). Together
 # they stay inside gunicorn's graceful_timeout (the window plus 10 s) with uvicorn's own shutdown.
@@ -43,7 +49,13 @@ async def drain(gateway: Gateway, window: float) -> None:
     timers = [loop.call_later(i * step, c.end, close_codes.DRAINING) for i, c in enumerate(connections)]
     try:
         if not await _until(
-            lambda: not (gateway.hub.connection_count or gateway.pending_handshakes or gateway.serving),
+            lambda: (
+                not (
+                    gateway.hub.connection_count
+                    or gateway.pending_handshakes
+                    or gateway.serving
+                )
+            ),
             window + _GRACE,
         ):
             if gateway.hub.connection_count:

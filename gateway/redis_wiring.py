@@ -5,7 +5,11 @@
 
 - single: a bounded ``BlockingConnectionPool`` (an admission storm queues for a connection) and
   ``RedisBroker`` with a probe connection of its own.
-- cluster: a ``RedisCluster`` command client and ``ClusterBroker`` (gateway/broker/cluster.py).
+- cluster: a ``RedisCluster`` command client and ``ClusterBroker`` (gateway/broker/cluster.py),
+  and a second command client for the limiter's background work (renewals, releases sent again):
+  after a node's connection error redis-py closes every connection of a cluster client, and a
+  dead master's renewals and releases, retried in the background, would cut off admissions in
+  flight to the live ones.
   redis-py's cluster client has no blocking pool: past ``max_connections`` per node it raises
   instead of queueing, so the bound is wider than the single mode's (an admission that meets it
   is refused with 1013, like any Redis error). It retries a command after a connection error or
@@ -55,6 +59,8 @@ class RedisParts:
     broker: BrokerFactory
     # Called at shutdown, after the broker stopped.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # For the limiter's background work, where it needs a client of its own (cluster mode).
+    background: AsyncClient | None = None
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -108,12 +114,15 @@ def _single(settings: Settings, worker_id: str) -> RedisParts:
 
 
 def _cluster(settings: Settings, worker_id: str) -> RedisParts:
-    client = Topology.of(settings).async_client(
-        max_connections=_CLUSTER_NODE_CONNECTIONS,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        client_name=f"gateway:{worker_id}",
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+    client, background = (
+        Topology.of(settings).async_client(
+            max_connections=_CLUSTER_NODE_CONNECTIONS,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            client_name=f"gateway:{worker_id}",
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+        )
+        for _ in range(2)
     )
 
     def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
@@ -127,7 +136,7 @@ def _cluster(settings: Settings, worker_id: str) -> RedisParts:
             on_resubscribed=on_resubscribed,
         )
 
-    return RedisParts(client, broker, [client.aclose])
+    return RedisParts(client, broker, [client.aclose, background.aclose], background)
 
 
 def _sentinel(settings: Settings, worker_id: str) -> RedisParts:

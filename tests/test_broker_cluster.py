@@ -16,9 +16,11 @@ from redis.crc import key_slot
 
 from gateway.broker import BrokerUnavailable
 from gateway.broker.cluster import ClusterBroker
+from gateway.broker.slot_map import fetch
 from gateway.close_codes import Refusal
 from gateway.hub import Hub
 from gateway.topology.modes import Topology
+from harness.garbage_redis import GarbageRedis
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import RedisServer, command_calls
 from harness.waiting import eventually, in_thread
@@ -369,3 +371,83 @@ async def test_a_message_whose_handler_raises_costs_the_shard_session_nothing(cl
 
 def _count(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_null_endpoint_in_cluster_slots_means_the_node_that_answered(cluster: RedisCluster) -> None:
+    """``cluster-preferred-endpoint-type unknown-endpoint`` (nodes behind a load balancer): CLUSTER
+    SLOTS names each master's endpoint NULL, which means the address the client asked, with the
+    port given. The broker subscribes there and delivers, never to a host called "None"."""
+    inbox = Inbox()
+    nodes = cluster.live_nodes()
+    try:
+        for node in nodes:
+            with node.client() as client:
+                client.config_set("cluster-preferred-endpoint-type", "unknown-endpoint")
+        first = nodes[0]
+        slot_map = await fetch([("127.0.0.1", first.port)], {})
+        assert {host for _, _, (host, _) in slot_map.ranges} == {"127.0.0.1"}
+        user = f"null-endpoint-{uuid.uuid4().hex[:8]}"
+        async with _local(cluster, inbox) as local:
+            await local.join(user)
+            with cluster.master_of(f"ws:{user}").client() as client:
+                assert client.execute_command("SPUBLISH", f"ws:{user}", b"here") == 1
+            await eventually(lambda: _now(inbox.of(user) == [b"here"]), what="the message")
+    finally:
+        for node in nodes:
+            with node.client() as client:
+                client.config_set("cluster-preferred-endpoint-type", "ip")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [b"*2\r\n$9\r\n127.0.0.1\r\n:99999999\r\n", b"*2\r\n$9\r\n127.0.0.1\r\n:0\r\n"],
+    ids=["port-too-large", "port-zero"],
+)
+async def test_a_cluster_slots_reply_naming_an_impossible_port_is_refused(entry: bytes) -> None:
+    """A node answering CLUSTER SLOTS with a port no socket can have: the map is refused (the
+    slot-map task reads again), not learned as a node that would fail every connection later."""
+    reply = b"*1\r\n*3\r\n:0\r\n:16383\r\n" + entry
+    async with GarbageRedis(reply) as garbage:
+        with pytest.raises(ValueError):
+            await fetch([("127.0.0.1", garbage.port)], {})
+
+
+async def test_the_slot_map_task_outlives_an_unexpected_error() -> None:
+    """An error nobody foresaw while the map is applied (here the hub's list of users fails
+    once): the slot-map task logs it and goes on, so a slot that later moves under subscribed
+    users is still followed."""
+    inbox = Inbox()
+    with running_cluster(3) as cluster:
+        source, target = _masters(cluster)[:2]
+        lowest = _lowest_slots(source, 20)
+        run = uuid.uuid4().hex[:8]
+        moving = [u for u in (f"{run}-{i}" for i in range(200_000)) if _slot(u) in lowest][:2]
+        hub = Hub()
+        failures = [RuntimeError("a bug")]
+
+        def users() -> list[str]:
+            if failures:
+                raise failures.pop()
+            return hub.user_ids()
+
+        nodes = tuple(("127.0.0.1", node.port) for node in cluster.nodes)
+        broker = ClusterBroker(
+            Topology("redis://", cluster_nodes=nodes),
+            "ws",
+            f"test-{run}",
+            inbox,
+            users,
+            1.0,
+            on_resubscribed=inbox.resubscribed.append,
+        )
+        broker.start()
+        try:
+            await eventually(lambda: _now(broker.ready and not failures), what="the slot map to be read")
+            local = Local(hub, broker, f"test-{run}")
+            await asyncio.gather(*(local.join(user) for user in moving))
+            await asyncio.to_thread(cluster.reshard, source, target, len(lowest))
+            await eventually(
+                lambda: _now(set(inbox.resubscribed) >= set(moving)), timeout=15, what="re-subscriptions"
+            )
+        finally:
+            await broker.stop()

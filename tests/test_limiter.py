@@ -330,7 +330,7 @@ async def test_an_acquire_cancelled_in_flight_is_undone_by_the_heartbeat(user: s
                 await asyncio.wait_for(limiter.acquire(user, _never_lost), 1.0)
         ghost = f"{worker}:2"
         wait_for(lambda: sync.hexists(leases_key(user), ghost), what="Redis to run the acquire")
-        await limiter.settle()
+        await limiter.releases.settle()
         assert _live_fields(sync, user, clock.ms) == []
         assert _worker_members(sync, worker) == set()
         other = Limiter(client, "ws", f"o-{user}", 1, 30.0, clock=clock)

@@ -16,7 +16,7 @@ from redis.crc import key_slot
 from gateway.leases.dead_workers import release_worker
 from gateway.leases.limiter import RELEASE, Limiter, LimiterUnavailable
 from gateway.publishing.publisher import Publisher
-from gateway.topology.modes import AsyncClient, Topology
+from gateway.topology.modes import UNAVAILABLE, AsyncClient, Topology
 from harness.ports import free_port
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import leases_key, live_leases
@@ -173,5 +173,52 @@ async def test_the_limiter_keeps_working_after_a_master_failover(user: str) -> N
             await limiter.release(again)
             with cluster.client() as sync_client:
                 assert live_leases(sync_client, user) == 0
+        finally:
+            await client.aclose()
+
+
+async def test_a_dead_master_without_replica_costs_only_its_own_users() -> None:
+    """A master is SIGKILLed and nothing takes over: its users' acquires fail (1013), leaving
+    releases owed to it, and it held the worker's tag set. Every user of the other masters is
+    still admitted in a new slot, renewed and released; what is owed to the dead master stays
+    pending, not in anyone else's way."""
+    with running_cluster(masters=3) as cluster:
+        topology = Topology("redis://", cluster_nodes=tuple(("127.0.0.1", n.port) for n in cluster.nodes))
+        client = topology.async_client(socket_timeout=5)
+        try:
+            victim = cluster.owner(0)  # the first master redis-py lists, too
+            worker = next(
+                f"w-{i}"
+                for i in range(10_000)
+                if cluster.owner(key_slot(f"ws:worker:w-{i}".encode())) is victim
+            )
+            limiter = Limiter(client, "ws", worker, 1, 30.0)
+            users = [f"u-{uuid.uuid4().hex[:12]}" for _ in range(60)]
+            doomed = [user for user in users if cluster.master_of(f"ws:{user}") is victim][:4]
+            healthy = [user for user in users if cluster.master_of(f"ws:{user}") is not victim][:12]
+            warm = await limiter.acquire(healthy.pop(), _never_lost)
+            assert warm is not None
+            victim.kill()
+            for user in doomed:
+                with pytest.raises(LimiterUnavailable):
+                    await limiter.acquire(user, _never_lost)
+            assert limiter.releases.unsettled == len(doomed)
+            held = [await limiter.acquire(user, _never_lost) for user in healthy]
+            assert all(lease is not None for lease in held)
+            with pytest.raises(UNAVAILABLE):  # the dead master's releases only
+                await limiter.releases.settle()
+            with cluster.client() as sync_client:
+                for user in healthy:
+                    assert live_leases(sync_client, user) == 1, user
+                for lease in [warm, *held]:
+                    assert lease is not None
+                    await limiter.release(lease)
+                for user in healthy:
+                    assert live_leases(sync_client, user) == 0, user
+            # The cluster client may fail a command to a live master while it re-reads the map
+            # after the dead one's errors: that release is pending, and goes through when sent again.
+            with pytest.raises(UNAVAILABLE):
+                await limiter.releases.settle()
+            assert limiter.releases.unsettled == len(doomed)
         finally:
             await client.aclose()

@@ -226,19 +226,11 @@ class ClusterBroker(Broker):
                 pass
             self._refresh.clear()
             try:
-                new = await fetch(self._nodes, self._node_options)
-            except (RedisError, OSError, TimeoutError, ValueError, IndexError, TypeError) as exc:
-                if self._map_ok:
-                    log.warning("no cluster node answered CLUSTER SLOTS: %s", type(exc).__name__)
-                self._map_ok = False
+                settled = await self._read_map()
+            except Exception:
+                # A bug, not Redis: the worker must not stop following the cluster for good.
+                log.exception("applying the cluster slot map failed; reading it again")
                 settled = False
-            else:
-                changed = new != self._map
-                self._map, self._map_ok = new, True
-                self._learn(new)
-                if changed or self._unsettled():
-                    self._rebalance(new)
-                settled = not self._unsettled()
             if settled:
                 delay = _BACKOFF_FIRST
                 continue
@@ -247,6 +239,22 @@ class ClusterBroker(Broker):
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
             self._refresh.set()
+
+    async def _read_map(self) -> bool:
+        """Read the slot map and route every local user by it; False while something is wrong."""
+        try:
+            new = await fetch(self._nodes, self._node_options)
+        except (RedisError, OSError, TimeoutError, ValueError, IndexError, TypeError) as exc:
+            if self._map_ok:
+                log.warning("no cluster node answered CLUSTER SLOTS: %s", type(exc).__name__)
+            self._map_ok = False
+            return False
+        changed = new != self._map
+        self._map, self._map_ok = new, True
+        self._learn(new)
+        if changed or self._unsettled():
+            self._rebalance(new)
+        return not self._unsettled()
 
     def _unsettled(self) -> bool:
         return any(shard.displaced or not shard.ready for shard in self._shards.values())

@@ -94,20 +94,28 @@ async def fetch(nodes: list[Address], options: dict[str, Any]) -> SlotMap:
         )
         try:
             reply = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
-            return SlotMap(_parse(reply, host))
         except (RedisError, OSError, TimeoutError) as exc:
             error = exc
+        else:
+            return SlotMap(_parse(reply, host))
         finally:
             await client.aclose()
     raise error
 
 
 def _parse(reply: Any, asked_host: str) -> list[tuple[int, int, Address]]:
+    """Raises ValueError (or IndexError, TypeError) for a reply no cluster node would give."""
     ranges = []
     for start, end, master, *_ in reply:
-        host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
-        # An empty or unknown endpoint means the node that answered (Redis 7 documents both).
-        if host in ("", "?"):
+        endpoint = master[0]
+        # NULL (``cluster-preferred-endpoint-type unknown-endpoint``), empty or "?": the node
+        # that answered, on the port given (Redis 7 documents all three).
+        if endpoint is None or endpoint in (b"", b"?", ""):
             host = asked_host
-        ranges.append((int(start), int(end), (host, int(master[1]))))
+        else:
+            host = endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+        first, last, port = int(start), int(end), int(master[1])
+        if not (0 <= first <= last < SLOTS and 0 < port < 65536):
+            raise ValueError(f"CLUSTER SLOTS names slots {first}-{last} on port {port}")
+        ranges.append((first, last, (host, port)))
     return ranges

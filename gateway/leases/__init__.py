@@ -2,6 +2,7 @@
 
 - ``limiter.py``: a worker's leases: acquire at admission, renew every beat, release.
 - ``worker_index.py``: where a worker lists its leases, per slot, for gunicorn's master.
+- ``releases.py``: places given back (and abandoned acquires) sent again until Redis confirms them.
 - ``dead_workers.py``: gunicorn's master releases a dead worker's leases at once.
 - ``revocation.py``: a token issued before its user's last disconnect is refused.
 """

@@ -5,7 +5,11 @@ renews all its leases every beat, one script call per hash slot its users live i
 a Redis Cluster the client sends each call to the node of its slot), so a killed worker's or
 host's places come back once its leases lapse. gunicorn's master also releases a dead worker's
 leases at once (gateway/leases/dead_workers.py), from the lists the worker keeps of them
-(gateway/leases/worker_index.py).
+(gateway/leases/worker_index.py; on a Redis Cluster, whose master of the worker's tag set may be
+down, an admission does not wait for it: the beat names the tags again).
+
+What it gives back and Redis did not confirm is sent again until Redis does
+(gateway/leases/releases.py).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from gateway import keys
+from gateway.leases.releases import Releases
 from gateway.leases.revocation import TokenRevoked, issued_ms
 from gateway.leases.worker_index import WorkerIndex
 from gateway.tasks import cancel_and_wait
@@ -30,9 +34,11 @@ log = logging.getLogger("gateway.limiter")
 
 # One renew script call covers this many connections; a beat pipelines as many calls as needed.
 _RENEW_CHUNK = 500
-# Admissions whose acquire may still run, to be released; past this many (a long Redis outage
-# with a storm of retries) the oldest are left to lapse on their own, one lease time at most.
-_MAX_UNSETTLED = 10_000
+# How long a closing connection waits for Redis to confirm its release before its close frame
+# goes out anyway (the release goes on behind it).
+_RELEASE_WAIT = 1.0
+# At shutdown, how long releases still unconfirmed get.
+_STOP_WAIT = 1.0
 
 ACQUIRE = LuaScript.load("acquire.lua")
 RENEW = LuaScript.load("renew.lua")
@@ -61,9 +67,10 @@ class Lease:
 
 
 class Limiter:
-    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/topology/modes.py).
-    ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis server's
-    clock, the one clock every host shares. Tests pass their own to move time without sleeping."""
+    """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/topology/modes.py);
+    ``background``, if given, a client of its own for renewals and releases (gateway/redis_wiring.py
+    says why). ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis
+    server's clock, the one clock every host shares. Tests pass their own to move time."""
 
     def __init__(
         self,
@@ -73,8 +80,9 @@ class Limiter:
         limit: int,
         lease_ttl: float,
         clock: Callable[[], int] | None = None,
+        background: AsyncClient | None = None,
     ) -> None:
-        self._client = client
+        self._client, self._background = client, background or client
         self._cluster = is_cluster(client)
         self._clock = clock
         self._prefix = prefix
@@ -84,13 +92,11 @@ class Limiter:
         self._beat = lease_ttl / 3
         self._ids = itertools.count(1)
         self._index = WorkerIndex(client, prefix, worker_id, self._lease_ms)
+        # An admission on a cluster whose tag set's master did not answer: until a beat names
+        # the tags again, admissions do not wait on that master.
+        self._naming_failed = False
         self.leases: dict[str, Lease] = {}
-        # Connection id -> user id of admissions whose acquire went out and whose answer never
-        # came back (a timeout, a broken connection, a cancelled handshake): Redis may run it
-        # still, so each is released (as a tombstone, which that acquire will not overwrite)
-        # until Redis confirms it.
-        self.unsettled: dict[str, str] = {}
-        self._dropping = False
+        self.releases = Releases(self._background, self._release_call)
         # A renewal was sent and has not come back: Redis may still run it after a release.
         self._renewal_unsettled = False
         self._task: asyncio.Task[None] | None = None
@@ -103,16 +109,17 @@ class Limiter:
         """The user's leases and this worker's list of its leases in the user's slot."""
         return [keys.connections_key(self._prefix, user_id), self._index.list_key(user_id)]
 
+    def _release_call(self, connection_id: str, user_id: str, keep_ms: int) -> Call:
+        return Call(RELEASE, self._lease_keys(user_id), [self._now(), connection_id, user_id, keep_ms])
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="gateway-limiter")
+        self.releases.start()
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        try:
-            await self.settle()  # a handshake the shutdown cancelled in its acquire
-        except UNAVAILABLE as exc:
-            log.warning("unsettled admissions not released (%s); they lapse on their own", type(exc).__name__)
+        await self.releases.stop(_STOP_WAIT)  # a handshake the shutdown cancelled in its acquire too
 
     async def acquire(
         self,
@@ -138,23 +145,33 @@ class Limiter:
         # On one connection the tags go ahead of the acquire in its round trip; a cluster sends
         # them to another node, so they must be confirmed first.
         first = self._index.naming(tags) if tags and not self._cluster else []
-        if tags and self._cluster:
+        if tags and self._cluster and not self._naming_failed:
             try:
                 await self._index.name(tags)
             except UNAVAILABLE as exc:
-                raise LimiterUnavailable(type(exc).__name__) from exc
+                # Its master is out of reach, and so out of reach of gunicorn's master too: that
+                # master's failure must cost no other user an admission.
+                self._naming_failed = True
+                log.warning("worker tag set out of reach (%s): admitting without", type(exc).__name__)
+        # The user's unconfirmed releases go first, in the same round trip (one slot, one node,
+        # in this order): this admission never finds the place an abandoned acquire took.
+        ahead = self.releases.ahead_of(user_id)
+        calls = [call for _, call in ahead] + [acquire]
         try:
-            # The unsettled releases go first, in the same round trip: this worker's next
-            # admission of that user never finds the place an abandoned acquire took.
-            replies = await self._settle_then(acquire, first)
+            replies = await scripts.run(self._client, calls, raise_on_error=False, first=first)
+            self.releases.judge([connection_id for connection_id, _ in ahead], replies[:-1])
+            if isinstance(replies[-1], Exception):
+                raise replies[-1]
             if first:
                 self._index.named(tags, sent)
             taken, _, now, revoked_at = replies[-1]
         except UNAVAILABLE as exc:
-            self._unsettle(lease)
+            # Redis may run the acquire still: its place is released (as a tombstone, which
+            # that acquire will not overwrite) until Redis confirms it.
+            self.releases.add(lease.connection_id, user_id, self._lease_ms)
             raise LimiterUnavailable(type(exc).__name__) from exc
         except asyncio.CancelledError:
-            self._unsettle(lease)
+            self.releases.add(lease.connection_id, user_id, self._lease_ms)
             raise
         if taken < 0:
             raise TokenRevoked()
@@ -164,52 +181,15 @@ class Limiter:
         self.leases[lease.connection_id] = lease
         return lease
 
-    async def _settle_then(
-        self, then: Call | None = None, first: Sequence[tuple[Any, ...]] = ()
-    ) -> list[Any]:
-        """One pipeline: release the unsettled admissions' places, then ``then``. A user's calls
-        share a slot, so they reach one node in this order. If Redis does not answer, the batch
-        stays unsettled and the error is raised."""
-        batch, self.unsettled = self.unsettled, {}
-        calls = [
-            Call(RELEASE, self._lease_keys(user_id), [self._now(), connection_id, user_id, self._lease_ms])
-            for connection_id, user_id in batch.items()
-        ]
-        try:
-            return await scripts.run(self._client, calls + ([then] if then else []), first=first)
-        except BaseException:
-            self.unsettled = {**batch, **self.unsettled}
-            raise
-
-    def _unsettle(self, lease: Lease) -> None:
-        if len(self.unsettled) >= _MAX_UNSETTLED:
-            del self.unsettled[next(iter(self.unsettled))]
-            if not self._dropping:  # once per outage, not once per refused admission
-                self._dropping = True
-                log.warning("too many unsettled admissions: the oldest ones' places lapse on their own")
-        self.unsettled[lease.connection_id] = lease.user_id
-
-    async def settle(self) -> None:
-        """Release the unsettled admissions' places; raises if Redis does not answer (they stay)."""
-        if not self.unsettled:
-            return
-        await self._settle_then()
-        self._dropping = False
-
     async def release(self, lease: Lease) -> None:
-        """Give the place back; if Redis is out of reach the lease lapses on its own.
-
-        While a renewal is unsettled the place is left as a tombstone for one lease time, so
-        that renewal cannot take it again when Redis runs it after this release.
-        """
+        """Give the place back; returns once Redis confirmed it, or after a second at most (it
+        is sent until Redis confirms it). While a renewal is unsettled the place is left as a
+        tombstone for one lease time, so that renewal cannot take it again when Redis runs it
+        after this release."""
         if self.leases.pop(lease.connection_id, None) is None:
             return
         tombstone_ms = self._lease_ms if self._renewal_unsettled else 0
-        args = [self._now(), lease.connection_id, lease.user_id, tombstone_ms]
-        try:
-            await scripts.run(self._client, [Call(RELEASE, self._lease_keys(lease.user_id), args)])
-        except UNAVAILABLE as exc:
-            log.warning("lease release failed (%s); it lapses on its own", type(exc).__name__)
+        await self.releases.release(lease.connection_id, lease.user_id, tombstone_ms, _RELEASE_WAIT)
 
     def _renew_calls(self, leases: list[Lease]) -> tuple[list[list[Lease]], list[Call]]:
         """One call per slot (per chunk of a crowded slot): a script touches one slot only."""
@@ -238,38 +218,50 @@ class Limiter:
 
     async def renew(self) -> None:
         """Extend every lease, one pipelined round trip per node; end the connections whose
-        place was lost. Then the worker's tag set, which Redis may have lost with the rest."""
+        place was lost; then the worker's tag set. Each slot's reply counts alone (on a cluster, a
+        dead master holds back only its own users'); the first error is raised after the rest."""
         leases = list(self.leases.values())
         if not leases:
             return
         chunks, calls = self._renew_calls(leases)
         self._renewal_unsettled = True
-        results = await scripts.run(self._client, calls)
-        self._renewal_unsettled = False
-        for chunk, (now, lost_ids, revoked_ids) in zip(chunks, results, strict=True):
-            until = now + self._lease_ms
-            for lease in chunk:
-                lease.until = until
-            for raw in lost_ids:
-                lost = self.leases.pop(raw.decode(), None)
-                if lost is not None:
-                    log.warning("a lease was lost and the user is at the limit: closing that connection")
-                    lost.on_lost()
-            for raw in revoked_ids:
-                # Ids of leases released while this renewal was on its way are no longer held.
-                revoked = self.leases.pop(raw.decode(), None)
-                if revoked is not None and revoked.on_revoked is not None:
-                    log.warning("a disconnect's command missed this worker: closing that connection now")
-                    revoked.on_revoked()
-        await self._index.name({self._index.tag(lease.user_id) for lease in leases})
+        results = await scripts.run_apart(self._background, calls)
+        errors = [result for result in results if isinstance(result, Exception)]
+        self._renewal_unsettled = bool(errors)
+        for chunk, result in zip(chunks, results, strict=True):
+            if not isinstance(result, Exception):
+                self._renewed(chunk, *result)
+        await self._name_held()  # even when a slot failed: the others' leases stay findable
+        if errors:
+            raise errors[0]
+
+    def _renewed(self, chunk: list[Lease], now: int, lost_ids: list[bytes], revoked_ids: list[bytes]) -> None:
+        until = now + self._lease_ms
+        for lease in chunk:
+            lease.until = until
+        for raw in lost_ids:
+            lost = self.leases.pop(raw.decode(), None)
+            if lost is not None:
+                log.warning("a lease was lost and the user is at the limit: closing that connection")
+                lost.on_lost()
+        for raw in revoked_ids:
+            # Ids of leases released while this renewal was on its way are no longer held.
+            revoked = self.leases.pop(raw.decode(), None)
+            if revoked is not None and revoked.on_revoked is not None:
+                log.warning("a disconnect's command missed this worker: closing that connection now")
+                revoked.on_revoked()
+
+    async def _name_held(self) -> None:
+        """The worker's tag set, which Redis may have lost with the rest (or, on a cluster,
+        whose master admissions stopped waiting for)."""
+        tags = {self._index.tag(lease.user_id) for lease in self.leases.values()}
+        if tags:
+            await self._index.name(tags, self._background)
+        self._naming_failed = False
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._beat)
-            try:
-                await self.settle()
-            except UNAVAILABLE as exc:
-                log.warning("unsettled admissions not released (%s); retrying next beat", type(exc).__name__)
             try:
                 await self.renew()
             except UNAVAILABLE as exc:

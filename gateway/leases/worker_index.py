@@ -64,10 +64,11 @@ class WorkerIndex:
         self._announced |= tags
         self._announced_until = sent + self._lease_ms / 2000
 
-    async def name(self, tags: set[str]) -> None:
-        """Add ``tags`` in a round trip of their own (on a cluster the set lives on another node)."""
+    async def name(self, tags: set[str], client: AsyncClient | None = None) -> None:
+        """Add ``tags`` in a round trip of their own (on a cluster the set lives on another node),
+        through ``client`` if given (the limiter's background client)."""
         sent = time.monotonic()
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with (client or self._client).pipeline(transaction=False) as pipe:
             for command in self.naming(tags):
                 pipe.execute_command(*command)
             await pipe.execute()

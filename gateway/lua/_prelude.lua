@@ -1,4 +1,4 @@
--- Shared by the lease scripts; gateway.scripts.LuaScript.load puts it before each one.
+-- Shared by the lease scripts; gateway.topology.scripts.LuaScript.load puts it before each one.
 -- A field of {prefix:user}:conns holds a lease deadline (ms, Redis clock), or, once released,
 -- a tombstone: the negated time until which a renewal already on its way must not take the
 -- place again. Both are past deadlines to every reader: neither ever counts as live.

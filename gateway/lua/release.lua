@@ -2,7 +2,7 @@
 -- becomes a tombstone instead of going, so that renewal does not take the place again (to it, a
 -- missing field looks like a lease Redis lost).
 -- KEYS[1]  {prefix:user}:conns
--- KEYS[2]  {tag}:worker:{id}  this worker's leases in this slot (gateway/limiter.py)
+-- KEYS[2]  {tag}:worker:{id}  this worker's leases in this slot (gateway/leases/limiter.py)
 -- ARGV[1]  now in ms, or "" for the Redis server's clock
 -- ARGV[2]  connection id
 -- ARGV[3]  user id

@@ -95,6 +95,11 @@ publisher that built its client closes the sentinels' clients it finds in ``sent
 Python ``coroutines`` (asyncio's module; before Python 3.12 only): ``_is_coroutine`` marks the
 app a coroutine function for Starlette (gateway/app.py); 3.12 has a public function for it.
 
+redis-py ``RedisCluster``: its ``commands_parser`` is replaced (gateway/topology/modes.py), so
+the COMMAND table is read once and not again from a dead master at every re-initialisation.
+
+redis-py ``AsyncCommandsParser``: ``initialize``, subclassed to read ``commands`` once.
+
 prometheus_client ``MmapedDict``: ``read_all_values_from_file`` and ``write_value`` fold a dead
 worker's metric files into an archive.
 

@@ -147,6 +147,12 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("redis", _CONN, "send_packed_command", "method", "SUBSCRIBE batches", ("check_health",)),
     Internal("redis", _CONN, "pack_commands", "method", "SUBSCRIBE batches"),
     Internal("redis", _POOL, "make_connection", "method", "a private connection"),
+    # gateway/topology/modes.py: a cluster client reads the COMMAND table once.
+    Internal("redis", "redis.asyncio.cluster:RedisCluster", "commands_parser", "attribute", "replaced"),
+    Internal(
+        "redis", "redis._parsers.commands:AsyncCommandsParser", "initialize", "method", "read once", ("node",)
+    ),
+    Internal("redis", "redis._parsers.commands:AsyncCommandsParser", "commands", "instance", "the table"),
     # gateway/server/resolving.py looks host names up with a deadline before redis-py connects.
     Internal("redis", _TCP, "_connect", "method", "wrapped: a bounded lookup first (the master)"),
     Internal("redis", _TCP, "host", "instance", "the looked-up address while redis-py connects"),

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio.cluster import ClusterNode
 
 from gateway.config import table
@@ -29,8 +30,15 @@ HostPorts = tuple[tuple[str, int], ...]
 AsyncClient = aioredis.Redis | aioredis.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 # What a command raises when Redis is out of reach: a cluster client that reaches no node raises
-# RedisClusterException, which is not a RedisError.
-UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+# RedisClusterException, which is not a RedisError; and a write on a connection the peer reset
+# raises uvloop's RuntimeError ("the handler is closed", MagicStack/uvloop#506), which redis-py
+# passes on as it is (seen with a Cluster master killed).
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+    RuntimeError,
+)
 
 
 def is_cluster(client: object) -> TypeGuard[aioredis.RedisCluster | redis.RedisCluster]:
@@ -117,7 +125,9 @@ class Topology:
         """A command client; ``options`` are redis-py connection options (timeouts, client_name...)."""
         if self.mode == "cluster":
             nodes = [ClusterNode(host, port) for host, port in self.cluster_nodes]
-            return aioredis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
+            client = aioredis.RedisCluster(startup_nodes=nodes, **self.node_options(), **options)
+            client.commands_parser = _CommandTableReadOnce()
+            return client
         if self.mode == "sentinel":
             return self.async_sentinels().master(self.master_name, **options)
         return aioredis.Redis.from_url(self.url, **options)
@@ -153,3 +163,17 @@ class Topology:
         from gateway.topology.sentinels import AsyncSentinels
 
         return AsyncSentinels(list(self.sentinels), **self.node_options(), **self._database())
+
+
+class _CommandTableReadOnce(AsyncCommandsParser):
+    """redis-py's cluster client (8.1) reads the COMMAND table again at every re-initialisation
+    (after any node's connection error), from the first master it lists; when that master is
+    dead and has no replica, the re-initialisation fails, and with it every later command of
+    the client, on every master. The table is the same on every node and does not change under
+    a running client: it is read once."""
+
+    async def initialize(self, node: Any = None) -> None:
+        if not self.commands:
+            await super().initialize(node)
+        elif node:
+            self.node = node

@@ -31,7 +31,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.topology.modes import AsyncClient, SyncClient
+from gateway.topology.modes import UNAVAILABLE, AsyncClient, SyncClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +156,37 @@ async def run(
         *(_again(client, calls, group, replies) for group in _by_slot(calls, _cut_off(client, replies)))
     )
     return _checked(replies, raise_on_error)
+
+
+async def run_apart(client: AsyncClient, calls: Sequence[Call]) -> list[Any]:
+    """``run`` with every error left in its call's place, never raised: on a Redis Cluster,
+    where redis-py fails a whole pipeline once a node it reaches is unreachable (after its own
+    retries), the calls go again in one pipeline per node, so a dead master fails only its own."""
+    try:
+        return await run(client, calls, raise_on_error=False)
+    except UNAVAILABLE as exc:
+        if not isinstance(client, aioredis.RedisCluster) or len(calls) < 2:
+            return [exc] * len(calls)
+        failure: Exception = exc
+    groups: dict[str, list[int]] = {}
+    for i, call in enumerate(calls):
+        try:
+            node = client.get_node_from_key(call.keys[0]) if call.keys else None
+        except UNAVAILABLE:
+            node = None
+        groups.setdefault(node.name if node is not None else "", []).append(i)
+    replies: list[Any] = [failure] * len(calls)
+
+    async def one_node(group: list[int]) -> None:
+        try:
+            answers = await run(client, [calls[i] for i in group], raise_on_error=False)
+        except UNAVAILABLE as exc:
+            answers = [exc] * len(group)
+        for i, answer in zip(group, answers, strict=True):
+            replies[i] = answer
+
+    await asyncio.gather(*(one_node(group) for group in groups.values()))
+    return replies
 
 
 def run_sync(client: SyncClient, calls: Sequence[Call], raise_on_error: bool = True) -> list[Any]:

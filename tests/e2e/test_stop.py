@@ -74,10 +74,6 @@ def test_sigterm_with_redis_paused_and_eight_workers_is_bounded(own_redis: Redis
         gateway.close()
 
 
-@pytest.mark.xfail(
-    reason="issue 22: a worker's drain still waits on each lease release's socket timeout while Redis hangs",
-    strict=True,
-)
 async def test_sigterm_with_clients_and_redis_paused_leaves_the_leases_to_lapse(
     own_redis: RedisServer,
 ) -> None:
