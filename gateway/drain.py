@@ -49,13 +49,7 @@ async def drain(gateway: Gateway, window: float) -> None:
     timers = [loop.call_later(i * step, c.end, close_codes.DRAINING) for i, c in enumerate(connections)]
     try:
         if not await _until(
-            lambda: (
-                not (
-                    gateway.hub.connection_count
-                    or gateway.pending_handshakes
-                    or gateway.serving
-                )
-            ),
+            lambda: not (gateway.hub.connection_count or gateway.pending_handshakes or gateway.serving),
             window + _GRACE,
         ):
             if gateway.hub.connection_count:
