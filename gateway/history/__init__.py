@@ -9,6 +9,7 @@ get back the messages published with history that they missed.
 - ``held.py``      what arrives for a user while its gap is read: generations per outage, a cap.
 
 The hub (gateway/hub.py) routes ``\\xffH`` messages (gateway/wire.py) and keeps, per local user,
-the last (epoch, offset) it delivered: the gap fill starts there, and a message at or below it is
-a duplicate.
+the last (epoch, offset) it delivered: the gap fill starts there, and a message of that epoch at
+or below it is a duplicate. No offset is given twice in an epoch: a history that moved to another
+server (a failover) goes on in a new epoch, forked from the old one (gateway/lua/publish.lua).
 """
