@@ -1,6 +1,7 @@
 """Gap fills after a failover whose promoted replica lacked the newest history: the offset went
-back (what is published next must not be dropped as a copy), or the whole history was lost and
-began again (what the new one holds must be delivered)."""
+back (what is published next must not be dropped as a copy, also when the gap fill read the old
+master and found nothing missed: a real promotion, whose history forks), or the whole history was
+lost and began again (what the new one holds must be delivered)."""
 
 from __future__ import annotations
 
