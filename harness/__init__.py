@@ -12,6 +12,7 @@ The gateway and what it talks to:
 - echo_gateway.py    the gateway's server stack serving an echo app (conformance suites);
   echo_gunicorn_conf.py is its gunicorn configuration
 - redis_server.py    RedisServer (a private redis-server) and readers of its state
+- redis_replica.py   ReplicatedPair: a master and a replica whose link a test can cut, then a promotion
 - redis_cluster.py   a real Redis Cluster on free ports
 - redis_sentinel.py  a real Redis Sentinel set on free ports
 - fault_proxy.py     a TCP proxy that injects faults between the gateway and Redis

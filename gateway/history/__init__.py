@@ -14,4 +14,6 @@ get back the messages published with history that they missed.
 
 The hub (gateway/hub.py) routes ``\\xffH`` messages (gateway/wire.py) and holds the ``HistoryState``,
 which the gap fill reads; nothing here imports the hub.
+No offset is given twice in an epoch: a history that moved to another server (a failover) goes
+on in a new epoch, forked from the old one (gateway/lua/publish.lua).
 """

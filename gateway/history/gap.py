@@ -121,7 +121,9 @@ class GapFiller:
         if reading.result != "ok":
             if reading.result == "future":
                 # Behind what was delivered here: a failover lost the history's last entries
-                # (replication is asynchronous), so the next offsets are new messages.
+                # (replication is asynchronous) and nothing was published since. The next publish
+                # forks into a new epoch (publish.lua); one by an older publisher would not, and
+                # its offsets must not be taken for ones delivered here.
                 self._history.forget_position(user_id)
             self._not_filled(user_id, generation, reading.result)
             return

@@ -5,7 +5,8 @@ A resume reads the user's history after the position once the user's channel is 
 the socket's outbox, unsent until the accept. The recovery frame and the replayed messages go
 first; a live message the replay already carried is dropped, so none is missing or doubled.
 A bad position (garbage, truncated, huge, another epoch or user, the future) is answered
-``recovered:false`` with nothing replayed; only the authenticated user's own keys are read.
+``recovered:false`` with nothing replayed; only the authenticated user's own keys are read. One of
+an epoch the history forked from after a failover replays from the last offset both share.
 An entry whose envelope is over the bound of a queued frame (``envelope.fits``) is dropped and
 counted like a live one; ``replayed`` counts the frames that follow.
 """
@@ -63,8 +64,11 @@ async def resume(
         _not_recovered(connection, reading.result)
         return None
     budget.charge(connection.user_id, sum(map(len, reading.entries)))
+    # The entries run up to the history's current offset: from the position, or from the last
+    # offset a forked history shares with the position's epoch (history_read.lua).
+    start = reading.offset - len(reading.entries)
     frames = []
-    for offset, data in enumerate(reading.entries, position.offset + 1):
+    for offset, data in enumerate(reading.entries, start + 1):
         frame = envelope.message(data, format_position(reading.epoch, offset))
         if envelope.fits(frame, max_payload_size):
             frames.append(frame)
@@ -75,7 +79,7 @@ async def resume(
     metrics.MESSAGES_REPLAYED.inc(len(frames))
     connection.start_with(
         [envelope.recovery(True, len(frames)), *frames],
-        Position(reading.epoch, position.offset + len(reading.entries)),
+        Position(reading.epoch, reading.offset),
     )
     return None
 

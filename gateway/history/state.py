@@ -48,7 +48,8 @@ class HistoryState:
 
     def forget_position(self, user_id: str) -> None:
         """The user's history went back (a promoted replica lacked its last entries): what is
-        published next reuses offsets delivered here, and is no copy of them."""
+        published next takes a new epoch (a fork), or with an older publisher reuses offsets
+        delivered here, and is no copy of them either way."""
         self._last.pop(user_id, None)
 
     def joined_at(self, user_id: str) -> int | None:

@@ -5,12 +5,30 @@
 --              time: read what was written at or after it, ms on the Redis clock)
 -- ARGV[2]      the offset the reader has (read what follows it)
 -- ARGV[3]      the most entries to return; a longer gap is not recovered
--- Returns {result, epoch, offset, data...}: result "ok" (the data of the offsets up to the
--- history's current one, consecutive), or why not: "lost" (no history), "epoch" (another epoch),
--- "future" (an offset never given), "too_long" (over the cap), "trimmed" (pushed out by the
--- length cap), "expired" (older than the age cap). epoch and offset are the history's current
--- ones ("" and 0 if lost).
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'age')
+-- A position of an epoch the history forked from (publish.lua: it moved to another server) is
+-- read as one of the current epoch up to the last offset the two share: any past it were given
+-- out by the old server and lost with it, and the current epoch's entries after the shared ones
+-- are all new to the reader.
+-- Returns {result, epoch, offset, data...}: result "ok" (the data of the offsets after the one
+-- read from, up to the history's current one, consecutive), or why not: "lost" (no history),
+-- "epoch" (another epoch), "future" (an offset never given), "too_long" (over the cap),
+-- "trimmed" (pushed out by the length cap), "expired" (older than the age cap). epoch and offset
+-- are the history's current ones ("" and 0 if lost).
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'age', 'forks')
+
+-- The last offset the current epoch shares with `wanted`, or nil if it never forked from it.
+local function shared_through(forks, wanted)
+  local through = nil
+  for left, last in string.gmatch(forks or '', '(%w+) (%d+)') do
+    if through then
+      through = math.min(through, tonumber(last))  -- forked again since: shared up to there only
+    elseif left == wanted then
+      through = tonumber(last)
+    end
+  end
+  return through
+end
+
 if ARGV[1] == '' then
   if not meta[1] then
     return {'ok', '', 0}  -- nothing written lately: nothing missed
@@ -40,7 +58,11 @@ end
 local epoch, last, age = meta[1], tonumber(meta[2]) or 0, tonumber(meta[3]) or 0
 local after = tonumber(ARGV[2])
 if epoch ~= ARGV[1] then
-  return {'epoch', epoch, last}
+  local through = shared_through(meta[4], ARGV[1])
+  if not through then
+    return {'epoch', epoch, last}
+  end
+  after = math.min(after, through)
 end
 if after > last then
   return {'future', epoch, last}

@@ -2,7 +2,14 @@
 -- epoch and are the stream IDs ("<offset>-0"), so a reader asks for "after offset N" directly.
 -- An epoch is born with the meta hash: when the history is lost (expired, flushed, deleted) the
 -- next publish starts a new one, and positions of the old one can no longer match.
--- KEYS[1]      {prefix:user}:meta     hash: epoch, offset, age (ms)
+-- An epoch also ends when the history moved to another server (a replica promoted by a failover,
+-- a restart from disk: the server's replication id changed since the last write), since that
+-- server may lack the last entries the other gave out, and would give their offsets again to
+-- other messages. The history goes on in a new epoch from the offset it holds (a fork): the
+-- old epoch's positions up to there stay valid (history_read.lua), later ones name entries lost.
+-- KEYS[1]      {prefix:user}:meta     hash: epoch, offset, age (ms), node (the replication id
+--                                     of the server that wrote last), forks ("epoch offset"
+--                                     pairs, oldest first: an epoch left and its last offset)
 -- KEYS[2]      {prefix:user}:history  stream of entries {d = data, t = Redis time in ms}
 -- ARGV[1]      the user's channel
 -- ARGV[2]      data, the published payload
@@ -12,14 +19,32 @@
 -- ARGV[6]      "1" on a Redis Cluster: SPUBLISH to the user's shard channel (same slot as the
 --              keys); else PUBLISH
 -- Returns {epoch, offset, receivers}.
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local MAX_FORKS = 4
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'node')
+local epoch = meta[1]
+-- Asked here, in the same call: no round trip more. '' where a server does not say.
+local info = redis.pcall('INFO', 'replication')
+local node = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if not epoch then
   -- Stream IDs of a new epoch restart at 1: an orphaned stream must not refuse them.
   redis.call('DEL', KEYS[2])
   epoch = string.format('%x%s', tonumber(t[1]), ARGV[5])
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'node', node)
+elseif not meta[2] then
+  redis.call('HSET', KEYS[1], 'node', node)  -- written before nodes were recorded: from here on
+elseif meta[2] ~= node then
+  local forks = {}
+  for pair in string.gmatch(redis.call('HGET', KEYS[1], 'forks') or '', '%w+ %d+') do
+    forks[#forks + 1] = pair
+  end
+  forks[#forks + 1] = epoch .. ' ' .. (redis.call('HGET', KEYS[1], 'offset') or '0')
+  if #forks > MAX_FORKS then
+    table.remove(forks, 1)
+  end
+  epoch = string.format('%x%s', tonumber(t[1]), ARGV[5])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'node', node, 'forks', table.concat(forks, ' '))
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('HSET', KEYS[1], 'age', ARGV[4])
