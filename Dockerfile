@@ -13,7 +13,8 @@ COPY requirements-runtime.lock /src/
 RUN /opt/venv/bin/pip install --require-hashes -r /src/requirements-runtime.lock
 COPY pyproject.toml README.md /src/
 COPY gateway /src/gateway
-# Its dependencies are all in the lock; the build uses the locked setuptools.
+# Its dependencies, the server extra's included, are all in the lock; the build uses the locked
+# setuptools.
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src
 
 # --- runtime: the virtualenv, gunicorn.conf.py and nothing else, as a non-root user ---

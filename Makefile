@@ -37,9 +37,10 @@ test: $(STAMP)
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
 
-# Rewrite requirements.lock and requirements-runtime.lock from pyproject.toml (needs PyPI).
+# Rewrite requirements.lock and requirements-runtime.lock from pyproject.toml (needs PyPI);
+# LOCK_ARGS=--keep resolves within the current pins (nothing upgraded that need not be).
 lock: $(STAMP)
-	.venv/bin/python scripts/lock
+	.venv/bin/python scripts/lock $(LOCK_ARGS)
 
 # The suite against the newest releases inside pyproject.toml's ranges, in a throwaway venv,
 # without the lock: run it before widening a range or re-locking. PYTEST_ARGS narrows it.

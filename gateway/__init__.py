@@ -2,7 +2,9 @@
 
 ``from gateway import Publisher`` (and ``AsyncPublisher``, ``Published``, ``NotReplicated``,
 ``PayloadTooLarge``, ``SettingsError``) loads only the publisher library (``publishing/``), never
-the server: the names are looked up when first used.
+the server: the names are looked up when first used. The distribution's core needs only redis
+(the publisher and the CLI but ``token``); the server needs the ``[server]`` extra. Type hints
+ship (``py.typed``).
 
 The socket path, flat: ``app.py`` (the app and its lifespan), ``state.py`` (a worker's parts),
 ``redis_wiring.py`` (its command client and broker for the Redis topology), ``endpoint.py``

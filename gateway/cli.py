@@ -1,5 +1,8 @@
 """python -m gateway: publish a notification, list, count or disconnect a user's connections, or mint a
-development token."""
+development token.
+
+Every command but ``token`` needs only redis, so the CLI works where the distribution was installed
+without its ``[server]`` extra; ``token`` loads PyJWT when it runs."""
 
 from __future__ import annotations
 
@@ -13,9 +16,8 @@ from typing import Any
 import redis
 
 from gateway import keys
-from gateway.admission.auth import issue_token
 from gateway.config import table
-from gateway.config.settings import Settings, SettingsError
+from gateway.config.parsers import SettingsError
 from gateway.publishing.publisher import PayloadTooLarge, Publisher
 from gateway.topology.modes import UNAVAILABLE, Topology
 
@@ -89,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("disconnect", "online"):
         return _control(args)
 
+    return _token(args.user, args.ttl)
+
+
+def _token(user_id: str, ttl: float) -> int:
+    try:
+        from gateway.admission.auth import issue_token
+        from gateway.config.settings import Settings
+    except ImportError:  # the light distribution: no PyJWT
+        print("token: needs the server's dependencies: pip install 'gateway[server]'", file=sys.stderr)
+        return 2
     try:
         settings = Settings.from_environ()
     except SettingsError as exc:
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.jwt_algorithm.startswith("HS"):
         print("token: only HS* algorithms can be minted here (they need the shared secret)", file=sys.stderr)
         return 2
-    print(issue_token(settings, args.user, args.ttl, time.time()))
+    print(issue_token(settings, user_id, ttl, time.time()))
     return 0
 
 

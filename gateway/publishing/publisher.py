@@ -2,20 +2,21 @@
 
 Imports only redis, the key names, the payload limit, the settings table, the topology
 (gateway/topology/: ``modes``, ``scripts``) and its neighbours in this package (``control``,
-``replication``), so services can depend on it cheaply; ``options`` holds what the two
-publishers share. ``disconnect``
-and ``online`` are the control calls (README "Control"). What is not passed is read as the gateway
-reads it: ``REDIS_URL``, ``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with
-``REDIS_SENTINEL_MASTER``, ``REDIS_CHANNEL_PREFIX``, ``WEBSOCKET_MAX_PAYLOAD_SIZE`` and
-``JWT_REVOCATION_TTL`` (how long a ``disconnect`` refuses the user's older tokens;
-``revocation_ttl=``), else the table's defaults; a bad value raises ``SettingsError`` (a
-``ValueError``) naming the variable. A payload over the limit raises
-``PayloadTooLarge`` before anything is sent: the gateway would drop it.
+``replication``), so services can depend on it cheaply (the distribution's core: redis alone);
+``options`` holds what the two publishers share. ``disconnect`` and ``online`` are the control
+calls (docs/publishing.md, "Control"). What is not passed is read as the gateway reads it:
+``REDIS_URL``, ``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with ``REDIS_SENTINEL_MASTER``,
+``REDIS_CHANNEL_PREFIX``, ``WEBSOCKET_MAX_PAYLOAD_SIZE`` and ``JWT_REVOCATION_TTL`` (how long a
+``disconnect`` refuses the user's older tokens; ``revocation_ttl=``), else the table's defaults; a
+bad value raises ``SettingsError`` (a ``ValueError``) naming the variable. A payload over the limit
+raises ``PayloadTooLarge`` before anything is sent: the gateway would drop it.
 
 Which Redis: ``cluster_nodes="host:port,..."`` (a Redis Cluster) or ``sentinels="host:port,..."``
 with ``sentinel_master=name`` (the master Sentinel names, found again after a failover), in the
 variables' format; ``redis_url`` alone means that one Redis; with none of the three, the variables
-decide. A given ``client`` (``redis.Redis`` or ``redis.RedisCluster``) is used as it is. On a
+decide. A given ``client`` (``redis.Redis`` or ``redis.RedisCluster``) is used as it is, and stays
+open when the publisher closes: it is the caller's. ``with Publisher() as p:`` and
+``async with AsyncPublisher() as p:`` close what the publisher built. On a
 cluster every publish is an ``SPUBLISH`` to the user's shard channel (history on or off).
 
 With ``history`` (the default) each message is written to the user's bounded history and
@@ -33,7 +34,8 @@ it returns survives a failover to one of those replicas.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from gateway.config.parsers import SettingsError
 from gateway.payload_limit import PayloadTooLarge
@@ -103,6 +105,15 @@ class Publisher(PublishOptions):
             replica_timeout,
         )
         self._client: SyncClient = client
+        self._owns_client = built
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
 
     def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
@@ -141,7 +152,9 @@ class Publisher(PublishOptions):
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     def close(self) -> None:
-        self._client.close()
+        """Close the client this publisher built; a client passed in stays open, the caller's."""
+        if self._owns_client:
+            self._client.close()
         if self._sentinel is not None:
             self._sentinel.close()
 
@@ -184,7 +197,16 @@ class AsyncPublisher(PublishOptions):
             replica_timeout,
         )
         self._client: AsyncClient = client
+        self._owns_client = built
         self._nodes = replication.NodeClients()  # a cluster's nodes, for WAIT after their writes
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
     async def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
@@ -224,7 +246,9 @@ class AsyncPublisher(PublishOptions):
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:
+        """Close the clients this publisher built; a client passed in stays open, the caller's."""
         await self._nodes.aclose()
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()
