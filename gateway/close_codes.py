@@ -4,7 +4,7 @@ Authentication and Origin failures are refused before the upgrade with an HTTP s
 cost no socket), except when the client offered the ``bearer`` subprotocol: that is a browser,
 which sees only 1006 for a refused handshake, so it is upgraded and closed at once with the
 refusal's close code instead. Everything else a client must be able to read is a close code after
-the upgrade. The README's table is generated from the same facts; ``reason`` is also the metric
+the upgrade. The table in docs/reference.md is generated from the same facts; ``reason`` is also the metric
 label and, after the upgrade, the close frame's reason, so that closes with the same code (1013)
 can be told apart. One close code has one retry rule: a client decides by the code.
 """
@@ -171,7 +171,7 @@ ALL: tuple[Refusal, ...] = (
 
 
 def markdown_table() -> str:
-    """The README's refusal table, so the two cannot drift apart."""
+    """The refusal table of docs/reference.md, so the two cannot drift apart."""
     rows = ["| reason | signal | retry | meaning |", "|---|---|---|---|"]
     for r in ALL:
         if r.http_status is None:

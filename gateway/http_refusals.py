@@ -4,7 +4,7 @@ a limit, an upgrade RFC 6455 forbids, a worker out of descriptors, a pipeline to
 These apply on every path (``/ws``, ``/healthz``, ``/metrics``, ``/api/*``), as the HTTP parser
 reads the request (gateway.server.http). The limits sit inside those of the WebSocket handshake's
 own parser (websockets: 8 KiB per line, 128 headers), so an upgrade meets the same limits as any
-request. The README's table is generated from ``ALL``.
+request. The table in docs/reference.md is generated from ``ALL``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ ALL: tuple[HttpRefusal, ...] = (
 
 
 def markdown_table() -> str:
-    """The README's table of HTTP refusals, so the two cannot drift apart."""
+    """The table of HTTP refusals in docs/reference.md, so the two cannot drift apart."""
     rows = ["| reason | answer | when |", "|---|---|---|"]
     rows += [f"| `{r.reason}` | {r.answer} | {r.meaning} |" for r in ALL]
     return "\n".join(rows)

@@ -1,4 +1,4 @@
-"""One table of refusals, in the code and in the README."""
+"""One table of refusals, in the code and in docs/reference.md."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from harness.paths import ROOT
 
 
 def test_readme_carries_the_current_table() -> None:
-    assert close_codes.markdown_table() in (ROOT / "README.md").read_text()
+    assert close_codes.markdown_table() in (ROOT / "docs" / "reference.md").read_text()
 
 
 def test_every_refusal_has_a_close_code_and_a_unique_reason() -> None:

@@ -1,4 +1,4 @@
-"""compose.yaml, the Dockerfile and deploy/: valid, complete, consistent with each other and the README.
+"""compose.yaml, the Dockerfile and deploy/: valid, complete, consistent with each other and the docs.
 
 No Docker engine is needed: compose.yaml is checked against the Compose Specification's JSON schema
 (a copy in ../shared/schemas), and nginx checks its own configuration."""
@@ -215,12 +215,12 @@ def test_prometheus_finds_every_replica_and_grafana_every_dashboard(compose: dic
 
 
 def documented_metrics() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    table = readme.partition("## Metrics")[2].partition("\n## ")[0]
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    table = reference.partition("## Metrics")[2].partition("\n## ")[0]
     return set(re.findall(r"^\| `(websocket_[a-z_]+)` \|", table, re.M))
 
 
-def test_alerts_and_dashboard_use_only_the_metrics_in_the_readme() -> None:
+def test_alerts_and_dashboard_use_only_the_documented_metrics() -> None:
     known = documented_metrics()
     assert len(known) >= 9
     expressions = [
@@ -235,7 +235,7 @@ def test_alerts_and_dashboard_use_only_the_metrics_in_the_readme() -> None:
         for e in expressions
         for name in re.findall(r"websocket_\w+", e)
     }
-    assert used and used <= known, f"not in the README's Metrics table: {sorted(used - known)}"
+    assert used and used <= known, f"not in docs/reference.md's Metrics table: {sorted(used - known)}"
 
 
 def test_the_dockerfile_builds_a_non_root_image_that_drains_on_sigterm() -> None:

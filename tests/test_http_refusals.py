@@ -1,4 +1,4 @@
-"""The table of HTTP refusals, in the code and in the README."""
+"""The table of HTTP refusals, in the code and in docs/reference.md."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from harness.paths import ROOT
 
 
 def test_readme_carries_the_current_table() -> None:
-    assert http_refusals.markdown_table() in (ROOT / "README.md").read_text()
+    assert http_refusals.markdown_table() in (ROOT / "docs" / "reference.md").read_text()
 
 
 def test_reasons_are_unique() -> None:

@@ -15,7 +15,7 @@ from gateway.config import table
 from gateway.config.settings import Settings, SettingsError
 from gateway.topology.modes import Topology
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 # 64 bytes: long enough for every HS* algorithm.
 BASE = {"JWT_SECRET_KEY": "s" * 64}
@@ -201,10 +201,10 @@ def test_the_removed_fail_open_setting_stops_start_up() -> None:
     assert Settings.from_environ({**BASE, "WEBSOCKET_LIMIT_FAIL_OPEN": "false"})
 
 
-def test_readme_carries_exactly_the_generated_settings_table() -> None:
-    """The README's table is table.markdown_table(), no row more or less."""
+def test_the_reference_carries_exactly_the_generated_settings_table() -> None:
+    """docs/reference.md's table is table.markdown_table(), no row more or less."""
     generated = table.markdown_table().splitlines()
-    lines = README.read_text().splitlines()
+    lines = REFERENCE.read_text().splitlines()
     start = lines.index(generated[0])
     end = start
     while end < len(lines) and lines[end].startswith("|"):
@@ -230,7 +230,7 @@ def test_unset_variables_take_the_defaults_of_the_table() -> None:
 
 
 def test_the_documented_bounds_are_the_enforced_ones() -> None:
-    """Each number's accepted range in the README is exactly what start-up takes."""
+    """Each number's accepted range in docs/reference.md is exactly what start-up takes."""
     checked = 0
     for row in table.GATEWAY:
         bounds = re.fullmatch(r"(integer|number|bytes), ([\d.]+) to ([\d.]+)", row.parser.accepts)

@@ -1,6 +1,6 @@
 """The gateway's settings: one table of environment variables, one validated object built from it.
 
-- ``table.py``: the one table, in the README's order (which it generates), made of rows kept by
+- ``table.py``: the one table, in the order of docs/reference.md (which it generates), made of rows kept by
   topic: ``server.py`` (listening, sockets, proxies), ``redis.py`` (which Redis, and its variables
   checked against each other), ``tokens.py`` (JWT), ``limits.py`` (what a user, connection or
   worker may hold), ``history.py`` (what resumes may replay) and ``operations.py`` (metrics files,

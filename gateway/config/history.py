@@ -1,6 +1,6 @@
 """What a resume (``?since=``) and a gap fill after a reconnect may replay.
 
-Rows of the one settings table (gateway/config/table.py), which orders them for the README."""
+Rows of the one settings table (gateway/config/table.py), which orders them for docs/reference.md."""
 
 from __future__ import annotations
 

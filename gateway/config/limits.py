@@ -1,6 +1,6 @@
 """What one user, one connection or one worker may hold or send.
 
-Rows of the one settings table (gateway/config/table.py), which orders them for the README."""
+Rows of the one settings table (gateway/config/table.py), which orders them for docs/reference.md."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ WEBSOCKET_MAX_PAYLOAD_SIZE = Setting(
     payload_limit.DEFAULT_MAX_PAYLOAD_SIZE,
     byte_size(payload_limit.SMALLEST, payload_limit.LARGEST),
     "largest published payload in bytes (larger: dropped by the gateway, refused by the publisher "
-    "library); see [Payload size](#payload-size)",
+    "library); see [Payload size](publishing.md#payload-size)",
 )
 
 WEBSOCKET_MAX_CONNECTIONS_PER_WORKER = Setting(

@@ -1,6 +1,6 @@
 """How the processes run and report: metrics files, log format, the development console.
 
-Rows of the one settings table (gateway/config/table.py), which orders them for the README."""
+Rows of the one settings table (gateway/config/table.py), which orders them for docs/reference.md."""
 
 from __future__ import annotations
 

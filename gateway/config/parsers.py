@@ -25,7 +25,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Parser(Generic[T]):
-    """How a variable's text becomes a value; ``accepts`` is the README's "accepted" column."""
+    """How a variable's text becomes a value; ``accepts`` is the reference's "accepted" column."""
 
     accepts: str
     parse: ParseFunction[T]
@@ -33,7 +33,7 @@ class Parser(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Computed(Generic[T]):
-    """A default worked out on the machine at start-up; ``shown`` is what the README says."""
+    """A default worked out on the machine at start-up; ``shown`` is what the reference says."""
 
     compute: Callable[[], T]
     shown: str
@@ -42,14 +42,15 @@ class Computed(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class Setting(Generic[T]):
     """One environment variable: the ``Settings`` field it fills (None: read by gunicorn.conf.py
-    or the metrics), its default, its parser and a one-line meaning for the README."""
+    or the metrics), its default, its parser and a one-line meaning for the reference
+    (docs/reference.md)."""
 
     variable: str
     field: str | None
     default: T | Computed[T]
     parser: Parser[T]
     doc: str
-    # The README's default column where the value itself would mislead ("none: required").
+    # The reference's default column where the value itself would mislead ("none: required").
     shown: str | None = None
 
     def from_environ(self, environ: Mapping[str, str] | None = None) -> T:

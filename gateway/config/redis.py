@@ -1,6 +1,6 @@
 """Which Redis, and the names and probes the gateway uses on it.
 
-Rows of the one settings table (gateway/config/table.py), which orders them for the README."""
+Rows of the one settings table (gateway/config/table.py), which orders them for docs/reference.md."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What the gateway listens on and how its sockets behave: addresses, ports, workers, the
 WebSocket protocol's timers and options, and which origins and proxies it believes.
 
-Rows of the one settings table (gateway/config/table.py), which orders them for the README."""
+Rows of the one settings table (gateway/config/table.py), which orders them for docs/reference.md."""
 
 from __future__ import annotations
 

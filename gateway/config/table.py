@@ -1,8 +1,8 @@
 """Every setting, declared once: its variable, ``Settings`` field, default, parser and meaning.
 
 The rows live by topic (``server``, ``redis``, ``tokens``, ``limits``, ``history``, ``operations``);
-this module is the one table they make. ``Settings.from_environ`` reads through it, the README's
-settings table is generated from it (``markdown_table``; tests/test_settings.py checks the README),
+this module is the one table they make. ``Settings.from_environ`` reads through it, the settings
+table of docs/reference.md is generated from it (``markdown_table``; tests/test_settings.py checks it),
 and the CLI and the publisher library take their defaults from it. Standard library and the payload
 limit only: the publisher imports it. Checks that need two settings (the JWT key against the
 algorithm) are in settings.py.
@@ -113,7 +113,7 @@ __all__ = [
     "markdown_table",
 ]
 
-# In the README's order.
+# In the order of docs/reference.md.
 ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_HOST,
     WEBSOCKET_PORT,
@@ -161,7 +161,7 @@ GATEWAY = tuple(setting for setting in ALL if setting.field is not None)
 
 
 def markdown_table() -> str:
-    """The README's settings table, so the two cannot drift apart."""
+    """The settings table of docs/reference.md, so the two cannot drift apart."""
     rows = ["| variable | default | accepted | meaning |", "|---|---|---|---|"]
     for s in ALL:
         rows.append(f"| `{s.variable}` | {s.shown_default()} | {s.parser.accepts} | {s.doc} |")

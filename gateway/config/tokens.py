@@ -1,6 +1,6 @@
 """The JWTs clients present and how long a disconnect refuses older ones.
 
-Rows of the one settings table (gateway/config/table.py), which orders them for the README."""
+Rows of the one settings table (gateway/config/table.py), which orders them for docs/reference.md."""
 
 from __future__ import annotations
 

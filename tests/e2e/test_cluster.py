@@ -74,7 +74,7 @@ async def reconnect(url: str, user: str, attempts: int = 10) -> ClientConnection
             return result
         outcomes.append(result)
         assert result in (1012, 1013) or not isinstance(result, int), f"refused for good with {result}"
-        # The README says 0-2 s; scaled down, like everything in this test.
+        # The close-code table says 0-2 s; scaled down, like everything in this test.
         await asyncio.sleep(random.uniform(0, 0.2))
     raise AssertionError(f"no admission after {attempts} attempts: {outcomes}")
 

@@ -11,8 +11,7 @@ own (admissions and releases under faults). Afterwards:
   after its client closes;
 - a SIGTERM drains every client with 1012.
 
-``FAULT_SEED`` replays a schedule; ``FAULT_SCHEDULE_SECONDS`` makes it longer (the README's
-"Fault schedule" command). The seed is printed on failure.
+``FAULT_SEED`` replays a schedule; ``FAULT_SCHEDULE_SECONDS`` makes it longer. The seed is printed on failure.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Generated input at every boundary where a stranger's bytes enter the gateway: the HTTP head,
 WebSocket frames, /ws's query string, the JSON a client sends, raw publishes on a user's channel,
 and token claims. One gateway (one worker) takes them all; after every example the worker is the
-same process, its log has no traceback and nothing at ERROR, the answer is one the README
+same process, its log has no traceback and nothing at ERROR, the answer is one docs/reference.md
 documents, and a bystander on the worker has received every message published so far
 (harness/bystander.py; on leaving, its latency and the worker's memory are checked too).
 
@@ -36,11 +36,11 @@ from harness.redis_server import RedisServer
 from harness.tokens import SECRET, make_token
 
 HANDSHAKE_TIMEOUT = 2.0
-# README, "Limits": a request line or a header over 8 KiB gets 414 or 431.
+# docs/reference.md, "HTTP refusals": a request line or a header over 8 KiB gets 414 or 431.
 _HEAD_LINE_LIMIT = 8 * 1024
 _EXPLORE = os.environ.get("FUZZ_EXPLORE") == "1"
 
-# The documented answers (README: endpoints, refusals, "Limits").
+# The documented answers (docs/reference.md: endpoints, close codes, HTTP refusals).
 HTTP_STATUSES = {101, 200, 400, 401, 403, 404, 405, 413, 414, 426, 431}
 CLIENT_FRAME_CLOSES = {1002, 1007, 1008, 1009}
 REFRESH_CLOSES = {4001, 4401}

@@ -217,7 +217,7 @@ async def test_a_killed_master_s_users_get_their_messages_again_after_the_failov
     """SIGKILL a master; its replica takes over. Its users' sockets stay open, delivery resumes
     within seconds, and every message the new master's history holds arrives, in order, once:
     with history, everything published after the failover, although the new master gives again
-    the offsets of entries lost with the old one (README "Redis Cluster"); with ``replicas=1``
+    the offsets of entries lost with the old one (docs/deploy.md, "Redis Cluster"); with ``replicas=1``
     every publish the library confirmed."""
     history = mode != "raw"
     with running_cluster(3, replicas=1) as cluster:
