@@ -46,3 +46,11 @@ def test_every_relative_link_lands(document: Path) -> None:
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(target)
     assert broken == []
+
+
+def test_the_readme_stays_a_page_a_newcomer_finishes() -> None:
+    """What it is, the two commands, how it works, one connect and one publish example, and links:
+    the reference lives in docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250
+    assert "make run" in "\n".join(lines) and "make test" in "\n".join(lines)

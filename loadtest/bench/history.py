@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -91,10 +93,12 @@ async def run(count: int, users: int, messages: int) -> dict[str, Any]:
     server.start()
     try:
         results: dict[str, Any] = {
+            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
             "publish": {
                 "plain": await _publish_cost(server.url, False, count),
                 "history": await _publish_cost(server.url, True, count),
-            }
+            },
         }
         with running_gateway(server.url, workers=1) as gateway:
             results["fan_out"] = {
@@ -108,7 +112,8 @@ async def run(count: int, users: int, messages: int) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     plain, history = results["publish"]["plain"], results["publish"]["history"]
-    rows = ["| per publish | plain | history |", "|---|---|---|"]
+    rows = [f"Run {results['started']} on {results['machine']}: `python -m loadtest.bench.history`.", ""]
+    rows += ["| per publish | plain | history |", "|---|---|---|"]
     for key, label in [
         ("redis_commands_per_publish", "Redis commands"),
         ("redis_cpu_us_per_publish", "Redis CPU (µs)"),
