@@ -36,7 +36,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gatew
 exit_unless_compatible()
 # Only now: a missing upstream module stops start-up with the check's one line, not a traceback.
 from gateway.server import resolving  # noqa: E402
-from gateway.server.worker import GatewayWorker  # noqa: E402
+from gateway.server.worker import GatewayWorker, hold_early_stop  # noqa: E402
 
 # Every Redis connection of the master and its workers looks its host name up with a deadline:
 # a resolver that stops answering costs refusals (1013), never a stop's grace period.
@@ -117,6 +117,10 @@ def pre_fork(server, worker):  # type: ignore[no-untyped-def]
     """Remember the instance id this worker is born with: a reload (HUP) runs this file again and
     names a new instance, but a worker keeps its id for life and child_exit must find its leases."""
     worker.gateway_instance_id = os.environ["GATEWAY_INSTANCE_ID"]
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    hold_early_stop(server, worker)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

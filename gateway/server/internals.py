@@ -127,6 +127,8 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("uvicorn-worker", _WORKER, "CONFIG_KWARGS", "attribute", "ws, ping, size and timeout settings"),
     Internal("uvicorn-worker", _WORKER, "config", "instance", "the Config our _serve runs"),
     Internal("gunicorn", "gunicorn.arbiter:Arbiter", "WORKER_BOOT_ERROR", "attribute", "a failed boot"),
+    Internal("gunicorn", "gunicorn.arbiter:Arbiter", "SIG_QUEUE", "instance", "a stop before post_fork"),
+    Internal("gunicorn", _GUNICORN_WORKER, "init_signals", "method", "overridden: a stop held since fork"),
     Internal("gunicorn", _GUNICORN_WORKER, "load_wsgi", "method", "overridden: create_app(settings)"),
     Internal("gunicorn", _GUNICORN_WORKER, "wsgi", "instance", "the app, for the drain"),
     Internal("gunicorn", _GUNICORN_WORKER, "sockets", "instance", "the listening sockets"),

@@ -138,9 +138,11 @@ def _tested_range(package: str) -> str:
     except metadata.PackageNotFoundError:
         requirements = []
     wanted = package.lower().replace("_", "-")
-    for requirement in requirements:
-        if ";" in requirement:
-            continue  # an extra's requirement
+    for line in requirements:
+        requirement, _, marker = line.partition(";")
+        if marker and "server" not in marker:
+            continue  # another extra's requirement (the server's come with the [server] extra)
+        requirement = requirement.strip()
         name = requirement.split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("!")[0].strip()
         if name.lower().replace("_", "-") == wanted:
             return requirement.replace(" ", "")

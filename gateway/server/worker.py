@@ -5,6 +5,8 @@ shutdown (the drain hook; the drain itself is ``gateway.drain``)."""
 from __future__ import annotations
 
 import gc
+import queue
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -50,6 +52,31 @@ def _tune_gc() -> None:
     gc.set_threshold(_GC_FIRST_GENERATION, *gc.get_threshold()[1:])
 
 
+# The signals with which gunicorn's master stops a worker.
+_STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def hold_early_stop(server: Any, worker: Any) -> None:
+    """gunicorn's post_fork, in the new worker. From the fork until the worker sets its own
+    handlers, a stop the master sends it (a SIGTERM right after the start, or during a reload)
+    lands in the master's handler, inherited through the fork, and is lost: the worker would then
+    serve on and the master wait its whole graceful timeout. Kept here; init_signals acts on it."""
+    worker.early_stop = None
+
+    def keep(signum: int, frame: object) -> None:
+        worker.early_stop = signum
+
+    for signum in _STOPS:
+        signal.signal(signum, keep)
+    while True:  # what the inherited handler queued before this hook ran
+        try:
+            signum = server.SIG_QUEUE.get_nowait()
+        except queue.Empty:
+            break
+        if signum in _STOPS:
+            worker.early_stop = signum
+
+
 class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
     """Use ``GatewayWorker.with_settings(settings)`` as gunicorn's ``worker_class``: the master
     builds every worker from that class, so a reload (HUP), which runs gunicorn.conf.py again,
@@ -82,6 +109,13 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
             raise TypeError("worker_class must be GatewayWorker.with_settings(settings) (gunicorn.conf.py)")
         super().__init__(*args, **kwargs)
         logs.install(self.log.error_log)
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        if getattr(self, "early_stop", None) is not None:
+            # The master asked this worker to stop before it could hear: it has nothing to drain.
+            self.log.info("worker %s stopped before it started serving", self.pid)
+            sys.exit(0)
 
     def load_wsgi(self) -> None:
         # In the worker, after the fork, instead of gunicorn importing ``wsgi_app``: the app gets

@@ -6,6 +6,7 @@ at its grace period. Needs root (unshare --pid) and tini (scripts/ensure-tini)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -61,8 +62,20 @@ def test_sigterm_right_after_the_start_of_the_image_command_stops_it(own_redis: 
     )
     started = time.monotonic()
     try:
-        # PID 1 of the namespace is unshare's child, seen from here under another pid.
-        pid_one = wait_for(lambda: _children(outer.pid), timeout=5, interval=0.001, what="PID 1")[0]
+        # PID 1 of the namespace is unshare's child, seen from here under another pid. The image
+        # has started once PID 1 runs its first command: before that it is unshare's fork, which
+        # sets no handler, and the kernel drops a signal sent to it, as it would before a
+        # container runtime has exec'd the entrypoint. An init (tini) then starts the command
+        # within a few milliseconds, once its signal handling is set up.
+        entry = os.path.basename(image_command()[0])
+        pid_one = wait_for(
+            lambda: next((pid for pid in _children(outer.pid) if entry in _command(pid)), None),
+            timeout=5,
+            interval=0.001,
+            what="PID 1 to run the image's command",
+        )
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: _children(pid_one), timeout=0.05, interval=0.001)
         os.kill(pid_one, signal.SIGTERM)
         signalled = time.monotonic() - started
         assert signalled < 0.1, f"the SIGTERM went out {signalled:.3f}s after the start"
@@ -80,6 +93,15 @@ def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as children:
             return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
+
+
+def _command(pid: int) -> list[str]:
+    """The program and first argument ``pid`` runs (a script's interpreter, then the script)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return [os.path.basename(arg.decode()) for arg in cmdline.read().split(b"\0")[:2]]
     except OSError:
         return []
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection
@@ -18,8 +19,9 @@ from harness import hung_resolver
 from harness.clients import admit
 from harness.gateway_process import Gateway
 from harness.hung_resolver import UNRESOLVABLE, HungResolver
+from harness.paths import ROOT
 from harness.redis_server import RedisServer, leases_key, live_leases
-from harness.waiting import eventually, in_thread
+from harness.waiting import eventually, in_thread, wait_for
 
 # Seconds from SIGTERM to the master's exit that the contract allows without clients.
 BOUND = 5.0
@@ -168,5 +170,40 @@ async def test_sigterm_with_a_resolver_that_never_answers_is_bounded(
         assert elapsed < BOUND, f"the master took {elapsed:.1f}s:\n{gateway.log()[-3000:]}"
         lines = lease_lines(gateway)
         assert len(lines) == 1 and LAPSE_LINE in lines[0] and "4 workers" in lines[0], lines
+    finally:
+        gateway.close()
+
+
+# gunicorn.conf.py as operators run it, with each new worker held a moment between its fork and
+# its own signal handlers: the window in which a stop right after the start (or a reload) meets it.
+_SLOW_BOOT_CONF = """
+import runpy, time
+globals().update(runpy.run_path({conf!r}))
+_post_fork = globals().get("post_fork", lambda server, worker: None)
+
+
+def post_fork(server, worker):
+    _post_fork(server, worker)
+    time.sleep({delay})
+"""
+
+
+def test_sigterm_while_workers_are_between_fork_and_their_handlers_is_bounded(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """The master's SIGTERM reaches workers that have not set their handlers yet: each still
+    stops at once instead of serving on until the graceful timeout (the drain window plus 10 s)."""
+    delay = 2.0
+    conf = tmp_path / "slow_boot.conf.py"
+    conf.write_text(_SLOW_BOOT_CONF.format(conf=str(ROOT / "gunicorn.conf.py"), delay=delay))
+    gateway = Gateway(own_redis.url, workers=2)
+    gateway.wrap = lambda argv: [*argv[:-1], str(conf)]
+    try:
+        gateway.launch()
+        wait_for(lambda: gateway.log().count("Booting worker") == 2, timeout=30, what="both workers forked")
+        code, elapsed = stop_timed(gateway)
+        assert elapsed < delay + BOUND, f"the master took {elapsed:.1f}s:\n{gateway.log()[-3000:]}"
+        assert code == 0, gateway.log()[-3000:]
+        assert gateway.log().count("stopped before it started serving") == 2, gateway.log()[-3000:]
     finally:
         gateway.close()
