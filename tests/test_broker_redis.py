@@ -10,10 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from gateway.admission import subscription
 from gateway.broker import BrokerUnavailable
 from gateway.broker.redis import RedisBroker
-from gateway.close_codes import Refusal
 from gateway.hub import Hub
+from harness.outbox import Outbox
 from harness.redis_server import RedisServer
 from harness.waiting import eventually
 
@@ -46,43 +47,20 @@ async def inbox() -> Inbox:
     return Inbox()
 
 
-class Socket:
-    """A local connection as the hub holds it."""
-
-    envelope = False
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        pass
-
-    def end(self, reason: Refusal) -> None:
-        pass
-
-
 class Local:
-    """What admission does around the broker (gateway/endpoint.py ``_Admission``): the hub says
-    whether a connection is its user's first or last one here."""
+    """A worker's hub and broker, joined as admission joins them (gateway/admission/subscription.py)."""
 
     def __init__(self, hub: Hub, broker: RedisBroker) -> None:
         self.hub = hub
         self.broker = broker
 
-    async def join(self, user_id: str) -> Socket:
-        """Register a connection and return once its user's channel is confirmed; rolled back if not."""
-        socket = Socket()
-        first = self.hub.add(user_id, socket)
-        try:
-            if first:
-                await self.broker.subscribe(user_id)
-            else:
-                await self.broker.confirmed(user_id)
-        except BaseException:
-            self.leave(user_id, socket)
-            raise
+    async def join(self, user_id: str) -> Outbox:
+        socket = Outbox()
+        await subscription.join(self.hub, self.broker, user_id, socket)
         return socket
 
-    def leave(self, user_id: str, socket: Socket) -> None:
-        if self.hub.remove(user_id, socket):
-            self.broker.unsubscribe(user_id)
+    def leave(self, user_id: str, socket: Outbox) -> None:
+        subscription.leave(self.hub, self.broker, user_id, socket)
 
 
 @pytest.fixture
@@ -375,14 +353,6 @@ def _sample(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
-class Recording(Socket):
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        self.frames.append(payload)
-
-
 async def test_a_malformed_history_frame_costs_the_session_nothing(
     redis_server: RedisServer, commands: aioredis.Redis, user: str
 ) -> None:
@@ -393,7 +363,7 @@ async def test_a_malformed_history_frame_costs_the_session_nothing(
     broker.start()
     try:
         await eventually(_async(lambda: broker.ready), what="the broker to be ready")
-        socket = Recording()
+        socket = Outbox()
         await Local(hub, broker).join(user)  # the channel is subscribed ...
         hub.add(user, socket)  # ... and this socket records what the user gets
         reconnects = _sample("websocket_redis_reconnects_total")
