@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from redis.asyncio.client import Monitor
 
 from gateway.admission import subscription
 from gateway.broker import BrokerUnavailable
@@ -135,15 +136,27 @@ async def test_subscribes_issued_in_one_tick_go_out_as_one_command(
 async def test_leave_and_return_in_one_tick_keeps_the_subscription(
     local: Local, commands: aioredis.Redis, user: str
 ) -> None:
-    """The last connection leaving and a new one arriving before any write cost no command."""
+    """The last connection leaving and a new one arriving before any write cost no command: the
+    next thing the broker writes (another user's SUBSCRIBE, seen by MONITOR) names only that user."""
     socket = await local.join(user)
-    before = await _calls(commands, "subscribe") + await _calls(commands, "unsubscribe")
-    local.leave(user, socket)
-    socket = await local.join(user)
-    await asyncio.sleep(0)  # let the writer run, if it (wrongly) had anything to write
-    assert await _calls(commands, "subscribe") + await _calls(commands, "unsubscribe") == before
+    async with commands.monitor() as monitor:
+        local.leave(user, socket)
+        socket = await local.join(user)
+        other = await local.join(f"{user}-next")
+        written = await _ran_until(monitor, f"ws:{user}-next")
+    assert [args for args in written if f"ws:{user}" in args] == []
     assert await _subscribers(commands, f"ws:{user}") == 1
     local.leave(user, socket)
+    local.leave(f"{user}-next", other)
+
+
+async def _ran_until(monitor: Monitor, channel: str) -> list[list[str]]:
+    """The commands Redis ran (as MONITOR reports them), up to the first one naming ``channel``."""
+    ran: list[list[str]] = []
+    async with asyncio.timeout(5):
+        while not ran or channel not in ran[-1]:
+            ran.append((await monitor.next_command())["command"].split(" "))
+    return ran
 
 
 @contextlib.asynccontextmanager
