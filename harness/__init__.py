@@ -34,5 +34,6 @@ Clients, polite and not:
 - metrics.py         scrape and value: /metrics as a dict of samples
 - browser.py         headless Chromium (Debian's, driven by Playwright) and pages limited to loopback
 - app_page.py        the web app a browser test loads: the JS client and a token endpoint
-- process_tree.py    descendants and kill_tree: every process a script started, setsid or not
+- process_tree.py    stop_then_kill (a signal, a deadline, then SIGKILL); descendants and kill_tree:
+  every process a script started, setsid or not
 """
