@@ -17,7 +17,7 @@ from gateway import keys
 from gateway.admission.auth import issue_token
 from gateway.config import table
 from gateway.config.settings import Settings, SettingsError
-from gateway.publishing.publisher import PayloadTooLarge, Publisher
+from gateway.publishing.publisher import Publisher
 from gateway.topology.modes import UNAVAILABLE, Topology
 
 
@@ -66,23 +66,13 @@ def _json_text(text: str) -> str:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    _say_which_redis()
-    publisher = _publisher("not published", history=not args.no_history)
-    if isinstance(publisher, int):
-        return publisher
-    try:
+    def publish(publisher: Publisher) -> None:
         receivers = publisher.publish(args.user, args.json)
-    except PayloadTooLarge as exc:
-        print(f"not published: {exc}", file=sys.stderr)
-        return 2
-    except UNAVAILABLE as exc:
-        print(f"not published: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
-        return 1
-    finally:
-        publisher.close()
-    where = f"; position {receivers.position}" if receivers.position else ""
-    print(f"delivered to {receivers} gateway worker(s){where}")
-    return 0
+        where = f"; position {receivers.position}" if receivers.position else ""
+        print(f"delivered to {receivers} gateway worker(s){where}")
+
+    _say_which_redis()
+    return _with_publisher("not published", publish, history=not args.no_history)
 
 
 def _connections(args: argparse.Namespace) -> int:
@@ -165,7 +155,7 @@ def _disconnect(args: argparse.Namespace) -> int:
         reached = publisher.disconnect(args.user, args.connection)
         print(f"disconnected {reached} live connection(s) of {args.user}")
 
-    return _control("disconnect", disconnect)
+    return _with_publisher("disconnect", disconnect)
 
 
 def _online(args: argparse.Namespace) -> int:
@@ -173,21 +163,22 @@ def _online(args: argparse.Namespace) -> int:
         for user_id, count in publisher.online(args.users).items():
             print(f"{user_id}\t{count}")
 
-    return _control("online", online)
+    return _with_publisher("online", online)
 
 
-def _control(command: str, act: Callable[[Publisher], None]) -> int:
-    """Run a control command with a publisher; its failures as one line and an exit status."""
-    publisher = _publisher(command)
+def _with_publisher(failure: str, act: Callable[[Publisher], None], history: bool = True) -> int:
+    """``act`` with a publisher; a refusal (a payload too large, a bad user id) or a Redis that
+    does not answer is one line after ``failure``, and an exit status."""
+    publisher = _publisher(failure, history)
     if isinstance(publisher, int):
         return publisher
     try:
         act(publisher)
     except ValueError as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
+        print(f"{failure}: {exc}", file=sys.stderr)
         return 2
     except UNAVAILABLE as exc:
-        print(f"{command}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
+        print(f"{failure}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
         return 1
     finally:
         publisher.close()
