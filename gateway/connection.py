@@ -43,7 +43,7 @@ class State(enum.Enum):
     CONNECTING = enum.auto()  # in admission (lease, subscription, a resume's read): frames wait
     ADMITTED = enum.auto()  # admission passed, the accept is on its way: frames still wait
     OPEN = enum.auto()  # served: frames are written, the reader and the timer run
-    CLOSING = enum.auto()  # ended (``end_reason`` says why) or the client left: nothing more is sent
+    CLOSING = enum.auto()  # ended (``end_reason`` says why) or the client left: no more frames
     CLOSED = enum.auto()  # run() returned: its place released, its close frame sent
 
 
