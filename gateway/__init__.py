@@ -8,9 +8,10 @@ ship (``py.typed``).
 
 The socket path, flat: ``app.py`` (the app and its lifespan), ``state.py`` (a worker's parts),
 ``redis_wiring.py`` (its command client and broker for the Redis topology), ``endpoint.py``
-(admission's order), ``connection.py``, ``link.py``, ``hub.py``, ``control.py`` (control commands
-on the worker), ``drops.py``, ``drain.py``, ``health.py``, ``ports.py`` and ``dev_console.py``.
-The contract: ``wire.py``, ``keys.py``, ``close_codes.py``, ``http_refusals.py``,
+(admission's order), ``connection.py``, ``link.py``, ``clock.py`` (the time a connection is
+handed), ``hub.py``, ``control.py`` (control commands on the worker), ``drops.py``, ``drain.py``,
+``health.py``, ``ports.py`` and ``dev_console.py``. The contract: ``wire.py``, ``keys.py``,
+``close_codes.py``, ``http_refusals.py``, ``client_messages.py`` (what a client may send),
 ``payload_limit.py`` and ``untrusted_json.py``. Helpers: ``tasks.py``. The entry points:
 ``cli.py`` and ``__main__.py`` (``python -m gateway``).
 

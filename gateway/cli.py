@@ -1,8 +1,5 @@
 """python -m gateway: publish a notification, list, count or disconnect a user's connections, or mint a
-development token.
-
-Every command but ``token`` needs only redis, so the CLI works where the distribution was installed
-without its ``[server]`` extra; ``token`` loads PyJWT when it runs."""
+development token."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -18,18 +16,23 @@ import redis
 from gateway import keys
 from gateway.config import table
 from gateway.config.parsers import SettingsError
-from gateway.publishing.publisher import PayloadTooLarge, Publisher
+from gateway.publishing.publisher import Publisher
 from gateway.topology.modes import UNAVAILABLE, Topology
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return _COMMANDS[args.command](args)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     publish = commands.add_parser(
         "publish", help="publish JSON to a user (REDIS_URL or REDIS_CLUSTER_NODES or REDIS_SENTINELS...)"
     )
     publish.add_argument("user")
-    publish.add_argument("json", help="the payload, sent byte for byte; must be valid JSON")
+    publish.add_argument("json", type=_json_text, help="the payload, sent byte for byte; must be valid JSON")
     publish.add_argument(
         "--no-history", action="store_true", help="a plain PUBLISH (SPUBLISH on a cluster): not recoverable"
     )
@@ -50,51 +53,42 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="print a development token (JWT_SECRET_KEY, JWT_ALGORITHM)")
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.command == "publish":
-        try:
-            json.loads(args.json)
-        except ValueError:
-            parser.error("JSON: not valid JSON")
-        _say_which_redis()
-        publisher = _publisher("not published", history=not args.no_history)
-        if isinstance(publisher, int):
-            return publisher
-        try:
-            receivers = publisher.publish(args.user, args.json)
-        except PayloadTooLarge as exc:
-            print(f"not published: {exc}", file=sys.stderr)
-            return 2
-        except UNAVAILABLE as exc:
-            print(f"not published: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
-            return 1
-        finally:
-            publisher.close()
+
+def _json_text(text: str) -> str:
+    try:
+        json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not valid JSON") from None
+    return text
+
+
+def _publish(args: argparse.Namespace) -> int:
+    def publish(publisher: Publisher) -> None:
+        receivers = publisher.publish(args.user, args.json)
         where = f"; position {receivers.position}" if receivers.position else ""
         print(f"delivered to {receivers} gateway worker(s){where}")
-        return 0
 
-    if args.command == "connections":
-        try:
-            topology, prefix = Topology.from_environ(), table.REDIS_CHANNEL_PREFIX.from_environ()
-        except SettingsError as exc:
-            print(f"invalid setting {exc}", file=sys.stderr)
-            return 2
-        _say_which_redis()
-        try:
-            return _print_connections(topology, prefix, args.user)
-        except UNAVAILABLE as exc:
-            print(f"Redis at {topology.describe()} does not answer ({exc})", file=sys.stderr)
-            return 1
-
-    if args.command in ("disconnect", "online"):
-        return _control(args)
-
-    return _token(args.user, args.ttl)
+    _say_which_redis()
+    return _with_publisher("not published", publish, history=not args.no_history)
 
 
-def _token(user_id: str, ttl: float) -> int:
+def _connections(args: argparse.Namespace) -> int:
+    try:
+        topology, prefix = Topology.from_environ(), table.REDIS_CHANNEL_PREFIX.from_environ()
+    except SettingsError as exc:
+        print(f"invalid setting {exc}", file=sys.stderr)
+        return 2
+    _say_which_redis()
+    try:
+        return _print_connections(topology, prefix, args.user)
+    except UNAVAILABLE as exc:
+        print(f"Redis at {topology.describe()} does not answer ({exc})", file=sys.stderr)
+        return 1
+
+
+def _token(args: argparse.Namespace) -> int:
     try:
         from gateway.admission.auth import issue_token
         from gateway.config.settings import Settings
@@ -109,7 +103,7 @@ def _token(user_id: str, ttl: float) -> int:
     if not settings.jwt_algorithm.startswith("HS"):
         print("token: only HS* algorithms can be minted here (they need the shared secret)", file=sys.stderr)
         return 2
-    print(issue_token(settings, user_id, ttl, time.time()))
+    print(issue_token(settings, args.user, args.ttl, time.time()))
     return 0
 
 
@@ -161,23 +155,46 @@ def _publisher(failure: str, history: bool = True) -> Publisher | int:
         return 1
 
 
-def _control(args: argparse.Namespace) -> int:
-    publisher = _publisher(args.command)
+def _disconnect(args: argparse.Namespace) -> int:
+    def disconnect(publisher: Publisher) -> None:
+        reached = publisher.disconnect(args.user, args.connection)
+        print(f"disconnected {reached} live connection(s) of {args.user}")
+
+    return _with_publisher("disconnect", disconnect)
+
+
+def _online(args: argparse.Namespace) -> int:
+    def online(publisher: Publisher) -> None:
+        for user_id, count in publisher.online(args.users).items():
+            print(f"{user_id}\t{count}")
+
+    return _with_publisher("online", online)
+
+
+def _with_publisher(failure: str, act: Callable[[Publisher], None], history: bool = True) -> int:
+    """``act`` with a publisher; a refusal (a payload too large, a bad user id) or a Redis that
+    does not answer is one line after ``failure``, and an exit status."""
+    publisher = _publisher(failure, history)
     if isinstance(publisher, int):
         return publisher
     try:
-        if args.command == "disconnect":
-            reached = publisher.disconnect(args.user, args.connection)
-            print(f"disconnected {reached} live connection(s) of {args.user}")
-        else:
-            for user_id, count in publisher.online(args.users).items():
-                print(f"{user_id}\t{count}")
+        act(publisher)
     except ValueError as exc:
-        print(f"{args.command}: {exc}", file=sys.stderr)
+        print(f"{failure}: {exc}", file=sys.stderr)
         return 2
     except UNAVAILABLE as exc:
-        print(f"{args.command}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
+        print(f"{failure}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
         return 1
     finally:
         publisher.close()
     return 0
+
+
+# One handler per command: the parsed arguments in, the exit status out.
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "publish": _publish,
+    "connections": _connections,
+    "disconnect": _disconnect,
+    "online": _online,
+    "token": _token,
+}

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 from gateway.admission.auth import Authenticator
 from gateway.admission.handshakes import HandshakePool
+from gateway.admission.preflight import Preflight
 from gateway.broker import Broker
 from gateway.config.settings import Settings
+from gateway.connection import ConnectionLimits
 from gateway.history.reader import HistoryReader
 from gateway.history.resume_budget import ResumeBudget
 from gateway.hub import Hub
@@ -38,6 +40,10 @@ class Gateway:
     handshakes: HandshakePool = field(init=False)
     # Each user's resumes (?since=) and their replayed bytes (gateway/history/resume_budget.py).
     resumes: ResumeBudget = field(init=False)
+    # What a handshake is checked against before admission takes anything
+    # (gateway/admission/preflight.py), and what each connection may queue, idle and send.
+    preflight: Preflight = field(init=False)
+    connection_limits: ConnectionLimits = field(init=False)
     # Accepted sockets whose ASGI task has not returned: a connection leaves the hub (releasing
     # its place) before its close frame goes out, and the drain must wait for that frame too.
     serving: int = field(default=0)
@@ -53,6 +59,8 @@ class Gateway:
             settings.max_pending_handshakes_per_address,
         )
         self.resumes = ResumeBudget(settings.resumes_per_minute, settings.resume_bytes_per_minute)
+        self.preflight = Preflight(settings, self.authenticator, self.hub, self.resumes)
+        self.connection_limits = ConnectionLimits.of(settings)
 
     @property
     def pending_handshakes(self) -> int:

@@ -5,6 +5,7 @@ Where and when:
 - paths.py           ROOT, the repository checkout the servers run from
 - ports.py           free_port
 - waiting.py         wait_for (blocking), eventually (async) and in_thread (a blocking check for eventually)
+- clock.py           FakeClock: a connection's clock that moves when the test says, timers and all
 
 The gateway and what it talks to:
 - tokens.py          SECRET and make_token: the JWTs every gateway started here accepts
@@ -23,6 +24,7 @@ The gateway and what it talks to:
 - docker_engine.py   whether a Docker engine answers here (tests marked ``docker``)
 
 Clients, polite and not:
+- outbox.py          Outbox: a local connection as the hub holds it, recording what it is given
 - clients.py         admit: one WebSocket client through admission
 - bystander.py       the invariant of every hostile test: a bystander on the same worker loses nothing
 - stalled_client.py  a raw client that stops reading, and the server's side of its socket
@@ -32,5 +34,6 @@ Clients, polite and not:
 - metrics.py         scrape and value: /metrics as a dict of samples
 - browser.py         headless Chromium (Debian's, driven by Playwright) and pages limited to loopback
 - app_page.py        the web app a browser test loads: the JS client and a token endpoint
-- process_tree.py    descendants and kill_tree: every process a script started, setsid or not
+- process_tree.py    stop_then_kill (a signal, a deadline, then SIGKILL); descendants and kill_tree:
+  every process a script started, setsid or not
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from gateway.app import GatewayApp
 from gateway.server.worker import GatewayWorker
 from harness.paths import ROOT
 from harness.ports import free_port
+from harness.process_tree import stop_then_kill
 from harness.tokens import SECRET
 from harness.waiting import wait_for
 
@@ -103,13 +103,8 @@ class EchoGateway:
         return self.log_path.read_text(errors="replace")
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_then_kill(self.process, 30)
         self.process = None
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.log_path.unlink(missing_ok=True)

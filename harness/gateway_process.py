@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.paths import ROOT
 from harness.ports import free_port
+from harness.process_tree import stop_then_kill
 from harness.tokens import SECRET
 from harness.waiting import wait_for
 
@@ -132,14 +133,7 @@ class Gateway:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        code = self.process.returncode
+        code = stop_then_kill(self.process, timeout, sig)
         self.process = None
         return code
 

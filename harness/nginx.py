@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from harness.paths import ROOT
 from harness.ports import free_port
+from harness.process_tree import stop_then_kill
 from harness.waiting import wait_for
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
@@ -161,14 +161,9 @@ class Nginx:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None:
             # SIGTERM is nginx's fast shutdown: it does not wait for open WebSockets.
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_then_kill(self.process, 10)
         self.process = None
 
     def close(self) -> None:

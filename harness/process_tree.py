@@ -1,12 +1,31 @@
-"""The processes a test started, however they detached: a script's servers may run in sessions of
-their own (setsid), which a kill of the script's process group does not reach."""
+"""The processes a test started: stopped politely with a deadline, or killed with everything they
+started, however they detached (a script's servers may run in sessions of their own, setsid,
+which a kill of the script's process group does not reach)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
 from pathlib import Path
+from typing import Any
+
+# How long a process has to go once SIGKILLed (it cannot refuse): only the kernel's reaping.
+_KILLED_WITHIN = 10.0
+
+
+def stop_then_kill(process: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTERM) -> int:
+    """Send ``sig`` to ``process`` if it runs, SIGKILL it when it has not exited ``timeout``
+    seconds later, and reap it; its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(_KILLED_WITHIN)
+    return process.returncode
 
 
 def descendants(pid: int) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.paths import ROOT
 from harness.ports import free_port
+from harness.process_tree import stop_then_kill
 from harness.waiting import wait_for
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -99,13 +100,8 @@ class Prometheus:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_then_kill(self.process, 15)
         self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 

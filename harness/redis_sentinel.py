@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from harness.ports import free_port
+from harness.process_tree import stop_then_kill
 from harness.redis_server import RedisServer
 from harness.waiting import wait_for
 
@@ -85,13 +86,8 @@ class Sentinel:
             self.process.wait(10)
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_then_kill(self.process, 10)
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from harness.ports import free_cluster_port, free_port
+from harness.process_tree import stop_then_kill
 from harness.waiting import wait_for
 
 
@@ -70,9 +71,8 @@ class RedisServer:
         self.process = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        if self.process is not None:
+            stop_then_kill(self.process, 10)
         self.process = None
 
     def close(self) -> None:

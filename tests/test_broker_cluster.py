@@ -14,13 +14,14 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.crc import key_slot
 
+from gateway.admission import subscription
 from gateway.broker import BrokerUnavailable
 from gateway.broker.cluster import ClusterBroker
 from gateway.broker.slot_map import fetch
-from gateway.close_codes import Refusal
 from gateway.hub import Hub
 from gateway.topology.modes import Topology
 from harness.garbage_redis import GarbageRedis
+from harness.outbox import Outbox
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import RedisServer, command_calls
 from harness.waiting import eventually, in_thread
@@ -44,40 +45,21 @@ class Inbox:
         return [payload for user, payload in self.messages if user == user_id]
 
 
-class Socket:
-    envelope = False
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        pass
-
-    def end(self, reason: Refusal) -> None:
-        pass
-
-
 class Local:
-    """Admission around the broker, as gateway/endpoint.py does it: the hub says first or last."""
+    """A worker's hub and broker, joined as admission joins them (gateway/admission/subscription.py)."""
 
     def __init__(self, hub: Hub, broker: ClusterBroker, worker_id: str) -> None:
         self.hub = hub
         self.broker = broker
         self.worker_id = worker_id
 
-    async def join(self, user_id: str) -> Socket:
-        socket = Socket()
-        first = self.hub.add(user_id, socket)
-        try:
-            if first:
-                await self.broker.subscribe(user_id)
-            else:
-                await self.broker.confirmed(user_id)
-        except BaseException:
-            self.leave(user_id, socket)
-            raise
+    async def join(self, user_id: str) -> Outbox:
+        socket = Outbox()
+        await subscription.join(self.hub, self.broker, user_id, socket)
         return socket
 
-    def leave(self, user_id: str, socket: Socket) -> None:
-        if self.hub.remove(user_id, socket):
-            self.broker.unsubscribe(user_id)
+    def leave(self, user_id: str, socket: Outbox) -> None:
+        subscription.leave(self.hub, self.broker, user_id, socket)
 
 
 @contextlib.asynccontextmanager

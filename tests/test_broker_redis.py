@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from redis.asyncio.client import Monitor
 
+from gateway.admission import subscription
 from gateway.broker import BrokerUnavailable
 from gateway.broker.redis import RedisBroker
-from gateway.close_codes import Refusal
 from gateway.hub import Hub
+from harness.outbox import Outbox
 from harness.redis_server import RedisServer
 from harness.waiting import eventually
 
@@ -46,43 +48,20 @@ async def inbox() -> Inbox:
     return Inbox()
 
 
-class Socket:
-    """A local connection as the hub holds it."""
-
-    envelope = False
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        pass
-
-    def end(self, reason: Refusal) -> None:
-        pass
-
-
 class Local:
-    """What admission does around the broker (gateway/endpoint.py ``_Admission``): the hub says
-    whether a connection is its user's first or last one here."""
+    """A worker's hub and broker, joined as admission joins them (gateway/admission/subscription.py)."""
 
     def __init__(self, hub: Hub, broker: RedisBroker) -> None:
         self.hub = hub
         self.broker = broker
 
-    async def join(self, user_id: str) -> Socket:
-        """Register a connection and return once its user's channel is confirmed; rolled back if not."""
-        socket = Socket()
-        first = self.hub.add(user_id, socket)
-        try:
-            if first:
-                await self.broker.subscribe(user_id)
-            else:
-                await self.broker.confirmed(user_id)
-        except BaseException:
-            self.leave(user_id, socket)
-            raise
+    async def join(self, user_id: str) -> Outbox:
+        socket = Outbox()
+        await subscription.join(self.hub, self.broker, user_id, socket)
         return socket
 
-    def leave(self, user_id: str, socket: Socket) -> None:
-        if self.hub.remove(user_id, socket):
-            self.broker.unsubscribe(user_id)
+    def leave(self, user_id: str, socket: Outbox) -> None:
+        subscription.leave(self.hub, self.broker, user_id, socket)
 
 
 @pytest.fixture
@@ -157,15 +136,27 @@ async def test_subscribes_issued_in_one_tick_go_out_as_one_command(
 async def test_leave_and_return_in_one_tick_keeps_the_subscription(
     local: Local, commands: aioredis.Redis, user: str
 ) -> None:
-    """The last connection leaving and a new one arriving before any write cost no command."""
+    """The last connection leaving and a new one arriving before any write cost no command: the
+    next thing the broker writes (another user's SUBSCRIBE, seen by MONITOR) names only that user."""
     socket = await local.join(user)
-    before = await _calls(commands, "subscribe") + await _calls(commands, "unsubscribe")
-    local.leave(user, socket)
-    socket = await local.join(user)
-    await asyncio.sleep(0)  # let the writer run, if it (wrongly) had anything to write
-    assert await _calls(commands, "subscribe") + await _calls(commands, "unsubscribe") == before
+    async with commands.monitor() as monitor:
+        local.leave(user, socket)
+        socket = await local.join(user)
+        other = await local.join(f"{user}-next")
+        written = await _ran_until(monitor, f"ws:{user}-next")
+    assert [args for args in written if f"ws:{user}" in args] == []
     assert await _subscribers(commands, f"ws:{user}") == 1
     local.leave(user, socket)
+    local.leave(f"{user}-next", other)
+
+
+async def _ran_until(monitor: Monitor, channel: str) -> list[list[str]]:
+    """The commands Redis ran (as MONITOR reports them), up to the first one naming ``channel``."""
+    ran: list[list[str]] = []
+    async with asyncio.timeout(5):
+        while not ran or channel not in ran[-1]:
+            ran.append((await monitor.next_command())["command"].split(" "))
+    return ran
 
 
 @contextlib.asynccontextmanager
@@ -375,14 +366,6 @@ def _sample(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
-class Recording(Socket):
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        self.frames.append(payload)
-
-
 async def test_a_malformed_history_frame_costs_the_session_nothing(
     redis_server: RedisServer, commands: aioredis.Redis, user: str
 ) -> None:
@@ -393,7 +376,7 @@ async def test_a_malformed_history_frame_costs_the_session_nothing(
     broker.start()
     try:
         await eventually(_async(lambda: broker.ready), what="the broker to be ready")
-        socket = Recording()
+        socket = Outbox()
         await Local(hub, broker).join(user)  # the channel is subscribed ...
         hub.add(user, socket)  # ... and this socket records what the user gets
         reconnects = _sample("websocket_redis_reconnects_total")

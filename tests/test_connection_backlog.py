@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from gateway import close_codes
-from gateway.admission.auth import Authenticator
+from gateway.admission.auth import Authenticator, Identity
+from gateway.clock import SYSTEM_CLOCK
 from gateway.config.settings import Settings
-from gateway.connection import Connection
+from gateway.connection import Connection, ConnectionLimits
 from harness.tokens import SECRET
 
 QUEUE_SIZE = 8
@@ -42,20 +42,13 @@ def _dropped(reason: str) -> float:
 
 
 def _connection() -> Connection:
-    async def unused(*_: Any) -> Any:
-        raise AssertionError("not served")
-
     settings = Settings.from_environ({"JWT_SECRET_KEY": SECRET})
     return Connection(
-        "alice",
-        time.time() + 3600,
+        Identity("alice", time.time() + 3600),
         UnacceptedLink(),
-        unused,
-        unused,
-        QUEUE_SIZE,
-        3600.0,
-        Authenticator(settings),
-        10.0,
+        limits=ConnectionLimits(queue_size=QUEUE_SIZE, idle_timeout=3600.0, messages_per_second=10.0),
+        authenticator=Authenticator(settings),
+        clock=SYSTEM_CLOCK,
     )
 
 

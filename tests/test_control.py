@@ -12,26 +12,11 @@ import redis
 from prometheus_client import REGISTRY
 
 from gateway import wire
-from gateway.close_codes import Refusal
 from gateway.hub import Hub
 from gateway.publishing.publisher import AsyncPublisher, Publisher
+from harness.outbox import Outbox
 from harness.paths import ROOT
 from harness.redis_server import RedisServer, leases_key, live_leases
-
-
-class RecordingConnection:
-    def __init__(self, connection_id: str) -> None:
-        self.connection_id = connection_id
-        self.envelope = False
-        self.replayed = None
-        self.frames: list[bytes] = []
-        self.ended: list[int | None] = []
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        self.frames.append(payload)
-
-    def end(self, reason: Refusal) -> None:
-        self.ended.append(reason.close_code)
 
 
 def _disconnects() -> float:
@@ -45,46 +30,46 @@ def _dropped(reason: str) -> float:
 def test_a_disconnect_command_ends_every_local_connection_of_the_user_with_4003() -> None:
     hub = Hub()
     alice_1, alice_2, bob = (
-        RecordingConnection("w-1:1"),
-        RecordingConnection("w-1:2"),
-        RecordingConnection("w-1:3"),
+        Outbox(connection_id="w-1:1"),
+        Outbox(connection_id="w-1:2"),
+        Outbox(connection_id="w-1:3"),
     )
     hub.add("alice", alice_1)
     hub.add("alice", alice_2)
     hub.add("bob", bob)
     before = _disconnects()
     hub.deliver("alice", wire.control_command("disconnect"))
-    assert alice_1.ended == alice_2.ended == [4003]
+    assert alice_1.codes == alice_2.codes == [4003]
     assert alice_1.frames == alice_2.frames == []  # the command is never sent as a frame
-    assert bob.ended == [] and bob.frames == []
+    assert bob.codes == [] and bob.frames == []
     assert _disconnects() - before == 2
 
 
 def test_a_disconnect_naming_one_connection_ends_only_that_one() -> None:
     hub = Hub()
-    first, second = RecordingConnection("host-1-7:1"), RecordingConnection("host-1-7:2")
+    first, second = Outbox(connection_id="host-1-7:1"), Outbox(connection_id="host-1-7:2")
     hub.add("alice", first)
     hub.add("alice", second)
     hub.deliver("alice", wire.control_command("disconnect", "host-1-7:2"))
-    assert (first.ended, second.ended) == ([], [4003])
+    assert (first.codes, second.codes) == ([], [4003])
     hub.deliver("alice", wire.control_command("disconnect", "host-1-7:99"))
-    assert first.ended == []
+    assert first.codes == []
 
 
 def test_text_that_looks_like_a_command_is_a_plain_message() -> None:
     """'ÿCdisconnect' typed by anyone is UTF-8 (0xC3 0xBF ...), never the 0xFF mark: delivered as is."""
     hub = Hub()
-    alice = RecordingConnection("w:1")
+    alice = Outbox(connection_id="w:1")
     hub.add("alice", alice)
     for text in ["ÿCdisconnect", "\\xffCdisconnect", '{"type":"disconnect"}']:
         hub.deliver("alice", text.encode())
-    assert alice.ended == []
+    assert alice.codes == []
     assert alice.frames == [t.encode() for t in ["ÿCdisconnect", "\\xffCdisconnect", '{"type":"disconnect"}']]
 
 
 def test_unknown_or_malformed_gateway_messages_are_dropped_and_counted() -> None:
     hub = Hub()
-    alice = RecordingConnection("w:1")
+    alice = Outbox(connection_id="w:1")
     hub.add("alice", alice)
     unknown, bad = _dropped("malformed"), _dropped("bad_control")
     hub.deliver("alice", b"\xffZwhatever")
@@ -92,7 +77,7 @@ def test_unknown_or_malformed_gateway_messages_are_dropped_and_counted() -> None
     hub.deliver("alice", b"\xffC")
     hub.deliver("alice", wire.control_command("disconnect", "x" * 600))
     hub.deliver("alice", b"next")
-    assert alice.ended == []
+    assert alice.codes == []
     assert alice.frames == [b"next"]
     assert (_dropped("malformed") - unknown, _dropped("bad_control") - bad) == (1, 3)
 

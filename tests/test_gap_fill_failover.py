@@ -9,28 +9,15 @@ import redis.asyncio as aioredis
 
 from gateway import keys
 from gateway.broker.redis import RedisBroker
-from gateway.close_codes import Refusal
 from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader
 from gateway.hub import Hub
 from gateway.publishing.publisher import Publisher
 from harness.fault_proxy import Fault, FaultProxy
+from harness.outbox import Outbox
 from harness.redis_replica import replicated_pair
 from harness.redis_server import RedisServer, command_calls
 from harness.waiting import eventually, in_thread
-
-
-class Socket:
-    envelope = False
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        self.frames.append(payload)
-
-    def end(self, reason: Refusal) -> None:
-        pass
 
 
 async def _now(value: object) -> object:
@@ -52,7 +39,7 @@ async def test_messages_after_a_history_that_went_back_are_delivered(
     publisher = Publisher(own_redis.url)
     try:
         await eventually(lambda: _now(broker.ready), what="the broker")
-        socket = Socket()
+        socket = Outbox()
         hub.add(user, socket)
         await broker.subscribe(user)
         for n in range(1, 6):
@@ -102,7 +89,7 @@ async def test_a_history_that_began_again_while_the_worker_was_deaf_is_delivered
     sync = own_redis.client()
     try:
         await eventually(lambda: _now(broker.ready), what="the broker")
-        socket = Socket()
+        socket = Outbox()
         hub.add(user, socket)
         await broker.subscribe(user)
         for n in range(1, 3):
@@ -147,7 +134,7 @@ async def test_live_messages_on_the_lost_offsets_are_delivered_while_the_old_mas
         on_master, on_replica = Publisher(pair.master.url), Publisher(pair.replica.url)
         try:
             await eventually(lambda: _now(broker.ready), what="the broker")
-            socket = Socket()
+            socket = Outbox()
             hub.add(user, socket)
             await broker.subscribe(user)
             for n in range(1, 4):

@@ -18,30 +18,22 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from gateway.broker.redis import RedisBroker
-from gateway.close_codes import Refusal
 from gateway.history.gap import GapFiller
-from gateway.history.position import Position
 from gateway.history.reader import HistoryReader, Reading
 from gateway.hub import Hub
 from gateway.publishing.publisher import Publisher
+from harness.outbox import Outbox
 from harness.redis_server import RedisServer
 from harness.waiting import eventually
 
 _HELD_CAP = 16
 
 
-class Socket:
+class Socket(Outbox):
+    """An outbox nothing may end, read back as what its client would see."""
+
     def __init__(self, envelope: bool) -> None:
-        self.envelope = envelope
-        self.connection_id = ""
-        self.replayed: Position | None = None
-        self.frames: list[bytes] = []
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        self.frames.append(payload)
-
-    def end(self, reason: Refusal) -> None:
-        raise AssertionError(f"ended with {reason}")
+        super().__init__(envelope, may_end=False)
 
     def data(self) -> list[str]:
         """The published payloads this socket got (envelope: the data of message frames)."""

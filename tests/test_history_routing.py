@@ -11,26 +11,18 @@ from prometheus_client import REGISTRY
 
 from gateway import wire
 from gateway.admission.query import parse as parse_query
-from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, parse_position
 from gateway.history.recovery import is_replayed, parse_options
 from gateway.hub import Hub
 from gateway.untrusted_json import MAX_DEPTH
+from harness.outbox import Outbox
 from harness.paths import ROOT
 
 
-class Outbox:
-    def __init__(self, envelope: bool = False) -> None:
-        self.envelope = envelope
-        self.replayed: Position | None = None
-        self.frames: list[bytes] = []
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        self.frames.append(payload)
-
-    def end(self, reason: Refusal) -> None:
-        raise AssertionError("not ended")
+def _outbox(envelope: bool = False) -> Outbox:
+    """Nothing routed here may end a socket."""
+    return Outbox(envelope, may_end=False)
 
 
 def _hub(*outboxes: Outbox, max_payload_size: int = 100) -> Hub:
@@ -41,7 +33,7 @@ def _hub(*outboxes: Outbox, max_payload_size: int = 100) -> Hub:
 
 
 def test_raw_sockets_get_the_data_and_envelope_sockets_share_one_envelope() -> None:
-    raw, env1, env2 = Outbox(), Outbox(envelope=True), Outbox(envelope=True)
+    raw, env1, env2 = _outbox(), _outbox(envelope=True), _outbox(envelope=True)
     hub = _hub(raw, env1, env2)
     hub.deliver("alice", wire.history_message("ep1", 7, b'{"a":1}'))
     hub.deliver("alice", b"plain text")
@@ -55,7 +47,7 @@ def test_raw_sockets_get_the_data_and_envelope_sockets_share_one_envelope() -> N
 
 
 def test_duplicates_malformed_and_bad_history_data_are_dropped() -> None:
-    raw = Outbox()
+    raw = _outbox()
     hub = _hub(raw, max_payload_size=10)
     hub.deliver("alice", wire.history_message("ep", 2, b"two"))
     hub.deliver("alice", wire.history_message("ep", 2, b"again"))
@@ -70,7 +62,7 @@ def test_duplicates_malformed_and_bad_history_data_are_dropped() -> None:
 
 
 def test_a_held_user_gets_the_gap_then_what_was_held_without_duplicates() -> None:
-    raw, env = Outbox(), Outbox(envelope=True)
+    raw, env = _outbox(), _outbox(envelope=True)
     hub = _hub(raw, env)
     hub.deliver("alice", wire.history_message("ep", 1, b"1"))
     generation = hub.hold("alice")
@@ -95,7 +87,7 @@ def test_a_held_user_gets_the_gap_then_what_was_held_without_duplicates() -> Non
 
 
 def test_notify_reaches_envelope_sockets_only_and_leaving_forgets_the_user() -> None:
-    raw, env = Outbox(), Outbox(envelope=True)
+    raw, env = _outbox(), _outbox(envelope=True)
     hub = _hub(raw, env)
     hub.deliver("alice", wire.history_message("ep", 1, b"1"))
     hub.notify("alice", envelope.recovery(False, 0, "trimmed"))
@@ -149,7 +141,7 @@ def test_a_live_frame_is_replayed_only_within_the_replayed_epoch_and_offsets() -
 def test_a_live_copy_of_a_replayed_message_that_arrives_late_is_not_sent_again() -> None:
     """A resumed socket's replay read the history while copies were still on their way over
     pub/sub: those copies are dropped for that socket only, and checking stops past the replay."""
-    resumed, other = Outbox(envelope=True), Outbox(envelope=True)
+    resumed, other = _outbox(envelope=True), _outbox(envelope=True)
     hub = _hub(resumed, other)
     resumed.replayed = Position("ep", 5)
     for offset in (4, 5, 6, 7):
@@ -166,7 +158,7 @@ def _deep(depth: int) -> bytes:
 def test_a_deeply_nested_payload_goes_to_envelope_sockets_as_a_string() -> None:
     """1,500 nested arrays are valid JSON that Python's parser cannot take (RecursionError): the
     envelope carries them as a JSON string, and no socket is ended (Outbox.end would raise)."""
-    raw, env = Outbox(), Outbox(envelope=True)
+    raw, env = _outbox(), _outbox(envelope=True)
     hub = _hub(raw, env, max_payload_size=64 * 1024)
     hub.deliver("alice", wire.history_message("ep", 1, _deep(1500)))
     hub.deliver("alice", _deep(1500))
@@ -182,7 +174,7 @@ def test_a_deeply_nested_payload_goes_to_envelope_sockets_as_a_string() -> None:
 def test_an_envelope_frame_over_the_bound_is_dropped_for_envelope_sockets_only(payload: str) -> None:
     """The queue bound (queue length x message size) holds for the frame queued: escaping makes
     a control character 6 bytes, so the envelope of a payload under the limit can be over it."""
-    raw, env = Outbox(), Outbox(envelope=True)
+    raw, env = _outbox(), _outbox(envelope=True)
     hub = _hub(raw, env, max_payload_size=64 * 1024)
     before = _dropped("too_large")
     hub.deliver("alice", payload.encode())
@@ -217,7 +209,7 @@ _OWN = st.one_of(
 def test_any_gateway_message_is_delivered_as_envelope_json_or_dropped(payload: bytes) -> None:
     """Whatever a publisher puts after 0xFF, delivery does not raise, ends no socket, and every
     envelope frame is a message object with no field a payload could forge."""
-    raw, env = Outbox(), Outbox(envelope=True)
+    raw, env = _outbox(), _outbox(envelope=True)
     hub = _hub(raw, env)
     hub.deliver("alice", payload)
     for frame in env.frames:

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from gateway.close_codes import Refusal
 from gateway.hub import Hub
-
-
-class RecordingOutbox:
-    envelope = False
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def push(self, payload: bytes, received_at: float) -> None:
-        self.frames.append(payload)
-
-    def end(self, reason: Refusal) -> None:
-        self.frames.append(f"end {reason.close_code}".encode())
+from harness.outbox import Outbox
 
 
 def test_delivery_reaches_every_connection_of_the_user_and_no_one_else() -> None:
     hub = Hub()
-    alice_1, alice_2, bob = RecordingOutbox(), RecordingOutbox(), RecordingOutbox()
+    alice_1, alice_2, bob = Outbox(), Outbox(), Outbox()
     hub.add("alice", alice_1)
     hub.add("alice", alice_2)
     hub.add("bob", bob)
@@ -37,7 +24,7 @@ def test_add_says_first_and_remove_says_last() -> None:
     """The hub is the registry admission asks: subscribe on the first connection of a user,
     unsubscribe after the last; ``user_ids`` is what the broker re-subscribes after a reconnect."""
     hub = Hub()
-    alice_1, alice_2, bob = RecordingOutbox(), RecordingOutbox(), RecordingOutbox()
+    alice_1, alice_2, bob = Outbox(), Outbox(), Outbox()
     assert hub.add("alice", alice_1) is True
     assert hub.add("alice", alice_2) is False
     assert hub.add("bob", bob) is True
@@ -50,7 +37,7 @@ def test_add_says_first_and_remove_says_last() -> None:
 
 def test_removing_the_last_connection_forgets_the_user() -> None:
     hub = Hub()
-    outbox = RecordingOutbox()
+    outbox = Outbox()
     hub.add("alice", outbox)
     hub.remove("alice", outbox)
     hub.deliver("alice", b"late")
@@ -61,14 +48,14 @@ def test_removing_the_last_connection_forgets_the_user() -> None:
 def test_a_payload_that_is_not_utf8_is_dropped_not_sent() -> None:
     """A text frame must be valid UTF-8: the payload is dropped and the next one still goes."""
     hub = Hub()
-    outbox = RecordingOutbox()
+    outbox = Outbox()
     hub.add("alice", outbox)
     hub.deliver("alice", b"\xff\xfe")
     hub.deliver("alice", b"ok")
     assert outbox.frames == [b"ok"]
 
 
-class BrokenOutbox(RecordingOutbox):
+class BrokenOutbox(Outbox):
     def push(self, payload: bytes, received_at: float) -> None:
         raise RuntimeError("unable to perform operation on a closed transport")
 
@@ -77,13 +64,13 @@ def test_a_connection_that_fails_to_take_a_message_costs_no_one_else_theirs() ->
     """Delivery runs in the worker's pub/sub reader: a failing socket is ended (1011) and the
     user's other sockets still get the message, and the next one."""
     hub = Hub()
-    broken, healthy = BrokenOutbox(), RecordingOutbox()
+    broken, healthy = BrokenOutbox(), Outbox()
     hub.add("alice", broken)
     hub.add("alice", healthy)
     hub.deliver("alice", b"one")
     hub.deliver("alice", b"two")
     assert healthy.frames == [b"one", b"two"]
-    assert broken.frames == [b"end 1011", b"end 1011"]
+    assert broken.codes == [1011, 1011]
 
 
 def _dropped(reason: str) -> float:
@@ -94,7 +81,7 @@ def test_a_payload_over_the_limit_is_dropped_and_counted() -> None:
     """Memory per connection stays bounded by queue length x limit: a larger payload is dropped,
     counted once per connection it would have reached, and the next one still goes."""
     hub = Hub(max_payload_size=8)
-    alice_1, alice_2, bob = RecordingOutbox(), RecordingOutbox(), RecordingOutbox()
+    alice_1, alice_2, bob = Outbox(), Outbox(), Outbox()
     hub.add("alice", alice_1)
     hub.add("alice", alice_2)
     hub.add("bob", bob)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from harness.gateway_process import Gateway
 from harness.paths import ROOT
 from harness.ports import free_port
+from harness.process_tree import stop_then_kill
 from harness.tokens import SECRET
 from harness.waiting import wait_for
 from loadtest.bench.wsclient import Dialect, SocketIODialect, WsClient
@@ -181,13 +182,7 @@ def _running_alternative(target: str, redis_url: str, workers: int) -> Iterator[
         _wait_ready(server, process, workers)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_then_kill(process, 20, signal.SIGINT)
         log_path.unlink(missing_ok=True)
 
 

@@ -43,9 +43,15 @@ def gateway(redis_server: RedisServer) -> Iterator[Gateway]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture(scope="module")
-def first_worker(gateway: Gateway) -> list[int]:
-    return gateway.worker_pids()
+@pytest.fixture(autouse=True)
+def the_worker_survives(gateway: Gateway) -> Iterator[None]:
+    """Every test here: the worker serving before the abuse is the one serving after it (none
+    crashed and was replaced), and it answers. Checked per test, so in any order or alone."""
+    before = gateway.worker_pids()
+    assert len(before) == 1
+    yield
+    assert gateway.worker_pids() == before, "the worker died during the test"
+    assert set(gateway.worker_states()) == set(before)
 
 
 @pytest.fixture
@@ -91,7 +97,6 @@ def rejections(gateway: Gateway, reason: str) -> float:
 
 
 async def test_an_oversized_frame_gets_1009(
-    first_worker: list[int],
     gateway: Gateway,
     redis_server: RedisServer,
     bystander: tuple[ClientConnection, str],
@@ -352,9 +357,3 @@ def test_fuzzed_frames_end_with_a_documented_code_or_not_at_all(
 
     assert asyncio.run(run()) in {None, 1007, 1008, 1009}
     assert gateway.get("/healthz")[0] == 200
-
-
-def test_the_worker_survived_everything(gateway: Gateway, first_worker: list[int]) -> None:
-    """After all the abuse (this module runs it first), the first worker is still the one serving."""
-    assert gateway.worker_pids() == first_worker
-    assert set(gateway.worker_states()) == set(first_worker)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from harness.clients import admit
 from harness.gateway_process import Gateway
 from harness.hung_resolver import UNRESOLVABLE, HungResolver
 from harness.paths import ROOT
+from harness.process_tree import stop_then_kill
 from harness.redis_server import RedisServer, leases_key, live_leases
 from harness.waiting import eventually, in_thread, wait_for
 
@@ -33,12 +33,7 @@ def stop_timed(gateway: Gateway) -> tuple[int, float]:
     process = gateway.process
     assert process is not None
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        code = process.wait(10)
+    code = stop_then_kill(process, 60)
     elapsed = time.monotonic() - started
     gateway.process = None
     return code, elapsed
