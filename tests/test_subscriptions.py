@@ -36,6 +36,14 @@ async def _queued(subscriptions: Subscriptions, channel: bytes) -> asyncio.Task[
     return task
 
 
+async def _confirmed(subscriptions: Subscriptions, channel: bytes) -> None:
+    """Subscribed, written and confirmed by Redis."""
+    task = await _queued(subscriptions, channel)
+    subscriptions.changes()
+    assert not subscriptions.answered(channel, subscribe=True)
+    await asyncio.wait_for(task, 1)
+
+
 async def test_a_subscribe_returns_once_redis_confirms_it() -> None:
     subscriptions, resubscribed = _ready()
     task = await _queued(subscriptions, b"ws:alice")
@@ -58,10 +66,7 @@ async def test_a_channel_left_before_its_subscribe_is_written_costs_no_command()
 
 async def test_a_channel_left_and_taken_again_before_the_unsubscribe_is_written_costs_no_command() -> None:
     subscriptions, _ = _ready()
-    task = await _queued(subscriptions, b"ws:alice")
-    subscriptions.changes()
-    subscriptions.answered(b"ws:alice", subscribe=True)
-    await task
+    await _confirmed(subscriptions, b"ws:alice")
     subscriptions.unsubscribe(b"ws:alice")
     await asyncio.wait_for(subscriptions.subscribe(b"ws:alice"), 1)
     assert subscriptions.changes() == []
@@ -84,10 +89,7 @@ async def test_a_return_after_the_answer_was_read_but_before_the_unsubscribe_was
 
 async def test_a_lost_connection_fails_every_wait_and_the_next_one_subscribes_again() -> None:
     subscriptions, resubscribed = _ready()
-    alice = await _queued(subscriptions, b"ws:alice")
-    subscriptions.changes()
-    subscriptions.answered(b"ws:alice", subscribe=True)
-    await alice
+    await _confirmed(subscriptions, b"ws:alice")
     bob = await _queued(subscriptions, b"ws:bob")
     subscriptions.closed()
     with pytest.raises(BrokerUnavailable):
@@ -140,10 +142,7 @@ async def test_a_refused_subscribe_ends_a_plain_session_and_hands_shard_channels
 async def test_a_channel_the_server_drops_unasked_is_handed_back() -> None:
     displaced: list[bytes] = []
     subscriptions, _ = _ready(SHARDED, displaced)
-    task = await _queued(subscriptions, b"ws:alice")
-    subscriptions.changes()
-    subscriptions.answered(b"ws:alice", subscribe=True)
-    await task
+    await _confirmed(subscriptions, b"ws:alice")
     subscriptions.answered(b"ws:alice", subscribe=False)  # pushed: the slot moved away
     assert displaced == [b"ws:alice"]
     with pytest.raises(ConnectionError):
