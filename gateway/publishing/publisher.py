@@ -32,9 +32,8 @@ it returns survives a failover to one of those replicas.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from gateway.config.parsers import SettingsError
 from gateway.payload_limit import PayloadTooLarge
@@ -52,7 +51,7 @@ from gateway.publishing.options import (
 )
 from gateway.publishing.replication import NotReplicated
 from gateway.topology import scripts
-from gateway.topology.modes import AsyncClient, SyncClient, Topology, is_cluster
+from gateway.topology.modes import AsyncClient, SyncClient, is_cluster
 from gateway.topology.scripts import Call
 
 __all__ = [
@@ -65,18 +64,16 @@ __all__ = [
     "encode_payload",
 ]
 
-_Client = TypeVar("_Client", bound=SyncClient | AsyncClient)
 
-
-class _Publisher(PublishOptions, Generic[_Client]):
-    """What both publishers do when built: their client (made from the arguments, else the
-    variables, unless one is given) and the options."""
+class Publisher(PublishOptions):
+    """Synchronous publisher. ``publish`` returns a ``Published``: how many gateway workers
+    received the message, and its ``position`` in the user's history."""
 
     def __init__(
         self,
         redis_url: str | None = None,
         prefix: str | None = None,
-        client: _Client | None = None,
+        client: SyncClient | None = None,
         max_payload_size: int | None = None,
         history: bool = True,
         history_length: int = DEFAULT_HISTORY_LENGTH,
@@ -90,8 +87,8 @@ class _Publisher(PublishOptions, Generic[_Client]):
     ) -> None:
         built = client is None
         if client is None:
-            where = topology(redis_url, cluster_nodes, sentinels, sentinel_master)
-            client = self._connect(where, client_options(replicas, replica_timeout))
+            options = client_options(replicas, replica_timeout)
+            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client(**options)
         self._sentinel = sentinel_of(client) if built else None
         sharded = is_cluster(client)
         super().__init__(
@@ -105,18 +102,7 @@ class _Publisher(PublishOptions, Generic[_Client]):
             replicas,
             replica_timeout,
         )
-        self._client: _Client = client
-
-    def _connect(self, where: Topology, options: dict[str, Any]) -> _Client:
-        raise NotImplementedError
-
-
-class Publisher(_Publisher[SyncClient]):
-    """Synchronous publisher. ``publish`` returns a ``Published``: how many gateway workers
-    received the message, and its ``position`` in the user's history."""
-
-    def _connect(self, where: Topology, options: dict[str, Any]) -> SyncClient:
-        return where.sync_client(**options)
+        self._client: SyncClient = client
 
     def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
@@ -160,17 +146,45 @@ class Publisher(_Publisher[SyncClient]):
             self._sentinel.close()
 
 
-class AsyncPublisher(_Publisher[AsyncClient]):
+class AsyncPublisher(PublishOptions):
     """asyncio publisher. ``publish`` returns a ``Published``: how many gateway workers received
     the message, and its ``position`` in the user's history."""
 
-    def _connect(self, where: Topology, options: dict[str, Any]) -> AsyncClient:
-        return where.async_client(**options)
-
-    @functools.cached_property
-    def _nodes(self) -> replication.NodeClients:
-        """A cluster's nodes, for WAIT after their writes."""
-        return replication.NodeClients()
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        prefix: str | None = None,
+        client: AsyncClient | None = None,
+        max_payload_size: int | None = None,
+        history: bool = True,
+        history_length: int = DEFAULT_HISTORY_LENGTH,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
+        cluster_nodes: str | None = None,
+        sentinels: str | None = None,
+        sentinel_master: str | None = None,
+        revocation_ttl: float | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> None:
+        built = client is None
+        if client is None:
+            options = client_options(replicas, replica_timeout)
+            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client(**options)
+        self._sentinel = sentinel_of(client) if built else None
+        sharded = is_cluster(client)
+        super().__init__(
+            prefix,
+            max_payload_size,
+            history,
+            history_length,
+            history_ttl,
+            sharded,
+            revocation_ttl,
+            replicas,
+            replica_timeout,
+        )
+        self._client: AsyncClient = client
+        self._nodes = replication.NodeClients()  # a cluster's nodes, for WAIT after their writes
 
     async def publish(self, user_id: str, payload: Any) -> Published:
         if not self._history.enabled:  # one command: no pipeline to build
