@@ -178,7 +178,7 @@ async def _local_on(
 
 def _written(local: Local) -> Callable[[], Awaitable[object]]:
     # The broker's own record of SUBSCRIBEs written and not yet confirmed.
-    return _async(lambda: local.broker._inflight)
+    return _async(lambda: local.broker._subscriptions.unanswered)
 
 
 async def test_leave_and_return_while_the_subscribe_is_in_flight_waits_for_it(

@@ -26,16 +26,20 @@ An implementation is built with two callables and must guarantee:
 Implementations, one per Redis topology, chosen from the settings by ``gateway/redis_wiring.py``
 (the one place that knows the modes; the app only wires what it returns):
 
-- ``redis.py``: ``RedisBroker``, one Redis server, one pub/sub connection per worker (``probe.py``
-  checks it: a deaf connection is replaced).
+- ``redis.py``: ``RedisBroker``, one Redis server, one pub/sub connection per worker.
 - ``sentinel.py``: ``SentinelBroker``, ``RedisBroker`` on a connection to the master the sentinels
   name, moved at once when they switch masters (``+switch-master``).
 - ``cluster.py``: ``ClusterBroker``, Redis Cluster, shard channels (SSUBSCRIBE), one pub/sub
   connection per master owning a slot of a local user, following failovers and slot migrations:
-  ``slot_map.py`` (which master owns which slots), ``shard.py`` (one master's pub/sub session),
-  ``shard_links.py`` (a shard's connections, hooks and metrics), ``ledger.py`` (replies matched
-  to what was written).
-- ``commands.py``: what the brokers share: command batches, confirmations, a failing handler counted.
+  ``slot_map.py`` (which master owns which slots), ``shard.py`` (one master's connection, its
+  users routed in and out), ``shard_links.py`` (a shard's connections, hooks and metrics).
+
+The pub/sub core every broker uses, channel names only (which user or group a channel stands for
+is the broker's): ``session.py`` (``PubSubSession``: one connection, its reader, reconnects with
+back-off, ``probe.py`` replacing a deaf one), ``subscriptions.py`` (the channels held, changes
+batched, confirmations awaited), ``ledger.py`` (replies matched to what was written, the
+SUBSCRIBE and SSUBSCRIBE verbs), ``commands.py`` (users' channels, command batches,
+confirmations, a failing handler counted).
 
 Each answers for its topology in ``/healthz/redis`` (``redis_health``): nothing outside this
 package tests which broker it holds.

@@ -132,7 +132,7 @@ class ClusterBroker(Broker):
                     index=self._map.index(address) if self._map is not None else None,
                     node=address_text(address),
                     slots=",".join(f"{a}-{b}" for a, b in ranges),
-                    channels=len(shard.users) if shard is not None else 0,
+                    channels=shard.channel_count if shard is not None else 0,
                     pubsub=_pubsub_state(shard),
                 )
             )
@@ -169,7 +169,7 @@ class ClusterBroker(Broker):
         shard = self._shard_of.pop(user_id, None)
         if shard is not None:
             shard.unsubscribe(user_id)
-            if not shard.users:
+            if not shard.channel_count:
                 self._retire(shard)
 
     async def publish(self, channel: bytes, payload: bytes) -> int:
@@ -186,7 +186,7 @@ class ClusterBroker(Broker):
             await links.close()
 
     def _route(self, user_id: str) -> Shard | None:
-        return self._route_slot(key_slot(self._channel(user_id)))
+        return self._route_slot(keys.user_slot(self._prefix, user_id))
 
     def _route_slot(self, slot: int) -> Shard | None:
         address = self._map.owner(slot) if self._map is not None else None
@@ -257,7 +257,7 @@ class ClusterBroker(Broker):
         return not self._unsettled()
 
     def _unsettled(self) -> bool:
-        return any(shard.displaced or not shard.ready for shard in self._shards.values())
+        return any(shard.has_displaced or not shard.ready for shard in self._shards.values())
 
     def _learn(self, new: SlotMap) -> None:
         # The node that answered stays first; masters learned are asked when it stops answering.
@@ -270,12 +270,12 @@ class ClusterBroker(Broker):
     def _rebalance(self, new: SlotMap) -> None:
         """Route every local user (the hub's list) to the master the map names for its slot."""
         for user_id in self._local_users():
-            address = new.owner(key_slot(self._channel(user_id)))
+            address = new.owner(keys.user_slot(self._prefix, user_id))
             current = self._shard_of.get(user_id)
             if address is None:
                 continue  # nobody serves the slot yet: the next reading
             if current is not None and current.address == address:
-                if user_id in current.displaced:
+                if current.displaced(user_id):
                     future, first = current.release(user_id)
                     current.adopt(user_id, future, first)
                 continue
@@ -284,7 +284,7 @@ class ClusterBroker(Broker):
             shard.adopt(user_id, future, first)
             self._shard_of[user_id] = shard
         for shard in list(self._shards.values()):
-            if not shard.users:
+            if not shard.channel_count:
                 self._retire(shard)
 
     def _local_users(self) -> Iterable[str]:
@@ -298,6 +298,3 @@ class ClusterBroker(Broker):
     def _label(self, address: Address) -> str:
         # The master's number when last seen in the map: bounded by the number of masters.
         return self._labels.get(address, "unknown")
-
-    def _channel(self, user_id: str) -> bytes:
-        return keys.user_channel(self._prefix, user_id).encode()

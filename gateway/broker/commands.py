@@ -1,15 +1,17 @@
-"""Small helpers of the brokers (gateway/broker/redis.py, cluster.py): command batches,
-confirmations, a message whose handling failed."""
+"""Small helpers of the brokers (gateway/broker/redis.py, cluster.py) and their pub/sub sessions
+(session.py): users' channels, command batches, confirmations, a message whose handling failed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redis.crc import key_slot
 
-from gateway.broker import BrokerUnavailable
+from gateway import keys
+from gateway.broker import BrokerUnavailable, MessageHandler
 from gateway.telemetry import metrics
 from gateway.telemetry.throttled_log import ThrottledLog
 
@@ -24,8 +26,35 @@ YIELD_EVERY = 256
 _CHANNELS_PER_COMMAND = 1000
 
 
+# A session's reader callback: the channel as Redis names it, and the payload.
+ChannelHandler = Callable[[bytes, bytes], None]
+
+
 def ignore(user_id: str) -> None:
     pass
+
+
+class UserChannels:
+    """Users' channels (``keys.user_channel``) as a session names them, and back."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._cut = len(prefix) + 1
+
+    def channel(self, user_id: str) -> bytes:
+        return keys.user_channel(self._prefix, user_id).encode()
+
+    def user(self, channel: bytes) -> str:
+        return channel[self._cut :].decode()
+
+    def messages(self, on_message: MessageHandler) -> ChannelHandler:
+        """``on_message`` for a session's reader: called with the user id, not the channel."""
+        cut = self._cut
+
+        def deliver(channel: bytes, payload: bytes) -> None:
+            on_message(channel[cut:].decode(), payload)
+
+        return deliver
 
 
 def handler_failed() -> None:
@@ -42,12 +71,13 @@ async def confirmation(future: asyncio.Future[bool]) -> None:
         raise BrokerUnavailable("pub/sub connection lost before the subscription")
 
 
-def batched(command: str, channels: list[bytes]) -> list[tuple[Any, ...]]:
-    step = _CHANNELS_PER_COMMAND
-    return [(command, *channels[i : i + step]) for i in range(0, len(channels), step)]
-
-
 _Entry = TypeVar("_Entry", bound=tuple[bytes, Any, Any])
+
+
+def in_order(entries: list[_Entry]) -> list[list[_Entry]]:
+    """Entries in their order, in groups of at most a thousand (one command each)."""
+    step = _CHANNELS_PER_COMMAND
+    return [entries[i : i + step] for i in range(0, len(entries), step)]
 
 
 def by_slot(entries: list[_Entry]) -> list[list[_Entry]]:

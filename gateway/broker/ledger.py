@@ -1,26 +1,46 @@
-"""What a ``Shard`` (gateway/broker/shard.py) wrote on its pub/sub connection and Redis has not
-answered yet, so each reply is matched to its command.
+"""What a ``PubSubSession`` (gateway/broker/session.py) wrote on its pub/sub connection and Redis
+has not answered yet, so each reply is matched to its command; and the ``Verbs`` it writes.
 
-Redis answers commands in order, one ``ssubscribe``/``sunsubscribe`` per channel named, or one
-error for the whole command. An ``sunsubscribe`` that is not the next answer expected was pushed
-by the node on its own (the slot moved away); an error belongs to the oldest unanswered command.
+Redis answers commands in order, one ``subscribe``/``unsubscribe`` reply (``ssubscribe``/
+``sunsubscribe`` for shard channels) per channel named, or one error for the whole command. An
+unsubscribe reply that is not the next answer expected was pushed by the server on its own (on a
+Redis Cluster: the slot moved away); an error belongs to the oldest unanswered command.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.crc import key_slot
 from redis.exceptions import AskError, ResponseError
 
-from gateway.broker.commands import by_slot
+from gateway.broker.commands import by_slot, in_order
 
 # A channel to write: its confirmation awaited (None: nobody waits), and whether its
 # confirmation ends a gap (a re-subscription, so the gap fill runs).
 Entry = tuple[bytes, asyncio.Future[bool] | None, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Verbs:
+    """One kind of pub/sub: its commands, the kinds of its replies, and how the channels of one
+    command are grouped."""
+
+    subscribe: str
+    unsubscribe: str
+    message: bytes
+    subscribed: bytes
+    unsubscribed: bytes
+    group: Callable[[list[Entry]], list[list[Entry]]]
+
+
+PLAIN = Verbs("SUBSCRIBE", "UNSUBSCRIBE", b"message", b"subscribe", b"unsubscribe", in_order)
+# Shard channels (Redis Cluster): one command may name channels of one slot only.
+SHARDED = Verbs("SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"ssubscribe", b"sunsubscribe", by_slot)
 
 
 @dataclass(slots=True)
@@ -41,18 +61,25 @@ class Answer:
 
 
 class Ledger:
-    def __init__(self) -> None:
+    def __init__(self, verbs: Verbs) -> None:
+        self._verbs = verbs
         self._written: deque[Written] = deque()
 
+    def __len__(self) -> int:
+        """Commands written and not yet answered in full."""
+        return len(self._written)
+
     def commands(self, entries: list[Entry], subscribe: bool = True) -> list[tuple[Any, ...]]:
-        """One command per slot (and per thousand channels), each recorded before it is written."""
+        """One command per group of the verbs (at most a thousand channels), each recorded before it
+        is written."""
+        verb = self._verbs.subscribe if subscribe else self._verbs.unsubscribe
         commands: list[tuple[Any, ...]] = []
-        for group in by_slot(entries):
+        for group in self._verbs.group(entries):
             written = Written(
                 subscribe, [c for c, _, _ in group], [f for _, f, _ in group], [r for _, _, r in group]
             )
             self._written.append(written)
-            commands.append(("SSUBSCRIBE" if subscribe else "SUNSUBSCRIBE", *written.channels))
+            commands.append((verb, *written.channels))
         return commands
 
     def answered(self, channel: bytes, subscribe: bool) -> Answer | None:

@@ -144,7 +144,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("websockets", _SANS_IO, "state", "instance", "data frames only while open"),
     Internal("websockets", _SANS_IO, "close_sent", "instance", "the close websockets sent, relabelled"),
     Internal("websockets", _SANS_IO, "logger", "instance", "replaced by a quieter logger"),
-    # gateway/broker/redis.py drives one pub/sub connection without redis-py's PubSub.
+    # gateway/broker/session.py drives each pub/sub connection without redis-py's PubSub.
     Internal("redis", _CONN, "read_response", "method", "the pub/sub reader", ("timeout",)),
     Internal("redis", _CONN, "send_packed_command", "method", "SUBSCRIBE batches", ("check_health",)),
     Internal("redis", _CONN, "pack_commands", "method", "SUBSCRIBE batches"),

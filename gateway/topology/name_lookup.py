@@ -39,10 +39,7 @@ def lookup(
     host: str, port: int | str | None, *, timeout: float, family: int = 0, kind: int = socket.SOCK_STREAM
 ) -> Sequence[AddressInfo]:
     """``socket.getaddrinfo(host, port, family, kind)``, or ``socket.gaierror`` after ``timeout`` s."""
-    if _is_numeric(host):
-        return socket.getaddrinfo(host, port, family, kind, 0, socket.AI_NUMERICHOST)
-    key = (host, port, family, kind)
-    future, wait = _shared(key, timeout)
+    key, future, wait = _begin(host, port, family, kind, timeout)
     try:
         return future.result(wait)
     except FutureTimeout:
@@ -53,15 +50,28 @@ async def lookup_async(
     host: str, port: int | str | None, *, timeout: float, family: int = 0, kind: int = socket.SOCK_STREAM
 ) -> Sequence[AddressInfo]:
     """``lookup`` for the event loop: it waits without holding the loop up."""
-    if _is_numeric(host):
-        return socket.getaddrinfo(host, port, family, kind, 0, socket.AI_NUMERICHOST)
-    key = (host, port, family, kind)
-    future, wait = _shared(key, timeout)
+    key, future, wait = _begin(host, port, family, kind, timeout)
     # The lookup's future is running, so a caller that gives up cannot cancel it for the others.
     try:
         return await asyncio.wait_for(asyncio.wrap_future(future), wait)
     except TimeoutError:
         return _last_answer(key, timeout)
+
+
+def _begin(
+    host: str, port: int | str | None, family: int, kind: int, timeout: float
+) -> tuple[_Key, Future[Sequence[AddressInfo]], float]:
+    """The name's key, the future of its lookup and how long to wait for it; an address needs no
+    lookup (its future is done)."""
+    key = (host, port, family, kind)
+    if not _is_numeric(host):
+        return key, *_shared(key, timeout)
+    future: Future[Sequence[AddressInfo]] = Future()
+    try:
+        future.set_result(socket.getaddrinfo(host, port, family, kind, 0, socket.AI_NUMERICHOST))
+    except Exception as exc:
+        future.set_exception(exc)
+    return key, future, timeout
 
 
 def _shared(key: _Key, timeout: float) -> tuple[Future[Sequence[AddressInfo]], float]:
