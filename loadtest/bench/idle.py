@@ -105,6 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sockets", help="idle sockets, comma-separated sizes (default 20000; --hold 50000)")
     parser.add_argument("--seconds", type=float, help="hold (default 60; --hold 600; --tail: publishing)")
     parser.add_argument("--per-user", type=int, default=Plan.per_user, help="sockets per user")
+    parser.add_argument("--workers", type=int, default=Plan.workers, help="gateway workers")
     parser.add_argument("--processes", type=int, default=Plan.processes, help="client processes, at least")
     parser.add_argument("--settle", type=float, default=Plan.settle, help="seconds before each phase")
     parser.add_argument("--every", type=float, default=Plan.every, help="seconds between samples")
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         Plan(
             sockets=n,
             per_user=args.per_user,
+            workers=args.workers,
             seconds=args.seconds if args.seconds is not None else default_seconds,
             processes=_processes(n, args.processes),
             settle=args.settle,
