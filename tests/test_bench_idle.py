@@ -36,12 +36,13 @@ def test_the_long_hold_measures_and_samples_a_few_idle_sockets(tmp_path: Path) -
 
 @pytest.mark.timeout(120)
 def test_the_latency_tail_runs_against_the_gateway(tmp_path: Path) -> None:
-    argv = ["--tail", "--sockets", "20", "--seconds", "1", "--rate", "50", "--settle", "0.5"]
+    argv = ["--tail", "--sockets", "20", "--seconds", "1", "--rounds", "2", "--rate", "50", "--settle", "0.5"]
     assert idle.main([*argv, "--processes", "1", "--out", str(tmp_path)]) == 0
 
     results = json.loads((tmp_path / "idle-tail.json").read_text())["results"]
     gateway = results["gateway"]
-    assert gateway["opened"] == 20 and gateway["published"] == 50 and gateway["loss"] == 0
+    assert gateway["opened"] == 20 and gateway["published"] == 2 * 50 and gateway["loss"] == 0
+    assert len(gateway["rounds"]) == 2
     assert 0 < gateway["p99_ms"] <= gateway["max_ms"]
     # The baseline may lack its package here; it then says so instead of a figure.
     assert set(results["broadcaster"]) >= {"p99_ms", "max_ms"} or "error" in results["broadcaster"]

@@ -10,7 +10,8 @@ connection. ``--sockets`` takes several sizes, one fresh gateway and Redis each.
 ``--hold``: the long hold (by default 50,000 sockets for 600 s), sampled every 10 s: RSS,
 descriptors, Redis commands/s and sockets open, and how flat each is after the first minute.
 ``--tail``: the delivery latency tail at a low rate (500 messages/s over 1,000 users x 2
-sockets), the gateway against Starlette + broadcaster (loadtest.bench's latency scenario).
+sockets, 3 rounds of 20 s), the gateway against Starlette + broadcaster (loadtest.bench's latency
+scenario), both up at once and their rounds alternated.
 Writes idle[-cluster][-hold].json and .md, or idle-tail.json and .md, to --out.
 """
 
@@ -32,7 +33,7 @@ from harness.paths import ROOT
 from harness.redis_cluster import running_cluster
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
-from loadtest.bench.clients import ClientPool
+from loadtest.bench.clients import ClientPool, percentile
 from loadtest.bench.idle_meters import RedisMeter, descriptor_limit
 from loadtest.bench.idle_report import markdown, tail_markdown
 from loadtest.bench.idle_run import Log, Plan, measure
@@ -78,25 +79,45 @@ def run_idle(plans: list[Plan], cluster: bool, masters: int, env: dict[str, str]
     return results
 
 
-def run_tail(plan: Plan, rate: int, log: Log) -> dict[str, Any]:
-    """loadtest.bench's latency scenario alone, on fresh sockets, one target after the other."""
+def run_tail(plan: Plan, rate: int, rounds: int, log: Log) -> dict[str, Any]:
+    """loadtest.bench's latency scenario, both targets up at once on one Redis and their rounds
+    alternated, so a change in the machine's load falls on both; percentiles over every round."""
     users = [f"tail-{u}" for u in range(math.ceil(plan.sockets / plan.per_user))]
+    pairs = [(u, make_token(u)) for u in users for _ in range(plan.per_user)]
     sizes = Sizes(users=len(users), per_user=plan.per_user, duration=plan.seconds, processes=plan.processes)
     results: dict[str, Any] = {}
-    for target in TAIL_TARGETS:
-        missing = missing_packages(target)
-        if missing:
-            results[target] = {"error": f"not run: {', '.join(missing)} not installed"}
-            continue
-        with _redis(False, 0) as (url, _, _), running(target, url, plan.workers) as server:
-            pool = ClientPool(target, server.port, plan.processes)
-            try:
-                pairs = [(u, make_token(u)) for u in users for _ in range(plan.per_user)]
-                opened = pool.connect(pairs, plan.concurrency)["opened"]
-                time.sleep(plan.settle)
-                results[target] = latency(target, pool, url, users, rate, sizes, log) | {"opened": opened}
-            finally:
-                pool.close()
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_redis(False, 0))[0]
+        pools: dict[str, ClientPool] = {}
+        for target in TAIL_TARGETS:
+            missing = missing_packages(target)
+            if missing:
+                results[target] = {"error": f"not run: {', '.join(missing)} not installed"}
+                continue
+            server = stack.enter_context(running(target, url, plan.workers))
+            pools[target] = ClientPool(target, server.port, plan.processes)
+            stack.callback(pools[target].close)
+            pools[target].connect(pairs, plan.concurrency)
+        time.sleep(plan.settle)
+        for target, pool in pools.items():
+            results[target] = {"opened": pool.stats()["open"], "rounds": []}
+        latencies: dict[str, list[int]] = {target: [] for target in pools}
+        for _ in range(rounds):
+            for target, pool in pools.items():
+                results[target]["rounds"].append(latency(target, pool, url, users, rate, sizes, log))
+                latencies[target] += pool.latencies_ns()
+    for target, values in latencies.items():
+        values.sort()
+        each = results[target]["rounds"]
+        expected = sum(r["expected"] for r in each)
+        results[target] |= {
+            "p50_ms": percentile(values, 0.50) / 1e6,
+            "p95_ms": percentile(values, 0.95) / 1e6,
+            "p99_ms": percentile(values, 0.99) / 1e6,
+            "max_ms": values[-1] / 1e6 if values else float("nan"),
+            "published": sum(r["published"] for r in each),
+            "loss": 1 - sum(r["delivered"] for r in each) / expected if expected else 0.0,
+        }
     return results
 
 
@@ -115,6 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hold", action="store_true", help="the long hold: 50,000 sockets for 600 s")
     parser.add_argument("--tail", action="store_true", help="latency tail, against Starlette + broadcaster")
     parser.add_argument("--rate", type=int, default=500, help="--tail: messages per second")
+    parser.add_argument("--rounds", type=int, default=3, help="--tail: rounds per target, alternated")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a gateway setting (repeatable)"
     )
@@ -131,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     default_sockets, default_seconds = (50_000, 600.0) if args.hold else (20_000, 60.0)
     if args.tail:
-        default_sockets = 2000
+        default_sockets, default_seconds = 2000, 20.0
     sizes = [int(s) for s in (args.sockets or str(default_sockets)).split(",") if s]
     plans = [
         Plan(
@@ -155,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda message: print(message, flush=True)  # noqa: E731
     if args.tail:
         stem = "idle-tail"
-        tail = run_tail(plans[0], args.rate, log)
-        data: dict[str, Any] = {"meta": meta, "rate": args.rate, "plan": plans[0].__dict__, "results": tail}
+        tail = run_tail(plans[0], args.rate, args.rounds, log)
+        data: dict[str, Any] = {"meta": meta, "rate": args.rate, "rounds": args.rounds, "results": tail}
+        data["plan"] = plans[0].__dict__
         text = tail_markdown(data)
     else:
         stem = "idle" + ("-cluster" if args.cluster else "") + ("-hold" if args.hold else "")

@@ -72,8 +72,8 @@ def markdown(data: dict[str, Any]) -> str:
 def _per_master(results: list[Result]) -> list[str]:
     lines = ["", "Per master during the hold:", ""]
     lines += [
-        "| sockets | master | commands/s | commands per idle socket per s | CPU per idle socket per s (µs) "
-        "| commands/s by command |",
+        "| sockets | master | commands/s | commands per idle socket per s (of all) "
+        "| CPU per idle socket per s (µs) | commands/s by command |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -89,13 +89,13 @@ def _per_master(results: list[Result]) -> list[str]:
 def _samples(results: list[Result], warmup: float) -> list[str]:
     lines: list[str] = []
     for r in results:
-        flat = r["flatness"]
+        flat = {k: "n/a" if v is None else f"{v:.2%}" for k, v in r["flatness"].items() if k != "samples"}
         lines += [
             "",
             f"{r['sockets']:,} sockets, sampled during the hold; after the first {warmup:.0f} s"
-            f" ({flat['samples']:.0f} samples), (max - min) / mean: RSS {flat['rss_bytes']:.2%},"
-            f" descriptors {flat['descriptors']:.2%}, Redis commands/s {flat['redis_commands_per_s']:.2%},"
-            f" sockets open {flat['open']:.2%}; sockets lost: {r['opened'] - r['still_open']}.",
+            f" ({r['flatness']['samples']} samples), (max - min) / mean: RSS {flat['rss_bytes']},"
+            f" descriptors {flat['descriptors']}, Redis commands/s {flat['redis_commands_per_s']},"
+            f" sockets open {flat['open']}; sockets lost: {r['opened'] - r['still_open']}.",
             "",
             "| t (s) | sockets open | workers' RSS (MiB) | workers' descriptors | Redis commands/s |",
             "|---|---|---|---|---|",
@@ -113,20 +113,23 @@ def tail_markdown(data: dict[str, Any]) -> str:
     lines = [
         f"Run {meta['started']} on {meta['machine']}: `{meta['command']}`.",
         "",
-        f"{data['rate']} messages/s for {plan['seconds']:.0f} s, each to a user at random among"
-        f" {plan['sockets'] // plan['per_user']:,} ({plan['per_user']} sockets each), through each"
-        " target's own publish call (loadtest.bench's latency scenario); both targets 2 workers on a"
-        " fresh private Redis, one after the other. Latency: publish to receipt.",
+        f"{data['rate']} messages/s, {data['rounds']} rounds of {plan['seconds']:.0f} s per target, each"
+        f" message to a user at random among {plan['sockets'] // plan['per_user']:,} ({plan['per_user']}"
+        " sockets each), through each target's own publish call (loadtest.bench's latency scenario);"
+        f" both targets {plan['workers']} workers, up at once on one private Redis, their rounds"
+        " alternated. Latency: publish to receipt, percentiles over every round.",
         "",
-        "| target | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | loss | sockets |",
-        "|---|---|---|---|---|---|---|",
+        "| target | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | loss | sockets | p99 / max per round (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for target, r in results.items():
         if "error" in r:
-            lines.append(f"| {target} | {r['error']} | | | | | |")
+            lines.append(f"| {target} | {r['error']} | | | | | | |")
             continue
         lines.append(
             f"| {target} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} "
-            f"| {r['loss']:.4f} | {r['opened']:,} |"
+            f"| {r['loss']:.4f} | {r['opened']:,} | "
+            + ", ".join(f"{each['p99_ms']:.2f} / {each['max_ms']:.1f}" for each in r["rounds"])
+            + " |"
         )
     return "\n".join(lines) + "\n"

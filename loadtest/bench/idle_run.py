@@ -109,15 +109,15 @@ def _hold(server: Server, pool: ClientPool, meter: RedisMeter, plan: Plan, log: 
     return samples
 
 
-def flatness(samples: list[dict[str, Any]], warmup: float) -> dict[str, float]:
-    """Per sampled figure, (max - min) / mean over the samples after ``warmup`` seconds."""
+def flatness(samples: list[dict[str, Any]], warmup: float) -> dict[str, float | None]:
+    """Per sampled figure, (max - min) / mean over the samples after ``warmup`` seconds (None:
+    no such sample, or a mean of zero)."""
     late = [s for s in samples if s["t"] > warmup]
-    spread: dict[str, float] = {}
+    spread: dict[str, float | None] = {"samples": len(late)}
     for key in ("rss_bytes", "descriptors", "redis_commands_per_s", "open"):
         values = [float(s[key]) for s in late]
         mean = sum(values) / len(values) if values else 0.0
-        spread[key] = (max(values) - min(values)) / mean if mean else float("nan")
-    spread["samples"] = len(late)
+        spread[key] = (max(values) - min(values)) / mean if mean else None
     return spread
 
 
