@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "command": " ".join(["python -m loadtest.bench.idle", *(argv if argv is not None else sys.argv[1:])]),
         "descriptor_limit": limit,
+        # The machine may be shared: what else ran shows in every figure.
+        "load_average": os.getloadavg(),
     }
     log = lambda message: print(message, flush=True)  # noqa: E731
     if args.tail:
@@ -187,14 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         tail = run_tail(plans[0], args.rate, args.rounds, log)
         data: dict[str, Any] = {"meta": meta, "rate": args.rate, "rounds": args.rounds, "results": tail}
         data["plan"] = plans[0].__dict__
-        text = tail_markdown(data)
     else:
         stem = "idle" + ("-cluster" if args.cluster else "") + ("-hold" if args.hold else "")
         env = dict(item.split("=", 1) for item in args.env)
         results = run_idle(plans, args.cluster, args.masters, env, log)
         data = {"meta": meta, "cluster": args.cluster, "hold": args.hold, "env": env, "results": results}
         data["plans"] = [plan.__dict__ for plan in plans]
-        text = markdown(data)
+    meta["load_average_after"] = os.getloadavg()
+    text = tail_markdown(data) if args.tail else markdown(data)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(text)

@@ -24,13 +24,21 @@ _ROWS: list[tuple[str, Callable[[Result], float], str]] = [
 ]
 
 
+def _run(meta: dict[str, Any]) -> str:
+    load = ""
+    if "load_average" in meta:
+        before, after = meta["load_average"][0], meta["load_average_after"][0]
+        load = f" (load average over 1 min: {before:.1f} at the start, {after:.1f} at the end)"
+    return f"Run {meta['started']} on {meta['machine']}{load}: `{meta['command']}`."
+
+
 def _header(data: dict[str, Any]) -> list[str]:
     meta, first = data["meta"], data["plans"][0]
     masters = len(data["results"][0]["redis"]["nodes"])
     where = f"a Redis Cluster of {masters} masters" if data["cluster"] else "one Redis"
     settings = "".join(f", {k}={v}" for k, v in data["env"].items())
     return [
-        f"Run {meta['started']} on {meta['machine']}: `{meta['command']}`.",
+        _run(meta),
         "",
         f"The gateway's defaults ({first['workers']} workers, protocol pings at the default interval) but"
         f" WEBSOCKET_MAX_CONNECTIONS_PER_WORKER = sockets + 1000{settings}, on {where}; {first['per_user']}"
@@ -111,7 +119,7 @@ def _samples(results: list[Result], warmup: float) -> list[str]:
 def tail_markdown(data: dict[str, Any]) -> str:
     meta, plan, results = data["meta"], data["plan"], data["results"]
     lines = [
-        f"Run {meta['started']} on {meta['machine']}: `{meta['command']}`.",
+        _run(meta),
         "",
         f"{data['rate']} messages/s, {data['rounds']} rounds of {plan['seconds']:.0f} s per target, each"
         f" message to a user at random among {plan['sockets'] // plan['per_user']:,} ({plan['per_user']}"
