@@ -53,13 +53,17 @@ upgrade-check:
 	scripts/upgrade-check $(PYTEST_ARGS)
 
 # Every scenario against the gateway and the Python alternatives, history's cost, one Redis against
-# a Redis Cluster; writes loadtest/results/.
+# a Redis Cluster, what an idle socket costs (one Redis, a Cluster) and the latency tail at a low
+# rate; writes loadtest/results/. The long hold (python -m loadtest.bench.idle --hold) is not in it.
 bench:
 	scripts/bootstrap test,bench
 	scripts/ensure-redis-server
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench.history
 	.venv/bin/python -m loadtest.bench.cluster
+	.venv/bin/python -m loadtest.bench.idle
+	.venv/bin/python -m loadtest.bench.idle --cluster
+	.venv/bin/python -m loadtest.bench.idle --tail
 
 # Locust, headless and bounded in time, against a gateway it starts (or TARGET_URL); LOADTEST_ARGS
 # passes options to loadtest/run.py (--users, --run-time, ...).

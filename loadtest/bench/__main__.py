@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -16,25 +14,9 @@ from typing import Any
 
 from harness.paths import ROOT
 from harness.redis_server import RedisServer
-from loadtest.bench.report import chart, markdown
+from loadtest.bench.report import chart, machine, markdown
 from loadtest.bench.scenarios import Sizes, run_target
 from loadtest.bench.targets import TARGETS, missing_packages
-
-
-def _machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": _machine(),
+        "machine": machine(),
         "sizes": sizes.__dict__ | {"rates": list(sizes.rates)},
     }
     results: list[dict[str, Any]] = []

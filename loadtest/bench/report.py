@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,23 @@ from typing import Any
 from loadtest.bench.targets import LABELS
 
 Result = dict[str, Any]
+
+
+def machine() -> str:
+    """Cores and CPU model, memory, kernel and Python: what a figure was measured on."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB RAM, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def _get(result: Result, *path: str) -> float:

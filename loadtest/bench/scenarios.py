@@ -79,7 +79,7 @@ def run_target(target: str, redis_url: str, sizes: Sizes, log: Any = print) -> d
                 results["connections"] = opened
                 results["fanout"] = fanout(target, server, pool, monitor, redis_url, users, sizes, log)
                 results["latency"] = {
-                    str(rate): _latency(target, pool, redis_url, users, rate, sizes, log)
+                    str(rate): latency(target, pool, redis_url, users, rate, sizes, log)
                     for rate in sizes.rates
                 }
             finally:
@@ -231,9 +231,11 @@ def _fanout_round(
     }
 
 
-def _latency(
+def latency(
     target: str, pool: ClientPool, redis_url: str, users: list[str], rate: int, sizes: Sizes, log: Any
 ) -> dict[str, Any]:
+    """``rate`` messages/s for ``sizes.duration`` s through the target's own publish call, to
+    ``users`` at random: the publish-to-receipt percentiles over every socket."""
     pool.broadcast("reset", True)
     count = int(rate * sizes.duration)
     sent = run_publisher(
