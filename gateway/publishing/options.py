@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.config import table
 from gateway.history.position import format_position
@@ -14,12 +14,13 @@ from gateway.keys import history_key, history_meta_key, is_valid_user_id, user_c
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
 from gateway.publishing.replication import NotReplicated
-from gateway.topology.modes import Topology
+from gateway.topology.modes import AsyncClient, SyncClient, Topology, is_cluster
 from gateway.topology.scripts import Call, LuaScript
 
 DEFAULT_HISTORY_LENGTH = 100
 DEFAULT_HISTORY_TTL = 300.0
 _PUBLISH = LuaScript.load("publish.lua", prelude=False)
+ClientT = TypeVar("ClientT", bound=SyncClient | AsyncClient)
 
 
 class Published(int):
@@ -89,7 +90,7 @@ def _prefix(prefix: str | None) -> str:
     return table.REDIS_CHANNEL_PREFIX.from_environ() if prefix is None else prefix
 
 
-def topology(
+def _topology(
     redis_url: str | None, cluster_nodes: str | None, sentinels: str | None, sentinel_master: str | None
 ) -> Topology:
     """What is passed, else the variables (all of them when no Redis is named)."""
@@ -110,7 +111,7 @@ _SOCKET_TIMEOUT = 5.0
 _WAIT_MARGIN = 5.0
 
 
-def client_options(replicas: int, replica_timeout: float) -> dict[str, Any]:
+def _client_options(replicas: int, replica_timeout: float) -> dict[str, Any]:
     """Options of the client a publisher builds: its reads outlast WAIT's timeout, which would
     otherwise end in the client's TimeoutError, the publish's results lost, not NotReplicated. A
     client passed in is the caller's to configure so."""
@@ -119,37 +120,53 @@ def client_options(replicas: int, replica_timeout: float) -> dict[str, Any]:
     return {"socket_timeout": replica_timeout + _WAIT_MARGIN}
 
 
-class PublishOptions:
-    """What the two publishers share: the prefix, the payload limit and the history options,
-    and how messages become commands. Only the client and its awaits differ."""
+class PublisherBase(Generic[ClientT]):
+    """What the two publishers share: the client (built from the topology unless passed in), the
+    prefix, the payload limit and the history options, and how messages become commands. Only the
+    client's kind and its awaits differ."""
 
     def __init__(
         self,
-        prefix: str | None,
-        max_payload_size: int | None,
-        history: bool,
-        history_length: int,
-        history_ttl: float,
-        sharded: bool,
-        revocation_ttl: float | None,
-        wait_for: int,
-        replica_timeout: float,
+        redis_url: str | None = None,
+        prefix: str | None = None,
+        client: ClientT | None = None,
+        max_payload_size: int | None = None,
+        history: bool = True,
+        history_length: int = DEFAULT_HISTORY_LENGTH,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
+        cluster_nodes: str | None = None,
+        sentinels: str | None = None,
+        sentinel_master: str | None = None,
+        revocation_ttl: float | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         self._limit = _limit(max_payload_size)
         ttl = table.JWT_REVOCATION_TTL.from_environ() if revocation_ttl is None else revocation_ttl
         if ttl <= 0:
             raise ValueError("revocation_ttl must be positive")
         self._revocation_ms = max(1, int(ttl * 1000))
-        if wait_for < 0 or replica_timeout <= 0:
+        if replicas < 0 or replica_timeout <= 0:
             raise ValueError("replicas must be 0 or more and replica_timeout positive")
-        if wait_for and not history:
+        if replicas and not history:
             raise ValueError("replicas needs history: a plain publish has nothing a failover could keep")
-        self._wait = replication.Wait(wait_for, max(1, int(replica_timeout * 1000))) if wait_for else None
+        self._wait = replication.Wait(replicas, max(1, int(replica_timeout * 1000))) if replicas else None
         self._prefix = _prefix(prefix)
         self._history = _History(history, history_length, history_ttl)
+        # A client passed in is the caller's: closing the publisher leaves it (and its sentinels) open.
+        self._owns_client = client is None
+        if client is None:
+            where = _topology(redis_url, cluster_nodes, sentinels, sentinel_master)
+            client = self._build(where, _client_options(replicas, replica_timeout))
+        self._client: ClientT = client
+        self._sentinel = _sentinel_of(client) if self._owns_client else None
         # A Redis Cluster: user channels are shard channels.
-        self._sharded = sharded
-        self._publish = "SPUBLISH" if sharded else "PUBLISH"
+        self._sharded = is_cluster(client)
+        self._publish = "SPUBLISH" if self._sharded else "PUBLISH"
+
+    def _build(self, where: Topology, options: dict[str, Any]) -> ClientT:
+        """The publisher's own client of ``where``, with ``options`` (redis-py's)."""
+        raise NotImplementedError
 
     def _plain(self, user_id: str, payload: Any) -> tuple[str, bytes]:
         return _channel(self._prefix, user_id), _checked(payload, self._limit)
@@ -177,6 +194,6 @@ class PublishOptions:
         )
 
 
-def sentinel_of(client: Any) -> Any:
+def _sentinel_of(client: Any) -> Any:
     """The sentinels' clients behind a master's client (they outlive it unless closed)."""
     return getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)

@@ -3,8 +3,9 @@
 Imports only redis, the key names, the payload limit, the settings table, the topology
 (gateway/topology/: ``modes``, ``scripts``) and its neighbours in this package (``control``,
 ``replication``), so services can depend on it cheaply (the distribution's core: redis alone);
-``options`` holds what the two publishers share. ``disconnect`` and ``online`` are the control
-calls (docs/publishing.md, "Control"). What is not passed is read as the gateway reads it:
+``options`` holds what the two publishers share (``PublisherBase``: the constructor, the checks,
+the script calls). ``disconnect`` and ``online`` are the control calls (docs/publishing.md,
+"Control"). What is not passed is read as the gateway reads it:
 ``REDIS_URL``, ``REDIS_CLUSTER_NODES``, ``REDIS_SENTINELS`` with ``REDIS_SENTINEL_MASTER``,
 ``REDIS_CHANNEL_PREFIX``, ``WEBSOCKET_MAX_PAYLOAD_SIZE`` and ``JWT_REVOCATION_TTL`` (how long a
 ``disconnect`` refuses the user's older tokens; ``revocation_ttl=``), else the table's defaults; a
@@ -33,6 +34,7 @@ it returns survives a failover to one of those replicas.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -40,20 +42,10 @@ from typing import Any, Self
 from gateway.config.parsers import SettingsError
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
-from gateway.publishing.options import (
-    DEFAULT_HISTORY_LENGTH,
-    DEFAULT_HISTORY_TTL,
-    Published,
-    PublishOptions,
-    client_options,
-    encode_payload,
-    published,
-    sentinel_of,
-    topology,
-)
+from gateway.publishing.options import Published, PublisherBase, encode_payload, published
 from gateway.publishing.replication import NotReplicated
 from gateway.topology import scripts
-from gateway.topology.modes import AsyncClient, SyncClient, is_cluster
+from gateway.topology.modes import AsyncClient, SyncClient, Topology
 from gateway.topology.scripts import Call
 
 __all__ = [
@@ -67,45 +59,12 @@ __all__ = [
 ]
 
 
-class Publisher(PublishOptions):
+class Publisher(PublisherBase[SyncClient]):
     """Synchronous publisher. ``publish`` returns a ``Published``: how many gateway workers
     received the message, and its ``position`` in the user's history."""
 
-    def __init__(
-        self,
-        redis_url: str | None = None,
-        prefix: str | None = None,
-        client: SyncClient | None = None,
-        max_payload_size: int | None = None,
-        history: bool = True,
-        history_length: int = DEFAULT_HISTORY_LENGTH,
-        history_ttl: float = DEFAULT_HISTORY_TTL,
-        cluster_nodes: str | None = None,
-        sentinels: str | None = None,
-        sentinel_master: str | None = None,
-        revocation_ttl: float | None = None,
-        replicas: int = 0,
-        replica_timeout: float = 1.0,
-    ) -> None:
-        built = client is None
-        if client is None:
-            options = client_options(replicas, replica_timeout)
-            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).sync_client(**options)
-        self._sentinel = sentinel_of(client) if built else None
-        sharded = is_cluster(client)
-        super().__init__(
-            prefix,
-            max_payload_size,
-            history,
-            history_length,
-            history_ttl,
-            sharded,
-            revocation_ttl,
-            replicas,
-            replica_timeout,
-        )
-        self._client: SyncClient = client
-        self._owns_client = built
+    def _build(self, where: Topology, options: dict[str, Any]) -> SyncClient:
+        return where.sync_client(**options)
 
     def __enter__(self) -> Self:
         return self
@@ -159,46 +118,17 @@ class Publisher(PublishOptions):
             self._sentinel.close()
 
 
-class AsyncPublisher(PublishOptions):
+class AsyncPublisher(PublisherBase[AsyncClient]):
     """asyncio publisher. ``publish`` returns a ``Published``: how many gateway workers received
     the message, and its ``position`` in the user's history."""
 
-    def __init__(
-        self,
-        redis_url: str | None = None,
-        prefix: str | None = None,
-        client: AsyncClient | None = None,
-        max_payload_size: int | None = None,
-        history: bool = True,
-        history_length: int = DEFAULT_HISTORY_LENGTH,
-        history_ttl: float = DEFAULT_HISTORY_TTL,
-        cluster_nodes: str | None = None,
-        sentinels: str | None = None,
-        sentinel_master: str | None = None,
-        revocation_ttl: float | None = None,
-        replicas: int = 0,
-        replica_timeout: float = 1.0,
-    ) -> None:
-        built = client is None
-        if client is None:
-            options = client_options(replicas, replica_timeout)
-            client = topology(redis_url, cluster_nodes, sentinels, sentinel_master).async_client(**options)
-        self._sentinel = sentinel_of(client) if built else None
-        sharded = is_cluster(client)
-        super().__init__(
-            prefix,
-            max_payload_size,
-            history,
-            history_length,
-            history_ttl,
-            sharded,
-            revocation_ttl,
-            replicas,
-            replica_timeout,
-        )
-        self._client: AsyncClient = client
-        self._owns_client = built
-        self._nodes = replication.NodeClients()  # a cluster's nodes, for WAIT after their writes
+    def _build(self, where: Topology, options: dict[str, Any]) -> AsyncClient:
+        return where.async_client(**options)
+
+    @functools.cached_property
+    def _nodes(self) -> replication.NodeClients:
+        """A cluster's nodes, for WAIT after their writes."""
+        return replication.NodeClients()
 
     async def __aenter__(self) -> Self:
         return self
