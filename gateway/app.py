@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import dev_console, health, keys
 from gateway.admission.auth import Authenticator
+from gateway.broker import BrokerSetup
 from gateway.config.settings import Settings
 from gateway.endpoint import WebSocketEndpoint
 from gateway.history.gap import GapFiller
@@ -90,7 +91,16 @@ def create_app(settings: Settings) -> GatewayApp:
         hub = Hub(settings.max_payload_size, settings.send_queue_size)
         reader = HistoryReader(client, settings.channel_prefix, settings.history_replay_cap)
         gap_filler = GapFiller(hub, reader)
-        broker = parts.broker(hub.deliver, hub.user_ids, gap_filler.resubscribed)
+        broker = parts.broker(
+            BrokerSetup(
+                settings.channel_prefix,
+                worker_id,
+                hub.deliver,
+                hub.user_ids,
+                settings.redis_probe_interval,
+                gap_filler.resubscribed,
+            )
+        )
         limiter = Limiter(
             client,
             settings.channel_prefix,

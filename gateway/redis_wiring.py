@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.broker import Broker, LocalUsers, MessageHandler, Resubscribed
+from gateway.broker import Broker, BrokerSetup
 from gateway.broker.cluster import ClusterBroker
 from gateway.broker.redis import RedisBroker
 from gateway.broker.sentinel import SentinelBroker
@@ -49,13 +50,24 @@ def _retry_once_on_a_fresh_connection() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
-BrokerFactory = Callable[[MessageHandler, LocalUsers, Resubscribed], Broker]
+def _connection(name: str, worker_id: str) -> dict[str, Any]:
+    """Options every command and probe connection of a single Redis or a sentinel master shares."""
+    return {
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "client_name": f"{name}:{worker_id}",
+        "retry": _retry_once_on_a_fresh_connection(),
+    }
+
+
+BrokerFactory = Callable[[BrokerSetup], Broker]
 
 
 @dataclass
 class RedisParts:
     client: AsyncClient
-    # Builds the broker once the hub and the gap fill exist (they need the client).
+    # Builds the broker once the hub and the gap fill exist (they need the client); the setup
+    # carries them.
     broker: BrokerFactory
     # Called at shutdown, after the broker stopped.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -81,34 +93,17 @@ def _single(settings: Settings, worker_id: str) -> RedisParts:
         settings.redis_url,
         max_connections=_COMMAND_CONNECTIONS,
         timeout=5,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        client_name=f"gateway:{worker_id}",
-        retry=_retry_once_on_a_fresh_connection(),
+        **_connection("gateway", worker_id),
     )
     client = aioredis.Redis.from_pool(pool)
     # The probe has a connection of its own: queued behind an admission storm for a pooled
     # one, it would come back late and tear down a healthy pub/sub connection.
     probe_client = aioredis.Redis.from_url(
-        settings.redis_url,
-        single_connection_client=True,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        client_name=f"gateway-probe:{worker_id}",
-        retry=_retry_once_on_a_fresh_connection(),
+        settings.redis_url, single_connection_client=True, **_connection("gateway-probe", worker_id)
     )
 
-    def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
-        return RedisBroker(
-            settings.redis_url,
-            settings.channel_prefix,
-            worker_id,
-            probe_client,
-            on_message,
-            users,
-            settings.redis_probe_interval,
-            on_resubscribed=on_resubscribed,
-        )
+    def broker(setup: BrokerSetup) -> Broker:
+        return RedisBroker(settings.redis_url, probe_client, setup)
 
     return RedisParts(client, broker, [probe_client.aclose, client.aclose])
 
@@ -125,16 +120,8 @@ def _cluster(settings: Settings, worker_id: str) -> RedisParts:
         for _ in range(2)
     )
 
-    def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
-        return ClusterBroker(
-            Topology.of(settings),
-            settings.channel_prefix,
-            worker_id,
-            on_message,
-            users,
-            settings.redis_probe_interval,
-            on_resubscribed=on_resubscribed,
-        )
+    def broker(setup: BrokerSetup) -> Broker:
+        return ClusterBroker(Topology.of(settings), setup)
 
     return RedisParts(client, broker, [client.aclose, background.aclose], background)
 
@@ -146,33 +133,16 @@ def _sentinel(settings: Settings, worker_id: str) -> RedisParts:
         topology.master_name,
         max_connections=_COMMAND_CONNECTIONS,
         timeout=5,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        client_name=f"gateway:{worker_id}",
-        retry=_retry_once_on_a_fresh_connection(),
+        **_connection("gateway", worker_id),
     )
     # One connection, as in single mode (see there).
     probe_client = sentinels.master(
-        topology.master_name,
-        max_connections=1,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        client_name=f"gateway-probe:{worker_id}",
-        retry=_retry_once_on_a_fresh_connection(),
+        topology.master_name, max_connections=1, **_connection("gateway-probe", worker_id)
     )
 
-    def broker(on_message: MessageHandler, users: LocalUsers, on_resubscribed: Resubscribed) -> Broker:
+    def broker(setup: BrokerSetup) -> Broker:
         return SentinelBroker(
-            topology,
-            sentinels,
-            settings.channel_prefix,
-            worker_id,
-            probe_client,
-            on_message,
-            users,
-            settings.redis_probe_interval,
-            on_resubscribed=on_resubscribed,
-            command_clients=(client, probe_client),
+            topology, sentinels, probe_client, setup, command_clients=(client, probe_client)
         )
 
     return RedisParts(client, broker, [probe_client.aclose, client.aclose, sentinels.aclose])

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from redis.crc import key_slot
 
 from gateway.admission import subscription
-from gateway.broker import BrokerUnavailable
+from gateway.broker import BrokerSetup, BrokerUnavailable
 from gateway.broker.cluster import ClusterBroker
 from gateway.broker.slot_map import fetch
 from gateway.hub import Hub
@@ -69,12 +69,7 @@ async def _local(cluster: RedisCluster, inbox: Inbox, probe_interval: float = 1.
     nodes = tuple(("127.0.0.1", node.port) for node in cluster.nodes)
     broker = ClusterBroker(
         Topology("redis://", cluster_nodes=nodes),
-        "ws",
-        worker_id,
-        inbox,
-        hub.user_ids,
-        probe_interval,
-        on_resubscribed=inbox.resubscribed.append,
+        BrokerSetup("ws", worker_id, inbox, hub.user_ids, probe_interval, inbox.resubscribed.append),
     )
     broker.start()
     try:
@@ -415,12 +410,7 @@ async def test_the_slot_map_task_outlives_an_unexpected_error() -> None:
         nodes = tuple(("127.0.0.1", node.port) for node in cluster.nodes)
         broker = ClusterBroker(
             Topology("redis://", cluster_nodes=nodes),
-            "ws",
-            f"test-{run}",
-            inbox,
-            users,
-            1.0,
-            on_resubscribed=inbox.resubscribed.append,
+            BrokerSetup("ws", f"test-{run}", inbox, users, 1.0, inbox.resubscribed.append),
         )
         broker.start()
         try:

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio.client import Monitor
 
 from gateway.admission import subscription
-from gateway.broker import BrokerUnavailable
+from gateway.broker import BrokerSetup, BrokerUnavailable
 from gateway.broker.redis import RedisBroker
 from gateway.hub import Hub
 from harness.outbox import Outbox
@@ -70,7 +70,7 @@ async def local(
 ) -> AsyncIterator[Local]:
     hub = Hub()
     broker = RedisBroker(
-        redis_server.url, "ws", f"test-{user}", commands, inbox, hub.user_ids, probe_interval=1.0
+        redis_server.url, commands, BrokerSetup("ws", f"test-{user}", inbox, hub.user_ids, 1.0)
     )
     broker.start()
     await eventually(_async(lambda: broker.ready), what="the broker to be ready")
@@ -166,7 +166,9 @@ async def _local_on(
     """A hub and a broker on a Redis of the test's own (one that gets paused)."""
     client = aioredis.Redis.from_url(server.url)
     hub = Hub()
-    broker = RedisBroker(server.url, "ws", f"own-{user}", client, inbox, hub.user_ids, probe_interval)
+    broker = RedisBroker(
+        server.url, client, BrokerSetup("ws", f"own-{user}", inbox, hub.user_ids, probe_interval)
+    )
     broker.start()
     try:
         await eventually(_async(lambda: broker.ready), what="the broker to be ready")
@@ -300,7 +302,7 @@ async def test_subscribe_fails_closed_while_redis_is_down(
     """No connection to Redis: subscribe raises at once instead of admitting a deaf socket."""
     hub = Hub()
     dead = RedisBroker(
-        "redis://127.0.0.1:1", "ws", f"dead-{user}", commands, inbox, hub.user_ids, probe_interval=1.0
+        "redis://127.0.0.1:1", commands, BrokerSetup("ws", f"dead-{user}", inbox, hub.user_ids, 1.0)
     )
     dead.start()
     with pytest.raises(BrokerUnavailable):
@@ -338,13 +340,15 @@ async def test_resubscribed_users_are_reported_once_redis_confirms_them_again(
     reported: list[tuple[str, int]] = []
     broker = RedisBroker(
         own_redis.url,
-        "ws",
-        f"test-{user}",
         commands,
-        lambda u, p: received.append((u, p)),
-        hub.user_ids,
-        probe_interval=1.0,
-        on_resubscribed=lambda u: reported.append((u, len(received))),
+        BrokerSetup(
+            "ws",
+            f"test-{user}",
+            lambda u, p: received.append((u, p)),
+            hub.user_ids,
+            probe_interval=1.0,
+            on_resubscribed=lambda u: reported.append((u, len(received))),
+        ),
     )
     broker.start()
     await eventually(_async(lambda: broker.ready), what="the broker to be ready")
@@ -372,7 +376,9 @@ async def test_a_malformed_history_frame_costs_the_session_nothing(
     """A raw PUBLISH of a history frame whose offset has 5,000 digits (``int()`` raises on it),
     then 50 plain messages: all 50 arrive over the same pub/sub session."""
     hub = Hub()
-    broker = RedisBroker(redis_server.url, "ws", f"test-{user}", commands, hub.deliver, hub.user_ids, 1.0)
+    broker = RedisBroker(
+        redis_server.url, commands, BrokerSetup("ws", f"test-{user}", hub.deliver, hub.user_ids, 1.0)
+    )
     broker.start()
     try:
         await eventually(_async(lambda: broker.ready), what="the broker to be ready")
@@ -406,7 +412,9 @@ async def test_a_message_whose_handler_raises_is_dropped_counted_and_the_session
     the same connection (no reconnect, so nothing published meanwhile is lost)."""
     inbox = Poisoned()
     hub = Hub()
-    broker = RedisBroker(redis_server.url, "ws", f"test-{user}", commands, inbox, hub.user_ids, 1.0)
+    broker = RedisBroker(
+        redis_server.url, commands, BrokerSetup("ws", f"test-{user}", inbox, hub.user_ids, 1.0)
+    )
     broker.start()
     try:
         await eventually(_async(lambda: broker.ready), what="the broker to be ready")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from gateway import keys
+from gateway.broker import BrokerSetup
 from gateway.broker.redis import RedisBroker
 from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader
@@ -33,7 +34,9 @@ async def test_messages_after_a_history_that_went_back_are_delivered(
     hub = Hub()
     gap = GapFiller(hub, HistoryReader(client, "ws", 100))
     broker = RedisBroker(
-        own_redis.url, "ws", f"test-{user}", client, hub.deliver, hub.user_ids, 1.0, gap.resubscribed
+        own_redis.url,
+        client,
+        BrokerSetup("ws", f"test-{user}", hub.deliver, hub.user_ids, 1.0, gap.resubscribed),
     )
     broker.start()
     publisher = Publisher(own_redis.url)
@@ -82,7 +85,9 @@ async def test_a_history_that_began_again_while_the_worker_was_deaf_is_delivered
     hub = Hub()
     gap = GapFiller(hub, HistoryReader(client, "ws", 100))
     broker = RedisBroker(
-        own_redis.url, "ws", f"test-{user}", client, hub.deliver, hub.user_ids, 1.0, gap.resubscribed
+        own_redis.url,
+        client,
+        BrokerSetup("ws", f"test-{user}", hub.deliver, hub.user_ids, 1.0, gap.resubscribed),
     )
     broker.start()
     publisher = Publisher(own_redis.url)
@@ -128,7 +133,9 @@ async def test_live_messages_on_the_lost_offsets_are_delivered_while_the_old_mas
         hub = Hub()
         gap = GapFiller(hub, HistoryReader(client, "ws", 100))
         broker = RedisBroker(
-            proxy.url, "ws", f"test-{user}", client, hub.deliver, hub.user_ids, 1.0, gap.resubscribed
+            proxy.url,
+            client,
+            BrokerSetup("ws", f"test-{user}", hub.deliver, hub.user_ids, 1.0, gap.resubscribed),
         )
         broker.start()
         on_master, on_replica = Publisher(pair.master.url), Publisher(pair.replica.url)

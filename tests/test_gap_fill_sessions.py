@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from gateway.broker import BrokerSetup
 from gateway.broker.redis import RedisBroker
 from gateway.history.gap import GapFiller
 from gateway.history.reader import HistoryReader, Reading
@@ -96,7 +97,9 @@ async def worker(own_redis: RedisServer, user: str) -> AsyncIterator[Worker]:
         gap.resubscribed(user_id)
 
     broker = RedisBroker(
-        own_redis.url, "ws", f"test-{user}", client, on_message, hub.user_ids, 1.0, on_resubscribed
+        own_redis.url,
+        client,
+        BrokerSetup("ws", f"test-{user}", on_message, hub.user_ids, 1.0, on_resubscribed),
     )
     broker.start()
     try:

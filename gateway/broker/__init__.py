@@ -5,7 +5,8 @@ The rest of the gateway sees only ``Broker``. Who is connected is the hub's to k
 first local one, ``confirmed`` for every later one, and ``unsubscribe`` when the hub says the last
 one left. The calls pair up: one ``unsubscribe`` for each ``subscribe``, whatever it raised.
 
-An implementation is built with two callables and must guarantee:
+An implementation is built with a ``BrokerSetup`` (whatever else its topology needs) and must
+guarantee:
 
 - ``on_message(user_id, payload)`` is called for every payload published to a held user's channel,
   synchronously from its reader, in publish order per channel. The reader never awaits a client
@@ -64,6 +65,20 @@ LocalUsers = Callable[[], Iterable[str]]
 # Called with each user whose channel was subscribed again after a reconnect, once Redis
 # confirmed it, synchronously from the reader: the gap fill (gateway/history/gap.py) starts there.
 Resubscribed = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSetup:
+    """What every broker is built with, whatever its topology: the channel prefix and the worker's
+    id (its control channel), where messages go, the hub's local users, how often the connection
+    is probed (seconds), and who hears of a channel subscribed again (the gap fill)."""
+
+    prefix: str
+    worker_id: str
+    on_message: MessageHandler
+    users: LocalUsers
+    probe_interval: float
+    on_resubscribed: Resubscribed | None = None
 
 
 class BrokerUnavailable(Exception):

@@ -27,7 +27,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from gateway import keys
-from gateway.broker import Broker, BrokerUnavailable, LocalUsers, MessageHandler, RedisHealth, Resubscribed
+from gateway.broker import Broker, BrokerSetup, BrokerUnavailable, RedisHealth
 from gateway.broker.commands import ignore
 from gateway.broker.shard import Shard
 from gateway.broker.shard_links import ShardHooks, ShardLinks
@@ -66,22 +66,17 @@ class ClusterBroker(Broker):
     def __init__(
         self,
         topology: Topology,
-        prefix: str,
-        worker_id: str,
-        on_message: MessageHandler,
-        users: LocalUsers,
-        probe_interval: float,
-        on_resubscribed: Resubscribed | None = None,
+        setup: BrokerSetup,
     ) -> None:
         self._nodes: list[Address] = list(topology.cluster_nodes)
         self._node_options = topology.node_options()
-        self._prefix = prefix
-        self._worker_id = worker_id
-        self._users = users
-        self._probe_interval = probe_interval
+        self._prefix = setup.prefix
+        self._worker_id = setup.worker_id
+        self._users = setup.users
+        self._probe_interval = setup.probe_interval
         self._hooks = ShardHooks(
-            on_message=on_message,
-            on_resubscribed=on_resubscribed or ignore,
+            on_message=setup.on_message,
+            on_resubscribed=setup.on_resubscribed or ignore,
             displaced=self._displaced,
             trouble=self._trouble,
             control_channel=self._control_channel,

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import ConnectionPool
 
 from gateway import keys
-from gateway.broker import Broker, LocalUsers, MessageHandler, Resubscribed
+from gateway.broker import Broker, BrokerSetup
 from gateway.broker.commands import UserChannels, ignore, pubsub_options
 from gateway.broker.ledger import PLAIN
 from gateway.broker.session import PubSubSession, SessionHooks
@@ -33,37 +33,33 @@ class RedisBroker(Broker):
     def __init__(
         self,
         redis_url: str,
-        prefix: str,
-        worker_id: str,
         probe_client: aioredis.Redis,
-        on_message: MessageHandler,
-        users: LocalUsers,
-        probe_interval: float,
-        on_resubscribed: Resubscribed | None = None,
+        setup: BrokerSetup,
         pool: ConnectionPool | None = None,
     ) -> None:
         # Sentinel mode passes a pool that asks the sentinels at each connect (broker/sentinel.py).
-        self._pool: ConnectionPool = pool or ConnectionPool.from_url(redis_url, **pubsub_options(worker_id))
-        self._user_channels = channels = UserChannels(prefix)
-        control = keys.control_channel(prefix, worker_id).encode()
+        options = pubsub_options(setup.worker_id)
+        self._pool: ConnectionPool = pool or ConnectionPool.from_url(redis_url, **options)
+        self._user_channels = channels = UserChannels(setup.prefix)
+        control = keys.control_channel(setup.prefix, setup.worker_id).encode()
         # Publishes (the probe's) go through a connection of its own, not the command pool.
         self._probe_client = probe_client
-        self._users = users
-        resubscribed = on_resubscribed or ignore
+        self._users = setup.users
+        resubscribed = setup.on_resubscribed or ignore
         self._channels = 0
         self._subscriptions = Subscriptions(PLAIN, "", lambda channel: resubscribed(channels.user(channel)))
         hooks = SessionHooks(
             connection=self._pool.make_connection,
             control=lambda: control,
             publish=self.publish,
-            on_message=channels.messages(on_message),
+            on_message=channels.messages(setup.on_message),
             ready=self._ready,
             lost=self._lost,
             wanted=self._wanted,
         )
         # The gap's metric counts from here until the first connection is ready.
         self._session = PubSubSession(
-            self._subscriptions, hooks, probe_interval, _BACKOFF_CAP, lost_at=time.monotonic()
+            self._subscriptions, hooks, setup.probe_interval, _BACKOFF_CAP, lost_at=time.monotonic()
         )
 
     @property

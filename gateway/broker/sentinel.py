@@ -27,7 +27,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 from redis.exceptions import RedisError
 
-from gateway.broker import LocalUsers, MessageHandler, RedisHealth, Resubscribed
+from gateway.broker import BrokerSetup, RedisHealth
 from gateway.broker.commands import pubsub_options
 from gateway.broker.redis import RedisBroker
 from gateway.tasks import cancel_and_wait
@@ -156,32 +156,17 @@ class SentinelBroker(RedisBroker):
         self,
         topology: Topology,
         sentinels: AsyncSentinels,
-        prefix: str,
-        worker_id: str,
         probe_client: aioredis.Redis,
-        on_message: MessageHandler,
-        users: LocalUsers,
-        probe_interval: float,
-        on_resubscribed: Resubscribed,
+        setup: BrokerSetup,
         command_clients: Sequence[aioredis.Redis],
     ) -> None:
-        pool = sentinels.pubsub_pool(topology.master_name, **pubsub_options(worker_id))
-        super().__init__(
-            topology.url,
-            prefix,
-            worker_id,
-            probe_client,
-            on_message,
-            users,
-            probe_interval,
-            on_resubscribed=on_resubscribed,
-            pool=pool,
-        )
+        pool = sentinels.pubsub_pool(topology.master_name, **pubsub_options(setup.worker_id))
+        super().__init__(topology.url, probe_client, setup, pool=pool)
         self._sentinels = sentinels
         self._master_name = topology.master_name
         pools = [cast(SentinelConnectionPool, client.connection_pool) for client in command_clients]
         self._follower = MasterFollower(
-            sentinels, topology.sentinels, topology.master_name, self, pool, pools, worker_id
+            sentinels, topology.sentinels, topology.master_name, self, pool, pools, setup.worker_id
         )
 
     def start(self) -> None:
