@@ -141,20 +141,6 @@ def _print_connections(topology: Topology, prefix: str, user_id: str) -> int:
     return 0
 
 
-def _publisher(failure: str, history: bool = True) -> Publisher | int:
-    """A publisher configured as the gateway is (the Redis settings, REDIS_CHANNEL_PREFIX,
-    WEBSOCKET_MAX_PAYLOAD_SIZE), or the exit status after one line: a cluster client connects
-    at once."""
-    try:
-        return Publisher(history=history)
-    except SettingsError as exc:
-        print(f"invalid setting {exc}", file=sys.stderr)
-        return 2
-    except UNAVAILABLE as exc:
-        print(f"{failure}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
-        return 1
-
-
 def _disconnect(args: argparse.Namespace) -> int:
     def disconnect(publisher: Publisher) -> None:
         reached = publisher.disconnect(args.user, args.connection)
@@ -172,13 +158,17 @@ def _online(args: argparse.Namespace) -> int:
 
 
 def _with_publisher(failure: str, act: Callable[[Publisher], None], history: bool = True) -> int:
-    """``act`` with a publisher; a refusal (a payload too large, a bad user id) or a Redis that
-    does not answer is one line after ``failure``, and an exit status."""
-    publisher = _publisher(failure, history)
-    if isinstance(publisher, int):
-        return publisher
+    """``act`` with a publisher configured as the gateway is (the Redis settings,
+    REDIS_CHANNEL_PREFIX, WEBSOCKET_MAX_PAYLOAD_SIZE); a bad setting, a refusal (a payload too
+    large, a bad user id) or a Redis that does not answer (a cluster client connects at once) is
+    one line after ``failure``, and an exit status."""
+    publisher: Publisher | None = None
     try:
+        publisher = Publisher(history=history)
         act(publisher)
+    except SettingsError as exc:
+        print(f"invalid setting {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"{failure}: {exc}", file=sys.stderr)
         return 2
@@ -186,7 +176,8 @@ def _with_publisher(failure: str, act: Callable[[Publisher], None], history: boo
         print(f"{failure}: Redis at {_where()} does not answer ({exc})", file=sys.stderr)
         return 1
     finally:
-        publisher.close()
+        if publisher is not None:
+            publisher.close()
     return 0
 
 
