@@ -68,19 +68,37 @@ def test_every_symbol_the_architecture_maps_diagrams_name_is_defined_there() -> 
     assert undefined == []
 
 
-def test_every_path_the_layout_names_exists() -> None:
-    """docs/development.md's layout: each line opens with a path; the names after it are under its
-    folder or one above."""
+def _layout_lines() -> list[tuple[str, list[Path]]]:
+    """docs/development.md's layout: each line, and where the names after its opening path are
+    looked for (under its folder, or one above)."""
     text = (ROOT / "docs" / "development.md").read_text()
     layout = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     assert "gateway/hub.py" in _named_paths(layout)
-    missing = []
+    lines = []
     for line in layout.split("```")[1].strip().splitlines():
         first = line.split()[0]
         folder = ROOT / (first if first.endswith("/") else str(Path(first).parent))
-        bases = [folder, *(p for p in folder.parents if p == ROOT or ROOT in p.parents)]
+        lines.append((line, [folder, *(p for p in folder.parents if p == ROOT or ROOT in p.parents)]))
+    return lines
+
+
+def test_every_path_the_layout_names_exists() -> None:
+    """Each line of the layout opens with a path; the names after it are under its folder or one
+    above."""
+    missing = []
+    for line, bases in _layout_lines():
         missing += [p for p in _named_paths(line) if not _exists(p, *bases)]
     assert sorted(missing) == []
+
+
+def test_the_layout_names_every_gateway_module() -> None:
+    """A module added to gateway/ is placed in the layout too."""
+    named = set()
+    for line, bases in _layout_lines():
+        for path in _named_paths(line):
+            named.update((base / path).resolve() for base in bases if (base / path).is_file())
+    modules = [p for p in GATEWAY.rglob("*.py") if p.name != "__init__.py" or p.parent == GATEWAY]
+    assert sorted(str(p.relative_to(ROOT)) for p in modules if p.resolve() not in named) == []
 
 
 def _module_name(path: Path) -> str:
