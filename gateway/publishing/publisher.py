@@ -137,7 +137,7 @@ class Publisher(PublishOptions):
         users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = scripts.run_sync(self._client, control.online_calls(self._prefix, users))
+        counts = scripts.run_sync(self._client, control.online_calls(self._prefix, users, self._sharded))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     def close(self) -> None:
@@ -220,7 +220,7 @@ class AsyncPublisher(PublishOptions):
         users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = await scripts.run(self._client, control.online_calls(self._prefix, users))
+        counts = await scripts.run(self._client, control.online_calls(self._prefix, users, self._sharded))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:

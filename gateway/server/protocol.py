@@ -219,7 +219,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         received = self.conn.close_rcvd
         assert received is not None
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": received.code, "reason": received.reason})
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": received.code, "reason": received.reason}
+        )
         self._echo = b"".join(self.conn.data_to_send())
         self.stop_keepalive()  # no ping may follow the close
         self._echo_timer = self.loop.call_later(ECHO_WAIT, self._send_echo)

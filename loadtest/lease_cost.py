@@ -1,0 +1,95 @@
+"""What idle sockets cost Redis: N idle sockets held on a gateway for a while, Redis's own count
+of the commands it ran meanwhile (INFO commandstats: commands run inside scripts included) and
+its CPU, per socket per second.
+
+    python -m loadtest.lease_cost [--sockets 2000] [--workers 2] [--seconds 60]
+
+A quick check of the lease model's idle cost (docs/limits.md); the full idle scenario, with the
+gateway's CPU and memory, is the benchmark's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import time
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from harness.gateway_process import running_gateway
+from harness.redis_server import RedisServer, command_calls
+from harness.tokens import make_token
+
+
+def _redis_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+async def _open(url: str, sockets: int) -> list[ClientConnection]:
+    # Two sockets per user, as the gateway's default limit allows and users with tabs do.
+    users = [f"idle-{i // 2}" for i in range(sockets)]
+    opened: list[ClientConnection] = []
+    for start in range(0, sockets, 200):
+        batch = users[start : start + 200]
+        opened += await asyncio.gather(
+            *(connect(f"{url}?token={make_token(user, ttl=3600)}", open_timeout=30) for user in batch)
+        )
+    return opened
+
+
+async def measure(sockets: int, workers: int, seconds: float) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, sockets + 1024)), hard))
+    server = RedisServer()
+    server.start()
+    try:
+        with running_gateway(server.url, workers=workers) as gateway:
+            opened = await _open(gateway.ws_url, sockets)
+            client = server.client()
+            await asyncio.sleep(2)  # the admissions' own commands settle
+            before, cpu_before, started = command_calls(client), _redis_cpu(client), time.monotonic()
+            await asyncio.sleep(seconds)
+            after, cpu_after = command_calls(client), _redis_cpu(client)
+            elapsed = time.monotonic() - started
+            open_at_end = sum(1 for ws in opened if ws.close_code is None)
+            await asyncio.gather(*(ws.close() for ws in opened))
+            client.close()
+    finally:
+        server.close()
+    per_command = {name: after[name] - before.get(name, 0) for name in after}
+    per_command = {name: calls for name, calls in sorted(per_command.items()) if calls}
+    total = sum(per_command.values())
+    return {
+        "sockets": sockets,
+        "open_at_end": open_at_end,
+        "workers": workers,
+        "seconds": round(elapsed, 1),
+        "commands": per_command,
+        "commands_per_socket_second": total / sockets / elapsed,
+        "redis_cpu_us_per_socket_second": (cpu_after - cpu_before) * 1e6 / sockets / elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    result = asyncio.run(measure(args.sockets, args.workers, args.seconds))
+    print(
+        f"{result['sockets']} idle sockets ({result['open_at_end']} open at the end), {result['workers']} workers,"
+    )
+    print(
+        f"{result['seconds']} s: {result['commands_per_socket_second']:.5f} Redis commands per socket per second,"
+    )
+    print(f"Redis CPU {result['redis_cpu_us_per_socket_second']:.3f} us per socket per second")
+    for name, calls in result["commands"].items():
+        print(f"  {name:<12} {calls / result['seconds']:10.2f}/s")
+
+
+if __name__ == "__main__":
+    main()
