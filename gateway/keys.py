@@ -62,8 +62,8 @@ def _slot_tags(prefix: str) -> list[str]:
 
 
 def recovery_key(prefix: str, user_id: str) -> str:
-    """For one lease time after Redis lost its data: the user's places restored by a renewal, and
-    those ended for them as over the limit (gateway/lua/renew.lua)."""
+    """For one lease time after Redis lost its data: the user's places restored by a worker's
+    re-assertion, and those ended for them as over the limit (gateway/lua/reassert.lua)."""
     return f"{{{user_channel(prefix, user_id)}}}:recovery"
 
 

@@ -103,7 +103,7 @@ def live_leases(client: redis.Redis | redis.RedisCluster, user: str, prefix: str
     # On a cluster, the clock of the node that holds the key.
     on_node: Any = client
     cluster = isinstance(client, redis.RedisCluster)
-    if cluster:
+    if isinstance(client, redis.RedisCluster):
         on_node = client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
     seconds, micros = on_node.time()
     now = seconds * 1000 + micros // 1000

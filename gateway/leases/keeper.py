@@ -111,6 +111,7 @@ class Keeper:
         (each tag's reply counts alone: on a cluster, a dead master holds back only its own)."""
         tags = list(self.held)
         if not tags:
+            self.lost_keys.clear()  # nothing held: nothing to take back
             return []
         sent = time.monotonic()
         due: dict[str, dict[str, list[Held]]] = {}
@@ -145,14 +146,8 @@ class Keeper:
         for raw_id, why in zip(ended[::2], ended[1::2], strict=True):
             # Still held: its connection ends, and its release takes the tombstone away.
             ended_lease = self._leases.get(raw_id.decode())
-            if ended_lease is None:
-                continue
-            if why == b"lost":
-                log.warning("a place was given back to an established connection: closing this one")
-                ended_lease.lost()
-            else:
-                log.warning("a disconnect's command missed this worker: closing that connection now")
-                ended_lease.revoked()
+            if ended_lease is not None:
+                _end(ended_lease, lost=why == b"lost")
 
     async def reassert(self) -> list[Exception]:
         """Take every lease back under the tags whose key was gone (lua/reassert.lua)."""
@@ -217,19 +212,24 @@ class Keeper:
     ) -> None:
         for lease in chunk:
             lease.extend_at = sent + self._terms.hold_ms / 2000
-        for raw in lost_ids:
-            lost = self._leases.pop(raw.decode(), None)
-            if lost is not None:
-                self.gave_back(lost)
-                log.warning("a lease was lost and the user is at the limit: closing that connection")
-                lost.lost()
-        for raw in revoked_ids:
-            # Ids of leases released while this call was on its way are no longer held.
-            revoked = self._leases.pop(raw.decode(), None)
-            if revoked is not None:
-                self.gave_back(revoked)
-                log.warning("a disconnect's command missed this worker: closing that connection now")
-                revoked.revoked()
+        for raws, lost in ((lost_ids, True), (revoked_ids, False)):
+            for raw in raws:
+                # Ids of leases released while this call was on its way are no longer held.
+                ended = self._leases.pop(raw.decode(), None)
+                if ended is not None:
+                    self.gave_back(ended)  # the script took it off the worker's list
+                    _end(ended, lost)
+
+
+def _end(lease: Held, lost: bool) -> None:
+    """A script ended the lease: its place was lost, the user at the limit (4029), or a disconnect
+    this worker missed freed it (4003)."""
+    if lost:
+        log.warning("a place was lost and the user is at the limit: closing that connection")
+        lease.lost()
+    else:
+        log.warning("a disconnect's command missed this worker: closing that connection now")
+        lease.revoked()
 
 
 def _members(leases: Iterable[Held]) -> list[str]:

@@ -81,7 +81,7 @@ class Lease:
 
 class Limiter:
     """``client``: one Redis, a Redis Cluster or Sentinel's master (gateway/topology/modes.py);
-    ``background``, if given, a client of its own for renewals and releases (gateway/redis_wiring.py
+    ``background``, if given, a client of its own for beats and releases (gateway/redis_wiring.py
     says why). ``clock`` gives "now" in ms to the lease scripts; None (production) means the Redis
     server's clock, the one clock every host shares. Tests pass their own to move time."""
 
