@@ -252,25 +252,22 @@ async def test_an_admission_that_times_out_on_a_paused_redis_leaves_no_place_beh
 
 
 async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
-    """FLUSHALL (Redis restarted without persistence) under limit 1: a newcomer gets in on another
-    host, the established connection is not closed at its worker's next beat, the newcomer is
-    (4029 user_limit, within a beat of the established place coming back), and further newcomers
-    are refused."""
+    """FLUSHALL (Redis restarted without persistence) under limit 1: a newcomer gets in, the
+    established connection is not closed at its next renewal, the newcomer is (4029 user_limit,
+    within a beat of the established place coming back), and further newcomers are refused."""
     server = RedisServer()
     server.start()
     try:
-        settings = {"WEBSOCKET_MAX_CONNECTIONS_PER_USER": "1", "WEBSOCKET_LEASE_TTL": "1.5"}
-        with (
-            running_gateway(server.url, workers=1, **settings) as home,
-            running_gateway(server.url, workers=1, **settings) as elsewhere,
-        ):
-            established = await attempt(home, user)
+        with running_gateway(
+            server.url, workers=1, WEBSOCKET_MAX_CONNECTIONS_PER_USER="1", WEBSOCKET_LEASE_TTL="1.5"
+        ) as gateway:
+            established = await attempt(gateway, user)
             assert isinstance(established, ClientConnection)
             client = server.client()
             client.flushall()
-            newcomer = await attempt(elsewhere, user)
+            newcomer = await attempt(gateway, user)
             assert isinstance(newcomer, ClientConnection), "Redis forgot the place: the newcomer fits"
-            # The next beats (every 0.5 s here) take the established place back and end the newcomer.
+            # The next beat (every 0.5 s here) takes the established place back and ends the newcomer.
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await asyncio.wait_for(newcomer.recv(), 10)
@@ -279,12 +276,12 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
             assert live_places(client, user) == 1
             await established.send('{"type":"ping"}')
             assert json.loads(await asyncio.wait_for(established.recv(), 10)) == {"type": "pong"}
-            assert await attempt(elsewhere, user) == 4029
+            assert await attempt(gateway, user) == 4029
             await established.close()
             await eventually(
                 in_thread(lambda: live_places(client, user) == 0), timeout=10, what="the place released"
             )
-            again = await attempt(elsewhere, user)
+            again = await attempt(gateway, user)
             assert isinstance(again, ClientConnection)
             await again.close()
             client.close()
