@@ -123,20 +123,29 @@ def _say_which_redis() -> None:
 
 
 def _print_connections(topology: Topology, prefix: str, user_id: str) -> int:
-    """One line per lease: connection id (worker and sequence) and the seconds it has left."""
+    """One line per live lease: connection id (worker and sequence), and since when it is held
+    (a deadline of the previous release: the seconds it has left)."""
     key = keys.connections_key(prefix, user_id)
     with topology.sync_client(socket_timeout=5) as client:
         # The clock of the node that holds the key (any node's would do: they share time).
         node: Any = client
-        if isinstance(client, redis.RedisCluster):
-            node = client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
+        cluster = isinstance(client, redis.RedisCluster)
+        if cluster:
+            node = client.get_redis_connection(client.get_node_from_key(key))
         seconds, micros = node.time()
         now_ms = seconds * 1000 + micros // 1000
-        leases: dict[bytes, bytes] = client.hgetall(key)
-    live = sorted((conn.decode(), int(deadline) - now_ms) for conn, deadline in leases.items())
-    live = [(conn, left) for conn, left in live if left > 0]
-    for conn, left in live:
-        print(f"{conn}\tlease {left / 1000:.1f}s")
+        leases = {conn.decode(): int(value) for conn, value in client.hgetall(key).items()}
+        tag = keys.holder_tag(prefix, user_id, cluster)
+        holders = {keys.worker_leases_key(conn.rpartition(":")[0], tag) for conn in leases}
+        alive = {holder for holder in holders if client.exists(holder)}
+    live = []
+    for conn, value in sorted(leases.items()):
+        if value >= keys.HELD and keys.worker_leases_key(conn.rpartition(":")[0], tag) in alive:
+            live.append(f"{conn}\theld for {(now_ms - value + keys.HELD) / 1000:.1f}s")
+        elif 0 < value < keys.HELD and value > now_ms:
+            live.append(f"{conn}\tlease {(value - now_ms) / 1000:.1f}s")
+    for line in live:
+        print(line)
     print(f"{len(live)} live connection(s) for {user_id}")
     return 0
 

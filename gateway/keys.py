@@ -7,7 +7,9 @@ user. No script touches keys of two slots, in any mode.
 
 from __future__ import annotations
 
-from redis.crc import key_slot
+import functools
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 
 def user_channel(prefix: str, user_id: str) -> str:
@@ -19,21 +21,63 @@ def user_slot(prefix: str, user_id: str) -> int:
     return key_slot(user_channel(prefix, user_id).encode())
 
 
+# A lease's value from HELD up is HELD + the time (ms) it was taken: held while its worker's key
+# lives (gateway/lua/_prelude.lua); below HELD, a deadline written by the previous release.
+HELD = 2**52
+
+
 def connections_key(prefix: str, user_id: str) -> str:
-    """The user's leases: a hash, connection id -> deadline (gateway/leases/limiter.py)."""
+    """The user's leases: a hash, connection id -> its holder's mark, or a deadline written by
+    the previous release, or a tombstone (docs/limits.md)."""
     return f"{{{user_channel(prefix, user_id)}}}:conns"
 
 
+def holder_tag(prefix: str, user_id: str, cluster: bool) -> str:
+    """The tag of the worker keys that say whether a lease of ``user_id`` is alive: on a Redis
+    Cluster one per slot (a tag in the user's slot, so one script reads both), else the prefix
+    (one key per worker)."""
+    if not cluster:
+        return prefix
+    return slot_tag(prefix, user_slot(prefix, user_id))
+
+
+def slot_tag(prefix: str, slot: int) -> str:
+    """The first ``{prefix}:{n}`` in ``slot``: every worker names its keys in that slot alike."""
+    return _slot_tags(prefix)[slot]
+
+
+@functools.cache
+def _slot_tags(prefix: str) -> list[str]:
+    # About 150,000 CRCs (a fifth of a second), once per process in Cluster mode.
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    left, n = REDIS_CLUSTER_HASH_SLOTS, 0
+    while left:
+        tag = f"{prefix}:{n}"
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            left -= 1
+        n += 1
+    return [tag for tag in tags if tag is not None]
+
+
 def recovery_key(prefix: str, user_id: str) -> str:
-    """For one lease time after Redis lost its data: the user's places restored by a renewal, and
-    those ended for them as over the limit (gateway/lua/renew.lua)."""
+    """For one lease time after Redis lost its data: the user's places restored by a worker's
+    re-assertion, and those ended for them as over the limit (gateway/lua/reassert.lua)."""
     return f"{{{user_channel(prefix, user_id)}}}:recovery"
 
 
 def worker_leases_key(worker_id: str, tag: str) -> str:
-    """The set of "connection-id user" a worker holds in one slot, so its master can release them:
-    ``tag`` is the channel of one user of that slot, the first the worker admitted there."""
+    """The set of "connection-id user" a worker holds in one slot (``tag``: ``holder_tag``; a
+    worker of the previous release used the channel of its first user there), so its master can
+    release them. While it exists the worker's leases there are alive: the worker's beat keeps it."""
     return f"{{{tag}}}:worker:{worker_id}"
+
+
+def worker_ended_key(worker_id: str, tag: str) -> str:
+    """A worker's leases in one slot that a script ended while the worker was not told (a
+    disconnect it missed: "revoked"; given way after Redis lost its data: "lost"); read each beat."""
+    return f"{{{tag}}}:worker:{worker_id}:ended"
 
 
 def worker_tags_key(prefix: str, worker_id: str) -> str:

@@ -6,9 +6,9 @@
 - single: a bounded ``BlockingConnectionPool`` (an admission storm queues for a connection) and
   ``RedisBroker`` with a probe connection of its own.
 - cluster: a ``RedisCluster`` command client and ``ClusterBroker`` (gateway/broker/cluster.py),
-  and a second command client for the limiter's background work (renewals, releases sent again):
+  and a second command client for the limiter's background work (beats, releases sent again):
   after a node's connection error redis-py closes every connection of a cluster client, and a
-  dead master's renewals and releases, retried in the background, would cut off admissions in
+  dead master's beats and releases, retried in the background, would cut off admissions in
   flight to the live ones.
   redis-py's cluster client has no blocking pool: past ``max_connections`` per node it raises
   instead of queueing, so the bound is wider than the single mode's (an admission that meets it

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from gateway import keys
 from harness.ports import free_cluster_port, free_port
 from harness.process_tree import stop_then_kill
 from harness.waiting import wait_for
@@ -96,14 +97,24 @@ def leases_key(user: str, prefix: str = "ws") -> str:
 
 
 def live_leases(client: redis.Redis | redis.RedisCluster, user: str, prefix: str = "ws") -> int:
-    """The user's places in the limit: leases whose deadline is ahead of the Redis clock (not a
-    lapsed lease, nor the tombstone of a close that raced a renewal)."""
+    """The user's places in the limit: leases whose worker's key lives (gateway/lua/_prelude.lua),
+    or deadlines of the previous release ahead of the Redis clock; never a tombstone."""
     key = leases_key(user, prefix)
     # On a cluster, the clock of the node that holds the key.
     on_node: Any = client
+    cluster = isinstance(client, redis.RedisCluster)
     if isinstance(client, redis.RedisCluster):
         on_node = client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
     seconds, micros = on_node.time()
     now = seconds * 1000 + micros // 1000
-    deadlines: list[bytes] = client.hvals(key)  # type: ignore[assignment]
-    return sum(1 for deadline in deadlines if int(deadline) > now)
+    leases: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+    tag = keys.holder_tag(prefix, user, cluster)
+    live = 0
+    for field, raw in leases.items():
+        value = int(raw)
+        if value >= keys.HELD:
+            worker = field.decode().rpartition(":")[0]
+            live += bool(client.exists(keys.worker_leases_key(worker, tag)))
+        elif value > now:
+            live += 1
+    return live

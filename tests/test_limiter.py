@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -92,93 +93,131 @@ async def test_leases_under_the_old_key_names_neither_count_nor_block(
 
 
 async def test_every_key_has_a_ttl(client: aioredis.Redis, user: str) -> None:
-    """Nothing is written without a TTL: a lost host leaves nothing behind for ever."""
+    """Nothing is written without a TTL: a lost host leaves nothing behind for ever. The worker's
+    key lives a lease time; the user's hash an hour (its holders extend it at half of that)."""
     worker = f"w-{user}"
     limiter = _limiter(client, worker, lease_ttl=30)
     assert await limiter.acquire(user, _never_lost)
-    for key in (leases_key(user), f"{{ws:{user}}}:worker:{worker}", f"ws:worker:{worker}"):
+    assert 3_000_000 < await client.pttl(leases_key(user)) <= 3_600_000
+    for key in (f"{{ws}}:worker:{worker}", f"ws:worker:{worker}"):
         assert 0 < await client.pttl(key) <= 30_000, key
 
 
-async def test_lapsed_leases_stop_counting(client: aioredis.Redis, user: str) -> None:
-    """A worker that stops renewing (killed) loses its places once the lease time has passed."""
-    clock = Clock()
-    dead = _limiter(client, f"dead-{user}", lease_ttl=1.0, clock=clock)
+def _holder(worker: str) -> str:
+    """A worker's key on one Redis: while it lives, so do the worker's leases."""
+    return f"{{ws}}:worker:{worker}"
+
+
+async def test_a_dead_workers_places_stop_counting_once_its_key_lapses(
+    client: aioredis.Redis, user: str
+) -> None:
+    """A worker that stops beating (killed with its host) loses its places within the lease time."""
+    dead = _limiter(client, f"dead-{user}", lease_ttl=1.0)
     for _ in range(LIMIT):
         assert await dead.acquire(user, _never_lost)
-    alive = _limiter(client, f"alive-{user}", clock=clock)
+    alive = _limiter(client, f"alive-{user}")
+    started = time.monotonic()
     assert await alive.acquire(user, _never_lost) is None
-    clock.ms += 1000  # the lease time passes
-    assert await alive.acquire(user, _never_lost), "a place after the lease time"
+
+    async def admitted() -> Lease | None:
+        return await alive.acquire(user, _never_lost)
+
+    await eventually(admitted, timeout=5, interval=0.05, what="a place once the dead worker's key lapsed")
+    assert time.monotonic() - started < 1.0 + 1.0  # the lease time, and a margin for this machine
+    assert await client.hlen(leases_key(user)) == 1, "the dead worker's fields were dropped on sight"
 
 
-async def test_renew_keeps_places_past_the_lease_time(client: aioredis.Redis, user: str) -> None:
-    clock = Clock()
-    limiter = _limiter(client, f"w-{user}", lease_ttl=1.0, clock=clock)
+async def test_beats_keep_places_past_the_lease_time(client: aioredis.Redis, user: str) -> None:
+    limiter = _limiter(client, f"w-{user}", lease_ttl=1.0)
     for _ in range(LIMIT):
         assert await limiter.acquire(user, _never_lost)
-    for _ in range(4):
-        clock.ms += 400  # well inside the 1 s lease: the renewals are what keep it
-        await limiter.renew()
-    other = _limiter(client, f"o-{user}", clock=clock)
-    assert await other.acquire(user, _never_lost) is None
+    other = _limiter(client, f"o-{user}")
+    until = time.monotonic() + 2.5
+    while time.monotonic() < until:  # two and a half lease times, beating as the worker does
+        await limiter.beat()
+        assert await other.acquire(user, _never_lost) is None
+        await asyncio.sleep(0.3)
+    assert await client.exists(_holder(f"w-{user}"))
 
 
-async def test_renew_extends_each_users_key_once(
+async def test_a_beat_costs_the_same_whatever_the_number_of_leases(
     redis_server: RedisServer, client: aioredis.Redis, user: str
 ) -> None:
-    """A beat costs one HSET per lease but one PEXPIRE per user key, not per lease."""
-    limiter = _limiter(client, f"w-{user}")
-    for owner in (user, user, user, f"{user}-b"):
-        assert await limiter.acquire(owner, _never_lost)
+    """The idle cost of a worker's places: a beat runs the same Redis commands (as Redis counts
+    them, inside scripts too) for one lease as for three hundred of a hundred and fifty users."""
     monitor = redis_server.client()
-    before = command_calls(monitor)
-    await limiter.renew()
-    after = command_calls(monitor)
-    assert after.get("hset", 0) - before.get("hset", 0) == 4
-    # One per user key; one per slot for the worker's list there (two users: two slots), and
-    # one for the worker's set of those slots.
-    assert after.get("pexpire", 0) - before.get("pexpire", 0) == 2 + 2 + 1
-    assert await client.pttl(leases_key(user)) > 25_000
-    assert await client.pttl(leases_key(f"{user}-b")) > 25_000
+
+    async def beat_cost(limiter: Limiter) -> int:
+        before = command_calls(monitor)
+        await limiter.beat()
+        after = command_calls(monitor)
+        return sum(after.values()) - sum(before.values())
+
+    small = _limiter(client, f"small-{user}")
+    assert await small.acquire(user, _never_lost)
+    crowded = _limiter(client, f"crowded-{user}")
+    for i in range(150):
+        for _ in range(2):
+            assert await crowded.acquire(f"{user}-{i}", _never_lost)
+    assert await beat_cost(crowded) == await beat_cost(small) <= 8
     monitor.close()
 
 
-async def test_a_lapsed_lease_is_taken_again_or_its_connection_ended(
-    client: aioredis.Redis, user: str
+async def test_a_beat_extends_a_users_hash_when_it_is_due(client: aioredis.Redis, user: str) -> None:
+    limiter = _limiter(client, f"w-{user}")
+    lease = await limiter.acquire(user, _never_lost)
+    assert lease is not None
+    await client.pexpire(leases_key(user), 60_000)  # half its life is past
+    lease.extend_at = 0.0
+    await limiter.beat()
+    assert await client.pttl(leases_key(user)) > 3_500_000
+    await client.pexpire(leases_key(user), 60_000)
+    await limiter.beat()  # not due again for half an hour
+    assert await client.pttl(leases_key(user)) <= 60_000
+
+
+async def test_a_lapsed_workers_places_are_taken_again_or_its_connections_ended(
+    redis_server: RedisServer, client: aioredis.Redis, user: str
 ) -> None:
-    """After an outage longer than the lease, renew re-takes the place if free, else ends the socket."""
+    """A worker that could not reach Redis for longer than the lease: its key lapsed, and an
+    admission dropped its place. Its next beat takes the place again if it is free, else ends the
+    socket (4029)."""
     ended: list[str] = []
-    clock = Clock()
-    slow = _limiter(client, f"slow-{user}", lease_ttl=1.0, clock=clock)
+    worker = f"slow-{user}"
+    slow = _limiter(client, worker, lease_ttl=0.5)
     kept = await slow.acquire(user, lambda: ended.append("kept"))
     assert kept is not None
-    other = _limiter(client, f"o-{user}", clock=clock)
+    other = _limiter(client, f"o-{user}")
 
-    # No renewal for longer than the lease (the outage); an admission then drops the lapsed field.
-    clock.ms = kept.until
+    async def lapsed() -> bool:
+        return not await client.exists(_holder(worker))
+
+    await eventually(lapsed, timeout=5, what="the slow worker's key to lapse")
     assert await other.acquire(user, _never_lost)
     assert not await client.hexists(leases_key(user), kept.connection_id)
-    await slow.renew()
+    await slow.beat()
     assert ended == []
     assert await client.hexists(leases_key(user), kept.connection_id)
+    with redis_server.client() as sync:
+        assert live_leases(sync, user) == 2
 
-    clock.ms = kept.until  # the lease lapses again
+    await eventually(lapsed, timeout=5, what="the slow worker's key to lapse again")
     for _ in range(LIMIT - 1):
         assert await other.acquire(user, _never_lost)
-    assert not await client.hexists(leases_key(user), kept.connection_id)
-    await slow.renew()
+    await slow.beat()
     assert ended == ["kept"]
     assert kept.connection_id not in slow.leases
 
 
-async def test_a_release_racing_a_renewal_never_resurrects_the_lease(
+async def test_a_release_racing_a_reassertion_never_resurrects_the_lease(
     client: aioredis.Redis, user: str
 ) -> None:
-    """5,000 leases; 20 connections close while a renewal is in flight: no place is left behind,
-    so each of those users (limit 1) gets a place again at once."""
-    limiter = Limiter(client, "ws", f"w-{user}", 1, 30)
-    owners = [f"{user}-{i}" for i in range(5000)]
+    """2,000 leases re-asserted after Redis lost the worker's key; 20 connections close while
+    that call is on its way: no place is left behind, so each of those users (limit 1) gets a
+    place again at once."""
+    worker = f"w-{user}"
+    limiter = Limiter(client, "ws", worker, 1, 30)
+    owners = [f"{user}-{i}" for i in range(2000)]
     leases: list[Lease] = []
     for start in range(0, len(owners), 100):
         batch = await asyncio.gather(*(limiter.acquire(o, _never_lost) for o in owners[start : start + 100]))
@@ -186,17 +225,30 @@ async def test_a_release_racing_a_renewal_never_resurrects_the_lease(
     assert len(leases) == len(owners)
     other = Limiter(client, "ws", f"o-{user}", 1, 30)
     for lease in leases[:: len(leases) // 20][:20]:
-        renewal = asyncio.create_task(limiter.renew())
-        await asyncio.sleep(0)  # the renewal is on its way when the close comes
+        await client.delete(_holder(worker))
+        beat = asyncio.create_task(limiter.beat())
+
+        async def reasserting(beat: asyncio.Task[None] = beat) -> bool:
+            return limiter._keeper.unsettled or beat.done()
+
+        await eventually(reasserting, interval=0, what="the re-assertion to be on its way")
         await limiter.release(lease)
-        await renewal
+        await beat
         assert await other.acquire(lease.user_id, _never_lost) is not None, "a phantom place"
+
+
+async def _restarted(server: RedisServer) -> None:
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait()
+    await asyncio.to_thread(server.start)
 
 
 async def test_after_redis_loses_its_data_established_connections_keep_their_places(user: str) -> None:
     """Redis restarted without persistence, newcomers fill the empty hash, then the established
-    worker renews: it takes its places back, nobody established is closed, and the newcomers give
-    way: their worker's next renewal ends them (4029), and the user is back at the limit."""
+    worker beats: it finds its key gone and takes its places back, nobody established is closed,
+    and the newcomers give way: their worker's next beat ends them (4029), and the user is back at
+    the limit."""
     server = RedisServer()
     server.start()
     ended: list[str] = []
@@ -206,28 +258,27 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
     try:
         established = _limiter(client, f"est-{user}")
         held = [await established.acquire(user, lambda: ended.append("established")) for _ in range(LIMIT)]
-        await established.renew()
-        assert server.process is not None
-        server.process.kill()
-        server.process.wait()
-        await asyncio.to_thread(server.start)
+        await established.beat()
+        await _restarted(server)
         newcomers = _limiter(client, f"new-{user}")
-        for _ in range(LIMIT - 1):
-            assert await newcomers.acquire(user, lambda: ended.append("newcomer"))
-        await established.renew()
+        admitted = [await newcomers.acquire(user, lambda: ended.append("newcomer")) for _ in range(LIMIT - 1)]
+        assert all(admitted)
+        await established.beat()
         assert ended == []
         for lease in held:
             assert lease is not None and await client.hexists(leases_key(user), lease.connection_id)
         assert await newcomers.acquire(user, _never_lost) is None
-        await newcomers.renew()
+        await newcomers.beat()
         assert ended == ["newcomer"] * (LIMIT - 1)
-        assert newcomers.leases == {}
+        for lease in admitted:  # their connections close
+            assert lease is not None
+            await newcomers.release(lease)
         sync = server.client()
         try:
             assert live_leases(sync, user) == LIMIT
         finally:
             sync.close()
-        await established.renew()
+        await established.beat()
         assert len(established.leases) == LIMIT
     finally:
         await client.aclose()
@@ -236,7 +287,7 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
 
 async def test_after_redis_loses_its_data_a_user_never_stays_over_the_limit(user: str) -> None:
     """DESIGN.md 4.2 (the review's finding): limit 1, a newcomer admitted into the hash Redis
-    emptied, then the established worker renews. Once both renewals ran, one live lease and one
+    emptied, then the established worker beats. Once both beats ran, one live lease and one
     open connection are left: the established one."""
     server = RedisServer()
     server.start()
@@ -246,21 +297,45 @@ async def test_after_redis_loses_its_data_a_user_never_stays_over_the_limit(user
     try:
         established = Limiter(client, "ws", f"est-{user}", 1, 30.0)
         assert await established.acquire(user, lambda: ended.append("established")) is not None
-        await established.renew()
-        assert server.process is not None
-        server.process.kill()
-        server.process.wait()
-        await asyncio.to_thread(server.start)
+        await _restarted(server)
         newcomer = Limiter(client, "ws", f"new-{user}", 1, 30.0)
-        assert await newcomer.acquire(user, lambda: ended.append("newcomer")) is not None
-        await established.renew()
-        await newcomer.renew()
+        arrived = await newcomer.acquire(user, lambda: ended.append("newcomer"))
+        assert arrived is not None
+        await established.beat()
+        await newcomer.beat()
+        assert ended == ["newcomer"]
+        await newcomer.release(arrived)  # its connection closes
         sync = server.client()
         try:
             held = live_leases(sync, user)
         finally:
             sync.close()
-        assert (held, ended) == (1, ["newcomer"])
+        assert held == 1
+    finally:
+        await client.aclose()
+        server.close()
+
+
+async def test_an_admission_on_the_worker_that_lost_its_key_brings_the_others_back(user: str) -> None:
+    """Redis lost its data and this worker's next admission comes first (it makes the worker's key
+    again): the worker re-asserts its other places at once, before the next beat."""
+    server = RedisServer()
+    server.start()
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    client = aioredis.Redis.from_url(server.url, retry=retry)
+    try:
+        limiter = Limiter(client, "ws", f"w-{user}", 2, 30.0)
+        limiter.start()
+        established = await limiter.acquire(user, _never_lost)
+        assert established is not None
+        await _restarted(server)
+        assert await limiter.acquire(f"{user}-b", _never_lost) is not None
+
+        async def back() -> bool:
+            return bool(await client.hexists(leases_key(user), established.connection_id))
+
+        await eventually(back, timeout=5, what="the established place to be re-asserted")
+        await limiter.stop()
     finally:
         await client.aclose()
         server.close()
@@ -351,7 +426,7 @@ async def test_release_worker_frees_every_place_of_a_dead_worker(
     with redis.Redis.from_url(redis_server.url) as sync_client:
         assert release_worker(sync_client, "ws", worker) == LIMIT
     assert await client.hlen(leases_key(user)) == 0
-    assert not await client.exists(f"ws:worker:{worker}", f"{{ws:{user}}}:worker:{worker}")
+    assert not await client.exists(f"ws:worker:{worker}", _holder(worker))
 
 
 async def test_redis_out_of_reach_fails_closed(user: str) -> None:
@@ -363,8 +438,20 @@ async def test_redis_out_of_reach_fails_closed(user: str) -> None:
     await dead.aclose()
 
 
+HELD = 2**52
+LEGACY = Path(__file__).parent / "legacy_lua"
+
+
+def legacy_script(name: str) -> str:
+    """A lease script of the previous release (per-lease deadlines), as its workers still run it
+    during a rolling upgrade."""
+    return (LEGACY / "_prelude.lua").read_text() + (LEGACY / name).read_text()
+
+
 class LeaseScripts(RuleBasedStateMachine):
-    """Any interleaving of acquire, renew, release (also racing a renewal), clock jumps and Redis
+    """Any interleaving of admissions (this worker's, another's, and a worker of the previous
+    release's, which writes deadlines), beats, re-assertions, releases (also racing a
+    re-assertion), disconnects, clock jumps, a worker's key lapsing, a worker dying and Redis
     losing its data, checked against a model of the hash: a refusal only ever happens at the
     limit, a released place never comes back, and the live count never exceeds the limit, even
     when Redis lost its data while connections were established (the newcomers give way)."""
@@ -374,214 +461,348 @@ class LeaseScripts(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.client = redis.Redis(port=self.server.port)
-        self.acquire_script = self.client.register_script(LuaScript.load("acquire.lua").text)
-        self.renew_script = self.client.register_script(LuaScript.load("renew.lua").text)
-        self.release_script = self.client.register_script(LuaScript.load("release.lua").text)
-        self.disconnect_script = self.client.register_script(LuaScript.load("disconnect.lua").text)
+        load = self.client.register_script
+        self.acquire_script = load(LuaScript.load("acquire.lua").text)
+        self.beat_script = load(LuaScript.load("beat.lua").text)
+        self.reassert_script = load(LuaScript.load("reassert.lua").text)
+        self.release_script = load(LuaScript.load("release.lua").text)
+        self.disconnect_script = load(LuaScript.load("disconnect.lua").text)
+        self.online_script = load(LuaScript.load("online.lua").text)
+        self.old_acquire_script = load(legacy_script("acquire.lua"))
         self.user = uuid.uuid4().hex
         # A worker holding the user, as far as the disconnect script's PUBLISH can tell.
         self.listener = self.client.pubsub()
         self.listener.subscribe(f"ws:{self.user}")
         assert self.listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
         self.key = f"{{ws:{self.user}}}:conns"
-        self.worker_key = f"{{ws:{self.user}}}:worker:w"
         self.recovery_key = f"{{ws:{self.user}}}:recovery"
         self.revoked_key = f"{{ws:{self.user}}}:revoked"
+        # The workers' keys are shared by every user on one Redis: each run has its own workers.
+        run = uuid.uuid4().hex[:8]
+        self.w, self.o = f"w{run}", f"o{run}"
+        self.old_list = f"{{ws:{self.user}}}:worker:old{run}"
         self.now = 1_000_000
-        self.model: dict[str, int] = {}  # field -> lease deadline, or -(forget time) once released
-        self.known: dict[str, int] = {}  # what the worker holds -> deadline Redis last confirmed
-        # The recovery hash: restored place -> until when, or -(ms) for one ended as over the limit.
-        self.marks: dict[str, int] = {}
-        self.abandoned = 0
-        self.newcomers = 0
+        self.values: dict[str, int] = {}  # the hash, as Redis should hold it
+        self.members: dict[str, set[str]] = {self.w: set(), self.o: set()}  # each worker's key
+        self.ended: dict[str, dict[str, str]] = {self.w: {}, self.o: {}}
+        self.marks: dict[str, int] = {}  # the recovery hash
+        self.known: list[str] = []  # what this worker holds, in admission order
+        self.lapsed = False  # this worker's key lapsed since Redis last confirmed it
+        self.must_reassert = False  # an admission made this worker's key again over held leases
+        self.count = 0
+
+    def _keys(self) -> list[str]:
+        holders = [f"{{ws}}:worker:{worker}" for worker in (self.w, self.o)]
+        return [self.key, self.recovery_key, self.old_list, *holders, *(f"{h}:ended" for h in holders)]
 
     @initialize()
     def clean(self) -> None:
-        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
+        self.client.delete(*self._keys())
 
-    def _live_in_model(self, excluding: str = "") -> int:
-        return sum(1 for c, d in self.model.items() if d > self.now and c != excluding)
+    def _holder(self, conn: str) -> str:
+        return conn.rpartition(":")[0]
 
-    def _purge_model(self, excluding: str) -> None:
-        """What live_leases drops: lapsed leases and spent tombstones, other than ``excluding``."""
-        self.model = {
-            c: d for c, d in self.model.items() if c == excluding or d > self.now or (d < 0 and -d > self.now)
+    def _is_live(self, conn: str, value: int) -> bool:
+        if value >= HELD:
+            return bool(self.members.get(self._holder(conn)))
+        return value > self.now
+
+    def _live(self, excluding: str = "") -> int:
+        return sum(1 for c, v in self.values.items() if c != excluding and v >= 0 and self._is_live(c, v))
+
+    def _prune(self, excluding: str) -> None:
+        """What live_leases drops: dead leases and spent tombstones, other than ``excluding``."""
+        self.values = {
+            c: v
+            for c, v in self.values.items()
+            if c == excluding or (v >= 0 and self._is_live(c, v)) or (v < 0 and -v > self.now)
         }
 
-    @rule(conn=st.sampled_from([f"c{i}" for i in range(6)]))
-    def acquire(self, conn: str) -> None:
-        if self._acquire(conn, self.worker_key):
-            self.known[conn] = self.now + LEASE_MS
+    def _new_conn(self, worker: str) -> str:
+        self.count += 1
+        return f"{worker}:{self.count}"
+
+    def _acquire(self, conn: str, worker: str) -> bool:
+        # A token issued after every disconnect: revocation is tests/test_revocation.py's.
+        taken, live, now, _, created = self.acquire_script(
+            keys=[self.key, f"{{ws}}:worker:{worker}", self.revoked_key],
+            args=[self.now, conn, self.user, LIMIT, LEASE_MS, 2**52, 3_600_000, "ws"],
+        )
+        assert now == self.now
+        self._prune(excluding=conn)
+        released = self.values.get(conn, 0) < 0  # an abandoned acquire released first: never taken
+        expected = self._live(excluding=conn) < LIMIT and not released
+        assert bool(taken) == expected
+        if not taken:
+            assert live >= LIMIT or released
+            return False
+        assert bool(created) == (not self.members[worker])
+        self.values[conn] = HELD + self.now
+        self.members[worker].add(conn)
+        return True
+
+    @rule()
+    def acquire(self) -> None:
+        conn = self._new_conn(self.w)
+        had_key = bool(self.members[self.w])
+        if self._acquire(conn, self.w):
+            if not had_key and self.known:
+                self.must_reassert = True  # the limiter's Keeper.took
+            elif had_key or not self.known:
+                self.lapsed = self.lapsed and not had_key
+            self.known.append(conn)
 
     @rule(count=st.integers(min_value=1, max_value=LIMIT))
     def another_worker_admits(self, count: int) -> None:
-        """Newcomers on a worker that never renews here (their leases lapse), e.g. into the hash
-        Redis emptied: an established place restored later makes them give way."""
+        """Newcomers on a worker that is alive until it dies (below), e.g. into the hash Redis
+        emptied: an established place restored later makes them give way."""
         for _ in range(count):
-            self.newcomers += 1
-            self._acquire(f"n{self.newcomers}", f"{self.worker_key}-other")
+            self._acquire(self._new_conn(self.o), self.o)
 
-    def _acquire(self, conn: str, worker_key: str) -> bool:
-        # A token issued after every disconnect: revocation is tests/test_revocation.py's.
-        taken, live, now, _ = self.acquire_script(
-            keys=[self.key, worker_key, self.revoked_key],
+    @rule()
+    def a_worker_of_the_previous_release_admits(self) -> None:
+        """Its script counts every held place as live (a deadline far ahead), and its deadline
+        counts for the new scripts until it passes."""
+        conn = self._new_conn("old")
+        taken, _, _, _ = self.old_acquire_script(
+            keys=[self.key, self.old_list, self.revoked_key],
             args=[self.now, conn, self.user, LIMIT, LEASE_MS, 2**52],
         )
-        assert now == self.now
-        self._purge_model(excluding=conn)
-        released = self.model.get(conn, 0) < 0  # an abandoned acquire released first: never taken
-        expected = self._live_in_model(excluding=conn) < LIMIT and not released
+        self.values = {c: v for c, v in self.values.items() if v > self.now or (v < 0 and -v > self.now)}
+        expected = sum(1 for v in self.values.values() if v > self.now) < LIMIT
         assert bool(taken) == expected
         if taken:
-            self.model[conn] = self.now + LEASE_MS
-        else:
-            assert live >= LIMIT or released
-        return bool(taken)
+            self.values[conn] = self.now + LEASE_MS
 
-    def _renew(self, known: dict[str, int]) -> None:
-        held = list(known)
-        until = min(known.values())
-        members = [f"{c} {self.user}" for c in held]
-        now, lost, revoked = self.renew_script(
-            keys=[self.worker_key] + [self.key, self.recovery_key] * len(members),
-            args=[self.now, LIMIT, LEASE_MS, until, *members],
+    def _reassert(self, held: list[str]) -> None:
+        flag = "" if self.lapsed else "1"
+        now, lost, revoked = self.reassert_script(
+            keys=[f"{{ws}}:worker:{self.w}"] + [self.key, self.recovery_key] * len(held),
+            args=[self.now, LIMIT, LEASE_MS, flag, 3_600_000, "ws", *(f"{c} {self.user}" for c in held)],
         )
         assert now == self.now
-        expected_lost = []
-        expected_revoked = []
+        expected_lost, expected_revoked = [], []
         for conn in held:
-            deadline = self.model.get(conn)
-            if deadline is not None and deadline < 0:
-                # Released or disconnected (4003), or ended as over the limit (4029): never taken again.
+            value = self.values.get(conn)
+            if value is not None and value >= 0:
+                self.members[self.w].add(conn)
+            elif value is not None:
+                self.members[self.w].discard(conn)
                 (expected_lost if self.marks.get(conn, 0) < 0 else expected_revoked).append(conn)
-                continue
-            if deadline is None and self.now < until:
-                if self._restored_live(excluding=conn) >= LIMIT:
-                    expected_lost.append(conn)
-                    continue
-                self.model[conn] = self.now + LEASE_MS
+            elif flag and self._restored_live(excluding=conn) < LIMIT:
+                self._take(conn)
                 self.marks[conn] = self.now + LEASE_MS
                 self._give_way()
-                continue
-            if deadline is None:
-                self._purge_model(excluding=conn)
-                if self._live_in_model(excluding=conn) >= LIMIT:
-                    expected_lost.append(conn)
-                    continue
-            self.model[conn] = self.now + LEASE_MS
+            elif not flag and (self._prune(excluding=conn) or self._live(excluding=conn) < LIMIT):
+                self._take(conn)
+            else:
+                self.members[self.w].discard(conn)
+                expected_lost.append(conn)
         assert [x.decode() for x in lost] == expected_lost
         assert [x.decode() for x in revoked] == expected_revoked
-        for conn in held:
-            if conn in self.known:
-                self.known[conn] = self.now + LEASE_MS
         for conn in [*expected_lost, *expected_revoked]:
-            self.known.pop(conn, None)  # the worker ends it (4029 or 4003) and forgets it
+            if conn in self.known:
+                self.known.remove(conn)  # the worker ends it (4029 or 4003) and forgets it
+        self.lapsed = self.must_reassert = False
+
+    def _take(self, conn: str) -> None:
+        self.values[conn] = HELD + self.now
+        self.members[self.w].add(conn)
 
     def _restored_live(self, excluding: str) -> int:
         return sum(
             1
-            for c, d in self.model.items()
-            if c != excluding and d > self.now and self.marks.get(c, 0) > self.now
+            for c, v in self.values.items()
+            if c != excluding and v >= 0 and self._is_live(c, v) and self.marks.get(c, 0) > self.now
         )
 
     def _give_way(self) -> None:
         """Over the limit once a place came back: the live places not restored, latest first."""
+
+        def taken_at(value: int) -> int:
+            return value - HELD if value >= HELD else value - LEASE_MS
+
         others = sorted(
-            ((d, c) for c, d in self.model.items() if d > self.now and self.marks.get(c, 0) <= self.now),
+            (
+                (taken_at(v), c, v)
+                for c, v in self.values.items()
+                if v >= 0 and self._is_live(c, v) and self.marks.get(c, 0) <= self.now
+            ),
             reverse=True,
         )
-        for _, conn in others[: self._live_in_model() - LIMIT]:
-            self.model[conn] = -(self.now + LEASE_MS)
-            self.marks[conn] = -(self.now + LEASE_MS)
+        for _, conn, value in others[: self._live() - LIMIT]:
+            self.values[conn] = self.marks[conn] = -(self.now + LEASE_MS)
+            if value >= HELD:
+                self.ended[self._holder(conn)][conn] = "lost"
 
     @precondition(lambda self: self.known)
     @rule()
-    def renew(self) -> None:
-        self._renew(dict(self.known))
+    def beat(self) -> None:
+        """This worker's beat: its key kept, what scripts ended read; its leases re-asserted
+        when the key was gone (the limiter's Keeper)."""
+        holder = f"{{ws}}:worker:{self.w}"
+        alive, missing, ended = self.beat_script(
+            keys=[holder, f"{holder}:ended", self.key], args=[LEASE_MS, 3_600_000]
+        )
+        assert bool(alive) == bool(self.members[self.w])
+        if alive:
+            assert missing == 0
+            told = dict(zip([x.decode() for x in ended[::2]], [x.decode() for x in ended[1::2]], strict=True))
+            assert told == self.ended[self.w]
+            self.ended[self.w] = {}
+            for conn in told:
+                if conn in self.known:
+                    self._release(conn, tombstone=False)  # its connection ends, and gives the place back
+        if (not alive or self.must_reassert) and self.known:
+            self._reassert(list(self.known))
 
     def _release(self, conn: str, tombstone: bool) -> None:
         keep = LEASE_MS if tombstone else 0
-        self.release_script(keys=[self.key, self.worker_key], args=[self.now, conn, self.user, keep])
+        self.release_script(
+            keys=[self.key, f"{{ws}}:worker:{self.w}"], args=[self.now, conn, self.user, keep]
+        )
         if tombstone:
-            self.model[conn] = -(self.now + LEASE_MS)
+            self.values[conn] = -(self.now + LEASE_MS)
         else:
-            self.model.pop(conn, None)
-        del self.known[conn]
+            self.values.pop(conn, None)
+        self.members[self.w].discard(conn)
+        self.known.remove(conn)
 
     @precondition(lambda self: self.known)
     @rule(data=st.data(), tombstone=st.booleans())
     def release(self, data: st.DataObject, tombstone: bool) -> None:
-        """No renewal on its way (the worker would leave no tombstone), or one settled meanwhile."""
-        self._release(data.draw(st.sampled_from(sorted(self.known))), tombstone)
+        """No re-assertion on its way (the worker would leave no tombstone), or one settled."""
+        self._release(data.draw(st.sampled_from(self.known)), tombstone)
 
     @precondition(lambda self: self.known)
     @rule(data=st.data())
-    def release_racing_a_renewal(self, data: st.DataObject) -> None:
-        """The renewal was sent with the connection in it, but Redis runs the release first."""
-        snapshot = dict(self.known)
-        self._release(data.draw(st.sampled_from(sorted(snapshot))), tombstone=True)
-        self._renew(snapshot)
+    def release_racing_a_reassertion(self, data: st.DataObject) -> None:
+        """The re-assertion was sent with the connection in it, but Redis runs the release first."""
+        snapshot = list(self.known)
+        self._release(data.draw(st.sampled_from(snapshot)), tombstone=True)
+        self._reassert(snapshot)
 
     @rule(release_first=st.booleans())
     def abandoned_acquire(self, release_first: bool) -> None:
         """The worker gave up waiting for an acquire (a timeout, a cancelled handshake) and
         releases that id for a lease time; Redis runs the two in either order."""
-        self.abandoned += 1
-        ghost = f"g{self.abandoned}"
+        ghost = self._new_conn(self.w)
         if release_first:
-            self.known[ghost] = 0
+            self.known.append(ghost)
             self._release(ghost, tombstone=True)
-            self.acquire(ghost)
-        else:
-            self.acquire(ghost)
-            self.known[ghost] = 0
+            self._acquire(ghost, self.w)
+        elif self._acquire(ghost, self.w):
+            self.known.append(ghost)
             self._release(ghost, tombstone=True)
 
     @rule(data=st.data(), one=st.booleans())
     def disconnect(self, data: st.DataObject, one: bool) -> None:
         """Every connection of the user, or one: their places become tombstones whatever the
-        worker does next (its release, or a renewal if it missed the command)."""
-        target = data.draw(st.sampled_from(sorted(self.model))) if one and self.model else ""
-        named = [c for c, d in self.model.items() if (not target or c == target) and d >= 0]
-        live = sum(1 for c in named if self.model[c] > self.now)
+        worker does next, and each live holder of this release is told."""
+        target = data.draw(st.sampled_from(sorted(self.values))) if one and self.values else ""
+        named = [c for c, v in self.values.items() if (not target or c == target) and v >= 0]
+        live = [c for c in named if self._is_live(c, self.values[c])]
         reached = self.disconnect_script(
             keys=[self.key, self.revoked_key],
-            args=[self.now, f"ws:{self.user}", b"\xffCdisconnect", target, 3 * LEASE_MS, "", LEASE_MS],
+            args=[self.now, f"ws:{self.user}", b"\xffCdisconnect", target, 3 * LEASE_MS, "", LEASE_MS, "ws"],
         )
-        assert reached == live
+        assert reached == len(live)
+        for conn in live:
+            if self.values[conn] >= HELD:
+                self.ended[self._holder(conn)][conn] = "revoked"
         for conn in named:
-            self.model[conn] = -(self.now + 3 * LEASE_MS)
+            self.values[conn] = -(self.now + 3 * LEASE_MS)
 
     @rule(ms=st.integers(min_value=0, max_value=2 * LEASE_MS))
     def clock_jumps(self, ms: int) -> None:
         self.now += ms
 
+    @rule()
+    def this_workers_key_lapses(self) -> None:
+        """It could not reach Redis for a lease time: its places stop counting meanwhile."""
+        self.client.delete(f"{{ws}}:worker:{self.w}")
+        self.members[self.w] = set()
+        self.lapsed = True
+
+    @rule()
+    def the_other_worker_dies(self) -> None:
+        self.client.delete(f"{{ws}}:worker:{self.o}")
+        self.members[self.o] = set()
+
     @rule(newcomers=st.integers(min_value=0, max_value=LIMIT))
     def redis_loses_its_data(self, newcomers: int) -> None:
-        """Then, as often happens, newcomers fill the emptied hash before the next renewal."""
-        # All these scripts touch: a FLUSHALL to them.
-        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
-        self.model.clear()
+        """Then, as often happens, newcomers fill the emptied hash before the next beat."""
+        self.client.delete(*self._keys())  # all these scripts touch: a FLUSHALL to them
+        self.values.clear()
         self.marks.clear()
+        self.members = {self.w: set(), self.o: set()}
+        self.ended = {self.w: {}, self.o: {}}
         if newcomers:
             self.another_worker_admits(newcomers)
 
     @invariant()
     def live_count_matches_the_model(self) -> None:
-        deadlines = [int(v) for v in self.client.hvals(self.key)]
-        live = sum(1 for d in deadlines if d > self.now)
-        assert live == self._live_in_model()
+        live = self.online_script(keys=[self.key], args=[self.now, "ws"])
+        assert live == self._live()
         assert live <= LIMIT  # even when Redis lost its data while connections were established
 
     @invariant()
-    def the_worker_set_lists_only_what_the_worker_holds(self) -> None:
-        members = {m.decode() for m in self.client.smembers(self.worker_key)}  # type: ignore[union-attr]
-        assert members <= {f"{c} {self.user}" for c in self.known}
+    def the_worker_key_lists_only_what_the_worker_holds(self) -> None:
+        members = {m.decode() for m in self.client.smembers(f"{{ws}}:worker:{self.w}")}  # type: ignore[union-attr]
+        assert members == {f"{c} {self.user}" for c in self.members[self.w]}
+        assert self.members[self.w] <= set(self.known)
 
     def teardown(self) -> None:
         self.listener.close()
-        self.client.delete(self.key, self.worker_key, self.recovery_key, f"{self.worker_key}-other")
+        self.client.delete(*self._keys())
         self.client.close()
+
+
+async def test_a_rolling_upgrade_shares_the_limit_with_workers_of_the_previous_release(
+    redis_server: RedisServer, client: aioredis.Redis, user: str
+) -> None:
+    """Old workers write deadlines and renew them; new ones hold places while their key lives.
+    Each side's scripts count the other's places, and every old script still runs over a hash
+    holding both: nobody locked out (no script error), nobody closed."""
+    sync = redis_server.client()
+    old = {
+        name: sync.register_script(legacy_script(f"{name}.lua")) for name in ("acquire", "renew", "online")
+    }
+    online = sync.register_script(LuaScript.load("online.lua").text)
+    clock = Clock()
+    new = _limiter(client, f"new-{user}", clock=clock)
+    assert await new.acquire(user, _never_lost) is not None
+    old_list = f"{{ws:{user}}}:worker:old-{user}"
+    old_ids = [f"old-{user}:{i}" for i in range(LIMIT - 1)]
+    for conn in old_ids:
+        taken, *_ = old["acquire"](
+            keys=[leases_key(user), old_list, f"{{ws:{user}}}:revoked"],
+            args=[clock.ms, conn, user, LIMIT, 30_000, 2**52],
+        )
+        assert taken == 1
+    # The user is at the limit for both sides.
+    assert await new.acquire(user, _never_lost) is None
+    refused, live, *_ = old["acquire"](
+        keys=[leases_key(user), old_list, f"{{ws:{user}}}:revoked"],
+        args=[clock.ms, f"old-{user}:x", user, LIMIT, 30_000, 2**52],
+    )
+    assert (refused, live) == (0, LIMIT)
+    assert old["online"](keys=[leases_key(user)], args=[clock.ms]) == LIMIT
+    assert online(keys=[leases_key(user)], args=[clock.ms, "ws"]) == LIMIT
+    # An old worker's beat over the mixed hash: its places renewed, none lost or revoked.
+    clock.ms += 20_000
+    members = [f"{conn} {user}" for conn in old_ids]
+    now, lost, revoked = old["renew"](
+        keys=[old_list] + [leases_key(user), f"{{ws:{user}}}:recovery"] * len(members),
+        args=[clock.ms, LIMIT, 30_000, clock.ms + 10_000, *members],
+    )
+    assert (now, lost, revoked) == (clock.ms, [], [])
+    await new.beat()
+    assert online(keys=[leases_key(user)], args=[clock.ms, "ws"]) == LIMIT
+    # The old workers are replaced: once their deadlines pass, their places are free again.
+    clock.ms += 30_001
+    assert await new.acquire(user, _never_lost) is not None
+    sync.close()
 
 
 def test_lease_scripts_against_a_model(redis_server: RedisServer) -> None:

@@ -13,6 +13,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from gateway import keys
 from gateway.leases.dead_workers import release_worker
 from gateway.leases.limiter import RELEASE, Limiter, LimiterUnavailable
 from gateway.publishing.publisher import Publisher
@@ -20,6 +21,7 @@ from gateway.topology.modes import UNAVAILABLE, AsyncClient, Topology
 from harness.ports import free_port
 from harness.redis_cluster import RedisCluster, running_cluster
 from harness.redis_server import leases_key, live_leases
+from harness.waiting import eventually
 
 LIMIT = 3
 HOSTS = 5
@@ -87,23 +89,48 @@ async def test_a_release_frees_the_place_for_another_host(
     assert await b.acquire(user, _never_lost) is not None
 
 
-async def test_renewal_keeps_every_lease_on_every_node_alive(
-    cluster: RedisCluster, clients: list[AsyncClient]
+async def test_beats_keep_every_lease_on_every_node_alive(
+    cluster: RedisCluster, clients: list[AsyncClient], sync: redis.RedisCluster
 ) -> None:
-    """A worker with users on all three masters renews for longer than the lease time: every
-    place is still its own, another host is refused each of them."""
-    clock = [1_700_000_000_000]
+    """A worker with users on all three masters beats for longer than the lease time: every
+    place is still its own, another host is refused each of them. Its key in each slot it uses
+    shares that slot (the slot's tag, the same for every worker)."""
     users = _users_on_every_master(cluster, 12)
-    worker = Limiter(clients[0], "ws", f"w-{uuid.uuid4().hex[:8]}", 1, 1.0, clock=lambda: clock[0])
+    worker_id = f"w-{uuid.uuid4().hex[:8]}"
+    worker = Limiter(clients[0], "ws", worker_id, 1, 1.0)
     for user in users:
         assert await worker.acquire(user, _never_lost) is not None
-    for _ in range(5):
-        clock[0] += 400  # inside the 1 s lease: only the renewals keep the places
-        await worker.renew()
-    other = Limiter(clients[1], "ws", "o-1", 1, 1.0, clock=lambda: clock[0])
+    until = asyncio.get_running_loop().time() + 2.5
+    while asyncio.get_running_loop().time() < until:  # inside each lease: only the beats keep them
+        await worker.beat()
+        await asyncio.sleep(0.3)
+    other = Limiter(clients[1], "ws", "o-1", 1, 1.0)
     for user in users:
         assert await other.acquire(user, _never_lost) is None, user
+        holder = keys.worker_leases_key(worker_id, keys.holder_tag("ws", user, cluster=True))
+        assert key_slot(holder.encode()) == key_slot(f"ws:{user}".encode())
+        assert sync.exists(holder)
     assert len(worker.leases) == len(users)
+
+
+async def test_a_dead_workers_places_on_every_node_lapse_within_the_lease_time(
+    cluster: RedisCluster, clients: list[AsyncClient]
+) -> None:
+    """A host dies (its limiter dropped, no master to release): each slot's key of its worker
+    lapses, and every user on every node gets a place again within the lease time."""
+    users = _users_on_every_master(cluster, 12)
+    dead = Limiter(clients[0], "ws", f"dead-{uuid.uuid4().hex[:8]}", 1, 1.0)
+    for user in users:
+        assert await dead.acquire(user, _never_lost) is not None
+    started = asyncio.get_running_loop().time()
+    survivor = Limiter(clients[1], "ws", "s-1", 1, 30.0)
+    for user in users:
+
+        async def admitted(user: str = user) -> bool:
+            return await survivor.acquire(user, _never_lost) is not None
+
+        await eventually(admitted, timeout=5, interval=0.05, what=f"{user}'s place")
+    assert asyncio.get_running_loop().time() - started < 1.0 + 1.5
 
 
 async def test_release_worker_frees_a_killed_workers_places_on_every_node(
@@ -120,7 +147,8 @@ async def test_release_worker_frees_a_killed_workers_places_on_every_node(
     for user in users:
         assert live_leases(sync, user) == 0, user
     assert not sync.exists(f"ws:worker:{worker_id}")
-    assert not any(sync.exists(f"{{ws:{user}}}:worker:{worker_id}") for user in users)
+    holders = {keys.worker_leases_key(worker_id, keys.holder_tag("ws", user, cluster=True)) for user in users}
+    assert not any(sync.exists(holder) for holder in holders)
     survivor = Limiter(clients[1], "ws", "s-1", 1, 30.0)
     assert all([await survivor.acquire(user, _never_lost) for user in users])
 
@@ -168,7 +196,7 @@ async def test_the_limiter_keeps_working_after_a_master_failover(user: str) -> N
                 assert raw.script_exists(RELEASE.sha) == [False]  # the NOSCRIPT path is taken
             again = await limiter.acquire(user, _never_lost)
             assert again is not None
-            await limiter.renew()
+            await limiter.beat()
             assert await limiter.acquire(user, _never_lost) is None
             await limiter.release(again)
             with cluster.client() as sync_client:

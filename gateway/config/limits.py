@@ -53,7 +53,8 @@ WEBSOCKET_LEASE_TTL = Setting(
     "lease_ttl",
     30.0,
     number(1.0, 3600.0),
-    "seconds a connection's place in the per-user limit lives unless renewed (renewed every third of it)",
+    "seconds a dead host's places in the per-user limit keep counting (each worker renews its key every"
+    " third of it; docs/limits.md)",
 )
 
 WEBSOCKET_MAX_PENDING_HANDSHAKES = Setting(

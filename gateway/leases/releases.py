@@ -50,8 +50,9 @@ class Releases:
         # Connection id -> (user id, tombstone ms), oldest first; and each user's pending ids.
         self._pending: dict[str, tuple[str, int]] = {}
         self._by_user: dict[str, set[str]] = {}
-        # First sends still on their way (their callers stopped waiting, or will).
+        # First sends still on their way (their callers stopped waiting, or will), and by user.
         self._sending: set[asyncio.Task[None]] = set()
+        self._sending_for: dict[str, set[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dropping = False
@@ -71,8 +72,27 @@ class Releases:
         send = asyncio.ensure_future(self._send_first(connection_id, user_id, keep_ms))
         self._sending.add(send)
         send.add_done_callback(self._sending.discard)
+        self._sending_for.setdefault(user_id, set()).add(send)
+        send.add_done_callback(lambda _: self._sent_for(user_id, send))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(send), wait)
+
+    def _sent_for(self, user_id: str, send: asyncio.Future[None]) -> None:
+        sends = self._sending_for.get(user_id)
+        if sends is not None:
+            sends.discard(send)
+            if not sends:
+                del self._sending_for[user_id]
+
+    async def settled(self, user_id: str, wait: float) -> bool:
+        """Wait ``wait`` seconds at most for the user's releases on their way to Redis; False
+        when there were none (an admission at the limit has nothing to wait for)."""
+        sends = self._sending_for.get(user_id)
+        if not sends:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*sends, return_exceptions=True)), wait)
+        return True
 
     async def _send_first(self, connection_id: str, user_id: str, keep_ms: int) -> None:
         try:

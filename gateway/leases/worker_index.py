@@ -1,11 +1,12 @@
 """Where a worker lists its leases, so gunicorn's master can release them when the worker dies
-(gateway/leases/dead_workers.py reads what this writes).
+(gateway/leases/dead_workers.py reads what this writes), and whose life is their life.
 
-Per hash slot, the worker lists its leases in ``{tag}:worker:{worker id}``: the tag is the channel
-of one of its users in that slot, so the lease scripts write the list together with that user's
-leases. The tags themselves go in the set ``{prefix}:worker:{worker id}``, added before the first
-lease of a slot is taken and again every beat; the set expires with the leases, so an idle or dead
-worker's set lapses.
+Per holder tag (gateway/keys.py ``holder_tag``: on a Redis Cluster one per slot, else one), the
+worker lists its leases in ``{tag}:worker:{worker id}``: the lease scripts write the list together
+with the user's leases, and while it exists the leases it lists are alive (docs/limits.md). The
+tags themselves go in the set ``{prefix}:worker:{worker id}``, added before the first lease of a
+slot is taken and again every beat; the set expires with the leases, so an idle or dead worker's
+set lapses.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway import keys
-from gateway.topology.modes import AsyncClient
+from gateway.topology.modes import AsyncClient, is_cluster
 
 Command = tuple[Any, ...]
 
@@ -27,27 +28,31 @@ class WorkerIndex:
         self._worker_id = worker_id
         self._lease_ms = lease_ms
         self._tags_key = keys.worker_tags_key(prefix, worker_id)
-        # Slot -> the tag of this worker's lease list there, kept for the worker's life, and the
-        # tags Redis has confirmed in the worker's tag set.
-        self._tags: dict[int, str] = {}
+        self._cluster = is_cluster(client)
+        if self._cluster:
+            keys.slot_tag(prefix, 0)  # the table of slot tags, made at start rather than at an admission
+        # The tags Redis has confirmed in the worker's tag set.
         self._announced: set[str] = set()
         # Until then (monotonic) the tag set lives: an idle worker stops renewing it, and it lapses.
         self._announced_until = 0.0
 
     def tag(self, user_id: str) -> str:
-        channel = keys.user_channel(self._prefix, user_id)
-        return self._tags.setdefault(keys.user_slot(self._prefix, user_id), channel)
+        """The holder tag of the user's slot."""
+        return keys.holder_tag(self._prefix, user_id, self._cluster)
 
-    def list_key(self, user_id: str) -> str:
-        """This worker's list of its leases in the user's slot."""
-        return keys.worker_leases_key(self._worker_id, self.tag(user_id))
+    def list_key(self, tag: str) -> str:
+        """This worker's list of its leases under ``tag``: while it lives, so do they."""
+        return keys.worker_leases_key(self._worker_id, tag)
 
-    def unnamed(self, user_id: str, held: Iterable[str], now: float) -> set[str]:
-        """The tags to add before a lease of ``user_id`` is taken (``held``: the users of the
-        leases this worker holds): its slot's if new, every slot held once the set may have lapsed."""
-        tag = self.tag(user_id)
+    def ended_key(self, tag: str) -> str:
+        """What scripts ended of this worker's leases under ``tag`` while it was not told."""
+        return keys.worker_ended_key(self._worker_id, tag)
+
+    def unnamed(self, tag: str, held: Iterable[str], now: float) -> set[str]:
+        """The tags to add before a lease under ``tag`` is taken (``held``: the tags this worker
+        holds leases under): ``tag`` if new, every one held once the set may have lapsed."""
         if now >= self._announced_until:
-            return {tag, *(self.tag(user) for user in held)}
+            return {tag, *held}
         return set() if tag in self._announced else {tag}  # only a new slot: O(1)
 
     def naming(self, tags: set[str]) -> list[Command]:

@@ -1,7 +1,7 @@
 -- End a user's connections everywhere: free their places now, tell the workers that hold the
 -- user (the ones subscribed to its channel) to close them with 4003, and revoke the user's tokens
 -- issued before now (gateway/revocation.py): the acquire script refuses them.
--- A freed place becomes a tombstone rather than going: a renewal of it on its way finds the
+-- A freed place becomes a tombstone rather than going: a re-assertion of it on its way finds the
 -- tombstone and leaves it, where a missing field would look like a lease Redis lost and be taken
 -- again. The connection's own release removes it once the socket has closed.
 -- KEYS[1]  {prefix:user}:conns
@@ -13,11 +13,13 @@
 -- ARGV[5]  how long the tombstones last, in ms
 -- ARGV[6]  "1" on a Redis Cluster: SPUBLISH to the user's shard channel; else PUBLISH
 -- ARGV[7]  how long the revocation lasts, in ms (JWT_REVOCATION_TTL)
+-- ARGV[8]  the holder tag of the user's slot (gateway/keys.py holder_tag)
 -- Returns the number of live connections the command reached: the live leases it freed, or 0
 -- when no worker holds the user. A worker that misses the command (its pub/sub connection was
--- being re-established) finds the tombstones at its next lease renewal and ends those
--- connections then (lua/renew.lua). It publishes even when no lease is live, so a socket whose lease
--- Redis lost (a restart without persistence) is closed too.
+-- being re-established) finds the ids in its {tag}:worker:{id}:ended at its next beat and ends
+-- those connections then (a worker of the previous release: the tombstones, at its next
+-- renewal). It publishes even when no lease is live, so a socket whose lease Redis lost (a
+-- restart without persistence) is closed too.
 local now = now_ms()
 local keep = tonumber(ARGV[5])
 -- Before anything else: a disconnect of one connection revokes too. Never moved back, never
@@ -26,17 +28,19 @@ if (tonumber(redis.call('GET', KEYS[2])) or 0) < now then
   redis.call('SET', KEYS[2], now, 'KEEPTTL')
 end
 keep_for(KEYS[2], tonumber(ARGV[7]))
--- Lapsed leases too: their connection may still be open (a renewal extends a lapsed field), and
--- a worker that misses the command finds the tombstone at its next renewal and ends it.
+-- Dead leases too: their connection may still be open (a worker whose key lapsed re-asserts its
+-- leases), and a worker that misses the command is told through its :ended hash.
 local named = {}
 local live = 0
+local alive = {}
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local value = tonumber(fields[i + 1])
   if (ARGV[4] == '' or fields[i] == ARGV[4]) and value >= 0 then
     table.insert(named, fields[i])
-    if value > now then
+    if is_live(ARGV[8], fields[i], value, now, alive) then
       live = live + 1
+      tell_holder(ARGV[8], fields[i], value, 'revoked', keep)
     end
   end
 end

@@ -1,12 +1,13 @@
--- Give back one connection's place. While a renewal of it may still be on its way, the field
--- becomes a tombstone instead of going, so that renewal does not take the place again (to it, a
--- missing field looks like a lease Redis lost).
+-- Give back one connection's place. While a re-assertion of it may still be on its way
+-- (lua/reassert.lua), the field becomes a tombstone instead of going, so that call does not take
+-- the place again (to it, a missing field looks like a lease Redis lost). The worker's last
+-- lease in the slot takes the worker's key there with it: nothing is left to keep alive.
 -- KEYS[1]  {prefix:user}:conns
 -- KEYS[2]  {tag}:worker:{id}  this worker's leases in this slot (gateway/leases/limiter.py)
 -- ARGV[1]  now in ms, or "" for the Redis server's clock
 -- ARGV[2]  connection id
 -- ARGV[3]  user id
--- ARGV[4]  how long to keep a tombstone, in ms; 0: no renewal can come, just remove the field
+-- ARGV[4]  how long to keep a tombstone, in ms; 0: no re-assertion can come, just remove the field
 local keep = tonumber(ARGV[4])
 if keep > 0 then
   redis.call('HSET', KEYS[1], ARGV[2], -(now_ms() + keep))

@@ -19,9 +19,9 @@ from gateway.topology.scripts import Call, LuaScript
 DISCONNECT = "disconnect"
 # One online() call answers at most this many users: a bounded pipeline, a bounded reply.
 MAX_ONLINE_USERS = 1000
-# How long a disconnected connection's place stays a tombstone: longer than any renewal beat
-# (WEBSOCKET_LEASE_TTL is at most 3600 s), so a worker that missed the command finds it at its
-# next renewal. The socket's own release removes it as soon as it closes.
+# How long a disconnected connection's place stays a tombstone, and its worker's note of it:
+# longer than any beat (WEBSOCKET_LEASE_TTL is at most 3600 s), so a worker that missed the
+# command finds it at its next beat. The socket's own release removes it as soon as it closes.
 _TOMBSTONE_MS = 3_600_000
 
 DISCONNECT_SCRIPT = LuaScript.load("disconnect.lua")
@@ -58,7 +58,9 @@ def disconnect_call(
     # Bytes, not str: redis-py would encode the 0xFF mark as UTF-8.
     message = wire.control_command(DISCONNECT, connection_id)
     channel = keys.user_channel(prefix, user_id)
-    args = ["", channel, message, connection_id or "", _TOMBSTONE_MS, "1" if sharded else "", revocation_ms]
+    tag = keys.holder_tag(prefix, user_id, sharded)
+    shard = "1" if sharded else ""
+    args = ["", channel, message, connection_id or "", _TOMBSTONE_MS, shard, revocation_ms, tag]
     user_keys = [keys.connections_key(prefix, user_id), keys.revoked_key(prefix, user_id)]
     return Call(DISCONNECT_SCRIPT, user_keys, args)
 
@@ -75,6 +77,11 @@ def online_users(user_ids: Iterable[str]) -> list[str]:
     return users
 
 
-def online_calls(prefix: str, users: list[str]) -> list[Call]:
-    """One read-only script call per user: each on the user's own slot."""
-    return [Call(ONLINE_SCRIPT, [keys.connections_key(prefix, user_id)], [""]) for user_id in users]
+def online_calls(prefix: str, users: list[str], sharded: bool) -> list[Call]:
+    """One read-only script call per user: each on the user's own slot; ``sharded``: on a Redis
+    Cluster (the holder tags are per slot)."""
+    calls = []
+    for user_id in users:
+        tag = keys.holder_tag(prefix, user_id, sharded)
+        calls.append(Call(ONLINE_SCRIPT, [keys.connections_key(prefix, user_id)], ["", tag]))
+    return calls

@@ -107,7 +107,7 @@ class Publisher(PublisherBase[SyncClient]):
         users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = scripts.run_sync(self._client, control.online_calls(self._prefix, users))
+        counts = scripts.run_sync(self._client, control.online_calls(self._prefix, users, self._sharded))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     def close(self) -> None:
@@ -172,7 +172,7 @@ class AsyncPublisher(PublisherBase[AsyncClient]):
         users = control.online_users(user_ids)
         if not users:
             return {}
-        counts = await scripts.run(self._client, control.online_calls(self._prefix, users))
+        counts = await scripts.run(self._client, control.online_calls(self._prefix, users, self._sharded))
         return {user_id: int(n) for user_id, n in zip(users, counts, strict=True)}
 
     async def aclose(self) -> None:

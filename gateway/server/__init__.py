@@ -28,7 +28,8 @@ handshakes answered, input parsed in slices, nothing but a close handshake after
 frame spends the message budget; bounded pongs),
 ``keepalive_timeout`` (a ping timeout tells the app and closes with the ping_timeout label),
 ``shutdown`` (what is left closes with 1001 going_away), ``on_task_complete`` (a lingering
-socket is reset).
+socket is reset), ``handle_close`` (a client's close is answered once the app is done with the
+socket, its place released; ``stop_keepalive`` meanwhile).
 State it reads or replaces: ``queue`` and ``writable`` (leaner per-socket objects), ``conn``,
 ``transport``, ``loop``, ``scope``, ``handshake_initiated``, ``handshake_complete``,
 ``close_sent``, ``close_timer``, ``read_paused``, ``disconnected``, ``frames``,
@@ -58,9 +59,12 @@ with the draining Server; it calls ``_install_sigquit_handler`` and runs ``confi
 built from ``CONFIG_KWARGS`` (the only way to pass uvicorn options through gunicorn).
 
 gunicorn ``Worker``: ``load_wsgi`` is overridden to build the app with the worker's settings;
-``wsgi`` is the app (the drain finds its state there) and ``sockets`` the listening sockets.
+``wsgi`` is the app (the drain finds its state there) and ``sockets`` the listening sockets;
+``init_signals`` is overridden to act on a stop the master sent before the worker had handlers.
 
-gunicorn ``Arbiter``: ``WORKER_BOOT_ERROR``, the exit status of a worker that failed to boot.
+gunicorn ``Arbiter``: ``WORKER_BOOT_ERROR``, the exit status of a worker that failed to boot;
+``SIG_QUEUE``, where the master's handler, inherited through the fork, queued a stop that reached
+the worker before gunicorn.conf.py's ``post_fork`` (worker.py ``hold_early_stop``) took over.
 
 gunicorn ``Logger``: ``error_log``, which the gateway's own loggers write through.
 
@@ -106,7 +110,7 @@ worker's metric files into an archive.
 Also relied on, public but version-bound (pyproject.toml pins the ranges; the e2e tests run real
 gunicorn): with gunicorn's ``reuse_port`` each worker binds its own socket after the fork (24
 and later; listeners.py); ``control_socket_disable`` turns off gunicorn's control socket (25.1
-and later); gunicorn.conf.py's hooks ``on_starting``, ``pre_fork`` and ``child_exit`` check the
+and later); gunicorn.conf.py's hooks ``on_starting``, ``pre_fork``, ``post_fork`` and ``child_exit`` check the
 port, name each worker's leases and release a dead worker's; and ``worker_class`` may be a class,
 which carries the settings to every worker.
 """

@@ -15,6 +15,7 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from gateway import keys
 from gateway.publishing.publisher import AsyncPublisher
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
@@ -121,18 +122,23 @@ async def test_disconnecting_one_connection_leaves_the_users_others_open(
     client.close()
 
 
-async def test_a_worker_that_missed_the_command_ends_the_connection_at_its_next_renewal(
+async def test_a_worker_that_missed_the_command_ends_the_connection_at_its_next_beat(
     hosts: tuple[Gateway, Gateway], redis_server: RedisServer, user: str
 ) -> None:
     """The PUBLISH missed this worker (its pub/sub connection was being re-established): the
-    tombstone the disconnect left on the lease is found by the next renewal, and the socket ends
-    with 4003 all the same. Simulated by writing the tombstone without the PUBLISH."""
+    note the disconnect left for the lease's worker is read by its next beat, and the socket ends
+    with 4003 all the same. Simulated by writing the tombstone and the note without the PUBLISH."""
     a, _ = hosts
     client = redis_server.client()
     (missed, missed_id), (kept, _) = await open_with_id(a, user, client), await open_with_id(a, user, client)
     seconds, micros = client.time()
     now = int(seconds) * 1000 + int(micros) // 1000
-    client.hset(leases_key(user), missed_id, -(now + 3_600_000))  # what disconnect.lua writes
+    # What disconnect.lua writes: the tombstone, and the note for the lease's worker.
+    client.hset(leases_key(user), missed_id, -(now + 3_600_000))
+    worker = missed_id.rpartition(":")[0]
+    client.hset(
+        keys.worker_ended_key(worker, keys.holder_tag("ws", user, cluster=False)), missed_id, "revoked"
+    )
     assert await close_code(missed, timeout=float(LEASE) * 3) == (4003, "disconnected")
     await still_served(kept)
     assert live_leases(client, user) == 1
