@@ -64,7 +64,7 @@ gunicorn ``Worker``: ``load_wsgi`` is overridden to build the app with the worke
 
 gunicorn ``Arbiter``: ``WORKER_BOOT_ERROR``, the exit status of a worker that failed to boot;
 ``SIG_QUEUE``, where the master's handler, inherited through the fork, queued a stop that reached
-the worker before gunicorn.conf.py's ``post_fork`` (worker.py ``hold_early_stop``) took over.
+the worker before the post_fork hook of gunicorn.conf.py (worker.py's hold_early_stop) took over.
 
 gunicorn ``Logger``: ``error_log``, which the gateway's own loggers write through.
 
