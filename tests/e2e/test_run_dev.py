@@ -94,9 +94,14 @@ def shell(command: str) -> str:
     return result.stdout
 
 
-def ctrl_c(process: subprocess.Popen[bytes]) -> int:
+def ctrl_c(process: subprocess.Popen[bytes], output: Path) -> int:
     os.killpg(process.pid, signal.SIGINT)
-    return process.wait(40)
+    try:
+        return process.wait(40)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"make run did not stop 40 s after Ctrl-C:\n{output.read_text()[-4000:]}"
+        ) from None
 
 
 @pytest.mark.parametrize("variable", ["WEBSOCKET_PORT", "WEBSOCKET_DEV_CONSOLE_PORT"])
@@ -172,7 +177,7 @@ async def test_loopback_only_its_own_secret_and_a_quiet_ctrl_c(user: str) -> Non
         await ws.send('{"type":"ping"}')
         assert await ws.recv() == '{"type":"pong"}'
         await ws.close()
-        assert ctrl_c(process) == 0
+        assert ctrl_c(process, output) == 0
         text = output.read_text()
     noise = [line for line in text.splitlines() if re.search(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback", line)]
     # The one warning make run gives: its console mints tokens for anyone (once per worker).
@@ -200,7 +205,7 @@ async def test_the_secret_of_the_environment_is_used(redis_server: RedisServer, 
         ws = await admit(f"ws://127.0.0.1:{port}/ws", user)
         assert isinstance(ws, ClientConnection), ws
         await ws.close()
-        assert ctrl_c(process) == 0
+        assert ctrl_c(process, output) == 0
 
 
 def make_dry_run(target: str, **variables: str) -> str:
