@@ -28,8 +28,7 @@ handshakes answered, input parsed in slices, nothing but a close handshake after
 frame spends the message budget; bounded pongs),
 ``keepalive_timeout`` (a ping timeout tells the app and closes with the ping_timeout label),
 ``shutdown`` (what is left closes with 1001 going_away), ``on_task_complete`` (a lingering
-socket is reset), ``handle_close`` (a client's close is answered once the app is done with the
-socket, its place released; ``stop_keepalive`` meanwhile).
+socket is reset).
 State it reads or replaces: ``queue`` and ``writable`` (leaner per-socket objects), ``conn``,
 ``transport``, ``loop``, ``scope``, ``handshake_initiated``, ``handshake_complete``,
 ``close_sent``, ``close_timer``, ``read_paused``, ``disconnected``, ``frames``,

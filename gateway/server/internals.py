@@ -66,8 +66,6 @@ INTERNALS: tuple[Internal, ...] = (
     _ws("keepalive_timeout", "method", "overridden: a ping timeout tells the app, labelled ping_timeout"),
     _ws("shutdown", "method", "overridden: what is left closes with 1001 going_away"),
     _ws("on_task_complete", "method", "overridden: a socket the app is done with is reset if it lingers"),
-    _ws("handle_close", "method", "overridden: a client's close is answered once the app is done"),
-    _ws("stop_keepalive", "method", "no ping while a client's close waits for its answer"),
     _ws("queue", "instance", "replaced by a leaner inbox"),
     _ws("writable", "instance", "replaced by a leaner flag; read by can_write"),
     _ws("conn", "instance", "the websockets protocol the frames go through"),

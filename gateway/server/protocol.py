@@ -16,10 +16,6 @@ frames and closes, and two handshake fixes (the HTTP side is in ``gateway.server
   parsed in slices, so a flood is stopped within a slice of going over.
 - Once its close frame is out, a socket reads only what the close handshake needs: a client that
   sends more than ``CLOSING_READ_LIMIT`` bytes after it is reset at once.
-- A client's close frame is answered once the app is done with the socket (``ECHO_WAIT`` at
-  most), not at once: the answer is what tells the client its socket is gone, and by then its
-  place in the per-user limit must be free, or a client reopening at the limit (a page reload)
-  is refused 4029 by a release still on its way to Redis.
 """
 
 from __future__ import annotations
@@ -56,9 +52,6 @@ CLOSE_TIMEOUT = 3.0
 # What a socket reads after its close frame went out: the peer's close frame (131 bytes at most)
 # and a few frames it sent before it saw ours.
 CLOSING_READ_LIMIT = 4096
-# How long the answer to a client's close frame waits for the app to be done with the socket
-# (its lease release waits a second at most: gateway/leases/limiter.py).
-ECHO_WAIT = 2.0
 # Client input is parsed this much at a time, the message budget charged between slices.
 _SLICE = 4096
 
@@ -135,9 +128,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _held_pong = b""  # the answer to the latest ping while the client does not read
     _over_budget = False  # reading stopped for good: the connection is ending with 1008
     _read_after_close = 0  # bytes read since the close frame went out
-    _app_done = False  # the ASGI task has returned
-    _echo = b""  # the answer to the client's close frame, held until the app is done
-    _echo_timer: asyncio.TimerHandle | None = None
 
     def handle_ping(self) -> None:
         self._control_frames += 1  # answered, or not, once the slice is parsed
@@ -183,8 +173,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close":
-            if self.close_sent or self._echo_timer is not None:
-                return  # uvicorn closed it first (a ping timeout, a protocol error), or the client
+            if self.close_sent:
+                return  # uvicorn closed it first (a ping timeout, a protocol error)
             # Flow control would hold the close frame behind a client that stopped reading
             # (the 4008 case); queue it anyway, after what is already buffered.
             self.writable.set()
@@ -206,35 +196,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # The app is done with the socket. A done callback rather than a run_asgi override: a
         # wrapping coroutine would be one more frame held by every open socket.
         super().on_task_complete(task)
-        self._app_done = True
-        if self._echo_timer is not None:
-            self._send_echo()
         self._abort_later()
-
-    def handle_close(self, event: Frame) -> None:
-        """The client's close frame: the app hears of it at once, as upstream tells it, and the
-        answer waits until the app is done (its place released), ``ECHO_WAIT`` at most."""
-        if self.close_sent or self._app_done or not self.handshake_complete or self.transport.is_closing():
-            super().handle_close(event)  # the answer to our close, or no app to wait for
-            return
-        received = self.conn.close_rcvd
-        assert received is not None
-        self.queue.put_nowait(
-            {"type": "websocket.disconnect", "code": received.code, "reason": received.reason}
-        )
-        self._echo = b"".join(self.conn.data_to_send())
-        self.stop_keepalive()  # no ping may follow the close
-        self._echo_timer = self.loop.call_later(ECHO_WAIT, self._send_echo)
-
-    def _send_echo(self) -> None:
-        timer, self._echo_timer = self._echo_timer, None
-        if timer is not None:
-            timer.cancel()
-        echo, self._echo = self._echo, b""
-        self.close_sent = True  # no frame may follow
-        if not self.disconnected and not self.transport.is_closing():
-            self.transport.write(echo)
-            self.transport.close()
 
     def keepalive_timeout(self) -> None:
         giving_up = not (self.close_sent or self.transport.is_closing())
@@ -252,8 +214,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def shutdown(self) -> None:
         """What is still open when uvicorn shuts down (the drain skipped or outrun) closes with the
         table's 1001 going_away, not uvicorn's bare 1012; the app hears of it as uvicorn's does."""
-        if self._echo_timer is not None:
-            self._send_echo()  # a client's close still waiting for the app: answered now
         if self.handshake_complete and not self.close_sent and self.conn.state is State.OPEN:
             self.queue.put_nowait({"type": "websocket.disconnect", "code": 1001})
             self._close_now(close_codes.GOING_AWAY, fail=False)

@@ -48,11 +48,15 @@ def environment(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def run_dev(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """scripts/run-dev in a process group of its own, as a terminal runs it: killpg is Ctrl-C."""
+    """scripts/run-dev in a process group of its own, as a terminal runs it: killpg is Ctrl-C. As
+    from a terminal, it starts with Ctrl-C's signals at their defaults: a suite started in the
+    background (a CI runner's job, ``make test &``) ignores SIGINT and SIGQUIT, and a shell that
+    starts with a signal ignored can never trap it."""
     output = Path(tempfile.mkstemp(prefix="run-dev-", suffix=".txt")[1])
+    command = ["env", "--default-signal=INT,QUIT,HUP", RUN_DEV]
     with open(output, "wb") as sink:
         process = subprocess.Popen(
-            [RUN_DEV], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         yield process, output
