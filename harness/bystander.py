@@ -165,3 +165,11 @@ async def watching_bystander(
             bystander.assert_unharmed(rss_growth_kib)
     finally:
         await redis.aclose()
+
+
+async def assert_still_served(gateway: Gateway, redis_url: str, ws: ClientConnection, user: str) -> None:
+    """After an attack: the worker answers /healthz and a message to ``user`` reaches ``ws``."""
+    assert gateway.get("/healthz")[0] == 200
+    async with aioredis.Redis.from_url(redis_url) as client:
+        assert await client.publish(f"ws:{user}", b'{"still":"here"}') == 1
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"still": "here"}

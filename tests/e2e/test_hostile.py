@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 
-from harness.bystander import watching_bystander
+from harness.bystander import assert_still_served, watching_bystander
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
 from harness.stalled_client import StalledClient, masked_frame
@@ -67,12 +67,7 @@ async def assert_bystander_served(
     gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
 ) -> None:
     """The worker is healthy and another user's delivery is intact."""
-    ws, user = bystander
-    assert gateway.get("/healthz")[0] == 200
-    client = redis_server.client()
-    assert client.publish(f"ws:{user}", b'{"still":"here"}') == 1
-    client.close()
-    assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"still": "here"}
+    await assert_still_served(gateway, redis_server.url, *bystander)
 
 
 async def close_after(gateway: Gateway, *frames: str | bytes, text: bool | None = None) -> tuple[int, str]:

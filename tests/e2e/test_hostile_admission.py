@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.publishing.publisher import Publisher
+from harness.bystander import assert_still_served
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.handshake_burst import Burster
@@ -46,12 +47,7 @@ async def assert_bystander_served(
     gateway: Gateway, redis_server: RedisServer, bystander: tuple[ClientConnection, str]
 ) -> None:
     """The worker is healthy, logged no traceback, and another user's delivery is intact."""
-    ws, user = bystander
-    assert gateway.get("/healthz")[0] == 200
-    client = redis_server.client()
-    assert client.publish(f"ws:{user}", b'{"still":"here"}') == 1
-    client.close()
-    assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"still": "here"}
+    await assert_still_served(gateway, redis_server.url, *bystander)
     assert "Traceback" not in gateway.log()
 
 
