@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from tests.kustomize import Resource, env_file, render
 from harness.paths import ROOT
+from tests.kustomize import Resource, env_file, render
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SECRET = "a-test-secret-of-enough-length-0123456789"

@@ -21,7 +21,6 @@ import yaml
 from gateway.config import table
 from gateway.config.settings import Settings
 from gateway.topology.modes import Topology
-from tests.kustomize import Resource, Unsupported, render
 from harness.paths import ROOT
 from harness.prometheus import ALERTS, DASHBOARD
 from tests.kubernetes_manifests import (
@@ -34,6 +33,7 @@ from tests.kubernetes_manifests import (
     rendered,
     variables_written,
 )
+from tests.kustomize import Resource, Unsupported, render
 
 # The oldest release the manifests are written for, and the newest the schemas know.
 KUBERNETES_VERSIONS = ["1.33", "1.37"]
