@@ -29,7 +29,8 @@ VARIANTS = {
 def rendered(variant: str, workspace: Path) -> list[Resource]:
     """The objects of one variant, from a copy of deploy/kubernetes with secret.env filled in."""
     folder, extra_patch = VARIANTS[variant]
-    copy = workspace / "kubernetes"
+    # A copy of its own: a variant's patch must not reach the others.
+    copy = workspace / variant
     if not copy.exists():
         shutil.copytree(KUBERNETES, copy)
         example = (copy / "secret.env.example").read_text()

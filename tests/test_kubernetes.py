@@ -281,3 +281,12 @@ def test_disruptions_and_rollouts_take_one_pod_at_a_time_spread_over_nodes(base:
     assert budget["selector"]["matchLabels"].items() <= pod_labels(base).items()
     keys = {c["topologyKey"] for c in pod_spec(base)["topologySpreadConstraints"]}
     assert "kubernetes.io/hostname" in keys
+
+
+def test_the_sysctl_patch_joins_the_pods_security_context(base: list[Resource], workspace: Path) -> None:
+    """Applied, it adds the sysctls and keeps the rest; the base asks for none (a kubelet that does not
+    allow them would refuse the pod)."""
+    patched = pod_spec(rendered("unsafe-sysctls", workspace))["securityContext"]
+    assert {s["name"] for s in patched["sysctls"]} == {"net.core.somaxconn", "net.ipv4.tcp_migrate_req"}
+    assert patched == {**pod_spec(base)["securityContext"], "sysctls": patched["sysctls"]}
+    assert "sysctls" not in pod_spec(base)["securityContext"]
