@@ -51,6 +51,11 @@ def _limiter(
     return Limiter(client, "ws", worker, LIMIT, lease_ttl, clock=clock)
 
 
+# The gateway's timeouts (gateway/redis_wiring.py): a reply lost across a restart raises instead
+# of holding the test until pytest-timeout (a 300 s hang once in a loaded CI run).
+_AS_THE_GATEWAY = {"socket_connect_timeout": 2, "socket_timeout": 5}
+
+
 def _never_lost() -> None:
     raise AssertionError("no lease should be lost here")
 
@@ -254,7 +259,7 @@ async def test_after_redis_loses_its_data_established_connections_keep_their_pla
     ended: list[str] = []
     # As the gateway's pool does: a command on a connection the restart made stale is repeated.
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    client = aioredis.Redis.from_url(server.url, retry=retry)
+    client = aioredis.Redis.from_url(server.url, retry=retry, **_AS_THE_GATEWAY)
     try:
         established = _limiter(client, f"est-{user}")
         held = [await established.acquire(user, lambda: ended.append("established")) for _ in range(LIMIT)]
@@ -293,7 +298,7 @@ async def test_after_redis_loses_its_data_a_user_never_stays_over_the_limit(user
     server.start()
     ended: list[str] = []
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))  # as gateway/app.py
-    client = aioredis.Redis.from_url(server.url, retry=retry)
+    client = aioredis.Redis.from_url(server.url, retry=retry, **_AS_THE_GATEWAY)
     try:
         established = Limiter(client, "ws", f"est-{user}", 1, 30.0)
         assert await established.acquire(user, lambda: ended.append("established")) is not None
@@ -322,7 +327,7 @@ async def test_an_admission_on_the_worker_that_lost_its_key_brings_the_others_ba
     server = RedisServer()
     server.start()
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    client = aioredis.Redis.from_url(server.url, retry=retry)
+    client = aioredis.Redis.from_url(server.url, retry=retry, **_AS_THE_GATEWAY)
     try:
         limiter = Limiter(client, "ws", f"w-{user}", 2, 30.0)
         limiter.start()

@@ -42,6 +42,11 @@ _HOLD_MIN = 3600.0
 # How long a closing connection waits for Redis to confirm its release before its close frame
 # goes out anyway (the release goes on behind it).
 _RELEASE_WAIT = 1.0
+# At the limit with no release of the user on its way from this worker, an admission asks again
+# after these pauses before it refuses: a release from another worker or host may be on its way
+# (a page reload whose new socket reached another worker as the old one's close was answered).
+# A quarter of a second, three scripts, only for an admission that would otherwise be refused.
+_AT_LIMIT_PAUSES = (0.025, 0.075, 0.15)
 # At shutdown, how long releases still unconfirmed get.
 _STOP_WAIT = 1.0
 
@@ -154,12 +159,20 @@ class Limiter:
 
         At the limit while a release of the same user is on its way from this worker (a client
         that dropped its socket and reconnects at once), it waits for that release, a second at
-        most, and asks again: a refusal the release would have spared is never sent.
+        most, and asks again: a refusal the release would have spared is never sent. With none
+        on its way here, it asks again after ``_AT_LIMIT_PAUSES``: the release may be on its way
+        from another worker, whose close answer reached the client before its release reached
+        Redis.
 
         Redis out of reach raises LimiterUnavailable: admission fails closed.
         """
         lease = await self._acquire(user_id, on_lost, on_revoked, issued_at)
         if lease is None and await self.releases.settled(user_id, _RELEASE_WAIT):
+            lease = await self._acquire(user_id, on_lost, on_revoked, issued_at)
+        for pause in _AT_LIMIT_PAUSES:
+            if lease is not None:
+                break
+            await asyncio.sleep(pause)
             lease = await self._acquire(user_id, on_lost, on_revoked, issued_at)
         return lease
 

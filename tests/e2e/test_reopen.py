@@ -7,7 +7,6 @@ import asyncio
 import collections
 import uuid
 
-import pytest
 from websockets.asyncio.client import ClientConnection
 
 from harness.clients import admit
@@ -18,12 +17,6 @@ CYCLES = 2000
 USERS = 4
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 24, reopening at the limit: answering a client's close only once its place is "
-    "released made closes unclean (the Autobahn verdicts, browsers' 1000 read as 1006), so that "
-    "part is out; a reopen on the other worker can still meet a release on its way to Redis",
-)
 async def test_a_client_that_closes_and_reconnects_at_once_is_never_refused(
     redis_server: RedisServer,
 ) -> None:
