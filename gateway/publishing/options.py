@@ -168,6 +168,14 @@ class PublisherBase(Generic[ClientT]):
         """The publisher's own client of ``where``, with ``options`` (redis-py's)."""
         raise NotImplementedError
 
+    def _with_history(self, history: bool | None) -> bool:
+        """A call's ``history=`` over the publisher's; a plain publish cannot honour ``replicas``."""
+        if history is None:
+            return self._history.enabled
+        if not history and self._wait is not None:
+            raise ValueError("replicas needs history: a plain publish has nothing a failover could keep")
+        return history
+
     def _plain(self, user_id: str, payload: Any) -> tuple[str, bytes]:
         return _channel(self._prefix, user_id), _checked(payload, self._limit)
 
