@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from gateway import untrusted_json
 from gateway.admission.auth import AuthError, issue_token
-from gateway.keys import is_valid_user_id
+from gateway.keys import user_id_problem
 from gateway.payload_limit import PayloadTooLarge
 from gateway.ports import CONSOLE_HOST
 from gateway.publishing.publisher import AsyncPublisher
@@ -133,8 +133,11 @@ async def _token(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     settings = gateway.settings
     user, ttl = body.get("user"), body.get("ttl", DEFAULT_TOKEN_TTL)
-    if not isinstance(user, str) or not is_valid_user_id(user):
-        return _error(400, "user: 1 to 256 printable characters, no spaces")
+    if not isinstance(user, str):
+        return _error(400, "user: a string")
+    problem = user_id_problem(user)
+    if problem is not None:
+        return _error(400, f"user: {problem}")
     low, high = _TOKEN_TTL_BOUNDS
     if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not low <= ttl <= high:
         return _error(400, f"ttl: {low} to {high} seconds")

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.config import table
 from gateway.history.position import format_position
-from gateway.keys import history_key, history_meta_key, is_valid_user_id, user_channel
+from gateway.keys import checked_user_id, history_key, history_meta_key, user_channel
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
 from gateway.publishing.replication import NotReplicated
@@ -70,9 +70,7 @@ def encode_payload(payload: Any) -> bytes:
 
 
 def _channel(prefix: str, user_id: str) -> str:
-    if not is_valid_user_id(user_id):
-        raise ValueError("user id: 1 to 256 printable characters, no spaces")
-    return user_channel(prefix, user_id)
+    return user_channel(prefix, checked_user_id(user_id))
 
 
 def _checked(payload: Any, limit: int) -> bytes:
