@@ -45,9 +45,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tarball = packed / report[0]["filename"]
     with tarfile.open(tarball) as archive:
         names = sorted(archive.getnames())
-    assert names == sorted(
-        f"package/{name}" for name in ("package.json", "README.md", "LICENSE", "src/index.js", "src/index.d.ts")
-    )
+    shipped = ("package.json", "README.md", "LICENSE", "src/index.js", "src/index.d.ts")
+    assert names == sorted(f"package/{name}" for name in shipped)
     app = tmp_path_factory.mktemp("app")
     (app / "package.json").write_text(json.dumps({"name": "app", "private": True, "type": "module"}))
     _run(["npm", "install", str(tarball), "--offline", "--no-audit", "--no-fund"], app, home)
@@ -66,7 +65,8 @@ def test_the_installed_package_imports_by_its_name_in_node(installed: Path) -> N
     script = f"""
 import {{ GatewayClient }} from "{NAME}";
 class FakeSocket {{ constructor(url, protocols) {{ FakeSocket.made = [url, protocols]; }} }}
-const client = new GatewayClient("ws://gateway.example/ws", {{ getToken: () => "a.b.c", WebSocket: FakeSocket }});
+const options = {{ getToken: () => "a.b.c", WebSocket: FakeSocket }};
+const client = new GatewayClient("ws://gateway.example/ws", options);
 console.log(JSON.stringify([typeof GatewayClient, client.state, client.position]));
 """
     assert json.loads(_node(installed, script)) == ["function", "closed", None]
@@ -87,7 +87,7 @@ catch (error) {{ console.log(error.name + ": " + error.message); }}
 def test_the_installed_package_type_checks_from_typescript(installed: Path) -> None:
     tsc = shutil.which("tsc")
     if tsc is None:
-        pytest.skip("tsc (TypeScript) is not installed; npx -p typescript@5 tsc -p clients/js/types checks it")
+        pytest.skip("tsc is not installed (npx -p typescript@5 tsc -p clients/js/types checks it)")
     shutil.copy(CLIENT / "types" / "usage.ts", installed / "usage.ts")
     shutil.copy(CLIENT / "types" / "tsconfig.json", installed / "tsconfig.json")
     result = subprocess.run([tsc, "-p", "."], cwd=installed, capture_output=True, text=True, timeout=120)
