@@ -54,16 +54,18 @@ upgrade-check:
 
 # Every scenario against the gateway and the Python alternatives, history's cost, one Redis against
 # a Redis Cluster, what an idle socket costs (one Redis, a Cluster) and the latency tail at a low
-# rate; writes loadtest/results/. The long hold (python -m loadtest.bench.idle --hold) is not in it.
+# rate; rewrites the committed loadtest/results/ (on purpose: each module alone writes to a scratch
+# directory unless given --out). The long hold (python -m loadtest.bench.idle --hold) is not in it.
+BENCH_OUT := --out loadtest/results
 bench:
 	scripts/bootstrap test,bench
 	scripts/ensure-redis-server
-	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
-	.venv/bin/python -m loadtest.bench.history
-	.venv/bin/python -m loadtest.bench.cluster
-	.venv/bin/python -m loadtest.bench.idle
-	.venv/bin/python -m loadtest.bench.idle --cluster
-	.venv/bin/python -m loadtest.bench.idle --tail
+	.venv/bin/python -m loadtest.bench $(BENCH_OUT) $(BENCH_ARGS)
+	.venv/bin/python -m loadtest.bench.history $(BENCH_OUT)
+	.venv/bin/python -m loadtest.bench.cluster $(BENCH_OUT)
+	.venv/bin/python -m loadtest.bench.idle $(BENCH_OUT)
+	.venv/bin/python -m loadtest.bench.idle --cluster $(BENCH_OUT)
+	.venv/bin/python -m loadtest.bench.idle --tail $(BENCH_OUT)
 
 # Locust, headless and bounded in time, against a gateway it starts (or TARGET_URL); LOADTEST_ARGS
 # passes options to loadtest/run.py (--users, --run-time, ...).
