@@ -1,5 +1,6 @@
-# make run: the gateway on 127.0.0.1:8080 with 2 workers and a private Redis. make test: lint and the suite.
-.PHONY: run test lint install clean bench loadtest lock upgrade-check
+# make run: the gateway on 127.0.0.1:8080 with 2 workers and a private Redis. make test: lint and the
+# suite; make test-quick: the same without the browser, Redis Cluster and Sentinel tests.
+.PHONY: run test test-quick lint install clean bench loadtest lock upgrade-check
 
 # Each stamp says an install is done; it is redone only when what it installs from changed.
 STAMP := .venv/.installed-test
@@ -36,6 +37,17 @@ test: $(STAMP)
 	scripts/ensure-tini
 	$(MAKE) lint
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+# The inner loop: lint and the suite without the tests that start Chromium, a Redis Cluster or
+# Sentinel (markers set by tests/conftest.py); Chromium is not installed for it.
+QUICK := not browser and not cluster and not sentinel
+test-quick: $(STAMP)
+	scripts/ensure-redis-server
+	scripts/ensure-nginx
+	scripts/ensure-prometheus
+	scripts/ensure-tini
+	$(MAKE) lint
+	.venv/bin/pytest -m "$(QUICK)" $(PYTEST_ARGS)
 
 # Rewrite requirements.lock and requirements-runtime.lock from pyproject.toml (needs PyPI);
 # LOCK_ARGS=--keep resolves within the current pins (nothing upgraded that need not be).
