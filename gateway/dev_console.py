@@ -49,7 +49,12 @@ _HEADERS = {
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
 }
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 
 
 def routes() -> list[Route]:
@@ -58,6 +63,8 @@ def routes() -> list[Route]:
         Route("/dev", _page("dev-console.html")),
         Route("/dev/console.js", _page("dev-console.js")),
         Route("/dev/console.css", _page("dev-console.css")),
+        # The page names its icon: a browser would otherwise ask for /favicon.ico and log a 404.
+        Route("/dev/favicon.svg", _page("dev-console.svg")),
         Route("/dev/gateway-client.js", _client_module),
         Route("/dev/token", _token, methods=["POST"]),
         Route("/dev/publish", _publish, methods=["POST"]),
