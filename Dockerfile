@@ -11,7 +11,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 COPY requirements-runtime.lock /src/
 RUN /opt/venv/bin/pip install --require-hashes -r /src/requirements-runtime.lock
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY gateway /src/gateway
 # Its dependencies, the server extra's included, are all in the lock; the build uses the locked
 # setuptools.

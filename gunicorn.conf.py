@@ -13,7 +13,7 @@ from gateway.config import table
 from gateway.config.settings import Settings, SettingsError
 from gateway.leases.dead_workers import LeaseReleaser
 from gateway.ports import PortMap
-from gateway.server.listeners import port_in_use
+from gateway.server.listeners import name_in_log, port_in_use
 from gateway.server.upstream import exit_unless_compatible
 from gateway.telemetry.log_format import fatal
 from gateway.topology.modes import Topology
@@ -94,6 +94,7 @@ _LEASE_RELEASE_AT_EXIT = 2.0
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Refuse a port another process listens on; delete the metrics files of a previous run: they
     must not count."""
+    name_in_log(server.log.error_log, bind)
     for listener in _listeners:
         problem = port_in_use(listener.host, listener.port)
         if problem is not None:

@@ -13,7 +13,8 @@ handed), ``hub.py``, ``control.py`` (control commands on the worker), ``drops.py
 ``health.py``, ``ports.py`` and ``dev_console.py``. The contract: ``wire.py``, ``keys.py``,
 ``close_codes.py``, ``http_refusals.py``, ``client_messages.py`` (what a client may send),
 ``payload_limit.py`` and ``untrusted_json.py``. Helpers: ``tasks.py``. The entry points:
-``cli.py`` and ``__main__.py`` (``python -m gateway``).
+``cli.py`` and ``__main__.py`` (``python -m gateway``), with ``dev_env.py`` (what a running
+``make run`` leaves for it).
 
 The parts, one package each: ``admission/``, ``broker/``, ``config/``, ``history/``, ``leases/``,
 ``publishing/``, ``server/``, ``telemetry/``, ``topology/``. Data: ``lua/`` (the Redis scripts)

@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> GatewayApp:
         app.state.gateway = gateway  # for the worker's drain on shutdown
         if settings.dev_console:
             dev_console.warn(settings.dev_console_port)
+        metrics.show_known_label_values()
         broker.start()
         limiter.start()
         tally = asyncio.create_task(_flush_tally_every(0.5), name="gateway-metrics-tally")

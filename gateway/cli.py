@@ -8,20 +8,24 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from gateway import keys
+from gateway import dev_env, keys
 from gateway.config import table
 from gateway.config.parsers import SettingsError
 from gateway.publishing.publisher import Publisher
 from gateway.topology.modes import UNAVAILABLE, Topology
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, dev_env_file: Path = dev_env.DEV_ENV) -> int:
     args = _parser().parse_args(argv)
+    taken = dev_env.apply(dev_env_file)
+    if taken:
+        print(f"using {', '.join(taken)} of the running make run ({dev_env_file})", file=sys.stderr)
     return _COMMANDS[args.command](args)
 
 
@@ -66,15 +70,20 @@ def _json_text(text: str) -> str:
 
 def _publish(args: argparse.Namespace) -> int:
     def publish(publisher: Publisher) -> None:
+        _say_which_redis()
         receivers = publisher.publish(args.user, args.json)
         where = f"; position {receivers.position}" if receivers.position else ""
         print(f"delivered to {receivers} gateway worker(s){where}")
 
-    _say_which_redis()
-    return _with_publisher("not published", publish, history=not args.no_history)
+    return _with_publisher("not published", publish, history=not args.no_history, users=[args.user])
 
 
 def _connections(args: argparse.Namespace) -> int:
+    try:
+        keys.checked_user_id(args.user)
+    except ValueError as exc:
+        print(f"connections: {exc}", file=sys.stderr)
+        return 2
     try:
         topology, prefix = Topology.from_environ(), table.REDIS_CHANNEL_PREFIX.from_environ()
     except SettingsError as exc:
@@ -102,6 +111,14 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     if not settings.jwt_algorithm.startswith("HS"):
         print("token: only HS* algorithms can be minted here (they need the shared secret)", file=sys.stderr)
+        return 2
+    # What the gateway would refuse (401) is refused here, with the reason.
+    problem = keys.user_id_problem(args.user)
+    if problem is not None:
+        print(f"token: user id {args.user!r}: {problem}", file=sys.stderr)
+        return 2
+    if not args.ttl > 0:
+        print(f"token: --ttl must be positive, got {args.ttl:g}", file=sys.stderr)
         return 2
     print(issue_token(settings, args.user, args.ttl, time.time()))
     return 0
@@ -155,7 +172,7 @@ def _disconnect(args: argparse.Namespace) -> int:
         reached = publisher.disconnect(args.user, args.connection)
         print(f"disconnected {reached} live connection(s) of {args.user}")
 
-    return _with_publisher("disconnect", disconnect)
+    return _with_publisher("disconnect", disconnect, users=[args.user])
 
 
 def _online(args: argparse.Namespace) -> int:
@@ -163,16 +180,21 @@ def _online(args: argparse.Namespace) -> int:
         for user_id, count in publisher.online(args.users).items():
             print(f"{user_id}\t{count}")
 
-    return _with_publisher("online", online)
+    return _with_publisher("online", online, users=args.users)
 
 
-def _with_publisher(failure: str, act: Callable[[Publisher], None], history: bool = True) -> int:
+def _with_publisher(
+    failure: str, act: Callable[[Publisher], None], history: bool = True, users: Iterable[str] = ()
+) -> int:
     """``act`` with a publisher configured as the gateway is (the Redis settings,
     REDIS_CHANNEL_PREFIX, WEBSOCKET_MAX_PAYLOAD_SIZE); a bad setting, a refusal (a payload too
     large, a bad user id) or a Redis that does not answer (a cluster client connects at once) is
-    one line after ``failure``, and an exit status."""
+    one line after ``failure``, and an exit status (2: the command's fault, 1: Redis's). ``users``
+    are checked first, before any Redis is touched or named."""
     publisher: Publisher | None = None
     try:
+        for user_id in users:
+            keys.checked_user_id(user_id)
         publisher = Publisher(history=history)
         act(publisher)
     except SettingsError as exc:

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from gateway import untrusted_json
 from gateway.admission.auth import AuthError, issue_token
-from gateway.keys import is_valid_user_id
+from gateway.keys import user_id_problem
 from gateway.payload_limit import PayloadTooLarge
 from gateway.ports import CONSOLE_HOST
 from gateway.publishing.publisher import AsyncPublisher
@@ -49,7 +49,12 @@ _HEADERS = {
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
 }
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 
 
 def routes() -> list[Route]:
@@ -58,6 +63,8 @@ def routes() -> list[Route]:
         Route("/dev", _page("dev-console.html")),
         Route("/dev/console.js", _page("dev-console.js")),
         Route("/dev/console.css", _page("dev-console.css")),
+        # The page names its icon: a browser would otherwise ask for /favicon.ico and log a 404.
+        Route("/dev/favicon.svg", _page("dev-console.svg")),
         Route("/dev/gateway-client.js", _client_module),
         Route("/dev/token", _token, methods=["POST"]),
         Route("/dev/publish", _publish, methods=["POST"]),
@@ -133,8 +140,11 @@ async def _token(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     settings = gateway.settings
     user, ttl = body.get("user"), body.get("ttl", DEFAULT_TOKEN_TTL)
-    if not isinstance(user, str) or not is_valid_user_id(user):
-        return _error(400, "user: 1 to 256 printable characters, no spaces")
+    if not isinstance(user, str):
+        return _error(400, "user: a string")
+    problem = user_id_problem(user)
+    if problem is not None:
+        return _error(400, f"user: {problem}")
     low, high = _TOKEN_TTL_BOUNDS
     if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not low <= ttl <= high:
         return _error(400, f"ttl: {low} to {high} seconds")

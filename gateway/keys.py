@@ -95,17 +95,39 @@ def control_channel(prefix: str, worker_id: str) -> str:
     return f"{prefix}:ctl:{worker_id}"
 
 
+# Ids the gateway's own keys and channels start with (``{prefix}:ctl:...``, ``conns:``, ``worker:``).
+RESERVED_USER_ID_PREFIXES = ("conns:", "ctl:", "worker:")
+
+
+def user_id_problem(user_id: str) -> str | None:
+    """Why a user id cannot be one (None: it can). User ids become channel names and hash tags:
+    printable, bounded, out of our namespace and free of braces (a brace would move the user's
+    keys to another slot). The gateway refuses such a token's ``sub``; the publisher, the CLI and
+    ``token`` say this reason."""
+    if not 0 < len(user_id) <= 256:
+        return f"1 to 256 characters, got {len(user_id)}"
+    if not user_id.isprintable() or any(c.isspace() for c in user_id):
+        return "printable characters only, no spaces"
+    if "{" in user_id or "}" in user_id:
+        return "no braces: { and } would move the user's keys to another Redis Cluster slot"
+    for prefix in RESERVED_USER_ID_PREFIXES:
+        if user_id.startswith(prefix):
+            return f"{prefix!r} is reserved: the gateway's own keys and channels start with it"
+    return None
+
+
 def is_valid_user_id(user_id: str) -> bool:
-    """User ids become channel names and hash tags: keep them printable, bounded, out of our
-    namespace and free of braces (a brace would move the user's keys to another slot)."""
-    return (
-        0 < len(user_id) <= 256
-        and user_id.isprintable()
-        and "{" not in user_id
-        and "}" not in user_id
-        and not user_id.startswith(("conns:", "ctl:", "worker:"))
-        and not any(c.isspace() for c in user_id)
-    )
+    return user_id_problem(user_id) is None
+
+
+def checked_user_id(user_id: str) -> str:
+    """``user_id``, or ValueError with the reason it cannot be one."""
+    if not isinstance(user_id, str):
+        raise ValueError(f"user id: a string, got {type(user_id).__name__}")
+    problem = user_id_problem(user_id)
+    if problem is not None:
+        raise ValueError(f"user id {user_id!r}: {problem}")
+    return user_id
 
 
 def history_key(prefix: str, user_id: str) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,9 +13,32 @@ from harness.redis_server import RedisServer
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """PYTEST_REVERSE=1 runs the suite backwards: a test that passes only after another has run
-    (shared Redis state, a reused user, a counter read as an absolute value) then fails."""
+    (shared Redis state, a reused user, a counter read as an absolute value) then fails. Each test
+    is marked by the slow servers it starts (browser, cluster, sentinel), which ``make test-quick``
+    leaves out."""
+    for item in items:
+        for marker in _slow_parts(item):
+            item.add_marker(marker)
     if os.environ.get("PYTEST_REVERSE") == "1":
         items.reverse()
+
+
+# A marker for each slow part, and the harness function that starts it.
+_STARTERS = {"cluster": "running_cluster", "sentinel": "running_sentinel", "browser": "chromium"}
+
+
+def _slow_parts(item: pytest.Item) -> set[str]:
+    """The parts a test starts: named in its function or in any fixture it uses, however deep."""
+    info = getattr(item, "_fixtureinfo", None)
+    functions = [getattr(item, "function", None)]
+    if info is not None:
+        functions += [d.func for defs in info.name2fixturedefs.values() for d in defs]
+    names: set[str] = set()
+    for function in functions:
+        code = getattr(inspect.unwrap(function), "__code__", None) if function is not None else None
+        if code is not None:
+            names.update(code.co_names)
+    return {marker for marker, starter in _STARTERS.items() if starter in names}
 
 
 @pytest.fixture(scope="session")

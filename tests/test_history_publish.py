@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -65,6 +66,44 @@ def test_history_false_publishes_plainly(redis_server: RedisServer, user: str) -
     assert not redis_server.client().exists(keys.history_meta_key("ws", user))
     publisher.close()
     pubsub.close()
+
+
+def test_history_is_chosen_per_call(redis_server: RedisServer, user: str) -> None:
+    """One publisher mixes plain and recoverable messages: a call's history= overrides its own."""
+    pubsub = _listen(redis_server, f"ws:{user}")
+    with Publisher(redis_server.url) as publisher:
+        plain = publisher.publish(user, "plain", history=False)
+        kept = publisher.publish(user, "kept")
+    with Publisher(redis_server.url, history=False) as plain_publisher:
+        [recoverable] = plain_publisher.publish_many([(user, "recoverable")], history=True)
+    assert plain == 1 and plain.position is None
+    assert kept.position is not None and recoverable.position is not None
+    received = [pubsub.get_message(timeout=5)["data"] for _ in range(3)]  # type: ignore[index]
+    epoch, offset = _epoch_offset(kept.position)
+    assert received == [
+        b"plain",
+        wire.history_message(epoch, offset, b"kept"),
+        wire.history_message(epoch, offset + 1, b"recoverable"),
+    ]
+    entries = redis_server.client().xrange(keys.history_key("ws", user))
+    assert [e[1][b"d"] for e in entries] == [b"kept", b"recoverable"]
+    pubsub.close()
+
+
+async def test_history_is_chosen_per_call_async(redis_server: RedisServer, user: str) -> None:
+    async with AsyncPublisher(redis_server.url) as publisher:
+        plain = await publisher.publish(user, "plain", history=False)
+        [kept] = await publisher.publish_many([(user, "kept")], history=True)
+        [also_plain] = await publisher.publish_many([(user, "also plain")], history=False)
+    assert plain.position is None and also_plain.position is None and kept.position is not None
+    assert redis_server.client().xlen(keys.history_key("ws", user)) == 1
+
+
+def test_a_plain_call_on_a_replicated_publisher_is_refused(redis_server: RedisServer, user: str) -> None:
+    """replicas=N promises a publish that survives a failover; a plain one cannot keep it."""
+    with Publisher(redis_server.url, replicas=1) as publisher:
+        with pytest.raises(ValueError, match="replicas needs history"):
+            publisher.publish(user, "plain", history=False)
 
 
 def test_the_length_cap_trims_the_oldest(redis_server: RedisServer, user: str) -> None:

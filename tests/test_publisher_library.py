@@ -136,7 +136,7 @@ def test_the_light_distribution_publishes_without_the_servers_dependencies(tmp_p
     # the build leaves nothing in the checkout.
     source = tmp_path / "source"
     shutil.copytree(ROOT / "gateway", source / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
     install += ["--no-build-isolation", "--disable-pip-version-check", "--target", str(site), str(source)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from gateway.config import table
+from gateway.config.cpus import usable_cpus
 from gateway.config.settings import Settings, SettingsError
 from gateway.topology.modes import Topology
 
@@ -221,12 +221,12 @@ def test_every_settings_field_is_one_row_of_the_table() -> None:
 
 
 def test_unset_variables_take_the_defaults_of_the_table() -> None:
-    """WEB_CONCURRENCY's default is worked out: the number of cores."""
+    """WEB_CONCURRENCY's default is worked out: the CPUs the process may use."""
     settings = Settings.from_environ(BASE)
     for row in table.GATEWAY:
         if row is not table.JWT_SECRET_KEY:
             assert getattr(settings, str(row.field)) == row.default_value(), row.variable
-    assert settings.web_concurrency == (os.cpu_count() or 1)
+    assert settings.web_concurrency == usable_cpus()
 
 
 def test_the_documented_bounds_are_the_enforced_ones() -> None:

@@ -9,6 +9,8 @@
   ``SettingsError``, which names the variable.
 - ``settings.py``: ``Settings.from_environ()``, the one object a process builds.
 - ``jwt_keys.py``: ``JWT_SECRET_KEY`` checked against ``JWT_ALGORITHM`` at start-up.
+- ``cpus.py``: the CPUs the process may use (affinity, the cgroup's quota): ``WEB_CONCURRENCY``'s
+  default.
 
 Settings hold values only: gateway/topology/ makes Redis clients of them (``Topology.of(settings)``)
 and neither imports the other's module. The publisher library reads its few variables from the

@@ -5,14 +5,8 @@ Rows of the one settings table (gateway/config/table.py), which orders them for 
 
 from __future__ import annotations
 
-import os
-
+from gateway.config.cpus import usable_cpus
 from gateway.config.parsers import Computed, Setting, flag, integer, json_strings, number, text
-
-
-def _cores() -> int:
-    return os.cpu_count() or 1
-
 
 WEBSOCKET_HOST = Setting(
     "WEBSOCKET_HOST", "host", "0.0.0.0", text("a host name or IP address"), "bind address"
@@ -33,9 +27,11 @@ METRICS_PORT = Setting(
 WEB_CONCURRENCY = Setting(
     "WEB_CONCURRENCY",
     "web_concurrency",
-    Computed(_cores, "cores"),
+    Computed(usable_cpus, "usable CPUs"),
     integer(1, 256),
-    "worker processes; unset: the number of cores (`os.cpu_count()`), worked out at start-up",
+    "worker processes; unset: the CPUs the process may use, worked out at start-up: its CPU "
+    "affinity, capped by its cgroup's CPU quota (a container's `--cpus`, a pod's CPU limit; "
+    "cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`) rounded up, not the node's cores",
 )
 
 WEBSOCKET_IDLE_TIMEOUT = Setting(

@@ -29,9 +29,7 @@ ONLINE_SCRIPT = LuaScript.load("online.lua")
 
 
 def checked_user(user_id: str) -> str:
-    if not isinstance(user_id, str) or not keys.is_valid_user_id(user_id):
-        raise ValueError(f"user id {user_id!r}: 1 to 256 printable characters, no spaces")
-    return user_id
+    return keys.checked_user_id(user_id)
 
 
 def checked_connection_id(connection_id: str) -> str:

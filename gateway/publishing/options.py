@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.config import table
 from gateway.history.position import format_position
-from gateway.keys import history_key, history_meta_key, is_valid_user_id, user_channel
+from gateway.keys import checked_user_id, history_key, history_meta_key, user_channel
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
 from gateway.publishing.replication import NotReplicated
@@ -70,9 +70,7 @@ def encode_payload(payload: Any) -> bytes:
 
 
 def _channel(prefix: str, user_id: str) -> str:
-    if not is_valid_user_id(user_id):
-        raise ValueError("user id: 1 to 256 printable characters, no spaces")
-    return user_channel(prefix, user_id)
+    return user_channel(prefix, checked_user_id(user_id))
 
 
 def _checked(payload: Any, limit: int) -> bytes:
@@ -167,6 +165,14 @@ class PublisherBase(Generic[ClientT]):
     def _build(self, where: Topology, options: dict[str, Any]) -> ClientT:
         """The publisher's own client of ``where``, with ``options`` (redis-py's)."""
         raise NotImplementedError
+
+    def _with_history(self, history: bool | None) -> bool:
+        """A call's ``history=`` over the publisher's; a plain publish cannot honour ``replicas``."""
+        if history is None:
+            return self._history.enabled
+        if not history and self._wait is not None:
+            raise ValueError("replicas needs history: a plain publish has nothing a failover could keep")
+        return history
 
     def _plain(self, user_id: str, payload: Any) -> tuple[str, bytes]:
         return _channel(self._prefix, user_id), _checked(payload, self._limit)

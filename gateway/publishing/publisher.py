@@ -23,7 +23,8 @@ cluster every publish is an ``SPUBLISH`` to the user's shard channel (history on
 With ``history`` (the default) each message is written to the user's bounded history and
 published in one atomic step (gateway/lua/publish.lua), so a client that reconnects with
 ``since=<position>`` gets what it missed; the result's ``position`` is the message's place in it.
-``history=False`` publishes plainly, as a bare ``PUBLISH`` (``SPUBLISH`` on a cluster) would.
+``history=False`` publishes plainly, as a bare ``PUBLISH`` (``SPUBLISH`` on a cluster) would: on the
+constructor for every call, or on one ``publish``/``publish_many`` call, which overrides it.
 
 Replication is asynchronous: a failover may lose what the old master had confirmed. With
 ``replicas=N`` every publish and disconnect is followed by ``WAIT N`` in the same round trip, on
@@ -74,16 +75,19 @@ class Publisher(PublisherBase[SyncClient]):
     ) -> None:
         self.close()
 
-    def publish(self, user_id: str, payload: Any) -> Published:
-        if not self._history.enabled:  # one command: no pipeline to build
+    def publish(self, user_id: str, payload: Any, *, history: bool | None = None) -> Published:
+        """Publish one message; ``history`` (None: the publisher's) says whether it is recoverable."""
+        if not self._with_history(history):  # one command: no pipeline to build
             client: Any = self._client  # execute_command is untyped on a cluster client
             return Published(int(client.execute_command(self._publish, *self._plain(user_id, payload))))
-        return self.publish_many([(user_id, payload)])[0]
+        return self.publish_many([(user_id, payload)], history=True)[0]
 
-    def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
+    def publish_many(
+        self, messages: Iterable[tuple[str, Any]], *, history: bool | None = None
+    ) -> list[Published]:
         """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
         encoded = self._encoded(messages)
-        if not self._history.enabled:
+        if not self._with_history(history):
             pipeline: Any = self._client.pipeline(transaction=False)
             for _, channel, data in encoded:
                 pipeline.execute_command(self._publish, channel, data)
@@ -138,16 +142,19 @@ class AsyncPublisher(PublisherBase[AsyncClient]):
     ) -> None:
         await self.aclose()
 
-    async def publish(self, user_id: str, payload: Any) -> Published:
-        if not self._history.enabled:  # one command: no pipeline to build
+    async def publish(self, user_id: str, payload: Any, *, history: bool | None = None) -> Published:
+        """Publish one message; ``history`` (None: the publisher's) says whether it is recoverable."""
+        if not self._with_history(history):  # one command: no pipeline to build
             channel, data = self._plain(user_id, payload)
             return Published(int(await self._client.execute_command(self._publish, channel, data)))
-        return (await self.publish_many([(user_id, payload)]))[0]
+        return (await self.publish_many([(user_id, payload)], history=True))[0]
 
-    async def publish_many(self, messages: Iterable[tuple[str, Any]]) -> list[Published]:
+    async def publish_many(
+        self, messages: Iterable[tuple[str, Any]], *, history: bool | None = None
+    ) -> list[Published]:
         """Publish (user_id, payload) pairs in one round trip; in order, one result per message."""
         encoded = self._encoded(messages)
-        if not self._history.enabled:
+        if not self._with_history(history):
             async with self._client.pipeline(transaction=False) as pipeline:
                 for _, channel, data in encoded:
                     pipeline.execute_command(self._publish, channel, data)

@@ -65,7 +65,11 @@ gunicorn ``Arbiter``: ``WORKER_BOOT_ERROR``, the exit status of a worker that fa
 ``SIG_QUEUE``, where the master's handler, inherited through the fork, queued a stop that reached
 the worker before the post_fork hook of gunicorn.conf.py (worker.py's hold_early_stop) took over.
 
-gunicorn ``Logger``: ``error_log``, which the gateway's own loggers write through.
+gunicorn ``Logger``: ``error_log``, which the gateway's own loggers write through (and whose
+"Listening at:" line listeners.py fills in).
+
+gunicorn ``BaseSocket``: ``sock``, the socket it wraps, which the worker hands uvicorn: uvloop
+closes the descriptor and then the object it was given, and the wrapper would log EBADF.
 
 websockets ``ServerProtocol``, the sans-I/O connection protocol.py drives directly:
 ``handshake_exc`` (a rejected handshake), ``extensions`` (compression on), ``send_text``,

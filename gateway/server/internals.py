@@ -133,6 +133,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("gunicorn", _GUNICORN_WORKER, "wsgi", "instance", "the app, for the drain"),
     Internal("gunicorn", _GUNICORN_WORKER, "sockets", "instance", "the listening sockets"),
     Internal("gunicorn", "gunicorn.glogging:Logger", "error_log", "instance", "the gateway logs through it"),
+    Internal("gunicorn", "gunicorn.sock:BaseSocket", "sock", "instance", "the plain socket, for uvicorn"),
     # gateway/server/protocol.py reads the websockets sans-I/O connection directly.
     Internal("websockets", "websockets.protocol:State", "OPEN", "attribute", "data frames only while open"),
     Internal("websockets", _SANS_IO, "handshake_exc", "instance", "a rejected handshake"),

@@ -17,11 +17,44 @@ What that changes, and what this module does about it:
   is never without a listener. (The address comes from the environment, which a reload keeps.)
 - With a single worker, its restart leaves the port without a listener for a moment: connects are
   refused, and clients retry.
+- The master has no socket to name, so gunicorn logs ``Listening at:  (pid)``: ``name_in_log``
+  puts the addresses the workers bind there.
+- uvloop closes a listening socket's descriptor itself, then calls ``close()`` on the object it
+  was given: gunicorn's wrapper then logs ``Error while closing socket [Errno 9]`` at every stop.
+  The worker hands uvicorn the sockets inside the wrappers (``plain_sockets``).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+from collections.abc import Sequence
+from typing import Any
+
+# gunicorn's start-up and reload lines (gunicorn/arbiter.py), the address list first.
+_LISTENING_AT = ("Listening at: %s (%s)", "Listening at: %s")
+
+
+class _ListeningAt(logging.Filter):
+    def __init__(self, addresses: str) -> None:
+        super().__init__()
+        self._addresses = addresses
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg in _LISTENING_AT and isinstance(args, tuple) and args and args[0] == "":
+            record.args = (self._addresses, *args[1:])
+        return True
+
+
+def name_in_log(logger: logging.Logger, binds: Sequence[str]) -> None:
+    """gunicorn's ``Listening at:`` line names ``binds`` (host:port), where the workers listen."""
+    logger.addFilter(_ListeningAt(",".join(f"http://{bind}" for bind in binds)))
+
+
+def plain_sockets(sockets: Sequence[Any]) -> list[socket.socket]:
+    """The sockets inside gunicorn's wrappers (``.sock``), for uvicorn."""
+    return [getattr(wrapper, "sock", wrapper) for wrapper in sockets]
 
 
 def port_in_use(host: str, port: int) -> str | None:

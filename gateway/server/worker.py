@@ -19,6 +19,7 @@ from uvicorn_worker import UvicornWorker
 
 from gateway.config.settings import Settings
 from gateway.server.http import GatewayHttpProtocol
+from gateway.server.listeners import plain_sockets
 from gateway.telemetry import logs
 
 # uvicorn's own shutdown after the drain: close frames to clients that stopped reading.
@@ -139,6 +140,6 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
         self.config.app = self.wsgi
         server = _DrainingServer(self.config, self._drain)
         self._install_sigquit_handler()
-        await server.serve(sockets=self.sockets)
+        await server.serve(sockets=plain_sockets(self.sockets))
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -53,6 +53,7 @@ class TracingWebSocket extends WebSocket {
 
 let GatewayClient = null;
 let client = null;
+let clientUser = null;
 let token = null;
 
 function setState(state) {
@@ -78,6 +79,12 @@ async function getToken() {
 }
 
 function connect() {
+  const user = $("user").value.trim();
+  if (client && user === clientUser) {
+    client.connect(); // the same user again: resumes from the last position (since)
+    return;
+  }
+  clientUser = user; // another user: a client of its own, from the start
   const url = new URL("/ws", location.href);
   client = new GatewayClient(url, { getToken, WebSocket: TracingWebSocket });
   client.on("state", (state, detail) => {

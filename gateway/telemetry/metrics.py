@@ -16,6 +16,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway import close_codes, http_refusals
 from gateway.telemetry.metrics_archive import scrape_lock
 
 CONNECTIONS = Counter(
@@ -92,6 +93,40 @@ WORKER_CONNECTIONS = Gauge(
     "Open WebSockets per live worker (label pid).",
     multiprocess_mode="liveall",
 )
+
+
+# The values each labelled counter's label takes (docs/reference.md lists them; a test keeps the
+# two equal). Each is shown at 0 from a worker's start: a series that appears only at its first
+# event leaves dashboards a gap, and rate() misses that first event.
+_NOT_RECOVERED = ("invalid", "epoch", "lost", "future", "too_long", "trimmed", "expired")
+KNOWN_LABEL_VALUES: dict[Counter, tuple[str, ...]] = {
+    CONNECTIONS: ("accepted", "rejected", "closed"),
+    REJECTIONS: tuple(refusal.reason for refusal in close_codes.ALL),
+    HTTP_REFUSALS: tuple(refusal.reason for refusal in http_refusals.ALL),
+    MESSAGES_DROPPED: (
+        "slow_consumer",
+        "admission_backlog",
+        "closing",
+        "no_connection",
+        "invalid_utf8",
+        "too_large",
+        "send_failed",
+        "duplicate",
+        "malformed",
+        "bad_control",
+        "handler_failed",
+    ),
+    DISCONNECTS: ("command",),
+    RECOVERIES: ("recovered", *_NOT_RECOVERED),
+    GAP_FILLS: ("filled", "nothing_missed", "unavailable", "overflow", *_NOT_RECOVERED),
+}
+
+
+def show_known_label_values() -> None:
+    """Create every known labelled series at 0 (in this worker's file in multiprocess mode)."""
+    for counter, values in KNOWN_LABEL_VALUES.items():
+        for value in values:
+            counter.labels(value)
 
 
 class _Tally:

@@ -1,6 +1,8 @@
 """python -m loadtest.bench: every scenario against every target, one private Redis, one report.
 
-Writes results.json, results.md and results.png to --out (default loadtest/results/).
+Writes results.json, results.md and results.png (when matplotlib is installed) to --out: a scratch
+directory by default; ``make bench`` passes ``--out loadtest/results``, the committed results.
+Needs the bench extra for the alternatives and the chart: ``scripts/bootstrap test,bench``.
 """
 
 from __future__ import annotations
@@ -9,11 +11,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from harness.paths import ROOT
 from harness.redis_server import RedisServer
+from loadtest.bench.output import add_out_argument, written
 from loadtest.bench.report import chart, machine, markdown
 from loadtest.bench.scenarios import Sizes, run_target
 from loadtest.bench.targets import TARGETS, missing_packages
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=Sizes.idle, help="idle connections for the capacity run")
     parser.add_argument("--hold", type=float, default=Sizes.hold, help="seconds to hold the idle connections")
     parser.add_argument("--processes", type=int, default=Sizes.processes, help="client processes")
-    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    add_out_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -81,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     table = markdown(results, meta)
     (args.out / "results.md").write_text(table)
-    chart(results, meta, args.out / "results.png")
+    if not chart(results, meta, args.out / "results.png"):
+        print("results.png not drawn: matplotlib is missing (scripts/bootstrap test,bench installs it)")
     print(table)
+    print(written(args.out))
     return 0 if all("error" not in r for r in results) else 1
 
 

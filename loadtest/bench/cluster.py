@@ -21,18 +21,17 @@ import platform
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
-from harness.paths import ROOT
 from harness.redis_cluster import running_cluster
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
 from loadtest.bench import cluster_bus
 from loadtest.bench.clients import ClientPool, run_publisher
 from loadtest.bench.cluster_bus import BUS_KEYS, bus_counters, compare_broadcast, slot_ranges
+from loadtest.bench.output import add_out_argument, written
 from loadtest.bench.targets import running
 
 
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="gateway workers, both runs")
     parser.add_argument("--processes", type=int, default=defaults.processes, help="client processes")
-    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     sizes = Sizes(
         users=args.users,
@@ -261,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "cluster.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "cluster.md").write_text(markdown(results))
     print(markdown(results))
+    print(written(args.out))
     return 0
 
 

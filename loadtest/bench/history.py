@@ -4,7 +4,7 @@ Per publish, plain (``history=False``) against history (the default): Redis comm
 commandstats, the script's inner calls included), Redis CPU (INFO cpu), and the publisher's round
 trip (one ``publish`` awaited at a time: median and p99). Then fan-out through one gateway worker,
 plain and with history, to envelope-free (raw) sockets: messages delivered per second.
-Writes history.json and history.md to --out (default loadtest/results/).
+Writes history.json and history.md to --out (default: a scratch directory, loadtest/bench/output.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -24,9 +23,9 @@ from websockets.asyncio.client import connect
 
 from gateway import AsyncPublisher
 from harness.gateway_process import running_gateway
-from harness.paths import ROOT
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
+from loadtest.bench.output import add_out_argument, written
 
 
 def _commands(client: redis.Redis) -> int:
@@ -135,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publishes", type=int, default=2000, help="publishes timed one by one, per mode")
     parser.add_argument("--users", type=int, default=50, help="users (one raw socket each) for fan-out")
     parser.add_argument("--messages", type=int, default=400, help="messages per user for fan-out")
-    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.publishes, args.users, args.messages))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "history.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "history.md").write_text(markdown(results))
     print(markdown(results))
+    print(written(args.out))
     return 0
 
 

@@ -25,12 +25,10 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import redis
 
-from harness.paths import ROOT
 from harness.redis_cluster import running_cluster
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
@@ -38,6 +36,7 @@ from loadtest.bench.clients import ClientPool, percentile
 from loadtest.bench.idle_meters import RedisMeter, descriptor_limit
 from loadtest.bench.idle_report import markdown, tail_markdown
 from loadtest.bench.idle_run import Log, Plan, measure
+from loadtest.bench.output import add_out_argument, written
 from loadtest.bench.report import machine
 from loadtest.bench.scenarios import Sizes, latency
 from loadtest.bench.targets import missing_packages, running
@@ -138,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a gateway setting (repeatable)"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     if args.tail and (args.cluster or args.hold):
         parser.error("--tail runs alone")
@@ -202,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(text)
     print(text)
+    print(written(args.out))
     return 0
 
 

@@ -140,8 +140,12 @@ def markdown(results: list[Result], meta: dict[str, Any]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def chart(results: list[Result], meta: dict[str, Any], path: Path) -> None:
-    import matplotlib
+def chart(results: list[Result], meta: dict[str, Any], path: Path) -> bool:
+    """Draw the chart to ``path``; False without matplotlib (the bench extra), which it needs."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -213,3 +217,4 @@ def chart(results: list[Result], meta: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+    return True

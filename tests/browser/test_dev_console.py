@@ -86,3 +86,29 @@ def test_the_console_shows_why_it_cannot_connect_and_each_close_code(
     finally:
         publisher.close()
     expect(page.locator('#log li[data-kind="close"] .text').first).to_have_text("4003 disconnected")
+
+
+@needs_client
+def test_close_then_connect_resumes_from_the_last_position(
+    console: Gateway, redis_server: RedisServer, page: Page, page_log: PageLog, user: str
+) -> None:
+    """A message published while the console was closed arrives at the next Connect as the same
+    user, replayed from the history (the client connects with since)."""
+    page.goto(f"http://127.0.0.1:{console.console_port}/dev")
+    expect(page.locator("body[data-ready=true]")).to_be_attached()
+    page.fill("#user", user)
+    page.click("#connect")
+    expect(page.locator("#state")).to_have_text("open")
+    with Publisher(redis_url=redis_server.url) as publisher:
+        publisher.publish(user, "before")
+        messages = page.locator('#log li[data-kind="message"] .text')
+        expect(messages).to_have_count(1)
+        page.click("#close")
+        expect(page.locator("#state")).to_have_text("closed")
+        publisher.publish(user, "while closed")
+    page.click("#connect")
+    expect(messages).to_have_count(2)
+    assert messages.nth(1).inner_text().startswith('"while closed" @ ')
+    recovery = page.locator('#log li[data-kind="recovery"] .text').last
+    expect(recovery).to_contain_text('"recovered":true')
+    assert page_log.errors == []

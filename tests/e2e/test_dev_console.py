@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 import urllib.error
@@ -124,6 +125,17 @@ def test_with_the_flag_the_page_is_served_with_a_strict_policy(console: Gateway)
         policy = response.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     assert "WEBSOCKET_DEV_CONSOLE is on" in console.log()
+
+
+def test_the_page_names_its_icon_so_no_favicon_request_404s(console: Gateway) -> None:
+    """Without a named icon a browser asks for /favicon.ico, and its 404 shows in the console."""
+    status, body = _request(console.console_port, "/dev")
+    icon = re.search(rb'<link rel="icon" href="(/dev/[^"]+)"', body)
+    assert status == 200 and icon, body[:400]
+    request = urllib.request.Request(f"http://127.0.0.1:{console.console_port}{icon[1].decode()}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["content-type"] == "image/svg+xml"
+        assert response.read().startswith(b"<svg")
 
 
 def test_a_token_is_minted_for_the_user_typed(console: Gateway) -> None:

@@ -161,7 +161,8 @@ async def test_loopback_only_its_own_secret_and_a_quiet_ctrl_c(user: str) -> Non
         secret = re.search(r"export JWT_SECRET_KEY=(\S+)", text)
         redis_pid = re.search(r"private redis-server at \S+ \(pid (\d+)\)", text)
         assert secret and redis_pid, text
-        # The commands it prints work as printed, from the repository root.
+        # The commands it prints work as printed, from the repository root, in a shell without
+        # REDIS_URL or JWT_SECRET_KEY: the CLI takes them from the run's .run/dev.env.
         another = re.search(r"^Another user's token:  (.+)$", text, re.M)
         connect_url = re.search(r'^Connect:  \.venv/bin/python -m websockets "(\S+)"$', text, re.M)
         publish = re.search(r"^Publish:  (.+)$", text, re.M)
@@ -181,8 +182,10 @@ async def test_loopback_only_its_own_secret_and_a_quiet_ctrl_c(user: str) -> Non
         await ws.send('{"type":"ping"}')
         assert await ws.recv() == '{"type":"pong"}'
         await ws.close()
+        assert (ROOT / ".run" / "dev.env").stat().st_mode & 0o077 == 0, "it holds the secret"
         assert ctrl_c(process, output) == 0
         text = output.read_text()
+    assert not (ROOT / ".run" / "dev.env").exists(), "a stopped run leaves no settings behind"
     noise = [line for line in text.splitlines() if re.search(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback", line)]
     # The one warning make run gives: its console mints tokens for anyone (once per worker).
     console_on = [line for line in noise if "WEBSOCKET_DEV_CONSOLE is on" in line]

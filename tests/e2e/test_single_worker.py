@@ -102,6 +102,19 @@ async def test_application_ping_is_answered(gateway_one: Gateway, user: str) -> 
         assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
 
 
+async def test_the_worker_header_names_the_pub_sub_connection_in_client_list(
+    gateway_one: Gateway, redis_server: RedisServer, user: str
+) -> None:
+    """docs/reference.md: x-gateway-worker's id is in the worker's pub/sub client name."""
+    async with await _open(gateway_one, user, "query") as ws:
+        assert ws.response is not None
+        worker = ws.response.headers["x-gateway-worker"]
+        async with aioredis.Redis.from_url(redis_server.url) as client:
+            clients = await client.client_list()
+    subscribers = [c for c in clients if c.get("name") == f"gateway-sub:{worker}"]
+    assert len(subscribers) == 1 and int(subscribers[0]["sub"]) >= 1, clients
+
+
 async def test_subscribed_before_the_open_event(
     gateway_one: Gateway, redis_server: RedisServer, user: str
 ) -> None:

@@ -105,6 +105,21 @@ async def test_a_second_gateway_on_a_taken_port_stops_instead_of_sharing_it(
         await ws.close()
 
 
+def test_the_log_names_where_it_listens_and_a_stop_closes_its_sockets_quietly(
+    redis_server: RedisServer,
+) -> None:
+    """gunicorn's master binds nothing with SO_REUSEPORT: its "Listening at:" line would be empty.
+    uvloop closes each worker's listening socket itself: gunicorn's wrapper must not close it again
+    (``Error while closing socket [Errno 9]``, once per worker at every stop)."""
+    with running_gateway(redis_server.url, workers=2) as gateway:
+        gateway.wait_all_workers_ready()
+        assert gateway.stop() == 0
+        log = gateway.log()
+    listening = [line for line in log.splitlines() if "Listening at:" in line]
+    assert len(listening) == 1 and f"Listening at: http://127.0.0.1:{gateway.port} (" in listening[0], log
+    assert "Error while closing socket" not in log, log
+
+
 def test_two_gateways_of_one_user_do_not_share_a_control_socket(redis_server: RedisServer) -> None:
     """gunicorn's control socket sits at one path per user: each master would replace the one
     before it and delete it on stop. The gateway turns it off."""

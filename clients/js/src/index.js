@@ -100,6 +100,13 @@ export class GatewayClient {
     this._userLimitDelay = o.userLimitDelay ?? 30000;
     this._refreshMargin = o.refreshMargin ?? 60000;
     this._WebSocket = o.WebSocket ?? globalThis.WebSocket;
+    if (typeof this._WebSocket !== "function") {
+      // Node before 22 has no global WebSocket: say so now, not as a token problem at connect().
+      throw new TypeError(
+        "GatewayClient: no WebSocket constructor in this runtime: pass options.WebSocket " +
+          "(e.g. the ws package's WebSocket on Node before 22)",
+      );
+    }
     this._setTimeout = o.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms));
     this._clearTimeout = o.clearTimeout ?? ((id) => globalThis.clearTimeout(id));
     this._random = o.random ?? Math.random;
