@@ -335,3 +335,9 @@ async def test_a_reply_lost_after_the_publish_ran_is_not_published_twice(
     seen = await asyncio.to_thread(published)
     listener.close()
     assert len(seen) == 2 and seen[0].endswith(b" paid")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_without_keys_the_api_does_not_exist(gateway_one: Gateway, method: str) -> None:
+    for path in ["/api/publish", "/api/openapi.json", "/api/nothing"]:
+        assert call(gateway_one.port, path, {"user": "a", "data": 1}, method=method).status == 404
