@@ -15,7 +15,7 @@ handed), ``hub.py``, ``control.py`` (control commands on the worker), ``drops.py
 ``payload_limit.py`` and ``untrusted_json.py``. Helpers: ``tasks.py``. The entry points:
 ``cli.py`` and ``__main__.py`` (``python -m gateway``).
 
-The parts, one package each: ``admission/``, ``broker/``, ``config/``, ``history/``, ``leases/``,
+The parts, one package each: ``admission/``, ``api/``, ``broker/``, ``config/``, ``history/``, ``leases/``,
 ``publishing/``, ``server/``, ``telemetry/``, ``topology/``. Data: ``lua/`` (the Redis scripts)
 and ``static/`` (the dev console's page). docs/architecture.md is the map.
 """
