@@ -1,8 +1,9 @@
 """The HTTP side of an API request before its handler runs: the key, the content type and the
 body, each refused with the ``ApiError`` docs/publishing.md lists.
 
-The key is compared with every configured key in constant time (``hmac.compare_digest`` over all
-of them, no early exit), so neither the time nor the answer tells which key came close. The body
+The key is compared with every configured key in constant time: the SHA-256 digests of the two
+(so not even a length shows) through ``hmac.compare_digest``, over all of them with no early exit,
+so neither the time nor the answer tells which key came close. The body
 is read up to ``WEBSOCKET_API_MAX_BODY_SIZE`` within a deadline: a client that declares or sends
 more, or dribbles it, costs a bounded buffer for a bounded time.
 """
@@ -10,6 +11,7 @@ more, or dribbles it, costs a bounded buffer for a bounded time.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 
 from starlette.types import Receive, Scope
@@ -20,7 +22,12 @@ from gateway.api.bodies import ApiError
 _BEARER = b"bearer "
 
 
-def authorized(scope: Scope, keys: tuple[bytes, ...]) -> bool:
+def key_digests(keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    return tuple(hashlib.sha256(key.encode()).digest() for key in keys)
+
+
+def authorized(scope: Scope, digests: tuple[bytes, ...]) -> bool:
+    """Whether the request carries ``Authorization: Bearer <key>`` for a key of ``digests``."""
     given = b""
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -28,10 +35,10 @@ def authorized(scope: Scope, keys: tuple[bytes, ...]) -> bool:
             break
     if given[: len(_BEARER)].lower() != _BEARER:
         return False
-    token = given[len(_BEARER) :].strip()
+    token = hashlib.sha256(given[len(_BEARER) :].strip()).digest()
     match = False
-    for key in keys:
-        match |= hmac.compare_digest(token, key)
+    for digest in digests:
+        match |= hmac.compare_digest(token, digest)
     return match
 
 

@@ -54,13 +54,14 @@ async def _publish(api: HttpApi, commands: Commands, body: object) -> dict[str, 
 async def _batch(api: HttpApi, commands: Commands, body: object) -> dict[str, Any]:
     checked = bodies.batch_requests(body, api.max_payload)
     valid = [r for r in checked if isinstance(r, bodies.PublishRequest)]
-    answers = iter(await commands.publish(valid) if valid else [])
+    answers = await commands.publish(valid) if valid else []
+    if answers and all(isinstance(a, ApiError) for a in answers):
+        raise unavailable()  # nothing reached Redis: the whole call is retried
+    published = iter(answers)
     results: list[Any] = []
     for item in checked:
-        result = next(answers) if isinstance(item, bodies.PublishRequest) else item
+        result = next(published) if isinstance(item, bodies.PublishRequest) else item
         results.append({"error": result.reason} if isinstance(result, ApiError) else result)
-    if valid and all(r == {"error": "redis_unavailable"} for r in results):
-        raise unavailable()  # nothing reached Redis: the whole call is retried
     return {"results": results}
 
 
@@ -90,7 +91,7 @@ class HttpApi:
     """The API of one worker; its Redis client comes with each request's gateway state."""
 
     def __init__(self, settings: Settings) -> None:
-        self.keys = tuple(key.encode() for key in settings.api_keys)
+        self.key_digests = requests.key_digests(settings.api_keys)
         self.max_payload = settings.max_payload_size
         self.max_body = settings.api_max_body_size
         self.body_deadline = settings.handshake_timeout
@@ -124,7 +125,7 @@ class HttpApi:
         await JSONResponse(answer, status_code=status, headers=headers)(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> dict[str, Any]:
-        if not requests.authorized(scope, self.keys):
+        if not requests.authorized(scope, self.key_digests):
             headers["www-authenticate"] = "Bearer"
             raise ApiError(401, "unauthorized")
         route = ROUTES.get(scope["path"])

@@ -280,7 +280,9 @@ async def test_redis_not_answering_is_503_and_a_retry_publishes_once(
         body = {"user": user, "data": "x", "idempotency_key": "k1"}
         answer = await post(gateway, "/api/publish", body)
         assert (answer.status, answer.json()) == (503, {"error": "redis_unavailable"})
-        batch = await post(gateway, "/api/publish/batch", {"messages": [body]})
+        batch = await post(
+            gateway, "/api/publish/batch", {"messages": [body, {"user": "bad user", "data": 1}]}
+        )
         assert (batch.status, batch.json()) == (503, {"error": "redis_unavailable"})
         for path, other in [("/api/disconnect", {"user": user}), ("/api/online", {"users": [user]})]:
             assert (await post(gateway, path, other)).status == 503
