@@ -31,7 +31,8 @@ KEYS = f"{API_KEY},{OTHER_API_KEY}"
 
 @pytest.fixture(scope="module")
 def api(redis_server: RedisServer) -> Iterator[Gateway]:
-    with running_gateway(redis_server.url, workers=1, WEBSOCKET_API_KEYS=KEYS) as gateway:
+    # Two workers: concurrent callers meet in two processes, as behind a load balancer.
+    with running_gateway(redis_server.url, workers=2, WEBSOCKET_API_KEYS=KEYS) as gateway:
         yield gateway
 
 
