@@ -7,13 +7,12 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway import keys
-from harness.api_client import API_KEY, Answer, call
+from harness.api_client import API_KEY, post
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_cluster import RedisCluster, running_cluster
@@ -41,10 +40,6 @@ def users_on_every_master(cluster: RedisCluster, each: int) -> list[str]:
         user = f"c-{uuid.uuid4().hex[:10]}"
         by_master.setdefault(cluster.master_of(keys.user_channel("ws", user)).port, []).append(user)
     return [user for group in zip(*(u[:each] for u in by_master.values()), strict=True) for user in group]
-
-
-async def post(gateway: Gateway, path: str, body: Any) -> Answer:
-    return await asyncio.to_thread(call, gateway.port, path, body)
 
 
 async def envelope(gateway: Gateway, user: str) -> ClientConnection:
