@@ -16,7 +16,7 @@ handed), ``hub.py``, ``control.py`` (control commands on the worker), ``drops.py
 ``cli.py`` and ``__main__.py`` (``python -m gateway``), with ``dev_env.py`` (what a running
 ``make run`` leaves for it).
 
-The parts, one package each: ``admission/``, ``broker/``, ``config/``, ``history/``, ``leases/``,
+The parts, one package each: ``admission/``, ``api/``, ``broker/``, ``config/``, ``history/``, ``leases/``,
 ``publishing/``, ``server/``, ``telemetry/``, ``topology/``. Data: ``lua/`` (the Redis scripts)
 and ``static/`` (the dev console's page). docs/architecture.md is the map.
 """

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import dev_console, health, keys
 from gateway.admission.auth import Authenticator
+from gateway.api.routes import HttpApi, is_api_path
 from gateway.broker import BrokerSetup
 from gateway.config.settings import Settings
 from gateway.endpoint import WebSocketEndpoint
@@ -57,10 +58,14 @@ class GatewayApp:
     middleware and router for sockets keeps those frames out of the per-connection cost.
     """
 
-    def __init__(self, starlette: Starlette, ports: PortMap | None = None) -> None:
+    def __init__(
+        self, starlette: Starlette, ports: PortMap | None = None, api: HttpApi | None = None
+    ) -> None:
         self.starlette = starlette
         self.state = starlette.state
         self._websocket = WebSocketEndpoint()
+        # The HTTP API, once WEBSOCKET_API_KEYS is set; without it /api/* is Starlette's 404.
+        self._api = api
         # Only where a port of its own takes paths away from WEBSOCKET_PORT (gateway/ports.py).
         self._ports = ports if ports is not None and ports.side else None
 
@@ -70,6 +75,8 @@ class GatewayApp:
             return not_found(scope, receive, send)
         if scope["type"] == "websocket" and scope["path"] == "/ws":
             return self._websocket(scope, receive, send)
+        if self._api is not None and scope["type"] == "http" and is_api_path(scope["path"]):
+            return self._api(scope, receive, send)
         return self.starlette(scope, receive, send)
 
     # Servers tell an ASGI 3 app by a coroutine function; this one returns the awaitable.
@@ -140,4 +147,5 @@ def create_app(settings: Settings) -> GatewayApp:
     ]
     if settings.dev_console:
         routes += dev_console.routes()
-    return GatewayApp(Starlette(routes=routes, lifespan=lifespan), PortMap(settings))
+    api = HttpApi(settings) if settings.api_keys else None
+    return GatewayApp(Starlette(routes=routes, lifespan=lifespan), PortMap(settings), api)

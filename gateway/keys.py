@@ -145,3 +145,9 @@ def revoked_key(prefix: str, user_id: str) -> str:
 def history_meta_key(prefix: str, user_id: str) -> str:
     """A hash: the history's ``epoch`` and last ``offset``, and its ``age`` cap in ms."""
     return f"{{{user_channel(prefix, user_id)}}}:meta"
+
+
+def idempotency_key(prefix: str, user_id: str, key: str) -> str:
+    """The first publish to the user under an idempotency key (gateway/lua/publish.lua); in the
+    user's slot, beside its history, so the publish script decides on it in the same step."""
+    return f"{{{user_channel(prefix, user_id)}}}:idem:{key}"

@@ -26,6 +26,8 @@ The gateway and what it talks to:
 Clients, polite and not:
 - outbox.py          Outbox: a local connection as the hub holds it, recording what it is given
 - clients.py         admit: one WebSocket client through admission
+- api_client.py      call and post: one request to the HTTP API (/api/*), sent as wrong as a test
+  wants; envelope_socket and frames_until: what a publish delivered
 - bystander.py       the invariant of every hostile test: a bystander on the same worker loses nothing
 - stalled_client.py  a raw client that stops reading, and the server's side of its socket
 - raw_websocket.py   a client that sends whatever bytes it is given (fuzzing)

@@ -3,8 +3,8 @@
 - ``table.py``: the one table, in the order of docs/reference.md (which it generates), made of rows kept by
   topic: ``server.py`` (listening, sockets, proxies), ``redis.py`` (which Redis, and its variables
   checked against each other), ``tokens.py`` (JWT), ``limits.py`` (what a user, connection or
-  worker may hold), ``history.py`` (what resumes may replay) and ``operations.py`` (metrics files,
-  logs, the development console).
+  worker may hold), ``history.py`` (what resumes may replay), ``api.py`` (the HTTP API: its keys, body limit
+  and history) and ``operations.py`` (metrics files, logs, the development console).
 - ``parsers.py``: what a row is (``Setting``), how each kind of value is read, and
   ``SettingsError``, which names the variable.
 - ``settings.py``: ``Settings.from_environ()``, the one object a process builds.

@@ -88,7 +88,8 @@ WEBSOCKET_HANDSHAKE_TIMEOUT = Setting(
     "handshake_timeout",
     10.0,
     number(0.5, 300.0),
-    "seconds a client has to send each request's headers (half-open sockets are closed)",
+    "seconds a client has to send each request's headers (half-open sockets are closed), and an"
+    " HTTP API request its body (else 408 `body_timeout`)",
 )
 
 FORWARDED_ALLOW_IPS = Setting(

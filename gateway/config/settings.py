@@ -44,6 +44,7 @@ class Settings:
     jwt_audience: str | None
     jwt_issuer: str | None
     jwt_leeway: float
+    revocation_ttl: float
     cors_origins: tuple[str, ...]
     send_queue_size: int
     max_inbound_message_size: int
@@ -62,6 +63,10 @@ class Settings:
     history_replay_cap: int
     resumes_per_minute: int
     resume_bytes_per_minute: int
+    api_keys: tuple[str, ...]
+    api_max_body_size: int
+    api_history_length: int
+    api_history_ttl: float
     dev_console: bool
     dev_console_port: int
 

@@ -1,6 +1,7 @@
 """Every setting, declared once: its variable, ``Settings`` field, default, parser and meaning.
 
-The rows live by topic (``server``, ``redis``, ``tokens``, ``limits``, ``history``, ``operations``);
+The rows live by topic (``server``, ``redis``, ``tokens``, ``limits``, ``history``, ``api``,
+``operations``);
 this module is the one table they make. ``Settings.from_environ`` reads through it, the settings
 table of docs/reference.md is generated from it (``markdown_table``; tests/test_settings.py checks it),
 and the CLI and the publisher library take their defaults from it. Standard library and the payload
@@ -12,6 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.config.api import (
+    WEBSOCKET_API_HISTORY_LENGTH,
+    WEBSOCKET_API_HISTORY_TTL,
+    WEBSOCKET_API_KEYS,
+    WEBSOCKET_API_MAX_BODY_SIZE,
+)
 from gateway.config.history import (
     WEBSOCKET_HISTORY_REPLAY_CAP,
     WEBSOCKET_RESUME_BYTES_PER_MINUTE,
@@ -87,6 +94,10 @@ __all__ = [
     "REDIS_SENTINELS",
     "REDIS_SENTINEL_MASTER",
     "REDIS_URL",
+    "WEBSOCKET_API_HISTORY_LENGTH",
+    "WEBSOCKET_API_HISTORY_TTL",
+    "WEBSOCKET_API_KEYS",
+    "WEBSOCKET_API_MAX_BODY_SIZE",
     "WEBSOCKET_CLIENT_MESSAGES_PER_SECOND",
     "WEBSOCKET_DEV_CONSOLE",
     "WEBSOCKET_DEV_CONSOLE_PORT",
@@ -150,6 +161,10 @@ ALL: tuple[Setting[Any], ...] = (
     WEBSOCKET_HISTORY_REPLAY_CAP,
     WEBSOCKET_RESUMES_PER_MINUTE,
     WEBSOCKET_RESUME_BYTES_PER_MINUTE,
+    WEBSOCKET_API_KEYS,
+    WEBSOCKET_API_MAX_BODY_SIZE,
+    WEBSOCKET_API_HISTORY_LENGTH,
+    WEBSOCKET_API_HISTORY_TTL,
     WEBSOCKET_DEV_CONSOLE,
     WEBSOCKET_DEV_CONSOLE_PORT,
     FORWARDED_ALLOW_IPS,

@@ -60,9 +60,9 @@ JWT_LEEWAY = Setting(
 
 JWT_REVOCATION_TTL = Setting(
     "JWT_REVOCATION_TTL",
-    None,
+    "revocation_ttl",
     86_400.0,
     number(1.0, 31_622_400.0),
     "seconds a disconnect refuses the user's tokens issued before it: at least your tokens' longest "
-    "lifetime (`exp` - `iat`); read by the publisher library and the CLI, which write it",
+    "lifetime (`exp` - `iat`); read by the publisher library, the CLI and the HTTP API, which write it",
 )

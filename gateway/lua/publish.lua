@@ -18,8 +18,22 @@
 -- ARGV[5]      a random token from the publisher, used only when a new epoch is born
 -- ARGV[6]      "1" on a Redis Cluster: SPUBLISH to the user's shard channel (same slot as the
 --              keys); else PUBLISH
--- Returns {epoch, offset, receivers}.
+-- KEYS[3]      optional: {prefix:user}:idem:<key>, a publish's idempotency key (the HTTP API's):
+--              a string "epoch offset receivers" naming the first publish under that key, kept
+--              for the age cap. While it lives, a call with the same key publishes nothing and
+--              answers the first publish again. Decided here, in the publish's own step, so two
+--              calls with one key cannot both publish.
+-- Returns {epoch, offset, receivers}; with KEYS[3], {epoch, offset, receivers, repeated (0 or 1)}.
 local MAX_FORKS = 4
+if KEYS[3] then
+  local first = redis.call('GET', KEYS[3])
+  if first then
+    local e, o, r = string.match(first, '^(%w+) (%d+) (%d+)$')
+    if e then
+      return {e, tonumber(o), tonumber(r), 1}
+    end
+  end
+end
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'node')
 local epoch = meta[1]
 -- Asked here, in the same call: no round trip more. '' where a server does not say.
@@ -53,4 +67,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 local publish = ARGV[6] == '1' and 'SPUBLISH' or 'PUBLISH'
 local receivers = redis.call(publish, ARGV[1], '\255H' .. epoch .. ' ' .. offset .. ' ' .. ARGV[2])
+if KEYS[3] then
+  redis.call('SET', KEYS[3], epoch .. ' ' .. offset .. ' ' .. receivers, 'PX', ARGV[4])
+  return {epoch, offset, receivers, 0}
+end
 return {epoch, offset, receivers}

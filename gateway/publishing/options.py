@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 from gateway.config import table
 from gateway.history.position import format_position
 from gateway.keys import checked_user_id, history_key, history_meta_key, user_channel
+from gateway.keys import idempotency_key as idempotency_key_name
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
 from gateway.publishing.replication import NotReplicated
@@ -47,9 +48,26 @@ class _History:
 
     def call(self, prefix: str, sharded: bool, user_id: str, channel: str, data: bytes) -> Call:
         """The call of gateway/lua/publish.lua for one message."""
-        keys = [history_meta_key(prefix, user_id), history_key(prefix, user_id)]
-        shard = "1" if sharded else ""
-        return Call(_PUBLISH, keys, [channel, data, self.length, self.ttl_ms, secrets.token_hex(4), shard])
+        return publish_call(prefix, sharded, user_id, channel, data, self.length, self.ttl_ms)
+
+
+def publish_call(
+    prefix: str,
+    sharded: bool,
+    user_id: str,
+    channel: str,
+    data: bytes,
+    length: str,
+    ttl_ms: str,
+    idempotency_key: str | None = None,
+) -> Call:
+    """The call of gateway/lua/publish.lua for one message; with ``idempotency_key``, a repeat of
+    an earlier publish under that key within ``ttl_ms`` publishes nothing (the reply says so)."""
+    keys = [history_meta_key(prefix, user_id), history_key(prefix, user_id)]
+    if idempotency_key is not None:
+        keys.append(idempotency_key_name(prefix, user_id, idempotency_key))
+    shard = "1" if sharded else ""
+    return Call(_PUBLISH, keys, [channel, data, length, ttl_ms, secrets.token_hex(4), shard])
 
 
 def published(reply: list[Any]) -> Published:

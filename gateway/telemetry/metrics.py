@@ -88,6 +88,17 @@ MESSAGES_REPLAYED = Counter(
 GAP_FILLS = Counter(
     "websocket_gap_fills", "Users whose history was read after a pub/sub reconnect, by result.", ["result"]
 )
+# The HTTP API (gateway/api/): ``route`` is one of its paths, or "other" for any other path under
+# /api; never a key, a user id or anything else from the request.
+API_REQUESTS = Counter(
+    "websocket_api_requests", "HTTP API requests by route and response status.", ["route", "status"]
+)
+API_LATENCY = Histogram(
+    "websocket_api_request_duration_seconds",
+    "HTTP API requests, from the request to the answer (its body read, Redis's replies in), by route.",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 WORKER_CONNECTIONS = Gauge(
     "websocket_worker_connections",
     "Open WebSockets per live worker (label pid).",

@@ -63,6 +63,13 @@ def test_invalid_setting_stops_start_up_with_one_line(env: dict[str, str], varia
     assert refused_start_up(env).startswith(f"gateway: invalid setting {variable}:")
 
 
+@pytest.mark.parametrize("keys", ["short-key", f"{'k' * 40},{'s' * 31}", f"{'k' * 40},,{'j' * 40}"])
+def test_an_api_key_under_32_characters_stops_start_up_without_showing_it(keys: str) -> None:
+    line = refused_start_up({"WEBSOCKET_API_KEYS": keys})
+    assert line.startswith("gateway: invalid setting WEBSOCKET_API_KEYS: key ")
+    assert all(key not in line for key in keys.split(",") if key)
+
+
 def test_a_missing_upstream_internal_stops_start_up_with_one_line(tmp_path: Path) -> None:
     """uvicorn 0.50 to 0.52 had no pause_writing of their own, and slow-consumer protection then
     silently did nothing: gunicorn refuses to start on such a release instead."""

@@ -1,0 +1,97 @@
+"""The HTTP API on a real Redis Cluster (3 masters): publish, a batch across slots, idempotency,
+disconnect and online, each call's scripts routed to the masters owning its users' slots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway import keys
+from harness.api_client import API_KEY, post
+from harness.clients import admit
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_cluster import RedisCluster, running_cluster
+from harness.tokens import make_token
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with running_cluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def api(cluster: RedisCluster) -> Iterator[Gateway]:
+    with running_gateway(
+        "redis://", workers=1, REDIS_CLUSTER_NODES=cluster.startup_nodes, WEBSOCKET_API_KEYS=API_KEY
+    ) as gateway:
+        yield gateway
+
+
+def users_on_every_master(cluster: RedisCluster, each: int) -> list[str]:
+    """``each`` fresh users on every master, interleaved."""
+    by_master: dict[int, list[str]] = {}
+    while not by_master or min(len(u) for u in by_master.values()) < each or len(by_master) < 3:
+        user = f"c-{uuid.uuid4().hex[:10]}"
+        by_master.setdefault(cluster.master_of(keys.user_channel("ws", user)).port, []).append(user)
+    return [user for group in zip(*(u[:each] for u in by_master.values()), strict=True) for user in group]
+
+
+async def envelope(gateway: Gateway, user: str) -> ClientConnection:
+    return await connect(f"{gateway.ws_url}?token={make_token(user)}&envelope=1", open_timeout=10)
+
+
+async def test_a_batch_across_every_master_answers_in_order_and_reaches_each_user(
+    api: Gateway, cluster: RedisCluster
+) -> None:
+    users = users_on_every_master(cluster, 3)
+    sockets = [await envelope(api, user) for user in users]
+    messages = [{"user": user, "data": {"n": n}} for n, user in enumerate(users)]
+    messages.insert(4, {"user": "bad user", "data": 0})
+    answer = await post(api, "/api/publish/batch", {"messages": messages})
+    assert answer.status == 200, answer.body
+    results = answer.json()["results"]
+    assert results[4] == {"error": "invalid_user"}
+    del results[4]
+    for n, (ws, result) in enumerate(zip(sockets, results, strict=True)):
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert frame == {"type": "message", "position": result["position"], "data": {"n": n}}
+        assert result["receivers"] == 1
+        await ws.close()
+
+
+async def test_publish_with_and_without_history_and_an_idempotency_key(
+    api: Gateway, cluster: RedisCluster
+) -> None:
+    for user in users_on_every_master(cluster, 1):
+        async with await envelope(api, user) as ws:
+            body = {"user": user, "data": "once", "idempotency_key": "k"}
+            first = (await post(api, "/api/publish", body)).json()
+            assert (await post(api, "/api/publish", body)).json() == {**first, "repeated": True}
+            plain = (
+                await post(api, "/api/publish", {"user": user, "data": "plain", "history": False})
+            ).json()
+            assert plain == {"receivers": 1, "position": None}
+            frames = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
+        assert frames == [
+            {"type": "message", "position": first["position"], "data": "once"},
+            {"type": "message", "data": "plain"},
+        ]
+
+
+async def test_online_and_disconnect_across_masters(api: Gateway, cluster: RedisCluster) -> None:
+    users = users_on_every_master(cluster, 1)
+    sockets = [await admit(api.ws_url, user) for user in users]
+    assert all(isinstance(ws, ClientConnection) for ws in sockets)
+    assert (await post(api, "/api/online", {"users": users})).json() == {"online": dict.fromkeys(users, 1)}
+    for user, ws in zip(users, sockets, strict=True):
+        assert (await post(api, "/api/disconnect", {"user": user})).json() == {"disconnected": 1}
+        assert isinstance(ws, ClientConnection)
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 4003
+    assert (await post(api, "/api/online", {"users": users})).json() == {"online": dict.fromkeys(users, 0)}
