@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.history.cursor import Cursor
 from gateway.history.position import Position
 from gateway.history.reader import HistoryReader
 from gateway.history.recovery import resume
@@ -22,13 +23,15 @@ UNLIMITED = ResumeBudget(resumes_per_minute=10**6, bytes_per_minute=10**12)
 
 
 class Resuming:
-    def __init__(self, user_id: str) -> None:
+    def __init__(self, user_id: str, groups: tuple[str, ...] = ()) -> None:
         self.user_id = user_id
+        self.groups = groups
+        self.cursor = Cursor(0)
         self.frames: list[bytes] = []
         self.last: Position | None = None
 
-    def start_with(self, frames: list[bytes], last: Position | None) -> None:
-        self.frames, self.last = frames, last
+    def start_with(self, frames: list[bytes], cursor: Cursor | None) -> None:
+        self.frames, self.last = frames, None if cursor is None else cursor.user
 
 
 @pytest.fixture
