@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from gateway import wire
 from gateway.admission.query import parse as parse_query
 from gateway.history import envelope
-from gateway.history.position import Position, parse_position
 from gateway.history.cursor import Cursor
+from gateway.history.position import Position, parse_position
 from gateway.history.recovery import parse_options
 from gateway.hub import Hub
 from gateway.untrusted_json import MAX_DEPTH
