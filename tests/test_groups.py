@@ -13,13 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from gateway import close_codes, keys, wire
+from gateway import close_codes, http_refusals, keys, wire
 from gateway.admission.auth import Authenticator, AuthError, parse_groups
 from gateway.config.settings import Settings
 from gateway.history.cursor import MAX_LENGTH, Cursor, parse_cursor
 from gateway.history.position import Position
 from gateway.hub import Hub
 from harness.outbox import Outbox
+from harness.paths import ROOT
 from harness.tokens import SECRET
 
 _IDS = st.text(min_size=1, max_size=40)
@@ -150,3 +151,10 @@ def test_a_group_s_members_get_one_envelope_each_with_their_own_cursor() -> None
     assert hub.remove_member("team", env) is False
     assert hub.remove_member("team", raw) is True
     assert "{team" not in hub.user_ids()
+
+
+def test_the_longest_cursor_fits_a_request_target_and_the_docs_state_its_bound() -> None:
+    assert len("/ws?envelope=1&since=") + MAX_LENGTH < http_refusals.MAX_TARGET_BYTES
+    text = " ".join((ROOT / "docs" / "publishing.md").read_text().split())
+    assert f"With 64 groups a cursor is at most {MAX_LENGTH:,} characters" in text
+    assert f"{http_refusals.MAX_TARGET_BYTES:,} bytes the gateway takes for a request target" in text
