@@ -52,7 +52,7 @@ upgrade-check:
 	scripts/ensure-tini
 	scripts/upgrade-check $(PYTEST_ARGS)
 
-# Every scenario against the gateway and the Python alternatives, history's cost, one Redis against
+# Every scenario against the gateway and the Python alternatives, history's cost, groups' cost, one Redis against
 # a Redis Cluster, what an idle socket costs (one Redis, a Cluster) and the latency tail at a low
 # rate; writes loadtest/results/. The long hold (python -m loadtest.bench.idle --hold) is not in it.
 bench:
@@ -60,6 +60,7 @@ bench:
 	scripts/ensure-redis-server
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench.history
+	.venv/bin/python -m loadtest.bench.groups
 	.venv/bin/python -m loadtest.bench.cluster
 	.venv/bin/python -m loadtest.bench.idle
 	.venv/bin/python -m loadtest.bench.idle --cluster
