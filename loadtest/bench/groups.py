@@ -68,7 +68,7 @@ async def _receive_all(sockets: list[ClientConnection], messages: int) -> list[l
     """Per socket, when each message arrived (perf_counter)."""
 
     async def drain(ws: ClientConnection) -> list[float]:
-        times = []
+        times: list[float] = []
         while len(times) < messages:
             await asyncio.wait_for(ws.recv(), 60)
             times.append(time.perf_counter())
@@ -177,6 +177,7 @@ async def _holders(gateway: Gateway, groups: list[str]) -> list[ClientConnection
         assert len(holders) < 40, "the listener never spread the holders over both workers"
         ws = await _open(gateway, f"holder-{len(holders)}", groups)
         holders.append(ws)
+        assert ws.response is not None
         workers.add(ws.response.headers["x-gateway-worker"])
     return holders
 
