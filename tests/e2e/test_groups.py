@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.publishing.publisher import AsyncPublisher, Publisher
+from harness.bystander import watching_bystander
 from harness.gateway_process import Gateway
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
@@ -259,3 +260,32 @@ async def test_the_publisher_refuses_a_bad_group_id_before_sending() -> None:
                 await publisher.publish_group(bad, "x")
     with Publisher("redis://127.0.0.1:1") as sync_publisher, pytest.raises(ValueError, match="group id"):
         sync_publisher.publish_group("{x", "x")
+
+
+async def test_hostile_claims_and_membership_churn_cost_a_bystander_nothing(
+    gateway_one: Gateway, redis_server: RedisServer, redis_client: aioredis.Redis, user: str
+) -> None:
+    """Handshakes with unusable claims, and sockets that refresh between two sets of 64 groups as
+    fast as they may, while a bystander on the same worker is watched; afterwards the worker holds
+    no group channel of theirs."""
+    sets = [[f"{user}-{side}{i}" for i in range(64)] for side in ("a", "b")]
+    bad_claims: list[Any] = [[f"g{i}" for i in range(65)], ["{x"], "x", [1], ["*"]]
+    async with watching_bystander(gateway_one, redis_server.url) as bystander:
+        for claim in bad_claims * 4:
+            with pytest.raises(InvalidStatus):
+                await connect(f"{gateway_one.ws_url}?token={make_token(user, groups=claim)}", open_timeout=10)
+        churners = [await _open(gateway_one, f"{user}-{n}", sets[0], "&envelope=1") for n in range(3)]
+        for round_ in range(10):
+            for n, ws in enumerate(churners):
+                token = make_token(f"{user}-{n}", groups=sets[(round_ + 1) % 2])
+                await ws.send(json.dumps({"type": "refresh", "token": token}))
+                assert (await _frames(ws, 1))[0]["type"] == "refreshed"
+            await bystander.check()
+        for ws in churners:
+            await ws.close()
+    channels = [f"ws:{{{group}" for group in sets[0] + sets[1]]
+
+    async def none_held() -> bool:
+        return not any(dict(await redis_client.pubsub_numsub(*channels)).values())
+
+    await eventually(none_held, what="no churned group channel left subscribed")
