@@ -84,3 +84,27 @@ async def test_a_history_whose_meta_was_written_by_hand_reads_as_lost(
     ]
     await client.hset(f"{{ws:{user}}}:meta", mapping={"epoch": "abc", "offset": "x"})
     assert (await reader.read(user, "", 0)).result == "lost"
+
+
+async def test_the_replay_cap_bounds_a_resume_across_all_its_sources(
+    client: aioredis.Redis, user: str
+) -> None:
+    """Two missed messages each from the user and a group, a cap of three: not recovered, nothing
+    replayed (each source alone is within the cap); a cap of four replays all four."""
+    prefix = f"iso-{user}"  # broadcasts of other tests (this Redis is shared) are not in it
+    publisher = AsyncPublisher(client=client, max_payload_size=LIMIT, prefix=prefix)
+    team = f"team-{user}"
+    first = await publisher.publish(user, {"u": 0})
+    for n in (1, 2):
+        await publisher.publish(user, {"u": n})
+        await publisher.publish_group(team, {"g": n})
+    assert first.position is not None
+    since = f"t0.u{first.position}"
+    for cap, expected in (
+        (3, {"type": "recovery", "recovered": False, "replayed": 0, "reason": "too_long"}),
+        (4, {"type": "recovery", "recovered": True, "replayed": 4}),
+    ):
+        connection = Resuming(user, (team,))
+        reader = HistoryReader(client, prefix, cap)
+        assert await resume(reader, connection, since, LIMIT, UNLIMITED) is None
+        assert json.loads(connection.frames[0]) == expected

@@ -51,6 +51,8 @@ class Cursor:
     since_ms: int
     user: Position | None = None
     groups: dict[str, Position] = field(default_factory=dict)
+    # Each group's entry as text, kept as it advances: a frame's cursor joins them.
+    _entries: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def composite(self) -> bool:
@@ -70,12 +72,14 @@ class Cursor:
             self.user = position
         else:
             self.groups[group] = position
+            self._entries.pop(group, None)
         return True
 
     def keep_only(self, groups: tuple[str, ...]) -> None:
         """Forget the groups the socket left (a refresh named others)."""
         for group in [g for g in self.groups if g != BROADCAST and g not in groups]:
             del self.groups[group]
+            self._entries.pop(group, None)
 
     def text(self) -> str:
         if not self.groups and self.user is not None:
@@ -83,9 +87,13 @@ class Cursor:
         parts = [f"t{self.since_ms}"]
         if self.user is not None:
             parts.append("u" + format_position(self.user.epoch, self.user.offset))
+        entries = self._entries
         for group, at in self.groups.items():
-            name = "b" if group == BROADCAST else "g" + group_hash(group)
-            parts.append(name + format_position(at.epoch, at.offset))
+            entry = entries.get(group)
+            if entry is None:
+                name = "b" if group == BROADCAST else "g" + group_hash(group)
+                entry = entries[group] = name + format_position(at.epoch, at.offset)
+            parts.append(entry)
         return ".".join(parts)
 
 

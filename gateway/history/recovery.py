@@ -80,6 +80,8 @@ async def resume(
     except UNAVAILABLE:
         return close_codes.REDIS_UNAVAILABLE  # 1013: retrying later with the same position works
     failed = next((reading.result for reading in readings if reading.result != "ok"), None)
+    if failed is None and sum(len(reading.entries) for reading in readings) > reader.replay_cap:
+        failed = "too_long"  # the cap bounds the whole replay, whatever the number of sources
     if failed is not None:
         _not_recovered(connection, failed)
         return None
