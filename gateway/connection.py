@@ -190,21 +190,26 @@ class Connection:
         """An envelope socket's history message (gateway/hub.py ``Outbox``)."""
         if self._early is not None:
             self._keep_early((group, message))
-            return
+        elif (frame := self._frame(group, message, shared)) is not None:
+            self.push(frame, received_at)
+
+    def _frame(self, group: str | None, message: HistoryMessage, shared: bytes | None) -> bytes | None:
         frame = cursors.frame_for(self.cursor, group, message, shared)
         if frame is None:
             metrics.MESSAGES_DROPPED.labels("duplicate").inc()
-        elif cursors.fits(frame, self._limits.max_payload_size):
-            self.push(frame, received_at)
+            return None
+        return frame if cursors.fits(frame, self._limits.max_payload_size) else None
 
     def _keep_early(self, item: bytes | tuple[str | None, HistoryMessage]) -> None:
         assert self._early is not None
-        if len(self._early) >= self._limits.queue_size:
+        if self.state is _CLOSING:
+            metrics.MESSAGES_DROPPED.labels("closing").inc()
+        elif len(self._early) >= self._limits.queue_size:
             # Serving it with a hole (a resume saying recovered:true) would lose messages silently.
             self._early = []
             self._overflow(close_codes.ADMISSION_BACKLOG)
-            return
-        self._early.append(item)
+        else:
+            self._early.append(item)
 
     def start_with(self, frames: list[bytes], cursor: cursors.Cursor | None) -> None:
         """Before ``run``: ``frames`` (a recovery and its replay, which took the socket to
@@ -213,13 +218,12 @@ class Connection:
         early, self._early = self._early or [], None
         if cursor is not None:
             self.cursor = cursor
+        for item in early:
+            frame = item if isinstance(item, bytes) else self._frame(*item, None)
+            if frame is not None:
+                frames.append(frame)
         self.composite = self.cursor.composite
         self._outbox = frames
-        for item in early:
-            if isinstance(item, bytes):
-                self.push(item, time.monotonic())
-            else:
-                self.push_history(*item, None, time.monotonic())
 
     def change_groups(self, groups: tuple[str, ...]) -> None:
         """A refresh named other groups: the socket is a member of exactly those from now on."""
