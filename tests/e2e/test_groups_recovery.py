@@ -75,7 +75,8 @@ async def test_a_drained_host_loses_and_doubles_nothing_of_any_source_for_a_clie
     reader = _Reader()
     with (
         running_gateway(redis_server.url, workers=1, WEBSOCKET_DRAIN_WINDOW="1") as host_a,
-        running_gateway(redis_server.url, workers=1) as host_b,
+        # The cap bounds a resume across its three sources: room for the restart's gap of all three.
+        running_gateway(redis_server.url, workers=1, WEBSOCKET_HISTORY_REPLAY_CAP="1000") as host_b,
     ):
         publisher = AsyncPublisher(redis_server.url)
         first = await _open(host_a, user, team, "&envelope=1")
