@@ -2,14 +2,15 @@
 
 ``add`` says when a connection is its user's first here and ``remove`` when it was the last, so
 admission knows when to subscribe and unsubscribe the user's channel; after a reconnect the
-broker re-subscribes every user ``user_ids`` lists. Delivery is synchronous and never awaits a
-socket.
+broker re-subscribes every user ``user_ids`` lists. ``add_member`` and ``remove_member`` do the
+same for groups (gateway/admission/groups.py), named where a user id would be by
+``keys.group_source``. Delivery is synchronous and never awaits a socket.
 
 A plain payload to a user with only raw sockets takes the plain path: one set lookup more than
 before history existed. The gateway's own messages (0xFF, gateway/wire.py: they fail the UTF-8
 check at their first byte; history messages, and control commands for gateway/control.py),
-users with envelope sockets and users whose gap is being filled (gateway/history/gap.py) take
-the general path.
+users with envelope sockets, users whose gap is being filled (gateway/history/gap.py) and
+groups take the general path.
 """
 
 from __future__ import annotations
