@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
@@ -109,9 +109,13 @@ def test_a_cursor_round_trips_within_its_bound_and_a_url_needs_no_escape_for_it(
         assert not single and again == cursor
 
 
-@given(st.text(max_size=200))
+@given(st.text(max_size=200) | st.builds("t{}.u1-a".format, st.text(max_size=20)))
+@example("t\u00b2")  # a digit to str.isdigit, not to int()
+@example("t\u0663.u1-a")  # an Arabic-Indic digit
 def test_any_since_parses_to_a_cursor_or_none_and_never_raises(text: str) -> None:
-    parse_cursor(text, ("a", "b"))
+    parsed = parse_cursor(text, ("a", "b"))
+    if parsed is not None and not parsed[1]:
+        assert text[1 : text.find(".") if "." in text else None].isascii()
 
 
 def test_a_cursor_forgets_a_group_it_left_and_ignores_one_it_cannot_name() -> None:

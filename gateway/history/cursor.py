@@ -107,9 +107,13 @@ def parse_cursor(text: str, groups: tuple[str, ...]) -> tuple[Cursor, bool] | No
         return Cursor(0, single), True
     entries = text.split(".")
     head = entries[0]
-    if len(entries) > MAX_GROUPS + 3 or head[:1] != "t" or not head[1:].isdigit() or len(head) > 14:
+    digits = head[1:]
+    # isdigit alone takes "²" and other digits int() refuses or reads: ASCII only.
+    if len(entries) > MAX_GROUPS + 3 or head[:1] != "t" or len(head) > 14:
         return None
-    cursor = Cursor(int(head[1:]))
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    cursor = Cursor(int(digits))
     by_hash = {group_hash(group): group for group in groups}
     for entry in entries[1:]:
         kind = entry[:1]

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis.asyncio as aioredis
@@ -289,3 +290,25 @@ async def test_hostile_claims_and_membership_churn_cost_a_bystander_nothing(
         return not any(dict(await redis_client.pubsub_numsub(*channels)).values())
 
     await eventually(none_held, what="no churned group channel left subscribed")
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "t\u00b2",
+        "t\u0663.u1-a",
+        "t1.u1-a.x",
+        "t1.g" + "0" * 10,
+        "t1." + ".".join(["b1-a"] * 70),
+        "t" + "9" * 14,
+    ],
+)
+async def test_a_hostile_since_is_not_recovered_and_the_socket_is_served(
+    gateway_one: Gateway, user: str, team: str, since: str
+) -> None:
+    """Garbage in the composite form: ``recovered:false`` ``invalid``, never a failed handshake."""
+    async with await _open(gateway_one, user, [team], f"&since={quote(since)}") as ws:
+        assert await _frames(ws, 1) == [
+            {"type": "recovery", "recovered": False, "replayed": 0, "reason": "invalid"}
+        ]
+        assert await _quiet(ws)
