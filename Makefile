@@ -64,8 +64,8 @@ upgrade-check:
 	scripts/ensure-tini
 	scripts/upgrade-check $(PYTEST_ARGS)
 
-# Every scenario against the gateway and the Python alternatives, history's cost, the HTTP API against
-# the publisher library, one Redis against
+# Every scenario against the gateway and the Python alternatives, history's cost, groups' cost, the
+# HTTP API against the publisher library, one Redis against
 # a Redis Cluster, what an idle socket costs (one Redis, a Cluster) and the latency tail at a low
 # rate; rewrites the committed loadtest/results/ (on purpose: each module alone writes to a scratch
 # directory unless given --out). The long hold (python -m loadtest.bench.idle --hold) is not in it.
@@ -75,6 +75,7 @@ bench:
 	scripts/ensure-redis-server
 	.venv/bin/python -m loadtest.bench $(BENCH_OUT) $(BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench.history $(BENCH_OUT)
+	.venv/bin/python -m loadtest.bench.groups $(BENCH_OUT)
 	.venv/bin/python -m loadtest.bench.api $(BENCH_OUT)
 	.venv/bin/python -m loadtest.bench.cluster $(BENCH_OUT)
 	.venv/bin/python -m loadtest.bench.idle $(BENCH_OUT)

@@ -35,11 +35,21 @@ def _parser() -> argparse.ArgumentParser:
     publish = commands.add_parser(
         "publish", help="publish JSON to a user (REDIS_URL or REDIS_CLUSTER_NODES or REDIS_SENTINELS...)"
     )
-    publish.add_argument("user")
-    publish.add_argument("json", type=_json_text, help="the payload, sent byte for byte; must be valid JSON")
+    publish.add_argument("user", nargs="?", help="the user (without --group)")
+    publish.add_argument(
+        "json", nargs="?", type=_json_text, help="the payload, sent byte for byte; must be valid JSON"
+    )
+    publish.add_argument(
+        "--group", metavar="GROUP", help="to every member of a group instead: --group G JSON"
+    )
     publish.add_argument(
         "--no-history", action="store_true", help="a plain PUBLISH (SPUBLISH on a cluster): not recoverable"
     )
+    broadcast = commands.add_parser("broadcast", help="publish JSON to every connection")
+    broadcast.add_argument(
+        "json", type=_json_text, help="the payload, sent byte for byte; must be valid JSON"
+    )
+    broadcast.add_argument("--no-history", action="store_true", help="a plain PUBLISH: not recoverable")
     connections = commands.add_parser("connections", help="list a user's live connections cluster-wide")
     connections.add_argument("user")
     disconnect = commands.add_parser(
@@ -57,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a development token (JWT_SECRET_KEY, JWT_ALGORITHM)")
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
+    token.add_argument(
+        "--group", action="append", default=[], help="a group of its groups claim (repeatable)"
+    )
     return parser
 
 
@@ -69,6 +82,11 @@ def _json_text(text: str) -> str:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    if args.group is not None:
+        return _publish_group(args)
+    if args.user is None or args.json is None:
+        _parser().error("publish: give USER JSON, or --group GROUP JSON")
+
     def publish(publisher: Publisher) -> None:
         _say_which_redis()
         receivers = publisher.publish(args.user, args.json)
@@ -76,6 +94,35 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"delivered to {receivers} gateway worker(s){where}")
 
     return _with_publisher("not published", publish, history=not args.no_history, users=[args.user])
+
+
+def _publish_group(args: argparse.Namespace) -> int:
+    # With --group the one positional given is the payload (argparse fills ``user`` first).
+    if args.user is None or args.json is not None:
+        _parser().error("publish --group: give GROUP and JSON only")
+    try:
+        payload = _json_text(args.user)
+    except argparse.ArgumentTypeError:
+        _parser().error("publish --group: the payload is not valid JSON")
+
+    def publish(publisher: Publisher) -> None:
+        _print_published(publisher.publish_group(args.group, payload))
+
+    _say_which_redis()
+    return _with_publisher("not published", publish, history=not args.no_history)
+
+
+def _broadcast(args: argparse.Namespace) -> int:
+    def broadcast(publisher: Publisher) -> None:
+        _print_published(publisher.broadcast(args.json))
+
+    _say_which_redis()
+    return _with_publisher("not published", broadcast, history=not args.no_history)
+
+
+def _print_published(receivers: Any) -> None:
+    where = f"; position {receivers.position}" if receivers.position else ""
+    print(f"delivered to {receivers} gateway worker(s){where}")
 
 
 def _connections(args: argparse.Namespace) -> int:
@@ -117,10 +164,18 @@ def _token(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"token: user id {args.user!r}: {problem}", file=sys.stderr)
         return 2
+    for group in args.group:
+        problem = keys.group_id_problem(group)
+        if problem is not None:
+            print(f"token: group id {group!r}: {problem}", file=sys.stderr)
+            return 2
+    if len(set(args.group)) > keys.MAX_GROUPS:
+        print(f"token: at most {keys.MAX_GROUPS} groups", file=sys.stderr)
+        return 2
     if not args.ttl > 0:
         print(f"token: --ttl must be positive, got {args.ttl:g}", file=sys.stderr)
         return 2
-    print(issue_token(settings, args.user, args.ttl, time.time()))
+    print(issue_token(settings, args.user, args.ttl, time.time(), tuple(args.group)))
     return 0
 
 
@@ -215,6 +270,7 @@ def _with_publisher(
 # One handler per command: the parsed arguments in, the exit status out.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "publish": _publish,
+    "broadcast": _broadcast,
     "connections": _connections,
     "disconnect": _disconnect,
     "online": _online,

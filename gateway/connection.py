@@ -27,10 +27,11 @@ from gateway.client_messages import MessageBudget
 from gateway.clock import Clock, Timer
 from gateway.close_codes import Refusal
 from gateway.config.settings import Settings
-from gateway.history.position import Position
-from gateway.history.recovery import is_replayed
+from gateway.history import cursor as cursors
 from gateway.link import Link
+from gateway.payload_limit import DEFAULT_MAX_PAYLOAD_SIZE
 from gateway.telemetry import metrics
+from gateway.wire import HistoryMessage
 
 log = logging.getLogger("gateway.connection")
 
@@ -58,10 +59,16 @@ class ConnectionLimits:
     queue_size: int  # frames queued before it is ended (4008; 1013 before it is served)
     idle_timeout: float  # seconds without a client frame (pongs count)
     messages_per_second: float  # client messages, pings and pongs; bursts of twice that
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE  # bounds an envelope it builds itself
 
     @classmethod
     def of(cls, settings: Settings) -> ConnectionLimits:
-        return cls(settings.send_queue_size, settings.idle_timeout, settings.client_messages_per_second)
+        return cls(
+            settings.send_queue_size,
+            settings.idle_timeout,
+            settings.client_messages_per_second,
+            settings.max_payload_size,
+        )
 
 
 class Connection:
@@ -69,6 +76,7 @@ class Connection:
         "_authenticator",
         "_budget",
         "_clock",
+        "_early",
         "_expires_at",
         "_limits",
         "_link",
@@ -76,11 +84,14 @@ class Connection:
         "_outbox",
         "_timer",
         "_wake",
+        "composite",
         "connection_id",
+        "cursor",
         "end_reason",
         "envelope",
+        "groups",
         "issued_at",
-        "replayed",
+        "on_groups",
         "revoked_at",
         "state",
         "user_id",
@@ -95,6 +106,7 @@ class Connection:
         authenticator: Authenticator,
         clock: Clock,
         envelope: bool = False,
+        resuming: bool = False,
     ) -> None:
         self.user_id = identity.user_id
         # Its lease's id once admission took one: what a single-connection disconnect names.
@@ -119,13 +131,24 @@ class Connection:
         self._timer: Timer | None = None
         # Envelope mode (?envelope=1 or ?since=): the hub queues JSON envelopes, not raw payloads.
         self.envelope = envelope
-        self.replayed: Position | None = None
+        # The groups of its current token, and what admission (gateway/admission/groups.py) calls
+        # when a refresh names others: the hub and the broker follow.
+        self.groups = identity.groups
+        self.on_groups: Callable[[tuple[str, ...]], None] | None = None
+        # Envelope sockets: where it stands per source, sent as each frame's position. A resuming
+        # one keeps what arrives while its replay is read (``_early``) and builds it after.
+        self.cursor = cursors.Cursor(int(clock.time() * 1000))
+        self.composite = resuming
+        self._early: list[bytes | tuple[str | None, HistoryMessage]] | None = [] if resuming else None
 
     def push(self, payload: bytes, received_at: float) -> None:
         """Queue a frame without waiting; a client that lets its outbox fill is ended (4008)."""
         state = self.state
         if state is _CLOSING or state is _CLOSED:
             metrics.MESSAGES_DROPPED.labels("closing").inc()
+            return
+        if self._early is not None:
+            self._keep_early(payload)
             return
         outbox = self._outbox
         if len(outbox) >= self._limits.queue_size:
@@ -161,12 +184,55 @@ class Connection:
         log.warning("send queue full: %d messages dropped, closing it (%s)", dropped, reason.reason)
         self.end(reason)
 
-    def start_with(self, frames: list[bytes], last: Position | None) -> None:
-        """Before ``run``: ``frames`` (a recovery and its replay up to ``last``) go out first; a
-        frame queued live that the replay carries is dropped."""
-        queued = self._outbox if last is None else [f for f in self._outbox if not is_replayed(f, last)]
-        self._outbox = frames + queued
-        self.replayed = last  # and one that arrives later (the hub checks)
+    def push_history(
+        self, group: str | None, message: HistoryMessage, shared: bytes | None, received_at: float
+    ) -> None:
+        """An envelope socket's history message (gateway/hub.py ``Outbox``)."""
+        if self._early is not None:
+            self._keep_early((group, message))
+        elif (frame := self._frame(group, message, shared)) is not None:
+            self.push(frame, received_at)
+
+    def _frame(self, group: str | None, message: HistoryMessage, shared: bytes | None) -> bytes | None:
+        frame = cursors.frame_for(self.cursor, group, message, shared)
+        if frame is None:
+            metrics.MESSAGES_DROPPED.labels("duplicate").inc()
+            return None
+        return frame if cursors.fits(frame, self._limits.max_payload_size) else None
+
+    def _keep_early(self, item: bytes | tuple[str | None, HistoryMessage]) -> None:
+        assert self._early is not None
+        if self.state is _CLOSING:
+            metrics.MESSAGES_DROPPED.labels("closing").inc()
+        elif len(self._early) >= self._limits.queue_size:
+            # Serving it with a hole (a resume saying recovered:true) would lose messages silently.
+            self._early = []
+            self._overflow(close_codes.ADMISSION_BACKLOG)
+        else:
+            self._early.append(item)
+
+    def start_with(self, frames: list[bytes], cursor: cursors.Cursor | None) -> None:
+        """Before ``run``: ``frames`` (a recovery and its replay, which took the socket to
+        ``cursor``; None: not recovered) go out first, then what arrived meanwhile, less what the
+        replay carried."""
+        early, self._early = self._early or [], None
+        if cursor is not None:
+            self.cursor = cursor
+        for item in early:
+            frame = item if isinstance(item, bytes) else self._frame(*item, None)
+            if frame is not None:
+                frames.append(frame)
+        self.composite = self.cursor.composite
+        self._outbox = frames
+
+    def change_groups(self, groups: tuple[str, ...]) -> None:
+        """A refresh named other groups: the socket is a member of exactly those from now on."""
+        if groups == self.groups:
+            return
+        self.groups = groups
+        self.cursor.keep_only(groups)
+        if self.on_groups is not None:
+            self.on_groups(groups)
 
     def _flush(self) -> None:
         outbox = self._outbox
@@ -291,6 +357,7 @@ class Connection:
             self.end(token)
             return
         self._expires_at = max(self._expires_at, token.expires_at)
+        self.change_groups(token.groups)
         if self.envelope:
             # Only where every frame is typed JSON: in raw mode any frame may be a payload, and an
             # ack could not be told from one published with the same bytes.

@@ -12,7 +12,7 @@ UTF-8) starts with the 0xFF byte that marks it (``gateway/wire.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection
 from typing import Protocol
 
 from gateway import close_codes, wire
@@ -35,7 +35,7 @@ class Controlled(Protocol):
     def end(self, reason: Refusal) -> None: ...
 
 
-def apply(payload: bytes, connections: Sequence[Controlled]) -> int:
+def apply(payload: bytes, connections: Collection[Controlled]) -> int:
     """Carry out one control message on the user's local connections; how many it ended."""
     command = wire.parse_control(payload) if len(payload) <= MAX_CONTROL_SIZE else None
     if command is None or command.command != DISCONNECT:

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import close_codes
 from gateway.admission import subscription
 from gateway.admission.auth import offers_bearer
+from gateway.admission.groups import Memberships
 from gateway.admission.preflight import Refused
 from gateway.broker import BrokerUnavailable
 from gateway.clock import SYSTEM_CLOCK
@@ -64,6 +65,7 @@ class WebSocketEndpoint:
             authenticator=gateway.authenticator,
             clock=SYSTEM_CLOCK,
             envelope=cleared.options.envelope,
+            resuming=cleared.options.since is not None,
         )
         admission = _Admission(gateway, connection)
         try:
@@ -87,13 +89,15 @@ class _Admission:
     """One connection's admission: ``admit`` takes its place, ``serve`` runs it, and ``release``
     gives back what was taken, in reverse, once."""
 
-    __slots__ = ("connection", "gateway", "joined", "lease")
+    __slots__ = ("connection", "gateway", "joined", "lease", "memberships")
 
     def __init__(self, gateway: Gateway, connection: Connection) -> None:
         self.gateway = gateway
         self.connection = connection
         self.lease: Lease | None = None
         self.joined = False
+        self.memberships = Memberships(gateway.hub, gateway.broker, connection)
+        connection.on_groups = self.memberships.change
 
     async def admit(self, address: str, since: str | None) -> Refusal | None:
         """The lease, the subscription and a resume's replay, each waiting on Redis while the
@@ -140,9 +144,11 @@ class _Admission:
         connection.revoked_at = self.lease.revoked_at
         try:
             await subscription.join(gateway.hub, gateway.broker, connection.user_id, connection)
+            self.joined = True
+            # Its groups and the broadcast: every channel confirmed before a resume reads them.
+            await self.memberships.join(connection.groups)
         except BrokerUnavailable:
             return close_codes.REDIS_UNAVAILABLE
-        self.joined = True
         return None
 
     async def serve(self, receive: Receive, send: Send, subprotocol: str | None, link: Link) -> None:
@@ -182,6 +188,7 @@ class _Admission:
 
     async def release(self) -> None:
         gateway, user_id = self.gateway, self.connection.user_id
+        self.memberships.leave()
         if self.joined:
             self.joined = False
             subscription.leave(gateway.hub, gateway.broker, user_id, self.connection)

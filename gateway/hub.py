@@ -2,22 +2,24 @@
 
 ``add`` says when a connection is its user's first here and ``remove`` when it was the last, so
 admission knows when to subscribe and unsubscribe the user's channel; after a reconnect the
-broker re-subscribes every user ``user_ids`` lists. Delivery is synchronous and never awaits a
-socket.
+broker re-subscribes every user ``user_ids`` lists. ``add_member`` and ``remove_member`` do the
+same for groups (gateway/admission/groups.py), named where a user id would be by
+``keys.group_source``. Delivery is synchronous and never awaits a socket.
 
 A plain payload to a user with only raw sockets takes the plain path: one set lookup more than
 before history existed. The gateway's own messages (0xFF, gateway/wire.py: they fail the UTF-8
 check at their first byte; history messages, and control commands for gateway/control.py),
-users with envelope sockets and users whose gap is being filled (gateway/history/gap.py) take
-the general path.
+users with envelope sockets, users whose gap is being filled (gateway/history/gap.py) and
+groups take the general path.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Protocol
 
-from gateway import control, drops, wire
+from gateway import control, drops, keys, wire
 from gateway.close_codes import Refusal
 from gateway.history import envelope
 from gateway.history.position import Position, format_position
@@ -34,11 +36,17 @@ class Outbox(Protocol):
     connection_id: str
     # Envelope mode (?envelope=1): JSON frames instead of the payload byte for byte.
     envelope: bool
-    # A resumed socket (?since=): the last position its replay carried, until a later one is
-    # delivered; a history message at or below it arriving live is not sent again.
-    replayed: Position | None
+    # An envelope socket whose cursor (gateway/history/cursor.py) is composite: its user's
+    # history messages get a frame of their own too, not the one shared by the user's sockets.
+    composite: bool
 
     def push(self, payload: bytes, received_at: float) -> None: ...
+
+    def push_history(
+        self, group: str | None, message: wire.HistoryMessage, shared: bytes | None, received_at: float
+    ) -> None:
+        """An envelope socket's history message of ``group`` (None: its user's): ``shared`` is the
+        user's envelope built once, when its cursor is not composite; a copy is dropped."""
 
     def end(self, reason: Refusal) -> None: ...
 
@@ -57,6 +65,10 @@ class Hub:
         # Envelope sockets per user that has any; with the held users, the users off the plain path.
         self._envelopes: dict[str, int] = {}
         self._general: set[str] = set()
+        # The groups (``keys.group_source``: "{team", the broadcast "{*") with local members, each
+        # an ordered set (every socket is the broadcast's): subscriptions, holds and gap fills
+        # take them as users.
+        self._members: dict[str, dict[Outbox, None]] = {}
 
     @property
     def connection_count(self) -> int:
@@ -70,7 +82,36 @@ class Hub:
         return [outbox for outboxes in self._by_user.values() for outbox in outboxes]
 
     def user_ids(self) -> list[str]:
-        return list(self._by_user)
+        """The users and group sources with local connections: the channels to hold."""
+        return [*self._by_user, *self._members]
+
+    def _outboxes(self, user_id: str) -> Collection[Outbox] | None:
+        return self._by_user.get(user_id) if user_id[:1] != "{" else self._members.get(user_id)
+
+    def add_member(self, group_id: str, outbox: Outbox) -> bool:
+        """Make a connection a member of a group (``keys.BROADCAST``: of the broadcast); True when
+        it is the group's first member here."""
+        source = keys.group_source(group_id)
+        self._general.add(source)  # its frames carry the group: never the plain path
+        members = self._members.get(source)
+        if members is None:
+            self._members[source] = {outbox: None}
+            self.history.joined(source)
+            return True
+        members[outbox] = None
+        return False
+
+    def remove_member(self, group_id: str, outbox: Outbox) -> bool:
+        """End a membership; True when it was the group's last member here."""
+        source = keys.group_source(group_id)
+        members = self._members[source]
+        del members[outbox]
+        if members:
+            return False
+        del self._members[source]
+        self.history.left(source)
+        self._general.discard(source)
+        return True
 
     def count(self, user_id: str) -> int:
         """The user's connections here."""
@@ -108,14 +149,14 @@ class Hub:
         return True
 
     def _sort(self, user_id: str) -> None:
-        if user_id in self._envelopes or user_id in self._held:
+        if user_id in self._envelopes or user_id in self._held or user_id[:1] == "{":
             self._general.add(user_id)
         else:
             self._general.discard(user_id)
 
     def hold(self, user_id: str) -> int | None:
         """Hold what arrives for the user until ``deliver_held``: the hold's generation, or None."""
-        if user_id not in self._by_user:
+        if self._outboxes(user_id) is None:
             return None
         self._general.add(user_id)
         return self._held.hold(user_id)
@@ -127,24 +168,27 @@ class Hub:
         if held is None:
             return
         self._sort(user_id)
-        outboxes = self._by_user[user_id]  # a held user is a local one
+        outboxes = self._outboxes(user_id)  # a held user is a local one
+        assert outboxes is not None
         if gap is not None:
             metrics.MESSAGES_REPLAYED.inc(len(entries))
+            group = keys.group_of(user_id)
             for offset, data in enumerate(entries, gap.offset + 1):
-                self._history(user_id, wire.HistoryMessage(gap.epoch, offset, data), outboxes)
+                self._history(user_id, wire.HistoryMessage(gap.epoch, offset, data), outboxes, group)
         for payload in held:
             self._route(user_id, payload, outboxes)
 
     def notify(self, user_id: str, frame: bytes) -> None:
         """Send a gateway frame (a recovery notice) to the user's envelope sockets only."""
-        for outbox in self._by_user.get(user_id, ()):
+        for outbox in self._outboxes(user_id) or ():
             if outbox.envelope:
                 outbox.push(frame, time.monotonic())
 
     def deliver(self, user_id: str, payload: bytes) -> None:
         """Queue one published payload on every local connection of the user."""
         metrics.count_received()
-        outboxes = self._by_user.get(user_id)
+        # Users first: the plain path pays one lookup, as before groups.
+        outboxes: Collection[Outbox] | None = self._by_user.get(user_id) or self._members.get(user_id)
         if not outboxes:
             # Published between our last connection leaving and UNSUBSCRIBE taking effect.
             metrics.MESSAGES_DROPPED.labels("no_connection").inc()
@@ -178,7 +222,7 @@ class Hub:
             except Exception:
                 drops.push_failed(outbox)
 
-    def _general_path(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
+    def _general_path(self, user_id: str, payload: bytes, outboxes: Collection[Outbox]) -> None:
         if payload[:2] == wire.HISTORY:
             metrics.count_history()
         if user_id not in self._held:
@@ -189,12 +233,13 @@ class Hub:
             for held in given_up:
                 self._route(user_id, held, outboxes)
 
-    def _route(self, user_id: str, payload: bytes, outboxes: list[Outbox]) -> None:
+    def _route(self, user_id: str, payload: bytes, outboxes: Collection[Outbox]) -> None:
+        group = keys.group_of(user_id)
         if payload[:1] != _OWN:
             if len(payload) > self._max_payload_size:
                 drops.too_large(len(payload), self._max_payload_size, len(outboxes))
             elif _is_utf8(payload):
-                self._fan_out(outboxes, payload, None)
+                self._fan_out(outboxes, payload, None, None, group)
             else:
                 drops.invalid_utf8(len(outboxes))
         elif payload[:2] == wire.HISTORY:
@@ -202,13 +247,15 @@ class Hub:
             if message is None:
                 drops.malformed(len(payload), len(outboxes))
             else:
-                self._history(user_id, message, outboxes)
-        elif payload[:2] == wire.CONTROL:
+                self._history(user_id, message, outboxes, group)
+        elif payload[:2] == wire.CONTROL and group is None:  # no group's message ends a socket
             control.apply(payload, outboxes)
         else:  # a kind of the gateway's own messages this worker does not know
             drops.malformed(len(payload), len(outboxes))
 
-    def _history(self, user_id: str, message: wire.HistoryMessage, outboxes: list[Outbox]) -> None:
+    def _history(
+        self, user_id: str, message: wire.HistoryMessage, outboxes: Collection[Outbox], group: str | None
+    ) -> None:
         if not self.history.deliverable(user_id, Position(message.epoch, message.offset)):
             metrics.MESSAGES_DROPPED.labels("duplicate").inc(len(outboxes))
             return
@@ -216,50 +263,45 @@ class Hub:
         if len(data) > self._max_payload_size:
             drops.too_large(len(data), self._max_payload_size, len(outboxes))
         elif _is_utf8(data):
-            self._fan_out(outboxes, data, format_position(message.epoch, message.offset), message)
+            self._fan_out(outboxes, data, format_position(message.epoch, message.offset), message, group)
         else:
             drops.invalid_utf8(len(outboxes))
 
     def _fan_out(
         self,
-        outboxes: list[Outbox],
+        outboxes: Collection[Outbox],
         data: bytes,
         position: str | None,
         message: wire.HistoryMessage | None = None,
+        group: str | None = None,
     ) -> None:
         """Raw sockets get ``data``; envelope sockets one envelope, built once for all of them,
-        unless it is over the bound of a queued frame."""
+        unless it is over the bound of a queued frame. A history message goes to each envelope
+        socket with its cursor (``push_history``), sharing that envelope where the cursor allows."""
         received_at = time.monotonic()
         frame = None
         fits = True
         for outbox in outboxes:
             try:
-                if outbox.envelope:
-                    if message is not None and outbox.replayed is not None and _replayed(outbox, message):
-                        continue
-                    if frame is None:
-                        frame = envelope.message(data, position)
-                        fits = envelope.fits(frame, self._max_payload_size)
-                        if not fits:
-                            drops.envelope_too_large(len(frame), self._max_payload_size)
-                    if fits:
-                        outbox.push(frame, received_at)
-                    else:
-                        metrics.MESSAGES_DROPPED.labels("too_large").inc()
-                else:
+                if not outbox.envelope:
                     outbox.push(data, received_at)
+                    continue
+                if message is not None and (group is not None or outbox.composite):
+                    outbox.push_history(group, message, None, received_at)
+                    continue
+                if frame is None:
+                    frame = envelope.message(data, position, group)
+                    fits = envelope.fits(frame, self._max_payload_size)
+                    if not fits:
+                        drops.envelope_too_large(len(frame), self._max_payload_size)
+                if not fits:
+                    metrics.MESSAGES_DROPPED.labels("too_large").inc()
+                elif message is not None:
+                    outbox.push_history(None, message, frame, received_at)
+                else:
+                    outbox.push(frame, received_at)
             except Exception:
                 drops.push_failed(outbox)
-
-
-def _replayed(outbox: Outbox, message: wire.HistoryMessage) -> bool:
-    """Whether a resumed socket's replay carried ``message`` already (its live copy came late)."""
-    last = outbox.replayed
-    if last is not None and last.covers(message.epoch, message.offset):
-        metrics.MESSAGES_DROPPED.labels("duplicate").inc()
-        return True
-    outbox.replayed = None  # past the replay: nothing later can be a copy of it
-    return False
 
 
 def _is_utf8(data: bytes) -> bool:

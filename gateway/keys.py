@@ -130,6 +130,43 @@ def checked_user_id(user_id: str) -> str:
     return user_id
 
 
+# A connection's groups come from its token's ``groups`` claim, at most this many.
+MAX_GROUPS = 64
+# What a broadcast is called where a group id would stand (the envelope's ``"group":"*"``).
+BROADCAST = "*"
+
+
+def group_id_problem(group_id: str) -> str | None:
+    """Why a group id cannot be one (None: it can): the user-id rules, and not the broadcast's name."""
+    if group_id == BROADCAST:
+        return f"{BROADCAST!r} is the broadcast's name"
+    return user_id_problem(group_id)
+
+
+def is_valid_group_id(group_id: str) -> bool:
+    """A group id follows the user-id rules (a valid user id), and is not the broadcast's name."""
+    return group_id_problem(group_id) is None
+
+
+def group_source(group_id: str) -> str:
+    """What stands for a group (``BROADCAST``: for the broadcast) where a user id would, in the hub,
+    the broker and the history: ``{`` and the id. No user id holds a brace, so a group's channel
+    (``ws:{team``) is no user's; and as the brace stays unmatched, the channel hashes whole on a
+    Redis Cluster, in the slot of the group's keys' tag (``{ws:{team}:history``): one script can
+    write them and SPUBLISH to the group's shard channel."""
+    return "{" + group_id
+
+
+def group_of(source: str) -> str | None:
+    """The group id (or ``BROADCAST``) a hub source stands for; None for a user."""
+    return source[1:] if source[:1] == "{" else None
+
+
+def group_channel(prefix: str, group_id: str) -> str:
+    """A group's channel (``group_id`` ``BROADCAST``: the broadcast channel, ``ws:{*``)."""
+    return user_channel(prefix, group_source(group_id))
+
+
 def history_key(prefix: str, user_id: str) -> str:
     """A user's bounded history (a stream); the channel as hash tag keeps the user's keys in one
     Redis Cluster slot, so one script can write them and publish."""

@@ -1,5 +1,5 @@
 """The web app a browser test loads: a blank page, the JavaScript client module at
-``/gateway-client.js``, and a token endpoint ``/token?user=U[&ttl=S][&forged=1]``, as a real app
+``/gateway-client.js``, and a token endpoint ``/token?user=U[&ttl=S][&forged=1][&groups=A,B]``, as a real app
 serves them. Its origin is not the gateway's, as in production."""
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ class _Handler(BaseHTTPRequestHandler):
             user, ttl = query["user"][0], float(query.get("ttl", ["3600"])[0])
             # forged=1: a well-formed token signed with a key the gateway does not know.
             secret = FORGERS_SECRET if query.get("forged") == ["1"] else SECRET
+            # groups=a,b: the token's groups claim.
+            groups = query["groups"][0].split(",") if "groups" in query else None
             with self.server.lock:
                 self.server.tokens_issued[user] = self.server.tokens_issued.get(user, 0) + 1
-            self._answer(200, "text/plain", make_token(user, ttl=ttl, secret=secret).encode())
+            token = make_token(user, ttl=ttl, secret=secret, groups=groups)
+            self._answer(200, "text/plain", token.encode())
         else:
             self._answer(404, "text/plain", b"not found")
 

@@ -13,7 +13,7 @@ import pytest
 
 from harness.paths import ROOT
 from loadtest.bench import __main__ as bench
-from loadtest.bench import api, cluster, history, idle
+from loadtest.bench import api, cluster, groups, history, idle
 from loadtest.bench.output import COMMITTED, SCRATCH
 
 
@@ -23,7 +23,7 @@ def _default_out(main_module: object) -> Path:
         return Path(bench.parse_args([]).out)
     if main_module is idle:
         return Path(idle.parse_args([]).out)
-    # api, cluster and history parse inside main(): read --out from their help text instead.
+    # api, groups, cluster and history parse inside main(): read --out from their help text instead.
     result = subprocess.run(
         [sys.executable, "-m", main_module.__name__, "--help"],  # type: ignore[attr-defined]
         cwd=ROOT,
@@ -37,7 +37,7 @@ def _default_out(main_module: object) -> Path:
     return Path(found[1])
 
 
-@pytest.mark.parametrize("module", [bench, history, api, cluster, idle], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [bench, history, groups, api, cluster, idle], ids=lambda m: m.__name__)
 def test_by_default_a_bench_writes_to_a_scratch_directory(module: object) -> None:
     out = _default_out(module)
     assert out == SCRATCH and not out.resolve().is_relative_to(ROOT.resolve())
@@ -48,7 +48,7 @@ def test_make_bench_rewrites_the_committed_results_on_purpose() -> None:
         ["make", "-n", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
     ).stdout
     runs = [line for line in commands.splitlines() if "-m loadtest.bench" in line]
-    assert len(runs) == 7 and all("--out loadtest/results" in line for line in runs), commands
+    assert len(runs) == 8 and all("--out loadtest/results" in line for line in runs), commands
     assert COMMITTED == ROOT / "loadtest" / "results"
 
 

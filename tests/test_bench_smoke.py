@@ -169,3 +169,18 @@ def test_the_cluster_bench_compares_one_redis_with_a_cluster(tmp_path: Path) -> 
             assert node["out_bytes"] < 2000  # replies to the gateway's own commands only
     assert results["ratio"] > 0
     assert "cluster / one Redis" in (tmp_path / "cluster.md").read_text()
+
+
+def test_the_groups_bench_compares_group_broadcast_and_per_user_fan_out(tmp_path: Path) -> None:
+    """loadtest/bench/groups.py at a tiny size: a group message costs the Redis commands of one
+    publish, per-user fan-out those of one per member."""
+    from loadtest.bench import groups
+
+    argv = ["--sockets", "4", "--messages", "5", "--admissions", "4", "--out", str(tmp_path)]
+    assert groups.main(argv) == 0
+    results = json.loads((tmp_path / "groups.json").read_text())
+    fan = results["fan_out"]
+    assert fan["group"]["deliveries"] == fan["per_user"]["deliveries"] == 20
+    assert fan["per_user"]["redis_commands_per_message"] > 3 * fan["group"]["redis_commands_per_message"]
+    assert set(results["admission"]) == {"no_groups", "64_groups_held", "64_groups_new"}
+    assert (tmp_path / "groups.md").read_text().startswith(f"Run {results['started']}")

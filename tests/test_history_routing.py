@@ -12,8 +12,9 @@ from prometheus_client import REGISTRY
 from gateway import wire
 from gateway.admission.query import parse as parse_query
 from gateway.history import envelope
+from gateway.history.cursor import Cursor
 from gateway.history.position import Position, parse_position
-from gateway.history.recovery import is_replayed, parse_options
+from gateway.history.recovery import parse_options
 from gateway.hub import Hub
 from gateway.untrusted_json import MAX_DEPTH
 from harness.outbox import Outbox
@@ -130,12 +131,12 @@ def test_resume_options_come_from_the_query_string() -> None:
 
 
 def test_a_live_frame_is_replayed_only_within_the_replayed_epoch_and_offsets() -> None:
-    last = Position("ep", 5)
-    assert is_replayed(envelope.message(b"x", "5-ep"), last)
-    assert not is_replayed(envelope.message(b"x", "6-ep"), last)
-    assert not is_replayed(envelope.message(b"x", "3-other"), last)
-    assert not is_replayed(envelope.message(b"x"), last)
-    assert not is_replayed(b'{"type":"pong"}', last)
+    cursor = Cursor(0, Position("ep", 5))
+    assert not cursor.advance(None, Position("ep", 5))
+    assert not cursor.advance(None, Position("ep", 4))
+    assert cursor.advance(None, Position("other", 3))
+    assert cursor.advance(None, Position("other", 4))
+    assert cursor.advance("team", Position("other", 4))  # another source: not a copy
 
 
 def test_a_live_copy_of_a_replayed_message_that_arrives_late_is_not_sent_again() -> None:
@@ -143,12 +144,12 @@ def test_a_live_copy_of_a_replayed_message_that_arrives_late_is_not_sent_again()
     pub/sub: those copies are dropped for that socket only, and checking stops past the replay."""
     resumed, other = _outbox(envelope=True), _outbox(envelope=True)
     hub = _hub(resumed, other)
-    resumed.replayed = Position("ep", 5)
+    resumed.cursor.user = Position("ep", 5)
     for offset in (4, 5, 6, 7):
         hub.deliver("alice", wire.history_message("ep", offset, b"%d" % offset))
     assert [json.loads(f)["data"] for f in resumed.frames] == [6, 7]
     assert [json.loads(f)["data"] for f in other.frames] == [4, 5, 6, 7]
-    assert resumed.replayed is None
+    assert resumed.cursor.user == Position("ep", 7)
 
 
 def _deep(depth: int) -> bytes:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.history.cursor import Cursor
 from gateway.history.position import Position
 from gateway.history.reader import HistoryReader
 from gateway.history.recovery import resume
@@ -22,13 +23,15 @@ UNLIMITED = ResumeBudget(resumes_per_minute=10**6, bytes_per_minute=10**12)
 
 
 class Resuming:
-    def __init__(self, user_id: str) -> None:
+    def __init__(self, user_id: str, groups: tuple[str, ...] = ()) -> None:
         self.user_id = user_id
+        self.groups = groups
+        self.cursor = Cursor(0)
         self.frames: list[bytes] = []
         self.last: Position | None = None
 
-    def start_with(self, frames: list[bytes], last: Position | None) -> None:
-        self.frames, self.last = frames, last
+    def start_with(self, frames: list[bytes], cursor: Cursor | None) -> None:
+        self.frames, self.last = frames, None if cursor is None else cursor.user
 
 
 @pytest.fixture
@@ -81,3 +84,27 @@ async def test_a_history_whose_meta_was_written_by_hand_reads_as_lost(
     ]
     await client.hset(f"{{ws:{user}}}:meta", mapping={"epoch": "abc", "offset": "x"})
     assert (await reader.read(user, "", 0)).result == "lost"
+
+
+async def test_the_replay_cap_bounds_a_resume_across_all_its_sources(
+    client: aioredis.Redis, user: str
+) -> None:
+    """Two missed messages each from the user and a group, a cap of three: not recovered, nothing
+    replayed (each source alone is within the cap); a cap of four replays all four."""
+    prefix = f"iso-{user}"  # broadcasts of other tests (this Redis is shared) are not in it
+    publisher = AsyncPublisher(client=client, max_payload_size=LIMIT, prefix=prefix)
+    team = f"team-{user}"
+    first = await publisher.publish(user, {"u": 0})
+    for n in (1, 2):
+        await publisher.publish(user, {"u": n})
+        await publisher.publish_group(team, {"g": n})
+    assert first.position is not None
+    since = f"t0.u{first.position}"
+    for cap, expected in (
+        (3, {"type": "recovery", "recovered": False, "replayed": 0, "reason": "too_long"}),
+        (4, {"type": "recovery", "recovered": True, "replayed": 4}),
+    ):
+        connection = Resuming(user, (team,))
+        reader = HistoryReader(client, prefix, cap)
+        assert await resume(reader, connection, since, LIMIT, UNLIMITED) is None
+        assert json.loads(connection.frames[0]) == expected

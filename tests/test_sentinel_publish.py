@@ -58,6 +58,22 @@ def test_publish_through_sentinel_with_and_without_history(sentinel: RedisSentin
     plain.close()
 
 
+def test_group_and_broadcast_publishes_through_sentinel(sentinel: RedisSentinelSet, user: str) -> None:
+    """A group's channel is ``ws:{<group>``, the broadcast's ``ws:{*``: subscribed as a user's would be."""
+    publisher = _publisher(sentinel)
+    with (
+        subscriber_on_master(sentinel, "{" + user) as group,
+        subscriber_on_master(sentinel, "{*") as everyone,
+    ):
+        assert int(publisher.publish_group(user, "to the group")) == 1
+        parsed = wire.parse_history(_next(group))
+        assert parsed is not None and parsed.data == b"to the group"
+        assert int(publisher.broadcast("to all")) == 1
+        parsed = wire.parse_history(_next(everyone))
+        assert parsed is not None and parsed.data == b"to all"
+    publisher.close()
+
+
 async def test_async_publisher_through_sentinel(sentinel: RedisSentinelSet, user: str) -> None:
     publisher = AsyncPublisher(sentinels=sentinel.sentinel_addresses, sentinel_master=sentinel.master_name)
     with subscriber_on_master(sentinel, user) as pubsub:

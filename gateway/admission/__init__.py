@@ -5,4 +5,6 @@
 - ``auth.py``: the token of a handshake, validated with PyJWT.
 - ``handshakes.py``: the worker's pool of handshakes in admission, a share per user and address.
 - ``subscription.py``: join and leave: the hub says first or last, the broker subscribes or drops.
+- ``groups.py``: a connection's groups (its token's ``groups`` claim) and the broadcast, the same
+  way, and changed live by a refresh.
 """

@@ -10,7 +10,7 @@ import jwt
 from gateway import close_codes
 from gateway.close_codes import Refusal
 from gateway.config.settings import Settings
-from gateway.keys import is_valid_user_id
+from gateway.keys import MAX_GROUPS, is_valid_group_id, is_valid_user_id
 
 # A JWT this size is already absurd; refusing early bounds the work a hostile client causes.
 MAX_TOKEN_LENGTH = 4096
@@ -22,6 +22,8 @@ class Identity:
     expires_at: float
     # The token's iat; None when it has none (gateway/leases/revocation.py says what that means).
     issued_at: float | None = None
+    # The groups of its ``groups`` claim (server-side membership), in the claim's order, once each.
+    groups: tuple[str, ...] = ()
 
 
 class AuthError(Exception):
@@ -119,12 +121,31 @@ class Authenticator:
         if iat is not None and (not isinstance(iat, int | float) or isinstance(iat, bool)):
             # PyJWT takes any value int() takes ("123", true): the revocation check needs a number.
             raise AuthError(close_codes.TOKEN_INVALID, "unusable iat claim")
-        return Identity(sub, float(exp), None if iat is None else float(iat))
+        groups = parse_groups(claims.get("groups"))
+        if groups is None:
+            raise AuthError(close_codes.TOKEN_INVALID, "unusable groups claim")
+        return Identity(sub, float(exp), None if iat is None else float(iat), groups)
 
 
-def issue_token(settings: Settings, user_id: str, ttl: float, now: float) -> str:
+def parse_groups(claim: object) -> tuple[str, ...] | None:
+    """The groups a ``groups`` claim names (absent or null: none); None when it is not a list of
+    at most ``MAX_GROUPS`` valid group ids (``keys.is_valid_group_id``)."""
+    if claim is None:
+        return ()
+    if not isinstance(claim, list) or len(claim) > MAX_GROUPS:
+        return None
+    if not all(isinstance(group, str) and is_valid_group_id(group) for group in claim):
+        return None
+    return tuple(dict.fromkeys(claim))
+
+
+def issue_token(
+    settings: Settings, user_id: str, ttl: float, now: float, groups: tuple[str, ...] = ()
+) -> str:
     """A token for development and tests: HS* only, since it needs the shared secret."""
     claims: dict[str, object] = {"sub": user_id, "exp": int(now + ttl), "iat": int(now)}
+    if groups:
+        claims["groups"] = list(groups)
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:

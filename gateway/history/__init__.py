@@ -3,6 +3,8 @@ get back the messages published with history that they missed.
 
 - ``position.py``  the opaque position string given to publishers and clients, and its parsing.
 - ``envelope.py``  the JSON frames of envelope mode (``?envelope=1``): messages and recovery.
+- ``cursor.py``    one cursor per connection: its position in each source (user, groups,
+  broadcast), the position of its every envelope frame and its ``since``.
 - ``reader.py``    reads a user's history after a position, bounded (gateway/lua/history_read.lua).
 - ``recovery.py``  ``?since=``: the recovery frame and the replay, merged with what arrived live.
 - ``resume_budget.py``  how often, and how many bytes, one user may resume on one worker.

@@ -2,6 +2,8 @@
 envelope sockets.
 
     {"type":"message","position":"<opaque>","data":<payload>}   position absent without history
+    {"type":"message","position":"<opaque>","group":"<id>","data":<payload>}   from a group
+                                                                ("*": a broadcast)
     {"type":"recovery","recovered":true|false,"replayed":N[,"reason":"..."]}
 
 ``data`` is the published payload as is when it is one JSON value (nested at most
@@ -16,13 +18,18 @@ from __future__ import annotations
 
 import json
 
-from gateway import untrusted_json, wire
+from gateway import untrusted_json
+from gateway.history.position import MAX_CURSOR_LENGTH
 
 _MESSAGE = b'{"type":"message","data":'
 _WITH_POSITION = b'{"type":"message","position":"'
 _DATA = b'","data":'
-# What a message envelope adds to its data, at most: the longest position there is.
-MAX_OVERHEAD = len(_WITH_POSITION) + wire.MAX_OFFSET_DIGITS + 1 + wire.MAX_EPOCH_LENGTH + len(_DATA) + 1
+_GROUP = b'","group":'
+_GROUP_DATA = b',"data":'
+# A group id as JSON: 256 characters of at most 4 bytes (an escaped quote takes 2), and quotes.
+_MAX_GROUP_JSON = 256 * 4 + 2
+# What a message envelope adds to its data, at most: the longest cursor and group id there are.
+MAX_OVERHEAD = len(_WITH_POSITION) + MAX_CURSOR_LENGTH + len(_GROUP) + _MAX_GROUP_JSON + len(_GROUP_DATA) + 1
 
 
 def _json_value(data: bytes) -> bytes:
@@ -38,8 +45,21 @@ def _json_value(data: bytes) -> bytes:
     return data if as_sent else text.encode()
 
 
-def message(data: bytes, position: str | None = None) -> bytes:
-    """An envelope for a valid UTF-8 payload."""
+def message(data: bytes, position: str | None = None, group: str | None = None) -> bytes:
+    """An envelope for a valid UTF-8 payload; ``group`` names the group it came from ("*": a
+    broadcast), None for the user's own."""
+    if group is not None:
+        label = json.dumps(group, ensure_ascii=False).encode()
+        if position is None:
+            return b'{"type":"message","group":%s,"data":%s}' % (label, _json_value(data))
+        return b"%s%s%s%s%s%s}" % (
+            _WITH_POSITION,
+            position.encode(),
+            _GROUP,
+            label,
+            _GROUP_DATA,
+            _json_value(data),
+        )
     if position is None:
         return _MESSAGE + _json_value(data) + b"}"
     return b"%s%s%s%s}" % (_WITH_POSITION, position.encode(), _DATA, _json_value(data))

@@ -8,11 +8,18 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from gateway.keys import MAX_GROUPS
 from gateway.wire import MAX_EPOCH_LENGTH, MAX_OFFSET_DIGITS
 
 # The bounds of the wire format: offsets fit Lua's exact integers; epochs are what
 # gateway/lua/publish.lua makes (hex).
 _POSITION = re.compile(rf"([0-9]{{1,{MAX_OFFSET_DIGITS}}})-([0-9A-Za-z]{{1,{MAX_EPOCH_LENGTH}}})")
+
+# A connection's composite cursor (gateway/history/cursor.py), at most: "t" and 13 digits, the
+# user's and the broadcast's entries, one per group ("g", ten hex digits, a position), and a
+# dot between each two.
+_ENTRY = MAX_OFFSET_DIGITS + 1 + MAX_EPOCH_LENGTH
+MAX_CURSOR_LENGTH = 14 + 2 * (1 + _ENTRY) + MAX_GROUPS * (11 + _ENTRY) + MAX_GROUPS + 2
 
 
 class Position(NamedTuple):

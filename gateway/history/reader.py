@@ -39,6 +39,20 @@ class HistoryReader:
     async def read(self, user_id: str, epoch: str, after: int) -> Reading:
         return (await self.read_many([(user_id, epoch, after)]))[0]
 
+    async def entry_time(self, user_id: str, offset: int) -> int | None:
+        """When the user's history entry at ``offset`` was written (ms, Redis clock); None when
+        it is gone. Raises RedisError."""
+        key = keys.history_key(self._prefix, user_id)
+        entry_id = f"{offset}-0"
+        try:
+            entries: Any = await self._client.xrange(key, entry_id, entry_id)
+        except RedisClusterException as exc:
+            raise RedisConnectionError(str(exc)) from exc
+        for _, fields in entries:
+            at = fields.get(b"t")
+            return int(at) if at is not None and at.isdigit() else None
+        return None
+
     async def read_many(self, gaps: Sequence[tuple[str, str, int]]) -> list[Reading]:
         """(user id, epoch, offset) each; one round trip for all (per node on a cluster: each
         call reads one user's keys). Raises RedisError."""

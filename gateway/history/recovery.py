@@ -1,9 +1,12 @@
 """``?envelope=1`` and ``?since=<position>``: what a socket asked for, and its resume.
 
-A resume reads the user's history after the position once the user's channel is subscribed
-(admission confirmed it), so whatever is published from then on also arrives live and waits in
-the socket's outbox, unsent until the accept. The recovery frame and the replayed messages go
-first; a live message the replay already carried is dropped, so none is missing or doubled.
+A resume reads the history of each of the socket's sources (its user, its groups, the broadcast)
+after the cursor's position (gateway/history/cursor.py) once their channels are subscribed
+(admission confirmed them), so whatever is published from then on also arrives live and waits in
+the socket, unsent until the accept. The recovery frame and the replayed messages go first, in
+order per source; a live message the replay already carried is dropped, so none is missing or
+doubled. A source without a position in the cursor is read from the cursor's time; one that
+cannot be recovered makes the whole resume ``recovered:false``, with nothing replayed.
 A bad position (garbage, truncated, huge, another epoch or user, the future) is answered
 ``recovered:false`` with nothing replayed; only the authenticated user's own keys are read. One of
 an epoch the history forked from after a failover replays from the last offset both share.
@@ -16,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from gateway import close_codes, drops
+from gateway import close_codes, keys, wire
 from gateway.close_codes import Refusal
 from gateway.history import envelope
-from gateway.history.position import Position, format_position, parse_position
+from gateway.history.cursor import Cursor, fits, frame_for, parse_cursor
 from gateway.history.reader import HistoryReader
 from gateway.history.resume_budget import ResumeBudget
 from gateway.telemetry import metrics
@@ -39,8 +42,10 @@ def parse_options(query: Mapping[str, str]) -> Options:
 
 class Resumable(Protocol):
     user_id: str
+    groups: tuple[str, ...]
+    cursor: Cursor
 
-    def start_with(self, frames: list[bytes], last: Position | None) -> None: ...
+    def start_with(self, frames: list[bytes], cursor: Cursor | None) -> None: ...
 
 
 async def resume(
@@ -52,45 +57,50 @@ async def resume(
 ) -> Refusal | None:
     """Queue the recovery frame and the replay; a refusal only when Redis does not answer. The
     replay's bytes are charged to the user's ``budget`` (its resume was taken before)."""
-    position = parse_position(since)
-    if position is None:
+    parsed = parse_cursor(since, connection.groups)
+    if parsed is None:
         _not_recovered(connection, "invalid")
         return None
+    cursor, single = parsed
+    user_id = connection.user_id
+    sources: list[tuple[str | None, str]] = [(None, user_id)]
+    sources += [(group, keys.group_source(group)) for group in (*connection.groups, keys.BROADCAST)]
     try:
-        reading = await reader.read(connection.user_id, position.epoch, position.offset)
+        if single:
+            # A position of the user's alone (an earlier release, or no group message yet): its
+            # groups and broadcasts are read from the time of that message.
+            assert cursor.user is not None
+            at = await reader.entry_time(user_id, cursor.user.offset)
+            cursor.since_ms = connection.cursor.since_ms if at is None else at
+        gaps = []
+        for group, source in sources:
+            last = cursor.position(group)
+            gaps.append((source, last.epoch, last.offset) if last else (source, "", cursor.since_ms))
+        readings = await reader.read_many(gaps)
     except UNAVAILABLE:
         return close_codes.REDIS_UNAVAILABLE  # 1013: retrying later with the same position works
-    if reading.result != "ok":
-        _not_recovered(connection, reading.result)
+    failed = next((reading.result for reading in readings if reading.result != "ok"), None)
+    if failed is None and sum(len(reading.entries) for reading in readings) > reader.replay_cap:
+        failed = "too_long"  # the cap bounds the whole replay, whatever the number of sources
+    if failed is not None:
+        _not_recovered(connection, failed)
         return None
-    budget.charge(connection.user_id, sum(map(len, reading.entries)))
-    # The entries run up to the history's current offset: from the position, or from the last
-    # offset a forked history shares with the position's epoch (history_read.lua).
-    start = reading.offset - len(reading.entries)
+    budget.charge(user_id, sum(len(data) for reading in readings for data in reading.entries))
     frames = []
-    for offset, data in enumerate(reading.entries, start + 1):
-        frame = envelope.message(data, format_position(reading.epoch, offset))
-        if envelope.fits(frame, max_payload_size):
-            frames.append(frame)
-        else:
-            metrics.MESSAGES_DROPPED.labels("too_large").inc()
-            drops.envelope_too_large(len(frame), max_payload_size)
+    for (group, _), reading in zip(sources, readings, strict=True):
+        # The entries run up to the source's current offset: from the position, or from the last
+        # offset a forked history shares with the position's epoch (history_read.lua).
+        start = reading.offset - len(reading.entries)
+        for offset, data in enumerate(reading.entries, start + 1):
+            frame = frame_for(cursor, group, wire.HistoryMessage(reading.epoch, offset, data), None)
+            if frame is not None and fits(frame, max_payload_size):
+                frames.append(frame)
     metrics.RECOVERIES.labels("recovered").inc()
     metrics.MESSAGES_REPLAYED.inc(len(frames))
-    connection.start_with(
-        [envelope.recovery(True, len(frames)), *frames],
-        Position(reading.epoch, reading.offset),
-    )
+    connection.start_with([envelope.recovery(True, len(frames)), *frames], cursor)
     return None
 
 
 def _not_recovered(connection: Resumable, reason: str) -> None:
     metrics.RECOVERIES.labels(reason).inc()
     connection.start_with([envelope.recovery(False, 0, reason)], None)
-
-
-def is_replayed(frame: bytes, last: Position) -> bool:
-    """A frame queued live that the replay up to ``last`` already carries."""
-    text = envelope.position_of(frame)
-    position = parse_position(text) if text is not None else None
-    return position is not None and last.covers(position.epoch, position.offset)

@@ -10,7 +10,16 @@ from typing import Any, Generic, TypeVar
 
 from gateway.config import table
 from gateway.history.position import format_position
-from gateway.keys import checked_user_id, history_key, history_meta_key, user_channel
+from gateway.keys import (
+    BROADCAST,
+    checked_user_id,
+    group_channel,
+    group_source,
+    history_key,
+    history_meta_key,
+    is_valid_group_id,
+    user_channel,
+)
 from gateway.keys import idempotency_key as idempotency_key_name
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
@@ -194,6 +203,16 @@ class PublisherBase(Generic[ClientT]):
 
     def _plain(self, user_id: str, payload: Any) -> tuple[str, bytes]:
         return _channel(self._prefix, user_id), _checked(payload, self._limit)
+
+    def _group(self, group_id: str, payload: Any, broadcast: bool = False) -> tuple[str, str, bytes]:
+        """(history source, channel, data) of a message to a group (``broadcast``: to everyone):
+        its history keys are ``{prefix:{group}:meta`` and ``:history`` (gateway/keys.py)."""
+        if broadcast:
+            group_id = BROADCAST
+        elif not is_valid_group_id(group_id):
+            raise ValueError('group id: as a user id (1 to 256 printable characters, no spaces), not "*"')
+        channel = group_channel(self._prefix, group_id)
+        return group_source(group_id), channel, _checked(payload, self._limit)
 
     def _encoded(self, messages: Iterable[tuple[str, Any]]) -> list[tuple[str, str, bytes]]:
         # Every message is checked before any is sent, so a bad one leaves the batch unsent.

@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from gateway.config.parsers import SettingsError
+from gateway.keys import BROADCAST
 from gateway.payload_limit import PayloadTooLarge
 from gateway.publishing import control, replication
 from gateway.publishing.options import Published, PublisherBase, encode_payload, published
@@ -93,6 +94,21 @@ class Publisher(PublisherBase[SyncClient]):
                 pipeline.execute_command(self._publish, channel, data)
             return [Published(int(n)) for n in pipeline.execute()]
         return [published(reply) for reply in self._run(self._calls(encoded))]
+
+    def publish_group(self, group_id: str, payload: Any) -> Published:
+        """Publish to every member of a group (a connection whose token's ``groups`` names it),
+        on every host: one message, however many members."""
+        return self._one(self._group(group_id, payload))
+
+    def broadcast(self, payload: Any) -> Published:
+        """Publish to every connection, on every host."""
+        return self._one(self._group(BROADCAST, payload, broadcast=True))
+
+    def _one(self, message: tuple[str, str, bytes]) -> Published:
+        if not self._history.enabled:
+            client: Any = self._client
+            return Published(int(client.execute_command(self._publish, *message[1:])))
+        return published(self._run(self._calls([message]))[0])
 
     def _run(self, calls: list[Call]) -> list[Any]:
         if self._wait is None:
@@ -161,6 +177,20 @@ class AsyncPublisher(PublisherBase[AsyncClient]):
                 counts = await pipeline.execute()
             return [Published(int(n)) for n in counts]
         return [published(reply) for reply in await self._run(self._calls(encoded))]
+
+    async def publish_group(self, group_id: str, payload: Any) -> Published:
+        """Publish to every member of a group (a connection whose token's ``groups`` names it),
+        on every host: one message, however many members."""
+        return await self._one(self._group(group_id, payload))
+
+    async def broadcast(self, payload: Any) -> Published:
+        """Publish to every connection, on every host."""
+        return await self._one(self._group(BROADCAST, payload, broadcast=True))
+
+    async def _one(self, message: tuple[str, str, bytes]) -> Published:
+        if not self._history.enabled:
+            return Published(int(await self._client.execute_command(self._publish, *message[1:])))
+        return published((await self._run(self._calls([message])))[0])
 
     async def _run(self, calls: list[Call]) -> list[Any]:
         if self._wait is None:

@@ -39,7 +39,7 @@ MESSAGES_DROPPED = Counter("websocket_messages_dropped", "Messages not delivered
 REDIS_MESSAGES = Counter("websocket_redis_messages_received", "Messages read from Redis pub/sub.")
 REDIS_SUBSCRIPTIONS = Gauge(
     "websocket_redis_subscriptions",
-    "User channels this host's workers subscribe.",
+    "Channels this host's workers subscribe: users', groups' and the broadcast's.",
     multiprocess_mode="livesum",
 )
 REDIS_RECONNECTS = Counter(

@@ -40,6 +40,7 @@ window.startProbe = async (name, url, spec) => {
     p.tokens += 1;
     const query = new URLSearchParams({ user: spec.user, ttl: String(t.ttl ?? 3600) });
     if (t.forged) query.set('forged', '1');
+    if (spec.groups) query.set('groups', spec.groups.join(','));
     return (await fetch('/token?' + query)).text();
   };
   if (spec.fakeTimers) {
@@ -61,7 +62,8 @@ window.startProbe = async (name, url, spec) => {
     }
   };
   const client = new GatewayClient(url, options);
-  client.on('message', (data, position) => p.events.push(['message', data, position ?? null]));
+  client.on('message', (data, position, group) =>
+    p.events.push(['message', data, position ?? null, ...(group === undefined ? [] : [group])]));
   client.on('state', (state, detail) =>
     p.events.push(['state', state, detail ? [detail.code, detail.reason] : null]));
   client.on('recovery', (recovery) => p.events.push(['recovery', recovery]));
@@ -390,6 +392,35 @@ def test_a_restart_on_the_same_port_mid_stream_loses_and_doubles_nothing(
     assert view["sockets"][0]["close"] == [1012, "draining"]
     assert "since=" not in view["sockets"][0]["url"] and "since=" in view["sockets"][-1]["url"]
     _stop(app, "resume")
+
+
+def test_group_and_broadcast_messages_arrive_with_their_group_and_resume_with_the_one_cursor(
+    app: Page, gateway: Gateway, publisher: Publisher, user: str
+) -> None:
+    """A token naming a group: the handler gets each message's group ("*": a broadcast). The
+    gateway restarts while the user, the group and everyone are published to: the client resumes
+    with its one position, and gets every message once."""
+    team = f"team-{user}"
+    options = {"minDelay": 50, "maxDelay": 250}
+    _start(app, "groups", gateway.ws_url, user, options=options, random=0.1, groups=[team])
+    _until(app, "groups", _is_open, "open")
+    publisher.publish(user, {"n": 0})
+    publisher.publish_group(team, {"n": 1})
+    publisher.broadcast({"n": 2})
+    view = _until(app, "groups", lambda v: len(_messages(v)) == 3, "three messages")
+    assert [(m[0], m[2:]) for m in _messages(view)] == [({"n": 0}, []), ({"n": 1}, [team]), ({"n": 2}, ["*"])]
+    gateway.stop()
+    publisher.publish(user, {"n": 3})
+    publisher.publish_group(team, {"n": 4})
+    publisher.broadcast({"n": 5})
+    gateway.start()
+    view = _until(app, "groups", lambda v: len(_messages(v)) == 6, "the missed three", timeout=20)
+    assert sorted((m[0]["n"], *m[2:]) for m in _messages(view)[3:]) == [(3,), (4, team), (5, "*")]
+    [recovery] = _recoveries(view)
+    assert recovery == {"recovered": True, "replayed": 3}
+    assert view["duplicates"] == 0
+    assert "since=t" in view["sockets"][-1]["url"]  # the composite cursor, as the client got it
+    _stop(app, "groups")
 
 
 def _expected_rules() -> dict[int, Retry]:

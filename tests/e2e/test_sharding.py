@@ -67,7 +67,8 @@ async def test_each_user_gets_exactly_its_messages_and_workers_subscribe_only_th
     assert len(worker_ids) == WORKERS
     assert set().union(*workers_of.values()) <= worker_ids
 
-    # Exactly one pub/sub connection per worker, each subscribed to its users plus its control channel.
+    # Exactly one pub/sub connection per worker, each subscribed to its users plus its control
+    # channel and the broadcast channel (held while the worker has a connection).
     client = redis_server.client()
     subscribers = _subscriber_clients(client, worker_ids)
     assert set(subscribers) == worker_ids
@@ -76,7 +77,7 @@ async def test_each_user_gets_exactly_its_messages_and_workers_subscribe_only_th
         for worker_id in ids:
             users_on[worker_id].add(user)
     for worker_id, entry in subscribers.items():
-        assert int(str(entry["sub"])) == 1 + len(users_on[worker_id]), worker_id
+        assert int(str(entry["sub"])) == 2 + len(users_on[worker_id]), worker_id
     numsub = dict(client.pubsub_numsub(*(f"ws:{u}" for u in users)))
     assert {k.decode(): v for k, v in numsub.items()} == {f"ws:{u}": len(workers_of[u]) for u in users}
     channels = {c.decode() for c in client.pubsub_channels(f"ws:shard-{run}-*")}

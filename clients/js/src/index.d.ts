@@ -54,7 +54,10 @@ export class GatewayClient {
   /** Close and stop reconnecting; connect() later resumes from `position`. */
   close(): void;
   /** Each handler is called in registration order; the returned function removes it. */
-  on(event: "message", handler: (data: JsonValue, position: string | undefined) => void): () => void;
+  on(
+    event: "message",
+    handler: (data: JsonValue, position: string | undefined, group: string | undefined) => void,
+  ): () => void;
   on(event: "state", handler: (state: GatewayState, detail: CloseDetail | undefined) => void): () => void;
   on(event: "recovery", handler: (recovery: Recovery) => void): () => void;
 }

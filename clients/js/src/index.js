@@ -38,7 +38,9 @@ const MIN_REFRESH_DELAY_MS = 1000;
 // setTimeout keeps its delay in 32 bits: a longer one (24.8 days) fires at once. Longer waits
 // sleep this long, then look at the clock again.
 const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
-// Positions are "<offset>-<epoch>" (gateway/history/position.py); opaque to apps, not to us.
+// Positions are "<offset>-<epoch>" (gateway/history/position.py), or a connection's composite
+// cursor across its user, groups and broadcasts (gateway/history/cursor.py), which is compared
+// as opaque: the gateway drops copies per source itself. Opaque to apps either way.
 const POSITION = /^([0-9]{1,15})-([0-9A-Za-z]{1,40})$/;
 
 /** The exp claim of a JWT in milliseconds, read without verifying (the gateway verifies), or null. */
@@ -248,7 +250,9 @@ export class GatewayClient {
         }
         this._position = position;
       }
-      this._emit("message", frame.data, position);
+      // A group's message names it ("*": a broadcast); the user's own have no group.
+      const group = typeof frame.group === "string" ? frame.group : undefined;
+      this._emit("message", frame.data, position, group);
     } else if (frame.type === "recovery") {
       // Not recovered: the old position means nothing any more; live messages follow.
       if (frame.recovered !== true) this._position = null;
