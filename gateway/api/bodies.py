@@ -1,9 +1,8 @@
 """The HTTP API's request bodies, checked: each turns into what the Redis calls need, or an
 ``ApiError`` carrying the status and reason the caller gets (docs/publishing.md, "HTTP API").
 
-A publish names its target by one field. Only ``user`` is built; ``group`` and ``broadcast``
-(section 6 of the design) are recognised and answered 400 ``groups_not_supported`` until groups
-land: ``_TARGETS`` is where their parsers go, and ``Target`` the union they join.
+A publish names its target by one field, ``user``, ``group`` or ``broadcast``; each becomes the
+history source and channel the publisher library uses for it (gateway/keys.py ``group_source``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.keys import is_valid_user_id
+from gateway.keys import BROADCAST, group_source, is_valid_group_id, is_valid_user_id
 
 # A batch's messages and an online call's users: a bounded pipeline, a bounded answer.
 MAX_BATCH = 1000
@@ -31,12 +30,11 @@ class ApiError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class UserTarget:
-    user_id: str
+class Target:
+    """Where a publish goes: ``source`` stands for it in the history and the channel's name (a
+    user id, or ``{`` and a group id: gateway/keys.py), so an idempotency key is the target's."""
 
-
-# Groups and broadcast join this union when they land.
-Target = UserTarget
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +46,25 @@ class PublishRequest:
 
 
 def _user_target(value: object) -> Target:
-    return UserTarget(checked_user(value))
+    return Target(checked_user(value))
 
 
-def _not_yet(value: object) -> Target:
-    raise ApiError(400, "groups_not_supported")
+def _group_target(value: object) -> Target:
+    if not isinstance(value, str) or not is_valid_group_id(value):
+        raise ApiError(400, "invalid_group")
+    return Target(group_source(value))
+
+
+def _broadcast_target(value: object) -> Target:
+    if value is not True:
+        raise ApiError(400, "invalid_broadcast")
+    return Target(group_source(BROADCAST))
 
 
 _TARGETS: dict[str, Callable[[object], Target]] = {
     "user": _user_target,
-    "group": _not_yet,
-    "broadcast": _not_yet,
+    "group": _group_target,
+    "broadcast": _broadcast_target,
 }
 _PUBLISH_FIELDS = frozenset({*_TARGETS, "data", "history", "idempotency_key"})
 

@@ -53,16 +53,16 @@ class Commands:
         self._revocation_ms = max(1, int(revocation_ttl * 1000))
 
     def _call(self, request: PublishRequest) -> Call:
-        user_id = request.target.user_id
-        channel = keys.user_channel(self._prefix, user_id)
+        source = request.target.source  # a user id, or a group's (keys.group_source)
+        channel = keys.user_channel(self._prefix, source)
         if not request.history:
             shard = "1" if self._sharded else ""
-            meta = keys.history_meta_key(self._prefix, user_id)
+            meta = keys.history_meta_key(self._prefix, source)
             return Call(_PLAIN, [meta], [channel, request.data, shard])
         return publish_call(
             self._prefix,
             self._sharded,
-            user_id,
+            source,
             channel,
             request.data,
             self._length,

@@ -49,8 +49,12 @@ _PUBLISH_BODY = {
     "type": "object",
     "properties": {
         "user": _USER_ID,
-        "group": {"type": "string", "description": "Not yet: answered 400 `groups_not_supported`."},
-        "broadcast": {"const": True, "description": "Not yet: answered 400 `groups_not_supported`."},
+        "group": {
+            **_USER_ID,
+            "description": "A group id (as a user id, and not `*`): every connection whose token's"
+            " `groups` claim names it.",
+        },
+        "broadcast": {"const": True, "description": "Every connection."},
         "data": {
             "description": "Any JSON value. A string is sent as the string, anything else as compact"
             " JSON, as the publisher library sends it."
@@ -58,14 +62,15 @@ _PUBLISH_BODY = {
         "history": {
             "type": "boolean",
             "default": True,
-            "description": "Write the message to the user's history (a `position` to resume from).",
+            "description": "Write the message to the target's history (the user's, the group's or the"
+            " broadcast's).",
         },
         "idempotency_key": {
             "type": "string",
             "minLength": 1,
             "maxLength": MAX_IDEMPOTENCY_KEY,
             "pattern": "^[!-~]+$",
-            "description": "Printable ASCII, no spaces. The same key for the same user within"
+            "description": "Printable ASCII, no spaces. The same key for the same target within"
             " `WEBSOCKET_API_HISTORY_TTL` publishes once and answers the first publish again."
             " Needs history.",
         },
@@ -81,7 +86,8 @@ _PUBLISH_RESULT = {
         "receivers": {"type": "integer", "minimum": 0, "description": "Gateway workers that received it."},
         "position": {
             "type": ["string", "null"],
-            "description": "The message's place in the user's history, for `?since=`; null without.",
+            "description": "The message's place in the target's history (a user's: a `?since=`);"
+            " null without.",
         },
         "repeated": {
             "const": True,

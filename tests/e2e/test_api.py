@@ -131,7 +131,7 @@ async def test_a_batch_answers_in_order_with_each_bad_message_in_its_place(api: 
             {"user": "has space", "data": 2},
             {"user": user, "data": 3, "history": False},
             {"user": user},
-            {"group": "g", "data": 4},
+            {"group": "*", "data": 4},
             {"user": user, "data": 5, "idempotency_key": "batch-key"},
         ]
         answer = await post(api, "/api/publish/batch", {"messages": messages})
@@ -141,7 +141,7 @@ async def test_a_batch_answers_in_order_with_each_bad_message_in_its_place(api: 
             {"error": "invalid_user"},
             {"receivers": 1, "position": None},
             {"error": "missing_data"},
-            {"error": "groups_not_supported"},
+            {"error": "invalid_group"},
         ]
         assert results[0]["receivers"] == results[5]["receivers"] == 1
         frames = await frames_until(ws, 5)
@@ -150,6 +150,27 @@ async def test_a_batch_answers_in_order_with_each_bad_message_in_its_place(api: 
         (3, None),
         (5, results[5]["position"]),
     ]
+
+
+async def test_a_group_and_a_broadcast_reach_members_with_their_source_once_per_key(
+    api: Gateway, user: str
+) -> None:
+    """A group publish reaches the group's members only, a broadcast everyone, each frame naming
+    its source; an idempotency key is the target's: the same key publishes once to the group and
+    once to the broadcast, and a repeat answers the first position again."""
+    group = f"team-{user}"
+    member = await connect(f"{api.ws_url}?token={make_token(user, groups=[group])}&envelope=1")
+    other = await connect(f"{api.ws_url}?token={make_token(f'{user}-x')}&envelope=1")
+    async with member, other:
+        first = await post(api, "/api/publish", {"group": group, "data": "g", "idempotency_key": "k"})
+        again = await post(api, "/api/publish", {"group": group, "data": "g", "idempotency_key": "k"})
+        everyone = await post(api, "/api/publish", {"broadcast": True, "data": "b", "idempotency_key": "k"})
+        assert first.status == again.status == everyone.status == 200, (first.body, everyone.body)
+        assert first.json()["position"] and again.json() == {**first.json(), "repeated": True}
+        assert everyone.json()["position"] and "repeated" not in everyone.json()
+        seen = await frames_until(member, "b")
+        assert [(f["data"], f["group"]) for f in seen] == [("g", group), ("b", "*")]
+        assert [(f["data"], f["group"]) for f in await frames_until(other, "b")] == [("b", "*")]
 
 
 async def test_an_empty_batch_answers_no_results(api: Gateway) -> None:
