@@ -1,0 +1,60 @@
+"""Resumes that must not claim ``recovered:true`` while skipping messages of a group or the
+broadcast. Real Redis, real gunicorn, real clients, the publisher library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway.publishing.publisher import AsyncPublisher
+from harness.gateway_process import Gateway, running_gateway
+from harness.redis_server import RedisServer
+from harness.tokens import make_token
+
+_LENGTH = 5  # the user's history length cap
+
+
+async def _open(gateway: Gateway, user: str, team: str, query: str) -> ClientConnection:
+    token = make_token(user, groups=[team])
+    return await connect(f"{gateway.ws_url}?token={token}{query}", open_timeout=10)
+
+
+async def _frames(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(count)]
+
+
+async def test_a_user_only_position_whose_entry_was_trimmed_does_not_skip_group_messages(
+    own_redis: RedisServer, user: str
+) -> None:
+    """The client's last frame was a user message, so its cursor is the user-only form, and the
+    groups are read from that message's time. When the length cap pushed exactly that entry out
+    (the ones after it are all still there, so the user's own part recovers), the time is gone:
+    the group and broadcast messages missed meanwhile must be replayed, or the resume must say
+    ``recovered:false``, never ``recovered:true`` without them."""
+    team = f"team-{uuid.uuid4().hex[:10]}"
+    with running_gateway(own_redis.url, workers=1) as gateway:
+        async with AsyncPublisher(own_redis.url, history_length=_LENGTH) as publisher:
+            first = await _open(gateway, user, team, "&envelope=1")
+            await publisher.publish(user, {"to": "user", "seq": 0})
+            (frame,) = await _frames(first, 1)
+            position = frame["position"]
+            assert "." not in position  # the user-only form
+            await first.close()
+            await publisher.publish_group(team, {"to": "group", "seq": 0})
+            await publisher.broadcast({"to": "everyone", "seq": 0})
+            for seq in range(1, _LENGTH + 1):  # exactly enough to trim the client's last entry
+                await publisher.publish(user, {"to": "user", "seq": seq})
+        async with await _open(gateway, user, team, f"&since={position}") as resumed:
+            (recovery,) = await _frames(resumed, 1)
+            assert recovery["type"] == "recovery"
+            if recovery["recovered"]:
+                replay = await _frames(resumed, recovery["replayed"])
+                got = sorted((f["data"]["to"], f["data"]["seq"]) for f in replay)
+                users = [("user", s) for s in range(1, _LENGTH + 1)]
+                assert got == [("everyone", 0), ("group", 0), *users]
+            else:
+                assert recovery["reason"] == "trimmed"
