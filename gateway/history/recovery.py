@@ -65,6 +65,7 @@ async def resume(
     user_id = connection.user_id
     sources: list[tuple[str | None, str]] = [(None, user_id)]
     sources += [(group, keys.group_source(group)) for group in (*connection.groups, keys.BROADCAST)]
+    at: int | None = 0
     try:
         if single:
             # A position of the user's alone (an earlier release, or no group message yet): its
@@ -80,6 +81,10 @@ async def resume(
     except UNAVAILABLE:
         return close_codes.REDIS_UNAVAILABLE  # 1013: retrying later with the same position works
     failed = next((reading.result for reading in readings if reading.result != "ok"), None)
+    if failed is None and at is None:
+        # That message is gone (the length cap pushed it out) and its time with it: where the
+        # groups' and broadcasts' missed messages start is unknown.
+        failed = "trimmed"
     if failed is None and sum(len(reading.entries) for reading in readings) > reader.replay_cap:
         failed = "too_long"  # the cap bounds the whole replay, whatever the number of sources
     if failed is not None:
