@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.publishing.publisher import AsyncPublisher
@@ -58,3 +59,39 @@ async def test_a_user_only_position_whose_entry_was_trimmed_does_not_skip_group_
                 assert got == [("everyone", 0), ("group", 0), *users]
             else:
                 assert recovery["reason"] == "trimmed"
+
+
+async def _refresh(ws: ClientConnection, user: str, groups: list[str]) -> None:
+    await ws.send(json.dumps({"type": "refresh", "token": make_token(user, groups=groups)}))
+    (refreshed,) = await _frames(ws, 1)
+    assert refreshed["type"] == "refreshed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a group left and joined again by refreshes has no position in the cursor: a resume"
+    " reads it from the connection's start and replays what the socket was given already",
+)
+async def test_a_group_left_and_joined_again_by_refreshes_is_not_replayed_twice(
+    own_redis: RedisServer, user: str
+) -> None:
+    """Member of the team, given its message and a broadcast (the cursor is composite); a
+    refresh leaves the team, another joins it again; the last frame (a user message) is resumed
+    from: the team's message was given once, and the resume must not give it again while saying
+    recovered:true."""
+    team = f"team-{uuid.uuid4().hex[:10]}"
+    with running_gateway(own_redis.url, workers=1) as gateway:
+        async with AsyncPublisher(own_redis.url) as publisher:
+            async with await _open(gateway, user, team, "&envelope=1") as ws:
+                await publisher.publish_group(team, {"to": "group", "seq": 0})
+                await publisher.broadcast({"to": "everyone", "seq": 0})
+                given = await _frames(ws, 2)
+                assert [f["group"] for f in given] == [team, "*"]
+                await _refresh(ws, user, [])
+                await _refresh(ws, user, [team])
+                await publisher.publish(user, {"to": "user", "seq": 0})
+                (last,) = await _frames(ws, 1)
+            async with await _open(gateway, user, team, f"&since={last['position']}") as resumed:
+                (recovery,) = await _frames(resumed, 1)
+                replay = await _frames(resumed, recovery["replayed"])
+    assert recovery["recovered"] is False or [f["data"] for f in replay] == []
