@@ -95,3 +95,33 @@ async def test_a_group_left_and_joined_again_by_refreshes_is_not_replayed_twice(
                 (recovery,) = await _frames(resumed, 1)
                 replay = await _frames(resumed, recovery["replayed"])
     assert recovery["recovered"] is False or [f["data"] for f in replay] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="each source is read up to the cap in the one pipeline and the sum is checked after:"
+    " a socket of 64 groups makes Redis send 66 times the cap before too_long",
+)
+async def test_a_resume_over_the_cap_makes_redis_send_no_more_than_the_cap_allows(
+    own_redis: RedisServer, user: str
+) -> None:
+    """A member of 64 groups, each with a full history, resumes from a composite cursor of long
+    ago (``t0``: every source from the start; any old cursor does the same). The replay cap bounds
+    the whole replay, so the answer is ``too_long``; what Redis sent the worker to find that out
+    must stay within about what the cap allows (cap entries of the largest size), not the cap
+    per source."""
+    cap, size = 10, 16 * 1024
+    teams = [f"{user}-team{i}" for i in range(64)]
+    with running_gateway(own_redis.url, workers=1, WEBSOCKET_HISTORY_REPLAY_CAP=str(cap)) as gateway:
+        async with AsyncPublisher(own_redis.url, history_length=cap) as publisher:
+            for team in teams:
+                for _ in range(cap):
+                    await publisher.publish_group(team, "x" * size)
+        redis = own_redis.client()
+        sent_before = int(redis.info("stats")["total_net_output_bytes"])
+        token = make_token(user, groups=teams)
+        async with connect(f"{gateway.ws_url}?token={token}&since=t0", open_timeout=10) as ws:
+            (recovery,) = await _frames(ws, 1)
+        sent = int(redis.info("stats")["total_net_output_bytes"]) - sent_before
+    assert recovery == {"type": "recovery", "recovered": False, "replayed": 0, "reason": "too_long"}
+    assert sent < 2 * cap * size + 256 * 1024, f"Redis sent {sent} bytes for a too_long resume"
