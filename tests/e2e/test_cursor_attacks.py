@@ -61,6 +61,22 @@ async def test_a_user_only_position_whose_entry_was_trimmed_does_not_skip_group_
                 assert recovery["reason"] == "trimmed"
 
 
+async def test_a_user_only_position_whose_entry_was_trimmed_recovers_when_nothing_else_was_sent(
+    own_redis: RedisServer, user: str
+) -> None:
+    """As before groups: with no group or broadcast message in Redis, nothing else can have been
+    missed, and the user's own messages after that entry are all there."""
+    with running_gateway(own_redis.url, workers=1) as gateway:
+        async with AsyncPublisher(own_redis.url, history_length=_LENGTH) as publisher:
+            position = (await publisher.publish(user, 0)).position
+            await publisher.publish_many([(user, seq) for seq in range(1, _LENGTH + 1)])
+        token = make_token(user)
+        async with connect(f"{gateway.ws_url}?token={token}&since={position}", open_timeout=10) as ws:
+            recovery, *replay = await _frames(ws, 1 + _LENGTH)
+    assert recovery == {"type": "recovery", "recovered": True, "replayed": _LENGTH}
+    assert [f["data"] for f in replay] == list(range(1, _LENGTH + 1))
+
+
 async def _refresh(ws: ClientConnection, user: str, groups: list[str]) -> None:
     await ws.send(json.dumps({"type": "refresh", "token": make_token(user, groups=groups)}))
     (refreshed,) = await _frames(ws, 1)
