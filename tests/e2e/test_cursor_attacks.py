@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from gateway.history.cursor import group_hash
 from gateway.publishing.publisher import AsyncPublisher
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
@@ -141,3 +142,29 @@ async def test_a_resume_over_the_cap_makes_redis_send_no_more_than_the_cap_allow
         sent = int(redis.info("stats")["total_net_output_bytes"]) - sent_before
     assert recovery == {"type": "recovery", "recovered": False, "replayed": 0, "reason": "too_long"}
     assert sent < 2 * cap * size + 256 * 1024, f"Redis sent {sent} bytes for a too_long resume"
+
+
+# Two group ids whose cursor names (ten hex digits of their hash) are the same: a few seconds of
+# hashing finds such a pair, so a backend naming groups after what users type can meet one.
+_TWINS = ("room-22675", "room-1695464")
+
+
+async def test_two_groups_of_one_name_in_the_cursor_are_not_replayed_twice(
+    own_redis: RedisServer, user: str
+) -> None:
+    """A member of both twins is given a message of each; a resume from the last frame must not
+    give either again while saying recovered:true (the cursor cannot tell their positions apart)."""
+    assert group_hash(_TWINS[0]) == group_hash(_TWINS[1])
+    token = make_token(user, groups=list(_TWINS))
+    with running_gateway(own_redis.url, workers=1) as gateway:
+        async with AsyncPublisher(own_redis.url) as publisher:
+            async with connect(f"{gateway.ws_url}?token={token}&envelope=1", open_timeout=10) as ws:
+                for twin in _TWINS:
+                    await publisher.publish_group(twin, twin)
+                given = await _frames(ws, 2)
+            assert sorted(f["group"] for f in given) == sorted(_TWINS)
+            since = given[-1]["position"]
+            async with connect(f"{gateway.ws_url}?token={token}&since={since}", open_timeout=10) as ws:
+                (recovery,) = await _frames(ws, 1)
+                replay = await _frames(ws, recovery["replayed"])
+    assert recovery["recovered"] is False or replay == [], replay
