@@ -1,5 +1,6 @@
-"""Resumes that must not claim ``recovered:true`` while skipping messages of a group or the
-broadcast. Real Redis, real gunicorn, real clients, the publisher library."""
+"""Hostile and unlucky resumes of the one cursor: none may claim ``recovered:true`` while skipping
+or doubling messages of the user, a group or the broadcast, nor cost Redis more than the replay
+cap allows. Real Redis, real gunicorn, real clients, the publisher library."""
 
 from __future__ import annotations
 
