@@ -16,7 +16,8 @@ Every character is one a URL carries unescaped. A group is named by a hash, not 
 entry is at most 67 characters whatever the id: with 64 groups a cursor is at most
 ``MAX_LENGTH`` (4,482); with epochs as this gateway's publisher makes them (16 characters) and
 offsets below a million, at most about 2,300. A group the socket is no longer a member of is
-left out; a hash that matches none of its groups is ignored.
+left out; a hash that matches none of its groups is ignored, one that matches two of them (a
+collision) makes the cursor unusable: ``recovered:false``, never a position given to the wrong one.
 """
 
 from __future__ import annotations
@@ -114,13 +115,18 @@ def parse_cursor(text: str, groups: tuple[str, ...]) -> tuple[Cursor, bool] | No
     if not (digits.isascii() and digits.isdigit()):
         return None
     cursor = Cursor(int(digits))
-    by_hash = {group_hash(group): group for group in groups}
+    by_hash: dict[str, str | None] = {}
+    for member in groups:
+        name = group_hash(member)
+        # Two of its groups of one name: whose position an entry is cannot be told.
+        by_hash[name] = None if name in by_hash else member
     for entry in entries[1:]:
         kind = entry[:1]
         if kind == "g":
-            group: str | None = by_hash.get(entry[1 : 1 + _HASH_DIGITS])
+            name = entry[1 : 1 + _HASH_DIGITS]
+            group: str | None = by_hash.get(name)
             at = parse_position(entry[1 + _HASH_DIGITS :])
-            if at is None:
+            if at is None or (group is None and name in by_hash):
                 return None
             if group is not None:
                 cursor.groups[group] = at

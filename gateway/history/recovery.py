@@ -65,13 +65,16 @@ async def resume(
     user_id = connection.user_id
     sources: list[tuple[str | None, str]] = [(None, user_id)]
     sources += [(group, keys.group_source(group)) for group in (*connection.groups, keys.BROADCAST)]
+    at: int | None = 0
     try:
         if single:
             # A position of the user's alone (an earlier release, or no group message yet): its
             # groups and broadcasts are read from the time of that message.
             assert cursor.user is not None
             at = await reader.entry_time(user_id, cursor.user.offset)
-            cursor.since_ms = connection.cursor.since_ms if at is None else at
+            # None: the length cap pushed it out, its time with it; the other sources are read
+            # from their start, to find whether they have anything it could have missed.
+            cursor.since_ms = 0 if at is None else at
         gaps = []
         for group, source in sources:
             last = cursor.position(group)
@@ -80,6 +83,10 @@ async def resume(
     except UNAVAILABLE:
         return close_codes.REDIS_UNAVAILABLE  # 1013: retrying later with the same position works
     failed = next((reading.result for reading in readings if reading.result != "ok"), None)
+    if at is None and readings[0].result == "ok":
+        if any(reading.entries or reading.result != "ok" for reading in readings[1:]):
+            failed = "trimmed"  # where what they sent after that message starts is unknown
+        cursor.since_ms = connection.cursor.since_ms  # nothing of theirs yet: from now on
     if failed is None and sum(len(reading.entries) for reading in readings) > reader.replay_cap:
         failed = "too_long"  # the cap bounds the whole replay, whatever the number of sources
     if failed is not None:

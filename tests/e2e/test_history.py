@@ -172,9 +172,11 @@ async def test_the_length_cap_and_the_replay_cap_bound_a_resume(
             "replayed": 0,
             "reason": "trimmed",
         }
-    # The default cap (100): a gap of 101 is not replayed, one of 100 is, in full.
+    # The default cap (100): a gap of 101 is not replayed, one of 100 is, in full. The history
+    # keeps the first message too: a user-only position whose own entry was pushed out is
+    # trimmed once a group or the broadcast has messages (tests/e2e/test_cursor_attacks.py).
     await short.aclose()
-    publisher = AsyncPublisher(redis_server.url)
+    publisher = AsyncPublisher(redis_server.url, history_length=101)
     other = user + "-long"
     results = await publisher.publish_many([(other, i) for i in range(101)])
     offset, _, epoch = str(results[0].position).partition("-")
