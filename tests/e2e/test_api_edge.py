@@ -12,6 +12,7 @@ from harness.api_client import API_KEY, call
 from harness.gateway_process import Gateway, running_gateway
 from harness.nginx import Nginx, nginx_binary, running_nginx
 from harness.redis_server import RedisServer
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx not found: run scripts/ensure-nginx")
 
@@ -42,9 +43,10 @@ def test_the_load_balancer_does_not_expose_the_api(
     _, nginx = edge
     body = {"user": "edge-user", "data": 1}
     assert call(nginx.port, path, body, method=method).status == 404
-    # Answered by nginx itself: no line of the access log names an upstream.
-    lines = nginx.access_log().splitlines()
-    assert lines and all(line.endswith("upstream=-") for line in lines), lines
+    # Answered by nginx itself: no line of the access log names an upstream. nginx writes the
+    # line once the answer is out, so the test may read the log first: wait for it.
+    lines = wait_for(lambda: nginx.access_log().splitlines(), timeout=5, what="nginx's access log line")
+    assert all(line.endswith("upstream=-") for line in lines), lines
 
 
 def test_the_gateways_own_port_serves_it_to_backends_inside(edge: tuple[Gateway, Nginx]) -> None:
