@@ -56,7 +56,7 @@ async def _batch(api: HttpApi, commands: Commands, body: object) -> dict[str, An
     valid = [r for r in checked if isinstance(r, bodies.PublishRequest)]
     answers = await commands.publish(valid) if valid else []
     if answers and all(isinstance(a, ApiError) for a in answers):
-        raise unavailable()  # nothing reached Redis: the whole call is retried
+        raise unavailable()  # none known to have reached Redis: the call is answered as one
     published = iter(answers)
     results: list[Any] = []
     for item in checked:
@@ -102,7 +102,11 @@ class HttpApi:
 
     def _commands_of(self, gateway: Gateway) -> Commands:
         if self._commands is None:
-            self._commands = Commands(gateway.redis, self.prefix, self.history, self.revocation_ttl)
+            # The API's own client exists whenever the API is on (gateway/redis_wiring.py).
+            assert gateway.api_redis is not None
+            self._commands = Commands(
+                gateway.redis, gateway.api_redis, self.prefix, self.history, self.revocation_ttl
+            )
         return self._commands
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
