@@ -116,7 +116,17 @@ def create_app(settings: Settings) -> GatewayApp:
             settings.lease_ttl,
             background=parts.background,
         )
-        gateway = Gateway(settings, worker_id, client, hub, broker, limiter, Authenticator(settings), reader)
+        gateway = Gateway(
+            settings,
+            worker_id,
+            client,
+            hub,
+            broker,
+            limiter,
+            Authenticator(settings),
+            reader,
+            api_redis=parts.api,
+        )
         app.state.gateway = gateway  # for the worker's drain on shutdown
         if settings.dev_console:
             dev_console.warn(settings.dev_console_port)

@@ -17,6 +17,12 @@
 - sentinel: the single mode's bounded pool and probe connection, each connection made to the
   master the sentinels name (gateway/topology/sentinels.py), and ``SentinelBroker``
   (gateway/broker/sentinel.py), which also moves the command connections at a switch.
+
+With the HTTP API on, each mode adds a command client for its publishes that never sends a
+command again after a connection error (``_never_again``): a reply lost after the script ran
+leaves the message published or not, and sending it again could publish it twice. A cluster
+client still follows MOVED and ASK (the node did not run the command). The client connects on
+first use, and is built only when ``WEBSOCKET_API_KEYS`` is set.
 """
 
 from __future__ import annotations
@@ -50,13 +56,19 @@ def _retry_once_on_a_fresh_connection() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
-def _connection(name: str, worker_id: str) -> dict[str, Any]:
+def _never_again() -> Retry:
+    """For the HTTP API's publishes, which must go at most once: its caller is answered 503 and
+    retries, with an idempotency key where a second delivery matters."""
+    return Retry(NoBackoff(), 0)
+
+
+def _connection(name: str, worker_id: str, retry: Retry | None = None) -> dict[str, Any]:
     """Options every command and probe connection of a single Redis or a sentinel master shares."""
     return {
         "socket_connect_timeout": 2,
         "socket_timeout": 5,
         "client_name": f"{name}:{worker_id}",
-        "retry": _retry_once_on_a_fresh_connection(),
+        "retry": retry or _retry_once_on_a_fresh_connection(),
     }
 
 
@@ -73,6 +85,8 @@ class RedisParts:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # For the limiter's background work, where it needs a client of its own (cluster mode).
     background: AsyncClient | None = None
+    # For the HTTP API's publishes, when it is on (see above).
+    api: AsyncClient | None = None
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -105,17 +119,33 @@ def _single(settings: Settings, worker_id: str) -> RedisParts:
     def broker(setup: BrokerSetup) -> Broker:
         return RedisBroker(settings.redis_url, probe_client, setup)
 
-    return RedisParts(client, broker, [probe_client.aclose, client.aclose])
+    parts = RedisParts(client, broker, [probe_client.aclose, client.aclose])
+    if settings.api_keys:
+        api_pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=_COMMAND_CONNECTIONS,
+            timeout=5,
+            **_connection("gateway-api", worker_id, _never_again()),
+        )
+        parts.api = aioredis.Redis.from_pool(api_pool)
+        parts.closers.append(parts.api.aclose)
+    return parts
+
+
+def _cluster_client(settings: Settings, name: str, retry: Retry) -> AsyncClient:
+    return Topology.of(settings).async_client(
+        max_connections=_CLUSTER_NODE_CONNECTIONS,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        client_name=name,
+        retry=retry,
+    )
 
 
 def _cluster(settings: Settings, worker_id: str) -> RedisParts:
     client, background = (
-        Topology.of(settings).async_client(
-            max_connections=_CLUSTER_NODE_CONNECTIONS,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            client_name=f"gateway:{worker_id}",
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+        _cluster_client(
+            settings, f"gateway:{worker_id}", Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3)
         )
         for _ in range(2)
     )
@@ -123,7 +153,11 @@ def _cluster(settings: Settings, worker_id: str) -> RedisParts:
     def broker(setup: BrokerSetup) -> Broker:
         return ClusterBroker(Topology.of(settings), setup)
 
-    return RedisParts(client, broker, [client.aclose, background.aclose], background)
+    parts = RedisParts(client, broker, [client.aclose, background.aclose], background)
+    if settings.api_keys:
+        parts.api = _cluster_client(settings, f"gateway-api:{worker_id}", _never_again())
+        parts.closers.append(parts.api.aclose)
+    return parts
 
 
 def _sentinel(settings: Settings, worker_id: str) -> RedisParts:
@@ -139,10 +173,21 @@ def _sentinel(settings: Settings, worker_id: str) -> RedisParts:
     probe_client = sentinels.master(
         topology.master_name, max_connections=1, **_connection("gateway-probe", worker_id)
     )
+    # Moved at a switch like the others (the broker's follower).
+    api = (
+        sentinels.master(
+            topology.master_name,
+            max_connections=_COMMAND_CONNECTIONS,
+            timeout=5,
+            **_connection("gateway-api", worker_id, _never_again()),
+        )
+        if settings.api_keys
+        else None
+    )
+    command_clients = (client, probe_client) if api is None else (client, probe_client, api)
 
     def broker(setup: BrokerSetup) -> Broker:
-        return SentinelBroker(
-            topology, sentinels, probe_client, setup, command_clients=(client, probe_client)
-        )
+        return SentinelBroker(topology, sentinels, probe_client, setup, command_clients=command_clients)
 
-    return RedisParts(client, broker, [probe_client.aclose, client.aclose, sentinels.aclose])
+    closers: list[Callable[[], Awaitable[None]]] = [c.aclose for c in command_clients[1:]]
+    return RedisParts(client, broker, [*closers, client.aclose, sentinels.aclose], api=api)

@@ -35,6 +35,9 @@ class Gateway:
     authenticator: Authenticator
     history_reader: HistoryReader
     draining: bool = field(default=False)
+    # The HTTP API's publishes, on a client that never sends one twice (gateway/redis_wiring.py);
+    # None while the API is off.
+    api_redis: AsyncClient | None = field(default=None)
     # Handshakes waiting on Redis, with each user's and client address's share
     # (gateway/admission/handshakes.py).
     handshakes: HandshakePool = field(init=False)

@@ -80,3 +80,12 @@ def test_any_text_parses_or_raises_not_json(text: str) -> None:
     except NotJSON:
         pass
     untrusted_json.is_json(text)
+
+
+def test_values_counts_containers_and_commas_outside_strings_once_over_the_limit() -> None:
+    text = json.dumps([1, {"a": "x,y,[z", "b": [2, 3]}, '\\",[']).encode()
+    # Within the limit, the cheap count (commas and brackets in strings included) is enough.
+    assert untrusted_json.values(text, 1000) == text.count(b"[") + text.count(b"{") + text.count(b",")
+    # Over it, strings are taken out: [ { [ and the commas between values.
+    assert untrusted_json.values(text, 0) == 3 + 4
+    assert untrusted_json.values(b"[" + b",".join([b"[]"] * 10_000) + b"]", 100) == 10_001 + 9_999

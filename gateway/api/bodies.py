@@ -18,6 +18,17 @@ from gateway.keys import BROADCAST, group_source, is_valid_group_id, is_valid_us
 MAX_BATCH = 1000
 MAX_ONLINE_USERS = 1000
 MAX_IDEMPOTENCY_KEY = 64
+# JSON values a body may hold (gateway/untrusted_json.py ``values``), checked before it is parsed:
+# what parsing costs grows with them, and a body of tiny ones (``[],[],...``) costs a second and
+# a hundred megabytes within the size limit. A full batch may hold 100 per message on average.
+VALUES_PER_MESSAGE = 100
+
+
+def max_values(max_payload: int) -> int:
+    """The bound for a body: that of a full batch, or more where one payload of the size allowed
+    may hold more (at most one value per two bytes, ``[0,0,...]``), so any publish that fits
+    ``WEBSOCKET_MAX_PAYLOAD_SIZE`` passes."""
+    return max(MAX_BATCH * VALUES_PER_MESSAGE, max_payload // 2 + VALUES_PER_MESSAGE)
 
 
 class ApiError(Exception):

@@ -4,7 +4,11 @@ pipeline per Redis node and a node that does not answer fails only its own calls
 
 Every reply that is an error (Redis down, a node unreachable, a script refused) becomes
 ``redis_unavailable`` in its place: the caller retries, with the same idempotency key if it set
-one, and the message is published at most once.
+one, and the message is published at most once. For that, a publish is never sent twice by the
+gateway: it goes on a client that retries nothing (gateway/redis_wiring.py), at most once
+(``run_apart``'s ``at_most_once``); a reply lost after Redis ran it is a 503 like any other,
+though the message went out. Disconnect and online are safe to repeat: they go on the worker's
+command client, which sends a command again after a connection error.
 """
 
 from __future__ import annotations
@@ -42,10 +46,19 @@ class HistoryOptions:
 
 
 class Commands:
-    """One worker's Redis side of the API, on the gateway's command client."""
+    """One worker's Redis side of the API: publishes on ``once``, a client that never sends a
+    command again, the rest on the worker's command client."""
 
-    def __init__(self, client: AsyncClient, prefix: str, history: HistoryOptions, revocation_ttl: float):
+    def __init__(
+        self,
+        client: AsyncClient,
+        once: AsyncClient,
+        prefix: str,
+        history: HistoryOptions,
+        revocation_ttl: float,
+    ):
         self._client = client
+        self._once = once
         self._prefix = prefix
         self._sharded = is_cluster(client)
         self._length = str(history.length)
@@ -73,7 +86,8 @@ class Commands:
     async def publish(self, requests: Sequence[PublishRequest]) -> list[dict[str, Any] | ApiError]:
         """Each request's answer, in order: ``{"receivers", "position"}`` (and ``"repeated":
         true`` for a repeat of an idempotency key), or ``redis_unavailable``."""
-        replies = await scripts.run_apart(self._client, [self._call(r) for r in requests])
+        calls = [self._call(r) for r in requests]
+        replies = await scripts.run_apart(self._once, calls, at_most_once=True)
         return [_published(reply) for reply in replies]
 
     async def disconnect(self, user_id: str) -> int:

@@ -30,10 +30,14 @@ _ERRORS = {
     "408": _error("The body did not arrive within `WEBSOCKET_HANDSHAKE_TIMEOUT`."),
     "413": _error(
         "The body is over `WEBSOCKET_API_MAX_BODY_SIZE` (`body_too_large`), a message over"
-        " `WEBSOCKET_MAX_PAYLOAD_SIZE` (`payload_too_large`), or a list over its bound."
+        " `WEBSOCKET_MAX_PAYLOAD_SIZE` (`payload_too_large`), a list over its bound, or the body"
+        " holds more JSON values than it may (`too_many_values`)."
     ),
     "415": _error("The content type is not `application/json`."),
-    "503": _error("Redis did not answer (`redis_unavailable`): retry, with the same idempotency key."),
+    "503": _error(
+        "Redis did not answer (`redis_unavailable`); a publish may have gone out: retry, with the same"
+        " idempotency key to publish at most once."
+    ),
 }
 
 _USER_ID = {

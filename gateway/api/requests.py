@@ -5,7 +5,8 @@ The key is compared with every configured key in constant time: the SHA-256 dige
 (so not even a length shows) through ``hmac.compare_digest``, over all of them with no early exit,
 so neither the time nor the answer tells which key came close. The body
 is read up to ``WEBSOCKET_API_MAX_BODY_SIZE`` within a deadline: a client that declares or sends
-more, or dribbles it, costs a bounded buffer for a bounded time.
+more, or dribbles it, costs a bounded buffer for a bounded time; a body of more JSON values than
+``bodies.max_values`` is refused before it is parsed, so its parse costs a bounded time too.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int, deadline: float)
         raise ApiError(408, "body_timeout") from None
 
 
-def parse_json(body: bytes) -> object:
+def parse_json(body: bytes, max_values: int) -> object:
+    """The body's JSON value; a body of more values than ``max_values`` is refused unparsed."""
+    if untrusted_json.values(body, max_values) > max_values:
+        raise ApiError(413, "too_many_values")
     try:
         return untrusted_json.loads(body.decode())
     except (UnicodeDecodeError, untrusted_json.NotJSON):

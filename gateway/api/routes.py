@@ -2,7 +2,8 @@
 ``/api`` once ``WEBSOCKET_API_KEYS`` is set).
 
 A request passes, in order: the key (401 for anything else, whatever the path), the path (404),
-the method (405), the content type (415), the body (413, 408, 400), then its handler. Every answer
+the method (405), the content type (415), the body (413, 408, 400; its size, then its count of
+JSON values, before it is parsed), then its handler. Every answer
 is JSON; an error is ``{"error": reason}``. Each request is counted by route and status and timed
 (``websocket_api_requests_total``, ``websocket_api_request_duration_seconds``); a refusal is
 logged as one throttled line with its status and reason, never the key, a user id or the body.
@@ -56,7 +57,7 @@ async def _batch(api: HttpApi, commands: Commands, body: object) -> dict[str, An
     valid = [r for r in checked if isinstance(r, bodies.PublishRequest)]
     answers = await commands.publish(valid) if valid else []
     if answers and all(isinstance(a, ApiError) for a in answers):
-        raise unavailable()  # nothing reached Redis: the whole call is retried
+        raise unavailable()  # none known to have reached Redis: the call is answered as one
     published = iter(answers)
     results: list[Any] = []
     for item in checked:
@@ -94,6 +95,7 @@ class HttpApi:
         self.key_digests = requests.key_digests(settings.api_keys)
         self.max_payload = settings.max_payload_size
         self.max_body = settings.api_max_body_size
+        self.max_values = bodies.max_values(settings.max_payload_size)
         self.body_deadline = settings.handshake_timeout
         self.history = HistoryOptions(settings.api_history_length, settings.api_history_ttl)
         self.revocation_ttl = settings.revocation_ttl
@@ -102,7 +104,11 @@ class HttpApi:
 
     def _commands_of(self, gateway: Gateway) -> Commands:
         if self._commands is None:
-            self._commands = Commands(gateway.redis, self.prefix, self.history, self.revocation_ttl)
+            # The API's own client exists whenever the API is on (gateway/redis_wiring.py).
+            assert gateway.api_redis is not None
+            self._commands = Commands(
+                gateway.redis, gateway.api_redis, self.prefix, self.history, self.revocation_ttl
+            )
         return self._commands
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,7 +143,7 @@ class HttpApi:
             return openapi.SPEC
         requests.check_json_content_type(scope)
         body = requests.parse_json(
-            await requests.read_body(scope, receive, self.max_body, self.body_deadline)
+            await requests.read_body(scope, receive, self.max_body, self.body_deadline), self.max_values
         )
         gateway: Gateway = scope["state"]["gateway"]
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError, NoScriptError, RedisError, TimeoutError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.topology import scripts
 from gateway.topology.modes import AsyncClient, SyncClient
@@ -80,13 +80,6 @@ def _by_node(client: Any, calls: Sequence[Call], outcome: _Outcome) -> list[tupl
     return list(groups.values())
 
 
-def _never_sent(error: RedisError) -> bool:
-    """Whether a pipeline failed before it reached its node: the connection could not be made.
-    redis-py says so only in its message ("Error 111 connecting to ...", "Timeout connecting to
-    server"); any other error may come after the node ran the calls."""
-    return isinstance(error, ConnectionError | TimeoutError) and "connecting to" in str(error)
-
-
 def _queue(pipeline: Any, calls: Sequence[Call], indices: list[int], wait: Wait) -> None:
     for script, keys, args in (calls[i] for i in indices):
         pipeline.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -123,7 +116,7 @@ def run_sync(client: SyncClient, calls: Sequence[Call], wait: Wait) -> tuple[lis
             try:
                 replies = pipeline.execute(raise_on_error=False)
             except RedisError as error:
-                if not _never_sent(error):
+                if not scripts.never_sent(error):
                     raise
                 outcome.again.extend(indices)
                 break
@@ -180,7 +173,7 @@ async def run(
                     _queue(pipeline, calls, indices, wait)
                     replies = await pipeline.execute(raise_on_error=False)
             except RedisError as error:
-                if not _never_sent(error):
+                if not scripts.never_sent(error):
                     raise
                 outcome.again.extend(indices)
                 return

@@ -12,7 +12,11 @@ A cluster pipeline leaves a connection error in the reply of each call sent to a
 reach (a master killed, its replica not yet known) rather than retrying: those calls go again one
 by one through the client, which finds the new master and retries as for any command. A call may
 then run twice, as redis-py's own retries may run any command twice: every script here is safe to
-repeat, except that a history publish could be written twice.
+repeat, except that a history publish could be written twice. So ``run_apart(...,
+at_most_once=True)`` (the HTTP API's publishes, on a client that retries nothing) sends a call
+again only where its node said it did not run it (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, NOSCRIPT) or
+the connection could not even be made; a lost reply stays an error, and one pipeline per node, so
+a node that fails fails only its own calls.
 """
 
 from __future__ import annotations
@@ -76,12 +80,34 @@ def _checked(replies: list[Any], raise_on_error: bool) -> list[Any]:
 
 # A node out of reach, or a slot that moved: the client's own command path handles these.
 _CUT_OFF = (RedisConnectionError, RedisTimeoutError, MovedError, AskError, TryAgainError, ClusterDownError)
+# Replies of a node that did not run the call.
+_NOT_RUN = (MovedError, AskError, TryAgainError, ClusterDownError)
 
 
-def _cut_off(client: Any, replies: Sequence[Any]) -> list[int]:
+def never_sent(error: BaseException) -> bool:
+    """Whether a command failed before it reached its node: the connection could not be made.
+    redis-py says so only in its message ("Error 111 connecting to ...", "Timeout connecting to
+    server"); any other connection error may come after the node ran the command."""
+    return isinstance(error, RedisConnectionError | RedisTimeoutError) and "connecting to" in str(error)
+
+
+def _reread_slot_map(client: Any) -> None:
+    """What a cluster client does itself after a connection error in a command it may retry: its
+    next command reads the slot map again first (the node may be a dead master, replaced). A
+    client that retries nothing, and a pipeline, leave it to us."""
+    if isinstance(client, aioredis.RedisCluster):
+        client._initialize = True
+
+
+def _cut_off(client: Any, replies: Sequence[Any], at_most_once: bool = False) -> list[int]:
     if not isinstance(client, redis.RedisCluster | aioredis.RedisCluster):
         return []  # a plain pipeline raises a connection error, and its client retries
-    return [i for i, reply in enumerate(replies) if isinstance(reply, _CUT_OFF)]
+    cut = [i for i, reply in enumerate(replies) if isinstance(reply, _CUT_OFF)]
+    if not at_most_once:
+        return cut
+    if any(not isinstance(replies[i], _NOT_RUN) for i in cut):
+        _reread_slot_map(client)
+    return [i for i in cut if isinstance(replies[i], _NOT_RUN) or never_sent(replies[i])]
 
 
 async def _alone(client: Any, call: Call) -> Any:
@@ -127,12 +153,13 @@ async def run(
     calls: Sequence[Call],
     raise_on_error: bool = True,
     first: Sequence[tuple[Any, ...]] = (),
+    at_most_once: bool = False,
 ) -> list[Any]:
     """The replies of ``calls``, in order, in one round trip per node (two if a script was
     missing). With ``raise_on_error`` the first error reply is raised, else left in its place.
     ``first``: plain commands sent ahead in the same pipeline, on one connection so Redis runs
     them first (not for a cluster client, which sends to nodes in no set order); their replies
-    are not returned, and an error in them is raised."""
+    are not returned, and an error in them is raised. ``at_most_once``: see above."""
     if not calls:
         return []
     if first and isinstance(client, aioredis.RedisCluster):
@@ -153,21 +180,36 @@ async def run(
             for i, reply in zip(missing, await pipeline.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
     await asyncio.gather(
-        *(_again(client, calls, group, replies) for group in _by_slot(calls, _cut_off(client, replies)))
+        *(
+            _again(client, calls, group, replies)
+            for group in _by_slot(calls, _cut_off(client, replies, at_most_once))
+        )
     )
     return _checked(replies, raise_on_error)
 
 
-async def run_apart(client: AsyncClient, calls: Sequence[Call]) -> list[Any]:
+async def run_apart(client: AsyncClient, calls: Sequence[Call], at_most_once: bool = False) -> list[Any]:
     """``run`` with every error left in its call's place, never raised: on a Redis Cluster,
     where redis-py fails a whole pipeline once a node it reaches is unreachable (after its own
-    retries), the calls go again in one pipeline per node, so a dead master fails only its own."""
+    retries), the calls go again in one pipeline per node, so a dead master fails only its own.
+    ``at_most_once``: one pipeline per node from the start, none sent again (see above)."""
+    cluster = isinstance(client, aioredis.RedisCluster)
     try:
-        return await run(client, calls, raise_on_error=False)
+        if at_most_once and cluster and len(calls) > 1:
+            await client.initialize()  # the slot map, to split the calls by node
+            return await _node_by_node(client, calls, at_most_once)
+        return await run(client, calls, raise_on_error=False, at_most_once=at_most_once)
     except UNAVAILABLE as exc:
-        if not isinstance(client, aioredis.RedisCluster) or len(calls) < 2:
+        if at_most_once:
+            _reread_slot_map(client)
+        if at_most_once or not cluster or len(calls) < 2:
             return [exc] * len(calls)
-        failure: Exception = exc
+    return await _node_by_node(client, calls, at_most_once)
+
+
+async def _node_by_node(client: Any, calls: Sequence[Call], at_most_once: bool) -> list[Any]:
+    """A cluster's calls in one pipeline per node at once, each failing alone (the calls of a
+    slot no node is known for in one more)."""
     groups: dict[str, list[int]] = {}
     for i, call in enumerate(calls):
         try:
@@ -175,12 +217,15 @@ async def run_apart(client: AsyncClient, calls: Sequence[Call]) -> list[Any]:
         except UNAVAILABLE:
             node = None
         groups.setdefault(node.name if node is not None else "", []).append(i)
-    replies: list[Any] = [failure] * len(calls)
+    replies: list[Any] = [None] * len(calls)
 
     async def one_node(group: list[int]) -> None:
         try:
-            answers = await run(client, [calls[i] for i in group], raise_on_error=False)
+            group_calls = [calls[i] for i in group]
+            answers = await run(client, group_calls, raise_on_error=False, at_most_once=at_most_once)
         except UNAVAILABLE as exc:
+            if at_most_once:
+                _reread_slot_map(client)
             answers = [exc] * len(group)
         for i, answer in zip(group, answers, strict=True):
             replies[i] = answer

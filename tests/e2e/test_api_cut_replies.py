@@ -16,11 +16,6 @@ from harness.redis_server import RedisServer
 from harness.waiting import eventually, in_thread
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the API publishes through the gateway's command client, which sends a pipeline again"
-    " after a connection error (safe for the lease scripts, not for a publish without a key)",
-)
 @pytest.mark.parametrize("history", [True, False])
 async def test_one_call_whose_reply_was_cut_is_not_published_twice(
     own_redis: RedisServer, user: str, history: bool

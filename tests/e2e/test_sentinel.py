@@ -15,7 +15,9 @@ from collections.abc import Iterator
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from gateway import keys
 from gateway.publishing.publisher import Publisher
+from harness.api_client import API_KEY, post
 from harness.clients import admit
 from harness.gateway_process import Gateway, running_gateway
 from harness.metrics import scrape, value
@@ -224,6 +226,29 @@ async def test_a_failover_with_the_old_master_alive_moves_pubsub_at_once(
         assert health(gateway) == (200, {"redis": "ok", "master": f"127.0.0.1:{new.port}"})
         for ws in [*sockets, admitted]:
             await ws.close()
+
+
+async def test_the_api_publishes_on_the_new_master_after_a_switch(
+    sentinel_set: RedisSentinelSet, user: str
+) -> None:
+    """The HTTP API's publishes have a Redis client of their own (one that never sends a command
+    twice): it follows a switch like the worker's others, though the old master is still one."""
+    _, old_port = sentinel_set.current_master()
+    old = sentinel_set.server_at(old_port)
+    env = {**gateway_env(sentinel_set), "WEBSOCKET_API_KEYS": API_KEY}
+    with running_gateway("redis://", workers=1, **env) as gateway:
+        assert (await post(gateway, "/api/publish", {"user": f"{user}-warm", "data": 0})).status == 200
+        new = sentinel_set.failover_and_wait()
+        await eventually(
+            in_thread(lambda: pubsub_connections(new) == 1), timeout=3, what="the worker to follow the switch"
+        )
+        answer = await post(gateway, "/api/publish", {"user": user, "data": "after"})
+        assert answer.status == 200, answer.body
+        assert role(old) == "master"
+        with new.client() as client:
+            assert client.xlen(keys.history_key("ws", user)) == 1
+        with old.client() as client:
+            assert client.xlen(keys.history_key("ws", user)) == 0
 
 
 async def test_workers_whose_sentinel_dies_listen_on_another_and_still_follow_a_failover(
