@@ -16,7 +16,7 @@ from redis.crc import key_slot
 from gateway import close_codes, http_refusals, keys, wire
 from gateway.admission.auth import Authenticator, AuthError, parse_groups
 from gateway.config.settings import Settings
-from gateway.history.cursor import MAX_LENGTH, Cursor, parse_cursor
+from gateway.history.cursor import MAX_LENGTH, Cursor, group_hash, parse_cursor
 from gateway.history.position import Position
 from gateway.hub import Hub
 from harness.outbox import Outbox
@@ -123,8 +123,22 @@ def test_a_cursor_forgets_a_group_it_left_and_ignores_one_it_cannot_name() -> No
     text = cursor.text()
     parsed = parse_cursor(text, ("a",))
     assert parsed is not None and parsed[0].groups == {"a": Position("ea", 2)}
-    cursor.keep_only(("b",))
-    assert cursor.groups == {"b": Position("eb", 3)}
+    cursor.change_groups(("a", "b"), ("b",), 9)
+    assert cursor.groups == {"b": Position("eb", 3)} and cursor.joined == {}
+
+
+def test_a_group_joined_again_counts_its_messages_from_the_rejoin_not_its_old_position() -> None:
+    """Left, its position is forgotten; joined again, its messages count from the join: neither
+    what it was given nor what was published while not a member comes back on a resume."""
+    cursor = Cursor(5, Position("ep", 1), {"a": Position("ea", 2)})
+    cursor.change_groups(("a",), (), 7)
+    assert not cursor.composite and cursor.text() == "1-ep"
+    cursor.change_groups((), ("a",), 9)
+    assert cursor.composite and cursor.since("a") == 9 and cursor.since("b") == 5
+    parsed = parse_cursor(cursor.text(), ("a", "b"))
+    assert parsed is not None and parsed[0].joined == {"a": 9} and parsed[0].groups == {}
+    assert cursor.advance("a", Position("ea", 3)) and cursor.joined == {}
+    assert parse_cursor(f"t5.j{group_hash('a')}x", ("a",)) is None
     assert parse_cursor("x" * (MAX_LENGTH + 1), ()) is None
     assert parse_cursor("t1.q1-ab", ()) is None
 

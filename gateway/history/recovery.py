@@ -78,7 +78,7 @@ async def resume(
         gaps = []
         for group, source in sources:
             last = cursor.position(group)
-            gaps.append((source, last.epoch, last.offset) if last else (source, "", cursor.since_ms))
+            gaps.append((source, last.epoch, last.offset) if last else (source, "", cursor.since(group)))
         readings = await reader.read_many(gaps)
     except UNAVAILABLE:
         return close_codes.REDIS_UNAVAILABLE  # 1013: retrying later with the same position works

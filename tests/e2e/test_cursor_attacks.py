@@ -85,11 +85,6 @@ async def _refresh(ws: ClientConnection, user: str, groups: list[str]) -> None:
     assert refreshed["type"] == "refreshed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a group left and joined again by refreshes has no position in the cursor: a resume"
-    " reads it from the connection's start and replays what the socket was given already",
-)
 async def test_a_group_left_and_joined_again_by_refreshes_is_not_replayed_twice(
     own_redis: RedisServer, user: str
 ) -> None:
