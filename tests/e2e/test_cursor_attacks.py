@@ -110,11 +110,6 @@ async def test_a_group_left_and_joined_again_by_refreshes_is_not_replayed_twice(
     assert recovery["recovered"] is False or [f["data"] for f in replay] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each source is read up to the cap in the one pipeline and the sum is checked after:"
-    " a socket of 64 groups makes Redis send 66 times the cap before too_long",
-)
 async def test_a_resume_over_the_cap_makes_redis_send_no_more_than_the_cap_allows(
     own_redis: RedisServer, user: str
 ) -> None:
