@@ -21,14 +21,18 @@ _READ = LuaScript.load("history_read.lua", prelude=False)
 class Reading(NamedTuple):
     """``result`` is "ok" or why the gap cannot be filled (see history_read.lua); ``entries`` are
     the data of offsets ``after + 1`` onwards, in order; ``epoch``/``offset`` the history's now
-    (or the offset read up to); ``missed`` how many entries there are to read (a count's answer,
-    with no entries; ``len(entries)`` for a read)."""
+    (or the offset read up to); ``counted`` a count's answer (with no entries; 0 for a read)."""
 
     result: str
     epoch: str
     offset: int
     entries: list[bytes]
-    missed: int = 0
+    counted: int = 0
+
+    @property
+    def missed(self) -> int:
+        """How many entries there are to read: counted, or read."""
+        return self.counted + len(self.entries)
 
 
 _LOST = Reading("lost", "", 0, [])
@@ -89,6 +93,6 @@ def _reading(reply: list[Any], counting: bool) -> Reading:
         return _LOST
     result, epoch, offset, *entries = reply
     if counting:
-        missed = entries[0] if entries and isinstance(entries[0], int) else 0
-        return Reading(result.decode(), epoch.decode(), offset, [], missed)
-    return Reading(result.decode(), epoch.decode(), offset, list(entries), len(entries))
+        counted = entries[0] if entries and isinstance(entries[0], int) else 0
+        return Reading(result.decode(), epoch.decode(), offset, [], counted)
+    return Reading(result.decode(), epoch.decode(), offset, list(entries))
