@@ -18,11 +18,12 @@ Two forms, both opaque to clients:
 Every character is one a URL carries unescaped. A group is named by a hash, not its id, so an
 entry is at most 67 characters whatever the id: with 64 groups a cursor is at most
 ``MAX_LENGTH`` (4,482); with epochs as this gateway's publisher makes them (16 characters) and
-offsets below a million, at most about 2,300 (a ``j`` entry is shorter than a ``g`` one, and a group
-has one or the other). A group the socket is no longer a member of is left out, its position
-forgotten: a refresh joining it again gives it a ``j`` entry, so neither what it was given before
-nor what was published while the socket was not a member is replayed; a hash that matches none of its groups is ignored, one that matches two of them (a
-collision) makes the cursor unusable: ``recovered:false``, never a position given to the wrong one.
+offsets below a million, at most about 2,300 (a ``j`` entry is shorter than a ``g`` one, and a
+group has one or the other). A group the socket is no longer a member of is left out, its
+position forgotten: a refresh joining it again gives it a ``j`` entry, so neither what it was
+given before nor what was published while the socket was not a member is replayed. A hash that
+matches none of its groups is ignored, one that matches two of them (a collision) makes the
+cursor unusable: ``recovered:false``, never a position given to the wrong one.
 """
 
 from __future__ import annotations
@@ -141,24 +142,22 @@ def parse_cursor(text: str, groups: tuple[str, ...]) -> tuple[Cursor, bool] | No
         by_hash[name] = None if name in by_hash else member
     for entry in entries[1:]:
         kind = entry[:1]
-        if kind == "j":
-            name, digits = entry[1 : 1 + _HASH_DIGITS], entry[1 + _HASH_DIGITS :]
-            member = by_hash.get(name)
-            if not (0 < len(digits) <= 13 and digits.isascii() and digits.isdigit()):
-                return None
-            if member is None and name in by_hash:
-                return None
-            if member is not None:
-                cursor.joined[member] = int(digits)
-            continue
-        if kind == "g":
-            name = entry[1 : 1 + _HASH_DIGITS]
+        if kind in ("g", "j"):
+            name, rest = entry[1 : 1 + _HASH_DIGITS], entry[1 + _HASH_DIGITS :]
             group: str | None = by_hash.get(name)
-            at = parse_position(entry[1 + _HASH_DIGITS :])
-            if at is None or (group is None and name in by_hash):
+            if group is None and name in by_hash:
                 return None
-            if group is not None:
-                cursor.groups[group] = at
+            if kind == "g":
+                at = parse_position(rest)
+                if at is None:
+                    return None
+                if group is not None:
+                    cursor.groups[group] = at
+            elif 0 < len(rest) <= 13 and rest.isascii() and rest.isdigit():
+                if group is not None:
+                    cursor.joined[group] = int(rest)
+            else:
+                return None
             continue
         at = parse_position(entry[1:])
         if at is None or kind not in ("u", "b"):

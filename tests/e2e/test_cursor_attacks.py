@@ -9,7 +9,6 @@ import json
 import uuid
 from typing import Any
 
-import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.history.cursor import group_hash
