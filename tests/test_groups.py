@@ -97,13 +97,17 @@ def test_a_cursor_round_trips_within_its_bound_and_a_url_needs_no_escape_for_it(
     cursor = Cursor(data.draw(st.integers(0, 10**13 - 1)), data.draw(st.none() | _POSITIONS))
     for group in data.draw(st.lists(st.sampled_from([*groups, keys.BROADCAST]), unique=True)):
         cursor.groups[group] = data.draw(_POSITIONS)
+    for group in [g for g in groups if g not in cursor.groups]:
+        # A group a refresh joined, with no message since: its time instead of a position.
+        if data.draw(st.booleans()):
+            cursor.joined[group] = data.draw(st.integers(0, 10**13 - 1))
     text = cursor.text()
     assert len(text) <= MAX_LENGTH
     assert all(c.isascii() and (c.isalnum() or c in "-.") for c in text)
     parsed = parse_cursor(text, tuple(groups))
     assert parsed is not None
     again, single = parsed
-    if cursor.user is not None and not cursor.groups:
+    if cursor.user is not None and not cursor.composite:
         assert single and again.user == cursor.user
     else:
         assert not single and again == cursor
