@@ -5,8 +5,11 @@ after the cursor's position (gateway/history/cursor.py) once their channels are 
 (admission confirmed them), so whatever is published from then on also arrives live and waits in
 the socket, unsent until the accept. The recovery frame and the replayed messages go first, in
 order per source; a live message the replay already carried is dropped, so none is missing or
-doubled. A source without a position in the cursor is read from the cursor's time; one that
-cannot be recovered makes the whole resume ``recovered:false``, with nothing replayed.
+doubled. A source without a position in the cursor is read from the cursor's time (a group a
+refresh joined: from then); one that cannot be recovered makes the whole resume
+``recovered:false``, with nothing replayed. Only the user's history is read at once, the others
+counted (history_read.lua's count): they are read, up to the offset counted, only once the total
+is known to fit the cap, so Redis sends no more than the cap allows however many groups there are.
 A bad position (garbage, truncated, huge, another epoch or user, the future) is answered
 ``recovered:false`` with nothing replayed; only the authenticated user's own keys are read. One of
 an epoch the history forked from after a failover replays from the last offset both share.
@@ -92,16 +95,17 @@ async def resume(
         if failed is None:
             failed = await _read_counted(reader, gaps, readings)
     except UNAVAILABLE:
+        budget.charge(user_id, _bytes(readings))
         return close_codes.REDIS_UNAVAILABLE  # 1013: retrying later with the same position works
     # What Redis sent is charged, recovered or not: a resume over the cap costs its reading too.
-    budget.charge(user_id, sum(len(data) for reading in readings for data in reading.entries))
+    budget.charge(user_id, _bytes(readings))
     if failed is not None:
         _not_recovered(connection, failed)
         return None
     frames = []
     for (group, _), reading in zip(sources, readings, strict=True):
-        # The entries run up to the source's current offset: from the position, or from the last
-        # offset a forked history shares with the position's epoch (history_read.lua).
+        # The entries run up to the source's current (or counted) offset: from the position, or
+        # from the last offset a forked history shares with the position's epoch (history_read.lua).
         start = reading.offset - len(reading.entries)
         for offset, data in enumerate(reading.entries, start + 1):
             frame = frame_for(cursor, group, wire.HistoryMessage(reading.epoch, offset, data), None)
@@ -111,6 +115,10 @@ async def resume(
     metrics.MESSAGES_REPLAYED.inc(len(frames))
     connection.start_with([envelope.recovery(True, len(frames)), *frames], cursor)
     return None
+
+
+def _bytes(readings: list[Reading]) -> int:
+    return sum(len(data) for reading in readings for data in reading.entries)
 
 
 def _failure(readings: list[Reading], cap: int) -> str | None:
