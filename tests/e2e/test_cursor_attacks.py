@@ -10,9 +10,11 @@ import uuid
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from gateway.history.cursor import group_hash
 from gateway.publishing.publisher import AsyncPublisher
+from harness.bystander import watching_bystander
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
@@ -158,3 +160,30 @@ async def test_two_groups_of_one_name_in_the_cursor_are_not_replayed_twice(
                 (recovery,) = await _frames(ws, 1)
                 replay = await _frames(ws, recovery["replayed"])
     assert recovery["recovered"] is False or replay == [], replay
+
+
+async def test_a_resume_over_the_cap_is_charged_what_redis_sent_for_it(
+    own_redis: RedisServer, user: str
+) -> None:
+    """The user's full history is read with the group's count; the group's one message takes the
+    replay over the cap (``too_long``). What Redis sent (the user's entries, over the minute's
+    byte budget) is charged all the same: the next resume is refused before any Redis read, and a
+    bystander on the worker is served throughout."""
+    cap, size, budget = 10, 16 * 1024, 64 * 1024
+    team = f"team-{uuid.uuid4().hex[:10]}"
+    settings = {"WEBSOCKET_HISTORY_REPLAY_CAP": str(cap), "WEBSOCKET_RESUME_BYTES_PER_MINUTE": str(budget)}
+    with running_gateway(own_redis.url, workers=1, **settings) as gateway:
+        async with watching_bystander(gateway, own_redis.url):
+            async with AsyncPublisher(own_redis.url) as publisher:
+                for _ in range(cap):
+                    await publisher.publish(user, "x" * size)
+                await publisher.publish_group(team, "over the cap")
+            answers = []
+            for _ in range(2):
+                try:
+                    async with await _open(gateway, user, team, "&since=t0") as ws:
+                        answers.append((await _frames(ws, 1))[0].get("reason"))
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None
+                    answers.append(closed.rcvd.reason)
+    assert answers == ["too_long", "too_many_resumes"]
