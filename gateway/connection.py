@@ -229,8 +229,10 @@ class Connection:
         """A refresh named other groups: the socket is a member of exactly those from now on."""
         if groups == self.groups:
             return
-        self.groups = groups
-        self.cursor.keep_only(groups)
+        left, self.groups = self.groups, groups
+        self.cursor.change_groups(left, groups, int(self._clock.time() * 1000))
+        # A joined group's ``j`` entry makes every frame's cursor its own.
+        self.composite = self.cursor.composite
         if self.on_groups is not None:
             self.on_groups(groups)
 

@@ -16,7 +16,7 @@ from redis.crc import key_slot
 from gateway import close_codes, http_refusals, keys, wire
 from gateway.admission.auth import Authenticator, AuthError, parse_groups
 from gateway.config.settings import Settings
-from gateway.history.cursor import MAX_LENGTH, Cursor, parse_cursor
+from gateway.history.cursor import MAX_LENGTH, Cursor, group_hash, parse_cursor
 from gateway.history.position import Position
 from gateway.hub import Hub
 from harness.outbox import Outbox
@@ -97,13 +97,17 @@ def test_a_cursor_round_trips_within_its_bound_and_a_url_needs_no_escape_for_it(
     cursor = Cursor(data.draw(st.integers(0, 10**13 - 1)), data.draw(st.none() | _POSITIONS))
     for group in data.draw(st.lists(st.sampled_from([*groups, keys.BROADCAST]), unique=True)):
         cursor.groups[group] = data.draw(_POSITIONS)
+    for group in [g for g in groups if g not in cursor.groups]:
+        # A group a refresh joined, with no message since: its time instead of a position.
+        if data.draw(st.booleans()):
+            cursor.joined[group] = data.draw(st.integers(0, 10**13 - 1))
     text = cursor.text()
     assert len(text) <= MAX_LENGTH
     assert all(c.isascii() and (c.isalnum() or c in "-.") for c in text)
     parsed = parse_cursor(text, tuple(groups))
     assert parsed is not None
     again, single = parsed
-    if cursor.user is not None and not cursor.groups:
+    if cursor.user is not None and not cursor.composite:
         assert single and again.user == cursor.user
     else:
         assert not single and again == cursor
@@ -123,8 +127,22 @@ def test_a_cursor_forgets_a_group_it_left_and_ignores_one_it_cannot_name() -> No
     text = cursor.text()
     parsed = parse_cursor(text, ("a",))
     assert parsed is not None and parsed[0].groups == {"a": Position("ea", 2)}
-    cursor.keep_only(("b",))
-    assert cursor.groups == {"b": Position("eb", 3)}
+    cursor.change_groups(("a", "b"), ("b",), 9)
+    assert cursor.groups == {"b": Position("eb", 3)} and cursor.joined == {}
+
+
+def test_a_group_joined_again_counts_its_messages_from_the_rejoin_not_its_old_position() -> None:
+    """Left, its position is forgotten; joined again, its messages count from the join: neither
+    what it was given nor what was published while not a member comes back on a resume."""
+    cursor = Cursor(5, Position("ep", 1), {"a": Position("ea", 2)})
+    cursor.change_groups(("a",), (), 7)
+    assert not cursor.composite and cursor.text() == "1-ep"
+    cursor.change_groups((), ("a",), 9)
+    assert cursor.composite and cursor.since("a") == 9 and cursor.since("b") == 5
+    parsed = parse_cursor(cursor.text(), ("a", "b"))
+    assert parsed is not None and parsed[0].joined == {"a": 9} and parsed[0].groups == {}
+    assert cursor.advance("a", Position("ea", 3)) and cursor.joined == {}
+    assert parse_cursor(f"t5.j{group_hash('a')}x", ("a",)) is None
     assert parse_cursor("x" * (MAX_LENGTH + 1), ()) is None
     assert parse_cursor("t1.q1-ab", ()) is None
 

@@ -7,7 +7,7 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway import keys, wire
-from gateway.history.reader import HistoryReader, Reading
+from gateway.history.reader import COUNT, HistoryReader, Reading
 from gateway.publishing.publisher import AsyncPublisher, Publisher
 from harness.redis_server import RedisServer
 from harness.waiting import eventually, wait_for
@@ -173,3 +173,35 @@ async def test_the_reader_refuses_entries_past_the_age_cap(redis_server: RedisSe
     assert (await reader.read(user + "-nobody", epoch, offset)).result == "lost"
     await client.aclose()
     await publisher.aclose()
+
+
+async def test_a_count_sends_no_data_and_a_read_through_it_leaves_out_what_came_after(
+    redis_server: RedisServer, user: str
+) -> None:
+    """A resume of many sources counts first and reads up to the offset counted: a message
+    published between the two arrives live, not in the replay; from a time, the same."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    reader = HistoryReader(client, "ws", replay_cap=3)
+    async with AsyncPublisher(redis_server.url) as publisher:
+        first = await publisher.publish(user, "m1")
+        for data in ("m2", "m3"):
+            await publisher.publish(user, data)
+        epoch, offset = _epoch_offset(first.position)
+        gaps = [(user, epoch, offset), (user, "", 0), (user, epoch, offset - 1)]
+        counts = await reader.read_many(gaps, [COUNT, COUNT, COUNT])
+        assert counts == [
+            Reading("ok", epoch, offset + 2, [], 2),
+            Reading("ok", epoch, offset + 2, [], 3),
+            Reading("ok", epoch, offset + 2, [], 3),
+        ]
+        await publisher.publish(user, "m4")
+        more = await reader.read_many(gaps[:1], [COUNT])
+        assert more[0].result == "ok" and more[0].counted == 3  # one more: still within the cap
+        through = [str(offset + 2)] * 3
+        read = await reader.read_many(gaps, through)
+        assert [r.entries for r in read] == [[b"m2", b"m3"], [b"m1", b"m2", b"m3"], [b"m1", b"m2", b"m3"]]
+        assert {r.offset for r in read} == {offset + 2}
+        await publisher.publish(user, "m5")
+        over = await reader.read_many(gaps[1:], [COUNT, COUNT])
+        assert [(r.result, r.entries) for r in over] == [("too_long", []), ("too_long", [])]
+    await client.aclose()

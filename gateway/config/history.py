@@ -29,6 +29,6 @@ WEBSOCKET_RESUME_BYTES_PER_MINUTE = Setting(
     "resume_bytes_per_minute",
     64 * 1024 * 1024,
     byte_size(64 * 1024, 1 << 40),
-    "bytes of history one user's resumes may replay on one worker per minute (one replay may"
-    " overdraw it; the next waits until it is paid back); beyond: 1013 `too_many_resumes`",
+    "bytes of history one user's resumes may read on one worker per minute, recovered or not (one"
+    " resume may overdraw it; the next waits until it is paid back); beyond: 1013 `too_many_resumes`",
 )

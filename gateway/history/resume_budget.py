@@ -5,8 +5,9 @@ envelopes: one client looping resumes over a large history costs the worker and 
 than it costs the client. Two token buckets per user bound it: resumes (``WEBSOCKET_RESUMES_PER_MINUTE``)
 and replayed bytes (``WEBSOCKET_RESUME_BYTES_PER_MINUTE``), each a minute's worth at most,
 refilled evenly. A resume is refused (1013 ``too_many_resumes``, before any Redis command) while
-either is spent; a replay's bytes are charged once it is read, so one replay may overdraw the byte
-bucket, and the next waits until it is paid back.
+either is spent; the bytes Redis sent for a resume are charged once read, recovered or not (one
+answered ``too_long`` cost its reading too), so one may overdraw the byte bucket, and the next
+waits until it is paid back.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ResumeBudget:
         return True
 
     def charge(self, user_id: str, replayed_bytes: int) -> None:
-        """The bytes a resume of ``user_id`` replayed."""
+        """The bytes of history a resume of ``user_id`` read (replayed or not)."""
         self._refilled(user_id)[1] -= replayed_bytes
 
     def _refilled(self, user_id: str) -> list[float]:

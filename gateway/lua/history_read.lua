@@ -5,6 +5,11 @@
 --              time: read what was written at or after it, ms on the Redis clock)
 -- ARGV[2]      the offset the reader has (read what follows it)
 -- ARGV[3]      the most entries to return; a longer gap is not recovered
+-- ARGV[4]      optional: "count" to return how many entries there are to read instead of their
+--              data, after the same checks (from a time: at most ARGV[3] + 1 are looked at), so
+--              a reader of many histories learns whether they fit its cap before any is sent;
+--              or an offset (what a count returned as the history's): read up to it only (what
+--              follows was published after the count, so it reaches the reader live)
 -- A position of an epoch the history forked from (publish.lua: it moved to another server) is
 -- read as one of the current epoch up to the last offset the two share: any past it were given
 -- out by the old server and lost with it, and the current epoch's entries after the shared ones
@@ -13,8 +18,18 @@
 -- read from, up to the history's current one, consecutive), or why not: "lost" (no history),
 -- "epoch" (another epoch), "future" (an offset never given), "too_long" (over the cap),
 -- "trimmed" (pushed out by the length cap), "expired" (older than the age cap). epoch and offset
--- are the history's current ones ("" and 0 if lost).
+-- are the history's current ones ("" and 0 if lost), or the offset ARGV[4] names if lower. A count
+-- returns {result, epoch, offset, count}.
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'age', 'forks')
+local counting = ARGV[4] == 'count'
+local through = tonumber(ARGV[4] or '')
+
+local function answer(result, epoch, offset, count)
+  if counting then
+    return {result, epoch, offset, count or 0}
+  end
+  return {result, epoch, offset}
+end
 
 -- The last offset the current epoch shares with `wanted`, or nil if it never forked from it.
 local function shared_through(forks, wanted)
@@ -31,10 +46,14 @@ end
 
 if ARGV[1] == '' then
   if not meta[1] then
-    return {'ok', '', 0}  -- nothing written lately: nothing missed
+    return answer('ok', '', 0)  -- nothing written lately: nothing missed
   end
   local since, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', cap + 1)
+  local last, top = tonumber(meta[2]), '+'
+  if through and last and through < last then
+    last, top = through, through .. '-0'
+  end
+  local newest = redis.call('XREVRANGE', KEYS[2], top, '-', 'COUNT', cap + 1)
   local found = {}
   for _, entry in ipairs(newest) do
     local fields = entry[2]  -- d, data, t, time: as publish.lua writes them
@@ -44,38 +63,45 @@ if ARGV[1] == '' then
     found[#found + 1] = fields[2]
   end
   if #found > cap then
-    return {'too_long', meta[1], tonumber(meta[2])}
+    return answer('too_long', meta[1], last)
   end
-  local reply = {'ok', meta[1], tonumber(meta[2])}
+  if counting then
+    return answer('ok', meta[1], last, #found)
+  end
+  local reply = {'ok', meta[1], last}
   for i = #found, 1, -1 do
     reply[#reply + 1] = found[i]
   end
   return reply
 end
 if not meta[1] then
-  return {'lost', '', 0}
+  return answer('lost', '', 0)
 end
 local epoch, last, age = meta[1], tonumber(meta[2]) or 0, tonumber(meta[3]) or 0
+if through and through < last then
+  last = through
+end
 local after = tonumber(ARGV[2])
 if epoch ~= ARGV[1] then
   local through = shared_through(meta[4], ARGV[1])
   if not through then
-    return {'epoch', epoch, last}
+    return answer('epoch', epoch, last)
   end
   after = math.min(after, through)
 end
 if after > last then
-  return {'future', epoch, last}
+  return answer('future', epoch, last)
 end
 if after == last then
-  return {'ok', epoch, last}
+  return answer('ok', epoch, last)
 end
 if last - after > tonumber(ARGV[3]) then
-  return {'too_long', epoch, last}
+  return answer('too_long', epoch, last)
 end
-local entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+', 'COUNT', ARGV[3])
+-- A count needs only the first entry: whether it is still there, and its age.
+local entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', last .. '-0', 'COUNT', counting and 1 or ARGV[3])
 if #entries == 0 or entries[1][1] ~= (after + 1) .. '-0' then
-  return {'trimmed', epoch, last}
+  return answer('trimmed', epoch, last)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -87,8 +113,11 @@ for i, entry in ipairs(entries) do
     if fields[j] == 'd' then data = fields[j + 1] elseif fields[j] == 't' then at = tonumber(fields[j + 1]) end
   end
   if i == 1 and at < now - age then
-    return {'expired', epoch, last}
+    return answer('expired', epoch, last)
   end
   reply[#reply + 1] = data
+end
+if counting then
+  return answer('ok', epoch, last, last - after)
 end
 return reply
