@@ -28,7 +28,7 @@ from gateway import Publisher
 from harness.api_client import API_KEY
 from harness.gateway_process import running_gateway
 from harness.redis_server import RedisServer
-from loadtest.bench.output import add_out_argument, written
+from loadtest.bench.output import add_out_argument, write_results
 
 _HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 
@@ -158,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     add_out_argument(parser)
     args = parser.parse_args(argv)
     results = run(args.publishes, args.connections, args.requests, args.batch)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "api.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "api.md").write_text(markdown(results))
-    print(markdown(results))
-    print(written(args.out))
+    write_results(args.out, "api", results, markdown(results))
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import time
@@ -31,7 +30,7 @@ from harness.tokens import make_token
 from loadtest.bench import cluster_bus
 from loadtest.bench.clients import ClientPool, run_publisher
 from loadtest.bench.cluster_bus import BUS_KEYS, bus_counters, compare_broadcast, slot_ranges
-from loadtest.bench.output import add_out_argument, written
+from loadtest.bench.output import add_out_argument, write_results
 from loadtest.bench.targets import running
 
 
@@ -256,11 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
     )
     results = run(sizes)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cluster.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "cluster.md").write_text(markdown(results))
-    print(markdown(results))
-    print(written(args.out))
+    write_results(args.out, "cluster", results, markdown(results))
     return 0
 
 

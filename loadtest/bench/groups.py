@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -36,7 +35,7 @@ from gateway import AsyncPublisher
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
-from loadtest.bench.output import add_out_argument, written
+from loadtest.bench.output import add_out_argument, write_results
 
 
 def _commands(client: redis.Redis) -> int:
@@ -240,11 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     add_out_argument(parser)
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.sockets, args.messages, args.admissions))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "groups.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "groups.md").write_text(markdown(results))
-    print(markdown(results))
-    print(written(args.out))
+    write_results(args.out, "groups", results, markdown(results))
     return 0
 
 

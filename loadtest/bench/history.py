@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -25,7 +24,7 @@ from gateway import AsyncPublisher
 from harness.gateway_process import running_gateway
 from harness.redis_server import RedisServer
 from harness.tokens import make_token
-from loadtest.bench.output import add_out_argument, written
+from loadtest.bench.output import add_out_argument, write_results
 
 
 def _commands(client: redis.Redis) -> int:
@@ -137,11 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     add_out_argument(parser)
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.publishes, args.users, args.messages))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "history.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "history.md").write_text(markdown(results))
-    print(markdown(results))
-    print(written(args.out))
+    write_results(args.out, "history", results, markdown(results))
     return 0
 
 
