@@ -26,7 +26,15 @@ class RedisCluster:
     def __init__(self, masters: int = 3, replicas: int = 0) -> None:
         self.masters = masters
         self.replicas = replicas
-        options: tuple[str, ...] = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        # A replica's first sync starts at once (the default waits 5 s for more replicas to share it).
+        options: tuple[str, ...] = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--repl-diskless-sync-delay",
+            "0",
+        )
         options += ("--cluster-node-timeout", str(NODE_TIMEOUT_MS))
         # A replica may take over at once, however long it was cut off (tests kill masters).
         options += ("--cluster-replica-validity-factor", "0", "--cluster-require-full-coverage", "no")
@@ -57,7 +65,8 @@ class RedisCluster:
         )
         wait_for(self.healthy, timeout=30, what="every cluster node to see all slots served")
         # Until then a replica has nothing, and WAIT (Publisher(replicas=...)) times out.
-        wait_for(self._replicas_in_sync, timeout=30, what="every replica to sync with its master")
+        # A loaded 2-core machine starting six nodes once took longer than 30 s.
+        wait_for(self._replicas_in_sync, timeout=60, what="every replica to sync with its master")
 
     def _replicas_in_sync(self) -> bool:
         synced = 0
