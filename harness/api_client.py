@@ -77,3 +77,15 @@ async def frames_until(ws: ClientConnection, last: Any, timeout: float = 10.0) -
     while not frames or frames[-1].get("data") != last:
         frames.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
     return frames
+
+
+def published_until_end(listener: Any) -> list[bytes]:
+    """What a pub/sub ``listener`` (a sync redis-py PubSub) receives, up to a message ending in
+    ``end``: the tests publish that last, so everything before it has arrived."""
+    seen: list[bytes] = []
+    while not seen or not seen[-1].endswith(b"end"):
+        message = listener.get_message(timeout=5)
+        assert message is not None, f"only {seen} arrived"
+        if message["type"] == "message":
+            seen.append(message["data"])
+    return seen

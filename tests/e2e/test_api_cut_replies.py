@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from harness.api_client import API_KEY, post
+from harness.api_client import API_KEY, post, published_until_end
 from harness.fault_proxy import Fault, FaultProxy
 from harness.gateway_process import running_gateway
 from harness.redis_server import RedisServer
@@ -38,16 +38,7 @@ async def test_one_call_whose_reply_was_cut_is_not_published_twice(
         assert first.status in (200, 503), first.body
         await post(gateway, "/api/publish", {"user": user, "data": "end", "history": False})
 
-    def published() -> list[bytes]:
-        seen = []
-        while not seen or not seen[-1].endswith(b"end"):
-            message = listener.get_message(timeout=5)
-            assert message is not None, f"only {seen} arrived"
-            if message["type"] == "message":
-                seen.append(message["data"])
-        return seen
-
-    seen = await asyncio.to_thread(published)
+    seen = await asyncio.to_thread(published_until_end, listener)
     listener.close()
     delivered = sum(data.endswith(b"once") for data in seen)
     if first.status == 200 and delivered == 1:

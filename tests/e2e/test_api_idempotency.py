@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.api_client import API_KEY, Answer, call, envelope_socket, frames_until, post
+from harness.api_client import API_KEY, Answer, call, envelope_socket, frames_until, post, published_until_end
 from harness.fault_proxy import Fault, FaultProxy
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
@@ -126,15 +126,6 @@ async def test_a_reply_lost_after_the_publish_ran_is_not_published_twice(
         assert retry["repeated"] is True
         await post(gateway, "/api/publish", {"user": user, "data": "end", "history": False})
 
-    def published() -> list[bytes]:
-        seen = []
-        while not seen or seen[-1] != b"end":
-            message = listener.get_message(timeout=5)
-            assert message is not None, f"only {seen} arrived"
-            if message["type"] == "message":
-                seen.append(message["data"])
-        return seen
-
-    seen = await asyncio.to_thread(published)
+    seen = await asyncio.to_thread(published_until_end, listener)
     listener.close()
     assert len(seen) == 2 and seen[0].endswith(b" paid")
