@@ -111,6 +111,11 @@ class RedisCluster:
                     return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"no live node serves slot {slot}")
 
+    def master_ports(self) -> set[int]:
+        """The ports of the masters serving slots now."""
+        with self.live_nodes()[0].client() as client:
+            return set(_slot_owners(client).values())
+
     def master_of(self, channel: str) -> RedisServer:
         """The master that owns a shard channel (or a key) such as ``ws:alice``."""
         return self.owner(key_slot(channel.encode()))

@@ -51,11 +51,21 @@ async def clients(cluster: RedisCluster) -> AsyncIterator[list[AsyncClient]]:
 
 
 def _users_on_every_master(cluster: RedisCluster, count: int) -> list[str]:
-    """``count`` fresh users whose slots are served by at least two different masters."""
-    users = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(count)]
-    owners = {cluster.master_of(f"ws:{user}").port for user in users}
-    assert len(owners) >= 2, "the users should span several nodes"
-    return users
+    """``count`` fresh users (at least one per master) whose slots are served by every master.
+
+    Random names alone sometimes all land on one master (1 in 27 for four users on three), so
+    names are drawn until each master serves one, and the rest are taken as they come."""
+    masters = cluster.master_ports()
+    assert count >= len(masters)
+    firsts: dict[int, str] = {}
+    for _ in range(10_000):
+        user = f"user-{uuid.uuid4().hex[:12]}"
+        firsts.setdefault(cluster.master_of(f"ws:{user}").port, user)
+        if len(firsts) == len(masters):
+            break
+    assert set(firsts) == masters, "the users should span every master"
+    rest = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(count - len(firsts))]
+    return [*firsts.values(), *rest]
 
 
 def _never_lost() -> None:
