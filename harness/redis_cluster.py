@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -115,6 +116,22 @@ class RedisCluster:
         """The ports of the masters serving slots now."""
         with self.live_nodes()[0].client() as client:
             return set(_slot_owners(client).values())
+
+    def users_on_every_master(self, count: int) -> list[str]:
+        """``count`` fresh user ids (at least one per master) whose ``ws:`` channels are served by
+        every master. Random names alone sometimes all land on one master (1 in 27 for four users
+        on three), so names are drawn until each master serves one; the rest come as they come."""
+        masters = self.master_ports()
+        assert count >= len(masters)
+        firsts: dict[int, str] = {}
+        for _ in range(10_000):
+            user = f"user-{uuid.uuid4().hex[:12]}"
+            firsts.setdefault(self.master_of(f"ws:{user}").port, user)
+            if len(firsts) == len(masters):
+                break
+        assert set(firsts) == masters, "the users should span every master"
+        rest = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(count - len(firsts))]
+        return [*firsts.values(), *rest]
 
     def master_of(self, channel: str) -> RedisServer:
         """The master that owns a shard channel (or a key) such as ``ws:alice``."""

@@ -64,12 +64,6 @@ def _next(pubsub: Any) -> bytes:
     return data
 
 
-def _users(cluster: RedisCluster, count: int) -> list[str]:
-    users = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(count)]
-    assert len({cluster.master_of(f"ws:{user}").port for user in users}) >= 2
-    return users
-
-
 def test_publish_with_history_is_an_spublish_on_the_users_shard(cluster: RedisCluster, user: str) -> None:
     publisher = Publisher(cluster_nodes=cluster.startup_nodes)
     with shard_subscriber(cluster, user) as pubsub:
@@ -91,7 +85,7 @@ def test_publish_without_history_is_a_plain_spublish(cluster: RedisCluster, user
 
 
 def test_publish_many_reaches_users_on_every_node_in_order(cluster: RedisCluster) -> None:
-    users = _users(cluster, 6)
+    users = cluster.users_on_every_master(6)
     for history in (True, False):
         publisher = Publisher(cluster_nodes=cluster.startup_nodes, history=history)
         subscribers = [shard_subscriber(cluster, user) for user in users]
@@ -129,7 +123,7 @@ async def test_disconnect_and_online_on_a_cluster(
 ) -> None:
     """Leases held on every node: online counts each user's; disconnect frees one user's places
     and its command reaches the user's shard subscriber."""
-    users = _users(cluster, 6)
+    users = cluster.users_on_every_master(6)
     limiter = Limiter(gateway_client, "ws", f"w-{uuid.uuid4().hex[:8]}", 5, 30.0)
     for count, user in enumerate(users, start=1):
         for _ in range(min(count, 5)):
@@ -189,7 +183,7 @@ async def test_history_reads_per_slot_on_a_cluster(
     cluster: RedisCluster, gateway_client: AsyncClient
 ) -> None:
     """The gateway's history reader (recovery, gap fill) reads users on every node in one call."""
-    users = _users(cluster, 6)
+    users = cluster.users_on_every_master(6)
     publisher = Publisher(cluster_nodes=cluster.startup_nodes)
     first = publisher.publish_many([(user, f"first {user}") for user in users])
     publisher.publish_many([(user, f"second {user}") for user in users])

@@ -50,24 +50,6 @@ async def clients(cluster: RedisCluster) -> AsyncIterator[list[AsyncClient]]:
         await client.aclose()
 
 
-def _users_on_every_master(cluster: RedisCluster, count: int) -> list[str]:
-    """``count`` fresh users (at least one per master) whose slots are served by every master.
-
-    Random names alone sometimes all land on one master (1 in 27 for four users on three), so
-    names are drawn until each master serves one, and the rest are taken as they come."""
-    masters = cluster.master_ports()
-    assert count >= len(masters)
-    firsts: dict[int, str] = {}
-    for _ in range(10_000):
-        user = f"user-{uuid.uuid4().hex[:12]}"
-        firsts.setdefault(cluster.master_of(f"ws:{user}").port, user)
-        if len(firsts) == len(masters):
-            break
-    assert set(firsts) == masters, "the users should span every master"
-    rest = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(count - len(firsts))]
-    return [*firsts.values(), *rest]
-
-
 def _never_lost() -> None:
     raise AssertionError("no lease should be lost here")
 
@@ -77,7 +59,7 @@ async def test_the_limit_is_exact_under_100_simultaneous_attempts_across_hosts(
 ) -> None:
     """100 acquires at once, spread over five hosts' limiters, for four users on several nodes:
     each user gets exactly LIMIT places, and Redis holds exactly those."""
-    users = _users_on_every_master(cluster, 4)
+    users = cluster.users_on_every_master(4)
     limiters = [Limiter(client, "ws", f"host{i}-1", LIMIT, 30.0) for i, client in enumerate(clients)]
     attempts = [(limiters[i % HOSTS], users[i % len(users)]) for i in range(100)]
     results = await asyncio.gather(*(limiter.acquire(user, _never_lost) for limiter, user in attempts))
@@ -105,7 +87,7 @@ async def test_beats_keep_every_lease_on_every_node_alive(
     """A worker with users on all three masters beats for longer than the lease time: every
     place is still its own, another host is refused each of them. Its key in each slot it uses
     shares that slot (the slot's tag, the same for every worker)."""
-    users = _users_on_every_master(cluster, 12)
+    users = cluster.users_on_every_master(12)
     worker_id = f"w-{uuid.uuid4().hex[:8]}"
     worker = Limiter(clients[0], "ws", worker_id, 1, 1.0)
     for user in users:
@@ -140,7 +122,7 @@ async def test_a_dead_workers_places_on_every_node_lapse_within_the_lease_time(
 ) -> None:
     """A host dies (its limiter dropped, no master to release): each slot's key of its worker
     lapses, and every user on every node gets a place again within the lease time."""
-    users = _users_on_every_master(cluster, 12)
+    users = cluster.users_on_every_master(12)
     dead = Limiter(clients[0], "ws", f"dead-{uuid.uuid4().hex[:8]}", 1, 1.0)
     for user in users:
         assert await dead.acquire(user, _never_lost) is not None
@@ -160,7 +142,7 @@ async def test_release_worker_frees_a_killed_workers_places_on_every_node(
 ) -> None:
     """The worker dies without releasing anything (its limiter is simply dropped); gunicorn's
     master releases all its places, whatever node they live on, and leaves no key behind."""
-    users = _users_on_every_master(cluster, 30)
+    users = cluster.users_on_every_master(30)
     worker_id = f"dead-{uuid.uuid4().hex[:8]}"
     dead = Limiter(clients[0], "ws", worker_id, LIMIT, 30.0)
     for user in users:
