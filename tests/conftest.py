@@ -6,9 +6,16 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from harness.gateway_process import Gateway, running_gateway
 from harness.redis_server import RedisServer
+
+# Hypothesis' 200 ms deadline per example and its slow-generation check measure the machine, not
+# the code: a 2-core CI machine running servers beside the test can stall one example past them.
+# Tests bound what they must in their own terms; a test's own @settings still overrides this.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -81,7 +81,7 @@ async def test_disconnect_closes_exactly_the_users_sockets_on_both_hosts_and_fre
     codes = await asyncio.gather(*(close_code(ws) for ws in sockets))
     elapsed = time.monotonic() - started
     assert codes == [(4003, "disconnected")] * LIMIT
-    assert elapsed < 1.0, f"the last socket closed after {elapsed:.2f}s"
+    assert elapsed < 3.0, f"the last socket closed after {elapsed:.2f}s"  # not at a lease or idle time
 
     # Free at once: the full limit is admitted again with no wait, and no more.
     again = [await open_socket((a, b)[i % 2], user) for i in range(LIMIT)]
@@ -167,7 +167,7 @@ async def test_online_counts_exactly_across_hosts_and_a_killed_hosts_leases_stop
             return await publisher.online([user, other, nobody]) == {user: 2, other: 1, nobody: 0}
 
         await eventually(lapsed, timeout=lease * 3, what="the killed host's leases to stop counting")
-        assert time.monotonic() - killed_at <= lease + 0.5
+        assert time.monotonic() - killed_at <= lease + 1.0
         client = redis_server.client()
         assert live_leases(client, user) == 2  # what the limit sees agrees
         client.close()

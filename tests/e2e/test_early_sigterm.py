@@ -46,11 +46,26 @@ def pid_one_problem() -> str | None:
 
 
 def test_sigterm_right_after_the_start_of_the_image_command_stops_it(own_redis: RedisServer) -> None:
-    """SIGTERM to the namespace's PID 1 within 0.1 s of its start: every process is gone within 5 s."""
+    """SIGTERM to the namespace's PID 1 within 0.1 s of its start: every process is gone within 5 s.
+
+    A start that a loaded machine delays past 0.1 s before the signal can go out tests nothing, so
+    it is stopped and started again (three tries); a late stop fails at once."""
     why = pid_one_problem()
     if why is not None:
         pytest.skip(why)
     gateway = Gateway(own_redis.url, workers=2)
+    try:
+        late: list[float] = []
+        while (delay := _start_and_signal(gateway)) is not None:
+            late.append(delay)
+            assert len(late) < 3, f"the SIGTERM went out late in every try: {late}"
+    finally:
+        gateway.close()
+
+
+def _start_and_signal(gateway: Gateway) -> float | None:
+    """Start the image's command, SIGTERM its PID 1 and check that everything stops within 5 s;
+    the delay instead when the signal could not go out within 0.1 s of the start (nothing checked)."""
     # The image's command finds gunicorn on PATH, as in the image's virtualenv.
     env = {**gateway.env, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
     outer = subprocess.Popen(
@@ -76,17 +91,18 @@ def test_sigterm_right_after_the_start_of_the_image_command_stops_it(own_redis: 
         )
         with contextlib.suppress(AssertionError):
             wait_for(lambda: _children(pid_one), timeout=0.05, interval=0.001)
-        os.kill(pid_one, signal.SIGTERM)
         signalled = time.monotonic() - started
-        assert signalled < 0.1, f"the SIGTERM went out {signalled:.3f}s after the start"
+        if signalled >= 0.1:
+            return signalled
+        os.kill(pid_one, signal.SIGTERM)
         outer.wait(10)
         assert time.monotonic() - started < 5
         assert not _alive(pid_one)
+        return None
     finally:
         if outer.poll() is None:
             outer.kill()  # --kill-child takes the namespace down with it
             outer.wait(10)
-        gateway.close()
 
 
 def _children(pid: int) -> list[int]:

@@ -162,7 +162,9 @@ async def test_a_killed_hosts_places_come_back_within_the_lease_time(
 
         # Each dead lease lapses at its own deadline, at most one lease time after the kill.
         back = [await asyncio.wait_for(admitted_again(), lease * 3) for _ in on_doomed]
-        assert time.monotonic() - killed_at <= lease + 0.5
+        # The slack covers the last refusal's retries and three admissions on a loaded machine; a
+        # place that outlived its lease by another beat or lease would still be late.
+        assert time.monotonic() - killed_at <= lease + 1.5
         assert await attempt(survivor, user) == 4029
         for ws in [*on_survivor, *back]:
             assert isinstance(ws, ClientConnection)

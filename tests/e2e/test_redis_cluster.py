@@ -18,6 +18,7 @@ from redis.crc import key_slot
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
+from gateway import keys
 from gateway.history.position import parse_position
 from gateway.publishing.publisher import Publisher
 from harness.clients import admit, admit_or_refusal
@@ -84,7 +85,7 @@ async def test_every_user_gets_exactly_its_messages_with_one_connection_per_work
 ) -> None:
     """40 users over two hosts: each gets what a raw SPUBLISH and the publisher library sent it, and
     nothing else; each worker holds one pub/sub connection on each master holding one of its
-    users, and none elsewhere."""
+    users or the broadcast's channel, and none elsewhere."""
     users = [fresh() for _ in range(40)]
     sockets = [await admit(hosts[i % 2].ws_url, user) for i, user in enumerate(users)]
     assert all(isinstance(ws, ClientConnection) for ws in sockets), sockets
@@ -104,9 +105,14 @@ async def test_every_user_gets_exactly_its_messages_with_one_connection_per_work
         ]
     publisher.close()
 
+    # Every socket also joins the broadcast (a shard channel too), so each worker holding one has
+    # a connection on the broadcast's master, whether or not one of its users lives there.
+    broadcast = cluster.master_of(keys.group_channel("ws", keys.BROADCAST)).port
     expected: dict[tuple[int, str], int] = {}
     for user, ws in zip(users, admitted, strict=True):
-        expected[(cluster.master_of(f"ws:{user}").port, ws.response.headers["x-gateway-worker"])] = 1
+        worker = ws.response.headers["x-gateway-worker"]
+        expected[(cluster.master_of(f"ws:{user}").port, worker)] = 1
+        expected[(broadcast, worker)] = 1
     assert subscriber_connections(cluster) == expected
     await asyncio.gather(*(ws.close() for ws in admitted))
     await eventually(in_thread(lambda: not subscriber_connections(cluster)), what="every connection to close")

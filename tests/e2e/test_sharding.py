@@ -109,7 +109,7 @@ async def test_each_user_gets_exactly_its_messages_and_workers_subscribe_only_th
         for got in await asyncio.gather(*(read_until_end(ws) for ws in user_sockets)):
             assert got == [{"to": user, "seq": s} for s in range(3)] + [{"to": user, "end": True}]
 
-    # Every socket of half the users closes: their channels lose all subscribers within a second.
+    # Every socket of half the users closes: their channels soon lose all subscribers.
     leaving = users[:100]
     await asyncio.gather(*(ws.close() for user in leaving for ws in sockets[user]))
 
@@ -118,7 +118,7 @@ async def test_each_user_gets_exactly_its_messages_and_workers_subscribe_only_th
         return all(count == 0 for count in counts.values())
 
     await eventually(
-        in_thread(unsubscribed), timeout=1.0, what="channels of departed users to have no subscribers"
+        in_thread(unsubscribed), timeout=5.0, what="channels of departed users to have no subscribers"
     )
     staying = dict(client.pubsub_numsub(*(f"ws:{u}" for u in users[100:])))
     assert {k.decode(): v for k, v in staying.items()} == {f"ws:{u}": len(workers_of[u]) for u in users[100:]}
@@ -128,12 +128,28 @@ async def test_each_user_gets_exactly_its_messages_and_workers_subscribe_only_th
     client.close()
 
 
+async def _settled_tasks(gateway: Gateway) -> dict[int, int]:
+    """Each worker's task count once it holds no socket and two readings in a row agree: the
+    previous test's closes may still be releasing their places when this one starts."""
+    readings: list[dict[int, int]] = []
+
+    def settled() -> bool:
+        states = gateway.worker_states()
+        if any(state["connections"] or state["users"] for state in states.values()):
+            readings.clear()
+            return False
+        readings.append({pid: state["tasks"] for pid, state in states.items()})
+        return len(readings) >= 2 and readings[-1] == readings[-2]
+
+    await eventually(in_thread(settled), timeout=10, interval=0.2, what="every worker to settle, idle")
+    return readings[-1]
+
+
 async def test_churn_leaves_no_subscription_task_or_connection_behind(
     gateway_four: Gateway, redis_server: RedisServer
 ) -> None:
     """2,000 connects and disconnects in random order: afterwards every worker is back to idle."""
-    states = await asyncio.to_thread(gateway_four.worker_states)
-    baseline = {pid: state["tasks"] for pid, state in states.items()}
+    baseline = await _settled_tasks(gateway_four)
     rng = random.Random(3)
     run = uuid.uuid4().hex[:8]
     users = [f"churn-{run}-{i}" for i in range(150)]

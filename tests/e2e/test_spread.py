@@ -54,24 +54,25 @@ async def burst(gateway: Gateway, size: int) -> Counter[int]:
         await asyncio.gather(*(ws.close() for ws in sockets))
 
 
-async def test_a_burst_of_300_lands_within_30_percent_of_the_fair_share(gateway_three: Gateway) -> None:
-    """300 connects at once over 3 workers: each worker takes 70 to 130."""
+async def test_a_burst_of_300_lands_within_40_percent_of_the_fair_share(gateway_three: Gateway) -> None:
+    """300 connects at once over 3 workers: each worker takes 60 to 140 (binomial, 100 +- 8.2:
+    outside fails about once in 400,000 runs; one accept queue for all gives one worker most)."""
     pids = set(gateway_three.worker_pids())
     shares = await burst(gateway_three, 300)
     assert set(shares) <= pids
     fair = 300 / WORKERS
-    assert all(0.7 * fair <= shares[pid] <= 1.3 * fair for pid in pids), shares
+    assert all(0.6 * fair <= shares[pid] <= 1.4 * fair for pid in pids), shares
 
 
 async def test_a_burst_of_60_reaches_every_worker(gateway_three: Gateway) -> None:
     """60 connects at once: every worker takes a share, none more than about half.
 
     The kernel picks a listener by a hash of each connection's addresses and ports, so a worker's
-    share is binomial (20 +- 3.7 here): bounds of 5 and 32 fail about once in a thousand runs.
+    share is binomial (20 +- 3.7 here): bounds of 3 and 40 fail less than once in a million runs.
     """
     pids = set(gateway_three.worker_pids())
     shares = await burst(gateway_three, 60)
-    assert all(5 <= shares[pid] <= 32 for pid in pids), shares
+    assert all(3 <= shares[pid] <= 40 for pid in pids), shares
 
 
 async def test_a_draining_worker_takes_no_new_connection(gateway_three: Gateway) -> None:
