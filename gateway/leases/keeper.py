@@ -79,6 +79,8 @@ class Keeper:
         # Tag -> until when (monotonic) the worker's key there cannot have lapsed: the send time
         # of the last call that found it (or made it) plus a lease time.
         self._alive_until: dict[str, float] = {}
+        # Tag -> when (monotonic) a reply first showed the worker's key there: it existed then.
+        self._seen_at: dict[str, float] = {}
         # Tags whose key was found gone -> "1" if it cannot have lapsed then (Redis lost it).
         self.lost_keys: dict[str, str] = {}
         # A re-assertion was sent and has not come back: Redis may still run it after a release.
@@ -86,12 +88,19 @@ class Keeper:
 
     def took(self, lease: Held, sent: float, created: bool) -> None:
         """An admission took ``lease`` (sent at ``sent``, monotonic); ``created``: the worker's
-        key under its tag did not exist before it."""
+        key under its tag did not exist before it.
+
+        A created key means the others' key was gone only if a reply had shown it before this
+        call was sent: acquires sent together (a burst after a Redis pause) may come back in
+        another order than Redis ran them, and the first one Redis ran created the key."""
         tag = lease.tag
-        if created and self.held.get(tag):
+        seen_at = self._seen_at.get(tag)
+        if created and self.held.get(tag) and seen_at is not None and seen_at <= sent:
             self._found_gone(tag, sent)  # its other leases there went with it
         else:
             self._alive_until[tag] = sent + self._terms.lease_ms / 1000
+        if seen_at is None:
+            self._seen_at[tag] = time.monotonic()
         self.held[tag] = self.held.get(tag, 0) + 1
         lease.extend_at = sent + self._terms.hold_ms / 2000
 
@@ -102,6 +111,7 @@ class Keeper:
         else:
             self.held.pop(lease.tag, None)
             self._alive_until.pop(lease.tag, None)
+            self._seen_at.pop(lease.tag, None)
 
     def _found_gone(self, tag: str, found_at: float) -> None:
         self.lost_keys[tag] = "1" if found_at < self._alive_until.get(tag, 0.0) else ""
