@@ -61,3 +61,22 @@ def test_a_tag_given_back_in_full_starts_again() -> None:
     keeper.gave_back(first)
     keeper.took(_Lease("b", "w:2"), time.monotonic(), created=True)
     assert keeper.lost_keys == {}
+
+
+def test_a_second_creator_in_replies_sent_together_shows_a_loss() -> None:
+    """One key has one creator: two acquires that both created it saw it lost in between."""
+    keeper = _keeper()
+    sent = time.monotonic()
+    keeper.took(_Lease("a", "w:1"), sent, created=True)
+    keeper.took(_Lease("b", "w:2"), sent, created=True)
+    assert set(keeper.lost_keys) == {"ws:worker"}
+
+
+def test_a_key_that_may_have_lapsed_stays_so() -> None:
+    """Found gone where it may have lapsed: a later reply does not make it "lost by Redis", which
+    would restore places that lapsed."""
+    keeper = _keeper()
+    keeper.took(_Lease("a", "w:1"), time.monotonic(), created=True)
+    keeper.lost_keys["ws:worker"] = ""
+    keeper.took(_Lease("b", "w:2"), time.monotonic(), created=True)
+    assert keeper.lost_keys == {"ws:worker": ""}

@@ -79,8 +79,11 @@ class Keeper:
         # Tag -> until when (monotonic) the worker's key there cannot have lapsed: the send time
         # of the last call that found it (or made it) plus a lease time.
         self._alive_until: dict[str, float] = {}
-        # Tag -> when (monotonic) a reply first showed the worker's key there: it existed then.
+        # Tag -> when (monotonic) a reply first showed the worker's key there (it existed then),
+        # and how many acquires said they created it since: a key has one creator, so a second
+        # means it was lost in between, whatever order the replies came back in.
         self._seen_at: dict[str, float] = {}
+        self._created: dict[str, int] = {}
         # Tags whose key was found gone -> "1" if it cannot have lapsed then (Redis lost it).
         self.lost_keys: dict[str, str] = {}
         # A re-assertion was sent and has not come back: Redis may still run it after a release.
@@ -95,12 +98,14 @@ class Keeper:
         another order than Redis ran them, and the first one Redis ran created the key."""
         tag = lease.tag
         seen_at = self._seen_at.get(tag)
-        if created and self.held.get(tag) and seen_at is not None and seen_at <= sent:
+        shown_before = seen_at is not None and seen_at <= sent
+        if created and self.held.get(tag) and (shown_before or self._created.get(tag, 0)):
             self._found_gone(tag, sent)  # its other leases there went with it
         else:
             self._alive_until[tag] = sent + self._terms.lease_ms / 1000
         if seen_at is None:
             self._seen_at[tag] = time.monotonic()
+        self._created[tag] = self._created.get(tag, 0) + created
         self.held[tag] = self.held.get(tag, 0) + 1
         lease.extend_at = sent + self._terms.hold_ms / 2000
 
@@ -112,8 +117,11 @@ class Keeper:
             self.held.pop(lease.tag, None)
             self._alive_until.pop(lease.tag, None)
             self._seen_at.pop(lease.tag, None)
+            self._created.pop(lease.tag, None)
 
     def _found_gone(self, tag: str, found_at: float) -> None:
+        if self.lost_keys.get(tag) == "":
+            return  # it may have lapsed: a later reply must not make it "lost by Redis"
         self.lost_keys[tag] = "1" if found_at < self._alive_until.get(tag, 0.0) else ""
 
     async def beat(self) -> list[Exception]:
@@ -191,6 +199,11 @@ class Keeper:
         for tag in by_tag.keys() - failed:
             self.lost_keys.pop(tag, None)
             self._alive_until[tag] = sent + self._terms.lease_ms / 1000
+            if tag in self.held:
+                # The re-assertion made the key anew: an acquire that ran before it and says it
+                # created the key, its reply read after this one, found nothing gone.
+                self._seen_at[tag] = time.monotonic()
+                self._created[tag] = 0
         return [result for result in results if isinstance(result, Exception)]
 
     def _reassert_calls(
