@@ -112,21 +112,18 @@ class RedisCluster:
                     return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"no live node serves slot {slot}")
 
-    def master_ports(self) -> set[int]:
-        """The ports of the masters serving slots now."""
-        with self.live_nodes()[0].client() as client:
-            return set(_slot_owners(client).values())
-
     def users_on_every_master(self, count: int) -> list[str]:
         """``count`` fresh user ids (at least one per master) whose ``ws:`` channels are served by
         every master. Random names alone sometimes all land on one master (1 in 27 for four users
         on three), so names are drawn until each master serves one; the rest come as they come."""
-        masters = self.master_ports()
+        with self.live_nodes()[0].client() as client:
+            owners = _slot_owners(client)  # one read of the slot map for every draw
+        masters = set(owners.values())
         assert count >= len(masters)
         firsts: dict[int, str] = {}
         for _ in range(10_000):
             user = f"user-{uuid.uuid4().hex[:12]}"
-            firsts.setdefault(self.master_of(f"ws:{user}").port, user)
+            firsts.setdefault(owners[key_slot(f"ws:{user}".encode())], user)
             if len(firsts) == len(masters):
                 break
         assert set(firsts) == masters, "the users should span every master"
