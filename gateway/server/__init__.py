@@ -27,6 +27,9 @@ handshakes answered, input parsed in slices, nothing but a close handshake after
 ``handle_ping``, ``handle_pong``, ``handle_text``, ``handle_bytes`` and ``handle_cont`` (every
 frame spends the message budget; bounded pongs),
 ``keepalive_timeout`` (a ping timeout tells the app and closes with the ping_timeout label),
+``start_keepalive`` and ``stop_keepalive`` (the socket joins and leaves the worker's ping wheel,
+keepalive.py, which reads ``ping_interval`` and ``ping_timeout`` and sets ``pending_ping_payload``
+and ``ping_sent_at`` as uvicorn's pings did),
 ``shutdown`` (what is left closes with 1001 going_away), ``on_task_complete`` (a lingering
 socket is reset).
 State it reads or replaces: ``queue`` and ``writable`` (leaner per-socket objects), ``conn``,

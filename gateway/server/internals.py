@@ -85,6 +85,12 @@ INTERNALS: tuple[Internal, ...] = (
     _ws("handle_text", "method", "overridden: a fragment spends the message budget"),
     _ws("handle_bytes", "method", "overridden: a fragment spends the message budget"),
     _ws("handle_cont", "method", "overridden: a continuation spends the message budget"),
+    _ws("start_keepalive", "method", "overridden: the socket joins the worker's ping wheel"),
+    _ws("stop_keepalive", "method", "overridden: the socket leaves the worker's ping wheel"),
+    _ws("ping_interval", "instance", "when the wheel pings the socket"),
+    _ws("ping_timeout", "instance", "when the wheel gives up on its pong"),
+    _ws("pending_ping_payload", "instance", "the ping out: uvicorn's handle_pong matches the pong"),
+    _ws("ping_sent_at", "instance", "when the ping went out"),
     # gateway/server/http.py: GatewayHttpProtocol(HttpToolsProtocol)
     _http("on_message_begin", "method", "starts a keep-alive request's deadline and head count"),
     _http("on_url", "method", "overridden: the request target's limit (414)"),

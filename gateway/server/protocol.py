@@ -31,6 +31,7 @@ from websockets.protocol import State
 
 from gateway import close_codes
 from gateway.link import offer_link
+from gateway.server.keepalive import Keepalive, keepalive_for
 from gateway.server.slots import Flag, Inbox
 from gateway.telemetry import metrics
 
@@ -197,6 +198,49 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # wrapping coroutine would be one more frame held by every open socket.
         super().on_task_complete(task)
         self._abort_later()
+
+    # Keepalive: one wheel per worker sends the pings (gateway.server.keepalive) in place of
+    # uvicorn's two timers per socket; uvicorn's handle_pong still matches the payload.
+
+    _keepalive: Keepalive | None = None
+    _keepalive_slot = 0
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval:
+            timeout = self.ping_timeout if self.ping_timeout is not None else self.ping_interval
+            wheel = keepalive_for(self.loop, self.ping_interval, timeout)
+            self._keepalive = wheel
+            self._keepalive_slot = wheel.schedule(self, self.loop.time() + self.ping_interval)
+
+    def stop_keepalive(self) -> None:
+        wheel = self._keepalive
+        if wheel is not None:
+            self._keepalive = None
+            wheel.discard(self, self._keepalive_slot)
+        self.pending_ping_payload = None
+
+    def keepalive_due(self, now: float, ping: bytes, payload: bytes) -> None:
+        wheel = self._keepalive
+        if wheel is None:
+            return
+        if self.close_sent or self.transport.is_closing():
+            self._keepalive = None
+            return
+        if self.pending_ping_payload is not None:
+            due = self.ping_sent_at + wheel.timeout
+            if now >= due:
+                self._keepalive = None
+                self.keepalive_timeout()
+                return
+        else:
+            due = self.ping_sent_at + wheel.interval  # the first: ping_sent_at is 0
+            if now >= due:
+                self.transport.write(ping)
+                self.pending_ping_payload = payload
+                self.ping_sent_at = now
+                # Back when the pong is late, or (if sooner) when the next ping is due.
+                due = now + min(wheel.interval, wheel.timeout)
+        self._keepalive_slot = wheel.schedule(self, due)
 
     def keepalive_timeout(self) -> None:
         giving_up = not (self.close_sent or self.transport.is_closing())
